@@ -1,0 +1,312 @@
+#include "dsforge/core/run_config.h"
+
+#include <toml++/toml.h>
+
+#include <cmath>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+
+namespace dsforge {
+namespace {
+
+using FieldRef = std::variant<int64_t*, double*, bool*, std::string*, std::vector<std::string>*>;
+
+struct Field {
+  std::string key;  // "section.name"
+  FieldRef ref;
+  bool in_hash;     // part of checkpoint_hash
+};
+
+// The schema: every key of RunConfig, in file order.
+std::vector<Field> fields(RunConfig& c) {
+  return {
+      {"run.out_dir", &c.run.out_dir, false},
+      {"run.seed", &c.run.seed, true},
+      {"run.threads", &c.run.threads, false},
+      {"data.source", &c.data.source, true},
+      {"data.wordnet_dir", &c.data.wordnet_dir, false},
+      {"data.paths", &c.data.paths, true},
+      {"data.val_fraction", &c.data.val_fraction, true},
+      {"data.max_docs", &c.data.max_docs, true},
+      {"data.min_chars", &c.data.min_chars, true},
+      {"data.max_chars", &c.data.max_chars, true},
+      {"tokenizer.vocab_size", &c.tokenizer.vocab_size, true},
+      {"tokenizer.special_tokens", &c.tokenizer.special_tokens, true},
+      {"tokenizer.max_train_docs", &c.tokenizer.max_train_docs, true},
+      {"model.config", &c.model.config, true},
+      {"train.seq_len", &c.train.seq_len, true},
+      {"train.batch_size", &c.train.batch_size, true},
+      {"train.max_steps", &c.train.max_steps, false},
+      {"train.lr", &c.train.lr, false},
+      {"train.min_lr_ratio", &c.train.min_lr_ratio, false},
+      {"train.warmup_steps", &c.train.warmup_steps, false},
+      {"train.weight_decay", &c.train.weight_decay, false},
+      {"train.beta1", &c.train.beta1, false},
+      {"train.beta2", &c.train.beta2, false},
+      {"train.eps", &c.train.eps, false},
+      {"train.grad_clip", &c.train.grad_clip, false},
+      {"train.init_std", &c.train.init_std, true},
+      {"train.bias_update_speed", &c.train.bias_update_speed, false},
+      {"train.aux_loss_alpha", &c.train.aux_loss_alpha, false},
+      {"train.mtp_loss_weight", &c.train.mtp_loss_weight, false},
+      {"train.log_every", &c.train.log_every, false},
+      {"train.eval_every", &c.train.eval_every, false},
+      {"train.checkpoint_every", &c.train.checkpoint_every, false},
+      {"train.keep_checkpoints", &c.train.keep_checkpoints, false},
+      {"eval.batches", &c.eval.batches, false},
+      {"generate.prompts", &c.generate.prompts, false},
+      {"generate.max_new_tokens", &c.generate.max_new_tokens, false},
+      {"generate.temperature", &c.generate.temperature, false},
+      {"generate.top_k", &c.generate.top_k, false},
+  };
+}
+
+const char* type_name(const FieldRef& r) {
+  switch (r.index()) {
+    case 0: return "an integer";
+    case 1: return "a number";
+    case 2: return "a boolean";
+    case 3: return "a string";
+    default: return "an array of strings";
+  }
+}
+
+// Edit distance, for "did you mean" hints.
+size_t distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string unknown_key_message(const std::string& where, const std::string& key, std::vector<Field>& fs) {
+  std::string best;
+  size_t best_d = 4;
+  for (const auto& f : fs) {
+    size_t d = distance(key, f.key);
+    if (d < best_d) best_d = d, best = f.key;
+  }
+  std::string msg = fmt(where, "unknown key '", key, "'");
+  if (!best.empty()) msg += fmt(" (did you mean '", best, "'?)");
+  return msg;
+}
+
+Field* find_field(std::vector<Field>& fs, const std::string& key) {
+  for (auto& f : fs)
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+void set_from_toml(Field& f, const toml::node& node, const std::string& where) {
+  auto bad = [&]() {
+    return ConfigError(fmt(where, "key '", f.key, "' must be ", type_name(f.ref), ", got ",
+                           node.type() == toml::node_type::string ? "a string" : "a value of another type"));
+  };
+  std::visit(
+      [&](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, int64_t>) {
+          auto v = node.value<int64_t>();
+          if (!v || !node.is_integer()) throw bad();
+          *p = *v;
+        } else if constexpr (std::is_same_v<T, double>) {
+          if (!node.is_number()) throw bad();
+          *p = *node.value<double>();
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (!node.is_boolean()) throw bad();
+          *p = *node.value<bool>();
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          if (!node.is_string()) throw bad();
+          *p = *node.value<std::string>();
+        } else {
+          const toml::array* arr = node.as_array();
+          if (!arr) throw bad();
+          p->clear();
+          for (const auto& el : *arr) {
+            if (!el.is_string()) throw bad();
+            p->push_back(*el.value<std::string>());
+          }
+        }
+      },
+      f.ref);
+}
+
+std::string trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+void set_from_string(Field& f, const std::string& raw) {
+  const std::string v = trim(raw);
+  auto bad = [&]() {
+    return ConfigError(fmt("override --", f.key, "=", raw, ": expected ", type_name(f.ref)));
+  };
+  std::visit(
+      [&](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, int64_t>) {
+          size_t pos = 0;
+          try { *p = std::stoll(v, &pos); } catch (...) { throw bad(); }
+          if (pos != v.size()) throw bad();
+        } else if constexpr (std::is_same_v<T, double>) {
+          size_t pos = 0;
+          try { *p = std::stod(v, &pos); } catch (...) { throw bad(); }
+          if (pos != v.size()) throw bad();
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (v == "true") *p = true;
+          else if (v == "false") *p = false;
+          else throw bad();
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          *p = v;
+        } else {
+          // Comma-separated list: --generate.prompts=a,b,c
+          p->clear();
+          std::stringstream ss(v);
+          std::string item;
+          while (std::getline(ss, item, ',')) p->push_back(trim(item));
+        }
+      },
+      f.ref);
+}
+
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string value_text(const FieldRef& r) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, int64_t>) return std::to_string(*p);
+        else if constexpr (std::is_same_v<T, double>) {
+          std::ostringstream os;
+          os.precision(17);
+          os << *p;
+          std::string s = os.str();
+          if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+          return s;
+        } else if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
+        else if constexpr (std::is_same_v<T, std::string>) return quote(*p);
+        else {
+          std::string out = "[";
+          for (size_t i = 0; i < p->size(); ++i) out += (i ? ", " : "") + quote((*p)[i]);
+          return out + "]";
+        }
+      },
+      r);
+}
+
+}  // namespace
+
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+  if (!file_exists(path)) throw ConfigError(fmt(path, ": config file not found"));
+  RunConfig cfg;
+  cfg.source_path = path;
+  toml::table tbl;
+  try {
+    tbl = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt(path, ":", e.source().begin.line, ":", e.source().begin.column, ": ", e.description()));
+  }
+  auto fs = fields(cfg);
+  for (const auto& [section, node] : tbl) {
+    const std::string sec(section.str());
+    const toml::table* st = node.as_table();
+    if (!st) throw ConfigError(fmt(path, ": top-level key '", sec, "' must be a [section] table"));
+    for (const auto& [name, value] : *st) {
+      const std::string key = sec + "." + std::string(name.str());
+      const std::string where = fmt(path, ":", value.source().begin.line, ": ");
+      Field* f = find_field(fs, key);
+      if (!f) throw ConfigError(unknown_key_message(where, key, fs));
+      set_from_toml(*f, value, where);
+    }
+  }
+  for (const auto& o : overrides) apply_override(cfg, o);
+  validate(cfg);
+  return cfg;
+}
+
+void apply_override(RunConfig& cfg, const std::string& assignment) {
+  std::string a = assignment;
+  if (a.rfind("--", 0) == 0) a = a.substr(2);
+  size_t eq = a.find('=');
+  if (eq == std::string::npos)
+    throw ConfigError(fmt("override '", assignment, "': expected section.key=value"));
+  auto fs = fields(cfg);
+  const std::string key = trim(a.substr(0, eq));
+  Field* f = find_field(fs, key);
+  if (!f) throw ConfigError(unknown_key_message("override: ", key, fs));
+  set_from_string(*f, a.substr(eq + 1));
+}
+
+void validate(const RunConfig& c) {
+  auto need = [](bool ok, const char* key, const std::string& what) {
+    if (!ok) throw ConfigError(fmt("key '", key, "' ", what));
+  };
+  need(c.data.source == "wordnet" || c.data.source == "files", "data.source", "must be \"wordnet\" or \"files\"");
+  need(c.data.source != "files" || !c.data.paths.empty(), "data.paths", "must list at least one file when data.source = \"files\"");
+  need(c.data.val_fraction > 0 && c.data.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)");
+  need(c.data.min_chars >= 0 && c.data.max_chars > c.data.min_chars, "data.max_chars", "must exceed data.min_chars");
+  need(c.tokenizer.vocab_size == 0 || c.tokenizer.vocab_size >= 256 + (int64_t)c.tokenizer.special_tokens.size(),
+       "tokenizer.vocab_size", "must be 0 (use the model's) or at least 256 + the number of special tokens");
+  need(!c.tokenizer.special_tokens.empty(), "tokenizer.special_tokens", "must contain the end-of-text token first");
+  need(c.train.seq_len >= 4, "train.seq_len", "must be at least 4");
+  need(c.train.batch_size >= 1, "train.batch_size", "must be at least 1");
+  need(c.train.max_steps >= 1, "train.max_steps", "must be at least 1");
+  need(c.train.lr > 0 && std::isfinite(c.train.lr), "train.lr", "must be a positive number");
+  need(c.train.min_lr_ratio >= 0 && c.train.min_lr_ratio <= 1, "train.min_lr_ratio", "must be in [0, 1]");
+  need(c.train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0");
+  need(c.train.beta1 >= 0 && c.train.beta1 < 1, "train.beta1", "must be in [0, 1)");
+  need(c.train.beta2 >= 0 && c.train.beta2 < 1, "train.beta2", "must be in [0, 1)");
+  need(c.train.eps > 0, "train.eps", "must be > 0");
+  need(c.train.grad_clip >= 0, "train.grad_clip", "must be >= 0");
+  need(c.train.init_std > 0, "train.init_std", "must be > 0");
+  need(c.train.log_every >= 1, "train.log_every", "must be at least 1");
+  need(c.train.eval_every >= 1, "train.eval_every", "must be at least 1");
+  need(c.train.checkpoint_every >= 1, "train.checkpoint_every", "must be at least 1");
+  need(c.train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be at least 1");
+  need(c.eval.batches >= 0, "eval.batches", "must be >= 0");
+  need(c.generate.temperature >= 0, "generate.temperature", "must be >= 0 (0 = greedy)");
+  need(c.generate.top_k >= 0, "generate.top_k", "must be >= 0 (0 = no limit)");
+  need(c.generate.max_new_tokens >= 0, "generate.max_new_tokens", "must be >= 0");
+  need(c.run.threads >= 0, "run.threads", "must be >= 0 (0 = all cores)");
+}
+
+std::string to_toml(const RunConfig& cfg) {
+  RunConfig copy = cfg;
+  auto fs = fields(copy);
+  std::string out, section;
+  for (const auto& f : fs) {
+    std::string sec = f.key.substr(0, f.key.find('.'));
+    if (sec != section) {
+      out += (section.empty() ? "" : "\n") + std::string("[") + sec + "]\n";
+      section = sec;
+    }
+    out += f.key.substr(f.key.find('.') + 1) + " = " + value_text(f.ref) + "\n";
+  }
+  return out;
+}
+
+std::string checkpoint_hash(const RunConfig& cfg) {
+  RunConfig copy = cfg;
+  std::string text;
+  for (const auto& f : fields(copy))
+    if (f.in_hash) text += f.key + "=" + value_text(f.ref) + "\n";
+  return hex64(fnv1a64(text));
+}
+
+}  // namespace dsforge

@@ -1,0 +1,84 @@
+// The run configuration: a TOML file of sections, every key defaulted here, strictly parsed.
+//
+// Unknown keys and wrong types are errors that name the file and the key; `--section.key=value`
+// overrides from the CLI are type-checked against the same schema. The resolved config is printed
+// at start, saved in the run folder, and hashed so that a resumed run can refuse a changed recipe.
+//
+//   RunConfig cfg = load_run_config("configs/run/quickstart.toml", {"train.max_steps=100"});
+#pragma once
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace dsforge {
+
+struct RunConfig {
+  struct Run {
+    std::string out_dir = "runs/quickstart";  // the run folder: every stage writes here
+    int64_t seed = 1337;
+    int64_t threads = 0;  // intra-op threads; 0 = all cores
+  } run;
+  struct Data {
+    std::string source = "wordnet";  // "wordnet" (Debian wordnet-base glosses) or "files"
+    std::string wordnet_dir = "/usr/share/wordnet";
+    std::vector<std::string> paths;   // text files, one document per line (source = "files")
+    double val_fraction = 0.02;       // share of documents held out, chosen by a hash of the text
+    int64_t max_docs = 0;             // 0 = all
+    int64_t min_chars = 4;            // shorter documents are dropped
+    int64_t max_chars = 4000;         // longer documents are dropped
+  } data;
+  struct Tokenizer {
+    int64_t vocab_size = 0;  // 0 = the model's vocab_size
+    std::vector<std::string> special_tokens{"<|endoftext|>"};
+    int64_t max_train_docs = 0;  // 0 = all training documents
+  } tokenizer;
+  struct Model {
+    std::string config = "configs/model/deepseek-nano.json";  // HF-style config.json or a preset name
+  } model;
+  struct Train {
+    int64_t seq_len = 128;
+    int64_t batch_size = 16;
+    int64_t max_steps = 600;
+    double lr = 3e-3;            // peak learning rate
+    double min_lr_ratio = 0.1;   // cosine floor as a fraction of lr
+    int64_t warmup_steps = 30;
+    double weight_decay = 0.1;
+    double beta1 = 0.9;
+    double beta2 = 0.95;
+    double eps = 1e-8;
+    double grad_clip = 1.0;      // global norm; 0 disables
+    double init_std = 0.02;
+    double bias_update_speed = 1e-3;  // gamma of the aux-loss-free expert bias
+    double aux_loss_alpha = 1e-4;     // sequence-wise balance loss weight
+    double mtp_loss_weight = 0.3;     // lambda
+    int64_t log_every = 20;
+    int64_t eval_every = 200;
+    int64_t checkpoint_every = 100;
+    int64_t keep_checkpoints = 2;
+  } train;
+  struct Eval {
+    int64_t batches = 40;  // validation batches for loss/perplexity (0 = the whole split)
+  } eval;
+  struct Generate {
+    std::vector<std::string> prompts{"dog:", "computer:", "happy:", "river:", "mathematics:"};
+    int64_t max_new_tokens = 40;
+    double temperature = 0.7;
+    int64_t top_k = 20;
+  } generate;
+
+  std::string source_path;  // the TOML file this came from ("" for defaults)
+};
+
+// Parses `path` (must exist) and applies `overrides` ("section.key=value").
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Applies one "section.key=value" override; throws ConfigError naming the key.
+void apply_override(RunConfig& cfg, const std::string& assignment);
+// Range checks; throws ConfigError naming the key.
+void validate(const RunConfig& cfg);
+// Canonical TOML of every resolved value.
+std::string to_toml(const RunConfig& cfg);
+// Hash of the fields that define what a checkpoint means (data, tokenizer, model, seq_len, seed).
+std::string checkpoint_hash(const RunConfig& cfg);
+
+}  // namespace dsforge

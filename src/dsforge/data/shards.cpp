@@ -1,0 +1,239 @@
+#include "dsforge/data/shards.h"
+
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "dsforge/core/log.h"
+#include "dsforge/tokenizer/bpe.h"
+
+namespace dsforge::data {
+namespace {
+constexpr char kMagic[8] = {'D', 'S', 'F', 'T', 'O', 'K', 'S', '\0'};
+}
+
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens, uint64_t n_docs, int64_t vocab_size) {
+  ShardHeader h;
+  h.bytes_per_token = vocab_size <= 65536 ? 2 : 4;
+  h.n_tokens = tokens.size();
+  h.n_docs = n_docs;
+  std::string out(kShardHeaderBytes, '\0');
+  std::memcpy(out.data(), kMagic, 8);
+  std::memcpy(out.data() + 8, &h.version, 4);
+  std::memcpy(out.data() + 12, &h.bytes_per_token, 4);
+  std::memcpy(out.data() + 16, &h.n_tokens, 8);
+  std::memcpy(out.data() + 24, &h.n_docs, 8);
+  out.resize(kShardHeaderBytes + tokens.size() * h.bytes_per_token);
+  char* p = out.data() + kShardHeaderBytes;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab_size)
+      throw DataError(fmt(path, ": token ", tokens[i], " at position ", i, " is outside [0, ", vocab_size, ")"));
+    if (h.bytes_per_token == 2) {
+      uint16_t v = static_cast<uint16_t>(tokens[i]);
+      std::memcpy(p + 2 * i, &v, 2);
+    } else {
+      uint32_t v = static_cast<uint32_t>(tokens[i]);
+      std::memcpy(p + 4 * i, &v, 4);
+    }
+  }
+  write_file_atomic(path, out);
+}
+
+TokenShard::TokenShard(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw DataError(fmt(path, ": cannot open token shard"));
+  struct stat st {};
+  ::fstat(fd, &st);
+  map_size_ = static_cast<size_t>(st.st_size);
+  if (map_size_ < kShardHeaderBytes) {
+    ::close(fd);
+    throw DataError(fmt(path, ": truncated token shard (", map_size_, " bytes, header needs ", kShardHeaderBytes, ")"));
+  }
+  map_ = ::mmap(nullptr, map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map_ == MAP_FAILED) {
+    map_ = nullptr;
+    throw DataError(fmt(path, ": mmap failed"));
+  }
+  const auto* base = static_cast<const uint8_t*>(map_);
+  if (std::memcmp(base, kMagic, 8) != 0)
+    throw DataError(fmt(path, ": wrong magic (not a dsforge token shard; expected \"DSFTOKS\")"));
+  std::memcpy(&header_.version, base + 8, 4);
+  std::memcpy(&header_.bytes_per_token, base + 12, 4);
+  std::memcpy(&header_.n_tokens, base + 16, 8);
+  std::memcpy(&header_.n_docs, base + 24, 8);
+  if (header_.version != 1) throw DataError(fmt(path, ": shard version ", header_.version, ", this build reads version 1"));
+  if (header_.bytes_per_token != 2 && header_.bytes_per_token != 4)
+    throw DataError(fmt(path, ": bytes_per_token is ", header_.bytes_per_token, ", expected 2 or 4"));
+  const uint64_t expect = kShardHeaderBytes + header_.n_tokens * header_.bytes_per_token;
+  if (expect != map_size_)
+    throw DataError(fmt(path, ": header says ", header_.n_tokens, " tokens (", expect, " bytes) but the file has ",
+                        map_size_, " bytes (truncated or corrupt)"));
+  tokens_ = base + kShardHeaderBytes;
+}
+
+TokenShard::~TokenShard() {
+  if (map_) ::munmap(map_, map_size_);
+}
+
+int64_t TokenShard::at(uint64_t i) const {
+  if (header_.bytes_per_token == 2) {
+    uint16_t v;
+    std::memcpy(&v, tokens_ + 2 * i, 2);
+    return v;
+  }
+  uint32_t v;
+  std::memcpy(&v, tokens_ + 4 * i, 4);
+  return v;
+}
+
+void TokenShard::copy(uint64_t start, uint64_t n, int64_t* dst) const {
+  if (start + n > header_.n_tokens) throw DataError(fmt(path_, ": read past the end of the shard"));
+  for (uint64_t i = 0; i < n; ++i) dst[i] = at(start + i);
+}
+
+Manifest read_manifest(const std::string& path) {
+  if (!file_exists(path)) throw DataError(fmt(path, ": manifest not found (run the tokenize stage first)"));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt(path, ": not valid JSON (", e.what(), ")"));
+  }
+  Manifest m;
+  try {
+    m.tokenizer_hash = j.at("tokenizer_hash").get<std::string>();
+    m.vocab_size = j.at("vocab_size").get<int64_t>();
+    m.eot_id = j.at("eot_id").get<int64_t>();
+    for (auto [name, split] : {std::pair<const char*, Manifest::Split*>{"train", &m.train}, {"val", &m.val}}) {
+      const auto& s = j.at("splits").at(name);
+      split->files = s.at("files").get<std::vector<std::string>>();
+      split->tokens = s.at("tokens").get<int64_t>();
+      split->documents = s.at("documents").get<int64_t>();
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt(path, ": malformed manifest (", e.what(), ")"));
+  }
+  return m;
+}
+
+Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_txt, const tok::BpeTokenizer& tokenizer,
+                         const std::string& tokenizer_hash, const std::string& out_dir, int64_t threads) {
+  const std::string dir = path_join(out_dir, "shards");
+  const std::string manifest_path = path_join(dir, "manifest.json");
+  if (file_exists(manifest_path)) {
+    Manifest m = read_manifest(manifest_path);
+    if (m.tokenizer_hash == tokenizer_hash) {
+      log_info("shards: reusing ", dir, " (", m.train.tokens, " train / ", m.val.tokens, " val tokens)");
+      return m;
+    }
+  }
+  make_dirs(dir);
+  const int32_t eot = tokenizer.eot_id();
+  if (eot < 0) throw DataError("tokenize: the tokenizer has no end-of-text special token");
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+
+  Manifest m;
+  m.tokenizer_hash = tokenizer_hash;
+  m.vocab_size = tokenizer.vocab_size();
+  m.eot_id = eot;
+  nlohmann::json splits;
+  for (auto [name, txt, split] : {std::tuple<std::string, std::string, Manifest::Split*>{"train", train_txt, &m.train},
+                                  {"val", val_txt, &m.val}}) {
+    std::vector<std::string> docs;
+    {
+      std::ifstream in(txt);
+      if (!in) throw DataError(fmt(txt, ": cannot open"));
+      std::string line;
+      while (std::getline(in, line))
+        if (!line.empty()) docs.push_back(std::move(line));
+    }
+    // Encode documents in contiguous blocks, one per thread, then concatenate in order.
+    std::vector<std::vector<int32_t>> parts(static_cast<size_t>(threads));
+    std::vector<std::thread> pool;
+    const size_t per = (docs.size() + threads - 1) / threads;
+    for (int64_t t = 0; t < threads; ++t)
+      pool.emplace_back([&, t]() {
+        for (size_t i = t * per; i < std::min(docs.size(), (t + 1) * per); ++i) {
+          // Documents are text: special-token strings inside them are not control tokens.
+          auto ids = tokenizer.encode(docs[i], /*allow_special=*/false);
+          parts[t].insert(parts[t].end(), ids.begin(), ids.end());
+          parts[t].push_back(eot);
+        }
+      });
+    for (auto& th : pool) th.join();
+    std::vector<int32_t> tokens;
+    for (auto& p : parts) tokens.insert(tokens.end(), p.begin(), p.end());
+    const std::string file = name + "_000.bin";
+    write_shard(path_join(dir, file), tokens, docs.size(), m.vocab_size);
+    split->files = {file};
+    split->tokens = static_cast<int64_t>(tokens.size());
+    split->documents = static_cast<int64_t>(docs.size());
+    splits[name] = {{"files", split->files}, {"tokens", split->tokens}, {"documents", split->documents}};
+  }
+  nlohmann::json j = {{"format", "dsforge-shards-v1"},
+                      {"tokenizer_hash", tokenizer_hash},
+                      {"vocab_size", m.vocab_size},
+                      {"eot_id", m.eot_id},
+                      {"splits", splits}};
+  write_file_atomic(manifest_path, j.dump(2) + "\n");
+  log_info("shards: train ", m.train.tokens, " tokens (", m.train.documents, " docs), val ", m.val.tokens, " tokens");
+  return m;
+}
+
+TokenLoader::TokenLoader(const std::string& shard_path, int64_t window, int64_t stride, uint64_t seed, bool shuffle)
+    : shard_(shard_path), window_(window), stride_(stride), seed_(seed), shuffle_(shuffle) {
+  const int64_t n = static_cast<int64_t>(shard_.size());
+  n_windows_ = n >= window ? (n - window) / stride + 1 : 0;
+  if (n_windows_ == 0)
+    throw DataError(fmt(shard_path, ": ", n, " tokens, fewer than one window of ", window, " (reduce train.seq_len)"));
+  shuffle_epoch();
+}
+
+void TokenLoader::shuffle_epoch() {
+  order_.resize(static_cast<size_t>(n_windows_));
+  for (int64_t i = 0; i < n_windows_; ++i) order_[i] = i;
+  if (!shuffle_) return;
+  // Our own Fisher-Yates over a fixed generator: std::shuffle's algorithm is implementation-defined.
+  std::mt19937_64 rng(seed_ ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(cursor_.epoch + 1)));
+  for (int64_t i = n_windows_ - 1; i > 0; --i) {
+    int64_t j = static_cast<int64_t>(rng() % static_cast<uint64_t>(i + 1));
+    std::swap(order_[i], order_[j]);
+  }
+}
+
+void TokenLoader::set_cursor(const LoaderCursor& c) {
+  if (c.position < 0 || c.position > n_windows_ || c.epoch < 0)
+    throw DataError(fmt("loader: cursor (epoch ", c.epoch, ", position ", c.position, ") is out of range for ",
+                        n_windows_, " windows"));
+  cursor_ = c;
+  shuffle_epoch();
+}
+
+at::Tensor TokenLoader::next_batch(int64_t batch) {
+  at::Tensor out = at::empty({batch, window_}, at::kLong);
+  int64_t* dst = out.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    if (cursor_.position >= n_windows_) {
+      ++cursor_.epoch;
+      cursor_.position = 0;
+      shuffle_epoch();
+    }
+    shard_.copy(static_cast<uint64_t>(order_[cursor_.position] * stride_), static_cast<uint64_t>(window_),
+                dst + b * window_);
+    ++cursor_.position;
+  }
+  return out;
+}
+
+}  // namespace dsforge::data

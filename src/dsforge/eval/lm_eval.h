@@ -1,0 +1,25 @@
+// Language-model evaluation: mean next-token cross-entropy and perplexity over a token shard, and
+// the unigram baseline (the perplexity of predicting every token by its training frequency).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "dsforge/model/deepseek.h"
+
+namespace dsforge::eval {
+
+struct LmEval {
+  double loss = 0;        // nats per token
+  double perplexity = 0;
+  int64_t tokens = 0;
+};
+
+// Windows of seq_len + 1 tokens, stride seq_len, in file order; max_batches = 0 means all.
+LmEval evaluate_lm(model::DeepseekV3& m, const std::string& shard_path, int64_t seq_len, int64_t batch,
+                   int64_t max_batches);
+
+// Unigram model fitted on `train_shard` with add-one smoothing over `vocab_size`, scored on
+// every token of `eval_shard`.
+LmEval unigram_baseline(const std::string& train_shard, const std::string& eval_shard, int64_t vocab_size);
+
+}  // namespace dsforge::eval

@@ -1,0 +1,33 @@
+// TensorBoard event files, written directly: TFRecord framing (length, masked CRC-32C of the
+// length, payload, masked CRC-32C of the payload) around `Event` protobufs encoded by hand.
+//
+//   TensorBoardWriter tb("runs/x/tb");
+//   tb.add_scalar("train/loss", 3.21f, /*step=*/10);
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+namespace dsforge::log {
+
+// Protobuf encoding of an Event with one scalar summary value (exposed for tests).
+std::string encode_scalar_event(const std::string& tag, float value, int64_t step, double wall_time);
+std::string encode_file_version_event(double wall_time);
+// TFRecord framing of one payload.
+std::string frame_record(const std::string& payload);
+uint32_t masked_crc32c(const std::string& data);
+
+class TensorBoardWriter {
+ public:
+  // Creates `dir` and a new events.out.tfevents.<time>.<host> file in it.
+  explicit TensorBoardWriter(const std::string& dir);
+  void add_scalar(const std::string& tag, double value, int64_t step);
+  void flush();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+}  // namespace dsforge::log

@@ -1,0 +1,242 @@
+#include "dsforge/model/deepseek.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include <random>
+
+#include "dsforge/core/error.h"
+
+namespace dsforge::model {
+
+// ---------------------------------------------------------------- layer
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer_idx, bool is_mtp) {
+  const int64_t d = c.hidden_size;
+  if (is_mtp) {  // HF order: enorm, hnorm, eh_proj, then the block, then shared_head
+    enorm = register_module("enorm", RMSNorm(d, c.rms_norm_eps));
+    hnorm = register_module("hnorm", RMSNorm(d, c.rms_norm_eps));
+    eh_proj = register_module("eh_proj", torch::nn::Linear(torch::nn::LinearOptions(2 * d, d).bias(false)));
+  }
+  input_layernorm = register_module("input_layernorm", RMSNorm(d, c.rms_norm_eps));
+  self_attn = register_module("self_attn", MlaAttention(c));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(d, c.rms_norm_eps));
+  // MTP blocks are MoE blocks like the main layers after the dense ones (§1.8).
+  const bool use_moe = c.n_routed_experts > 0 && (is_mtp || c.is_moe_layer(layer_idx));
+  if (use_moe) moe = register_module("mlp", DeepseekMoe(c));
+  else dense_mlp = register_module("mlp", SwiGluMlp(d, c.intermediate_size));
+  if (is_mtp) {
+    shared_head = register_module("shared_head", std::make_shared<torch::nn::Module>());
+    shared_head_norm = shared_head->register_module("norm", RMSNorm(d, c.rms_norm_eps));
+  }
+}
+
+at::Tensor DecoderLayerImpl::forward(const at::Tensor& h, const RopeTables& rope, int64_t start_pos, MlaCache* cache,
+                                     bool absorb) {
+  at::Tensor x = h + self_attn(input_layernorm(h), rope, start_pos, cache, absorb);
+  at::Tensor n = post_attention_layernorm(x);
+  return x + (moe ? moe(n) : dense_mlp(n));
+}
+
+// ---------------------------------------------------------------- backbone
+DeepseekV3BackboneImpl::DeepseekV3BackboneImpl(const ModelConfig& c) {
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    main_layers.push_back(DecoderLayer(c, l, false));
+    layers->push_back(main_layers.back());
+  }
+  for (int64_t k = 0; k < c.num_nextn_predict_layers; ++k) {
+    mtp_layers.push_back(DecoderLayer(c, c.num_hidden_layers + k, true));
+    layers->push_back(mtp_layers.back());
+  }
+  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+}
+
+// ---------------------------------------------------------------- model
+DeepseekV3Impl::DeepseekV3Impl(const ModelConfig& c) : c_(c) {
+  validate(c, "model config");
+  model = register_module("model", DeepseekV3Backbone(c));
+  lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+  rope_ = make_rope_tables(c, c.max_position_embeddings);
+}
+
+at::Tensor DeepseekV3Impl::hidden(const at::Tensor& tokens, int64_t start_pos, KvCache* cache, bool absorb) {
+  const int64_t S = tokens.size(1);
+  if (start_pos + S > c_.max_position_embeddings)
+    throw Error(fmt("model: position ", start_pos + S, " exceeds max_position_embeddings ", c_.max_position_embeddings));
+  at::Tensor h = model->embed_tokens(tokens);  // (B, S, d)
+  for (size_t l = 0; l < model->main_layers.size(); ++l)
+    h = model->main_layers[l](h, rope_, start_pos, cache ? &cache->layers[l] : nullptr, absorb);
+  return model->norm(h);
+}
+
+at::Tensor DeepseekV3Impl::forward(const at::Tensor& tokens) { return lm_head(hidden(tokens)); }
+
+std::vector<at::Tensor> DeepseekV3Impl::mtp_logits(const at::Tensor& tokens, const at::Tensor& h_main) {
+  // Depth k (1-based) at slot i: h'_i = eh_proj([enorm(Emb(t_{i+k})); hnorm(h^{k-1}_i)]), then a causal
+  // block, then the shared head; it predicts t_{i+k+1} (eq. 21-23).
+  std::vector<at::Tensor> out;
+  const int64_t L = tokens.size(1);
+  at::Tensor h_prev = h_main;
+  for (size_t k0 = 0; k0 < model->mtp_layers.size(); ++k0) {
+    const int64_t k = static_cast<int64_t>(k0) + 1;
+    const int64_t n = std::min(h_prev.size(1), L - 1 - k);
+    if (n <= 0) break;
+    auto& layer = model->mtp_layers[k0];
+    at::Tensor emb = model->embed_tokens(tokens.narrow(1, k, n));
+    at::Tensor mixed = layer->eh_proj(at::cat({layer->enorm(emb), layer->hnorm(h_prev.narrow(1, 0, n))}, -1));
+    at::Tensor h = layer->forward(mixed, rope_);
+    out.push_back(lm_head(layer->shared_head_norm(h)));
+    h_prev = h;
+  }
+  return out;
+}
+
+LossOutput DeepseekV3Impl::loss(const at::Tensor& tokens, double mtp_weight) {
+  const int64_t D = c_.num_nextn_predict_layers, L = tokens.size(1);
+  if (L < 2) throw Error("model.loss: need at least 2 tokens per row");
+  // Rows carry D extra tokens for the MTP targets when they can; otherwise MTP gets fewer slots.
+  const int64_t S = L - 1 - D >= 1 ? L - 1 - D : L - 1;
+  at::Tensor x = tokens.narrow(1, 0, S), y = tokens.narrow(1, 1, S);
+  at::Tensor h = hidden(x);
+  at::Tensor logits = lm_head(h);
+  LossOutput out;
+  out.main = at::cross_entropy_loss(logits.reshape({-1, c_.vocab_size}).to(compute_dtype(logits)), y.reshape({-1}));
+  out.tokens = y.numel();
+  out.total = out.main;
+  if (D > 0 && mtp_weight > 0) {
+    auto mtp = mtp_logits(tokens, h);
+    at::Tensor sum;
+    for (size_t k0 = 0; k0 < mtp.size(); ++k0) {
+      const int64_t k = static_cast<int64_t>(k0) + 1, n = mtp[k0].size(1);
+      at::Tensor target = tokens.narrow(1, k + 1, n);
+      at::Tensor ce = at::cross_entropy_loss(mtp[k0].reshape({-1, c_.vocab_size}).to(compute_dtype(mtp[k0])), target.reshape({-1}));
+      sum = sum.defined() ? sum + ce : ce;
+    }
+    if (sum.defined()) {
+      out.mtp = sum / static_cast<double>(D);
+      out.total = out.total + out.mtp * mtp_weight;
+    }
+  }
+  if (is_training()) {
+    for (auto& moe : moe_layers()) {
+      at::Tensor a = moe->aux_loss();
+      if (a.defined()) out.balance = out.balance.defined() ? out.balance + a : a;
+    }
+    if (out.balance.defined()) out.total = out.total + out.balance;
+  }
+  return out;
+}
+
+std::vector<DeepseekMoe> DeepseekV3Impl::moe_layers() const {
+  std::vector<DeepseekMoe> out;
+  for (const auto& l : model->main_layers)
+    if (l->moe) out.push_back(l->moe);
+  for (const auto& l : model->mtp_layers)
+    if (l->moe) out.push_back(l->moe);
+  return out;
+}
+
+double DeepseekV3Impl::update_expert_bias(double gamma) {
+  auto layers = moe_layers();
+  if (layers.empty()) return 1.0;
+  double sum = 0;
+  for (auto& m : layers) sum += m->update_bias(gamma);
+  return sum / static_cast<double>(layers.size());
+}
+
+void DeepseekV3Impl::set_aux_alpha(double alpha) {
+  for (auto& m : moe_layers()) m->set_aux_alpha(alpha);
+}
+
+int64_t KvCache::bytes() const {
+  int64_t b = 0;
+  for (const auto& l : layers) b += l.kv.numel() * l.kv.element_size() + l.pe.numel() * l.pe.element_size();
+  return b;
+}
+
+KvCache DeepseekV3Impl::make_cache(int64_t batch, int64_t max_len) const {
+  KvCache cache;
+  cache.max_len = std::min(max_len, c_.max_position_embeddings);
+  auto opts = lm_head->weight.options().requires_grad(false);
+  for (int64_t l = 0; l < c_.num_hidden_layers; ++l)
+    cache.layers.push_back({at::zeros({batch, cache.max_len, c_.kv_lora_rank}, opts),
+                            at::zeros({batch, cache.max_len, c_.qk_rope_head_dim}, opts)});
+  return cache;
+}
+
+at::Tensor DeepseekV3Impl::forward_cached(const at::Tensor& tokens, KvCache& cache, bool absorb) {
+  const int64_t T = tokens.size(1);
+  if (cache.len + T > cache.max_len)
+    throw Error(fmt("model: KV cache holds ", cache.max_len, " positions; ", cache.len + T, " requested"));
+  at::Tensor h = hidden(tokens, cache.len, &cache, absorb);
+  cache.len += T;
+  return lm_head(h);
+}
+
+std::vector<int64_t> DeepseekV3Impl::generate(const std::vector<int64_t>& prompt, const SampleOptions& opts,
+                                              const std::function<void(int64_t)>& on_token) {
+  if (prompt.empty()) throw Error("generate: empty prompt");
+  at::NoGradGuard no_grad;
+  const bool was_training = is_training();
+  eval();
+  auto device = lm_head->weight.device();
+  KvCache cache = make_cache(1, static_cast<int64_t>(prompt.size()) + opts.max_new_tokens);
+  at::Tensor input = at::tensor(prompt, at::kLong).unsqueeze(0).to(device);
+  std::mt19937_64 rng(opts.seed);
+  std::vector<int64_t> out;
+  for (int64_t step = 0; step < opts.max_new_tokens && cache.len < cache.max_len; ++step) {
+    at::Tensor logits = forward_cached(input, cache, opts.absorb).select(1, -1).squeeze(0).to(at::kFloat).cpu();
+    int64_t next;
+    if (opts.temperature <= 0) {
+      next = logits.argmax().item<int64_t>();
+    } else {
+      at::Tensor l = logits / opts.temperature;
+      if (opts.top_k > 0 && opts.top_k < l.size(0)) {
+        double kth = std::get<0>(l.topk(opts.top_k)).min().item<double>();
+        l = l.masked_fill(l < kth, -INFINITY);
+      }
+      at::Tensor p = at::softmax(l, -1).to(at::kDouble).contiguous();
+      // Inverse-CDF sampling with our own generator: reproducible for a seed on every build.
+      double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng), acc = 0;
+      const double* pp = p.data_ptr<double>();
+      next = p.size(0) - 1;
+      for (int64_t i = 0; i < p.size(0); ++i) {
+        acc += pp[i];
+        if (u < acc) { next = i; break; }
+      }
+    }
+    out.push_back(next);
+    if (on_token) on_token(next);
+    if (std::find(opts.stop_tokens.begin(), opts.stop_tokens.end(), next) != opts.stop_tokens.end()) break;
+    input = at::tensor(std::vector<int64_t>{next}, at::kLong).unsqueeze(0).to(device);
+  }
+  if (was_training) train();
+  return out;
+}
+
+void init_weights(torch::nn::Module& m, double std, uint64_t seed) {
+  at::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(seed);
+  for (auto& item : m.named_parameters()) {
+    at::Tensor& p = item.value();
+    const std::string& name = item.key();
+    const bool is_norm = name.find("norm") != std::string::npos && p.dim() == 1;
+    if (is_norm) {
+      p.fill_(1.0);
+    } else {
+      at::Tensor r = at::normal(0.0, std, p.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
+      p.copy_(r);
+    }
+  }
+  for (auto& item : m.named_buffers())
+    if (item.key().find("e_score_correction_bias") != std::string::npos) item.value().zero_();
+}
+
+int64_t count_parameters(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace dsforge::model

@@ -1,0 +1,126 @@
+// The DeepSeek-V3 causal language model (DEEPSEEK.md §1): pre-norm decoder, MLA attention, dense
+// SwiGLU for the first `first_k_dense_replace` layers then DeepSeekMoE, untied head, and
+// `num_nextn_predict_layers` Multi-Token Prediction modules sharing the embedding and the head.
+//
+// State dict names are the Hugging Face ones: `model.embed_tokens.weight`,
+// `model.layers.N.self_attn.q_a_proj.weight`, `model.layers.N.mlp.experts.J.gate_proj.weight`,
+// `model.norm.weight`, `lm_head.weight`; MTP module k sits at `model.layers.{L+k}` with `enorm`,
+// `hnorm`, `eh_proj` and `shared_head.norm` beside its block.
+//
+//   DeepseekV3 m(model_config_from_preset("nano"));
+//   init_weights(*m, 0.02, /*seed=*/0);
+//   LossOutput out = m->loss(tokens);   // tokens [B, S + 1 + D]
+//   out.total.backward();
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+
+#include <functional>
+#include <vector>
+
+#include "dsforge/model/config.h"
+#include "dsforge/model/layers.h"
+
+namespace dsforge::model {
+
+// One pre-norm block; MTP modules are blocks with their extra parts (is_mtp).
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const ModelConfig& c, int64_t layer_idx, bool is_mtp);
+  at::Tensor forward(const at::Tensor& h, const RopeTables& rope, int64_t start_pos = 0, MlaCache* cache = nullptr,
+                     bool absorb = false);
+
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  MlaAttention self_attn{nullptr};
+  SwiGluMlp dense_mlp{nullptr};  // registered as "mlp" when dense
+  DeepseekMoe moe{nullptr};      // registered as "mlp" when MoE
+  // MTP only
+  RMSNorm enorm{nullptr}, hnorm{nullptr};
+  torch::nn::Linear eh_proj{nullptr};
+  std::shared_ptr<torch::nn::Module> shared_head;  // holds "norm"
+  RMSNorm shared_head_norm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+// The "model." part: embedding, layers (main + MTP), final norm.
+class DeepseekV3BackboneImpl : public torch::nn::Module {
+ public:
+  explicit DeepseekV3BackboneImpl(const ModelConfig& c);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+  std::vector<DecoderLayer> main_layers, mtp_layers;
+};
+TORCH_MODULE(DeepseekV3Backbone);
+
+struct LossOutput {
+  at::Tensor total;     // main + lambda * mtp + balance
+  at::Tensor main;      // next-token cross-entropy
+  at::Tensor mtp;       // mean over depths of the MTP cross-entropies (undefined without MTP)
+  at::Tensor balance;   // sum over MoE layers of the sequence-wise loss (undefined when off)
+  int64_t tokens = 0;   // main-loss targets
+};
+
+struct KvCache {
+  std::vector<MlaCache> layers;
+  int64_t max_len = 0;
+  int64_t len = 0;      // positions filled
+  int64_t bytes() const;
+};
+
+struct SampleOptions {
+  int64_t max_new_tokens = 32;
+  double temperature = 0.0;  // 0 = greedy
+  int64_t top_k = 0;         // 0 = no limit
+  std::vector<int64_t> stop_tokens;
+  uint64_t seed = 0;
+  bool absorb = true;        // decode with the absorbed MLA path
+};
+
+class DeepseekV3Impl : public torch::nn::Module {
+ public:
+  explicit DeepseekV3Impl(const ModelConfig& c);
+
+  // tokens [B, S] -> logits [B, S, V] (no cache).
+  at::Tensor forward(const at::Tensor& tokens);
+  // Hidden states after the final norm [B, S, d] (also the MTP input h^0).
+  at::Tensor hidden(const at::Tensor& tokens, int64_t start_pos = 0, KvCache* cache = nullptr, bool absorb = false);
+  at::Tensor logits_from_hidden(const at::Tensor& h) { return lm_head(h); }
+
+  // tokens [B, L] with L >= S + 1 where S = L - 1 - D when possible: the main model reads
+  // tokens[:, :S] and predicts tokens[:, 1:S+1]; MTP depth k predicts tokens[:, k+1 : k+1+n_k].
+  LossOutput loss(const at::Tensor& tokens, double mtp_weight = 0.3);
+  // MTP logits per depth for `tokens` [B, L]: depth k gets [B, n_k, V] (slot j predicts token j+k+1).
+  std::vector<at::Tensor> mtp_logits(const at::Tensor& tokens, const at::Tensor& h_main);
+
+  KvCache make_cache(int64_t batch, int64_t max_len) const;
+  // Appends `tokens` [B, T] to the cache and returns logits [B, T, V].
+  at::Tensor forward_cached(const at::Tensor& tokens, KvCache& cache, bool absorb);
+
+  // Autoregressive sampling; calls on_token(id) as each token is produced; returns the new ids.
+  std::vector<int64_t> generate(const std::vector<int64_t>& prompt, const SampleOptions& opts,
+                                const std::function<void(int64_t)>& on_token = nullptr);
+
+  // Aux-loss-free bias update on every MoE layer (main and MTP); returns the mean max/mean load.
+  double update_expert_bias(double gamma);
+  void set_aux_alpha(double alpha);
+  std::vector<DeepseekMoe> moe_layers() const;
+
+  const ModelConfig& config() const { return c_; }
+  DeepseekV3Backbone model{nullptr};
+  torch::nn::Linear lm_head{nullptr};
+
+ private:
+  ModelConfig c_;
+  RopeTables rope_;
+};
+TORCH_MODULE(DeepseekV3);
+
+// Every matrix and embedding ~ N(0, std^2); norms = 1; routing bias = 0 (§1.9).
+void init_weights(torch::nn::Module& m, double std, uint64_t seed);
+int64_t count_parameters(const torch::nn::Module& m);
+
+}  // namespace dsforge::model

@@ -1,0 +1,196 @@
+#include "dsforge/pipeline/stages.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "dsforge/core/log.h"
+#include "dsforge/data/corpus.h"
+#include "dsforge/data/shards.h"
+#include "dsforge/eval/lm_eval.h"
+#include "dsforge/model/io.h"
+#include "dsforge/tokenizer/bpe.h"
+#include "dsforge/train/trainer.h"
+
+namespace dsforge::pipeline {
+namespace {
+
+std::string run_path(const RunConfig& cfg, const std::string& rel) { return path_join(cfg.run.out_dir, rel); }
+
+std::vector<std::string> read_lines(const std::string& path, int64_t max) {
+  std::vector<std::string> out;
+  std::istringstream in(read_file(path));
+  std::string line;
+  while (std::getline(in, line) && (max <= 0 || static_cast<int64_t>(out.size()) < max))
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+std::string tokenizer_inputs_hash(const RunConfig& cfg, int64_t vocab) {
+  std::string key = read_file(run_path(cfg, "data/DONE")) + "|" + std::to_string(vocab) + "|" +
+                    std::to_string(cfg.tokenizer.max_train_docs);
+  for (const auto& s : cfg.tokenizer.special_tokens) key += "|" + s;
+  return hex64(fnv1a64(key));
+}
+
+int64_t tokenizer_vocab_size(const RunConfig& cfg) {
+  return cfg.tokenizer.vocab_size > 0 ? cfg.tokenizer.vocab_size : model::load_model_config(cfg.model.config).vocab_size;
+}
+
+// The model config of this run: the configured architecture with the tokenizer's vocabulary.
+model::ModelConfig run_model_config(const RunConfig& cfg, const tok::BpeTokenizer& tok) {
+  model::ModelConfig m = model::load_model_config(cfg.model.config);
+  m.vocab_size = tok.vocab_size();
+  m.bos_token_id = m.eos_token_id = tok.eot_id();
+  m.max_position_embeddings = std::max<int64_t>(m.max_position_embeddings, cfg.train.seq_len + 1);
+  model::validate(m, cfg.model.config);
+  return m;
+}
+
+std::string fixed(double v, int prec = 3) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
+  return buf;
+}
+
+}  // namespace
+
+void configure_threads(const RunConfig& cfg) {
+  const int n = cfg.run.threads > 0 ? static_cast<int>(cfg.run.threads)
+                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);  // Debian's libtorch defaults to one intra-op thread
+  at::globalContext().setFlushDenormal(true);
+}
+
+void stage_prepare(const RunConfig& cfg) {
+  make_dirs(cfg.run.out_dir);
+  write_file_atomic(run_path(cfg, "config.toml"), to_toml(cfg));
+  data::prepare_corpus(cfg);
+}
+
+void stage_tokenizer(const RunConfig& cfg) {
+  const std::string out = run_path(cfg, "tokenizer.json"), stamp = run_path(cfg, "tokenizer.DONE");
+  if (!file_exists(run_path(cfg, "data/DONE")))
+    throw DataError(fmt(cfg.run.out_dir, ": no prepared corpus (run `dsforge data prepare` first)"));
+  const int64_t vocab = tokenizer_vocab_size(cfg);
+  const std::string hash = tokenizer_inputs_hash(cfg, vocab);
+  if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out)) {
+    log_info("tokenizer: reusing ", out);
+    return;
+  }
+  auto docs = read_lines(run_path(cfg, "data/train.txt"), cfg.tokenizer.max_train_docs);
+  auto t0 = std::chrono::steady_clock::now();
+  auto tok = tok::BpeTokenizer::train(docs, {vocab, cfg.tokenizer.special_tokens});
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  tok.save(out);
+  write_file_atomic(stamp, hash);
+  log_info("tokenizer: trained ", tok.vocab_size(), " tokens (", tok.merges().size(), " merges) on ", docs.size(),
+           " documents in ", fixed(dt, 2), " s -> ", out);
+}
+
+void stage_tokenize(const RunConfig& cfg) {
+  const std::string tpath = run_path(cfg, "tokenizer.json");
+  auto tok = tok::BpeTokenizer::load(tpath);
+  data::tokenize_corpus(run_path(cfg, "data/train.txt"), run_path(cfg, "data/val.txt"), tok,
+                        hex64(fnv1a64(read_file(tpath))), cfg.run.out_dir, cfg.run.threads);
+}
+
+int stage_train(const RunConfig& cfg) {
+  const std::string tpath = run_path(cfg, "tokenizer.json");
+  auto tok = tok::BpeTokenizer::load(tpath);
+  const std::string manifest_path = run_path(cfg, "shards/manifest.json");
+  data::Manifest manifest = data::read_manifest(manifest_path);
+  if (manifest.tokenizer_hash != hex64(fnv1a64(read_file(tpath))))
+    throw DataError(fmt(manifest_path, ": shards were made with another tokenizer than ", tpath,
+                        " (re-run `dsforge tokenize`)"));
+  model::ModelConfig mcfg = run_model_config(cfg, tok);
+  write_file_atomic(run_path(cfg, "config.json"), model::model_config_to_json(mcfg));
+  auto p = model::count_params_formula(mcfg);
+  log_info("model: ", cfg.model.config, ": ", p.main_total, " parameters (+", p.mtp, " MTP), ", mcfg.num_hidden_layers,
+           " layers, d=", mcfg.hidden_size, ", ", mcfg.n_routed_experts, " routed experts (top-", mcfg.num_experts_per_tok,
+           ") + ", mcfg.n_shared_experts, " shared, MLA d_c=", mcfg.kv_lora_rank);
+  train::Trainer trainer(cfg, mcfg, manifest_path);
+  train::TrainResult r = trainer.fit();
+  if (r.interrupted) return kInterrupted;
+  const std::string model_dir = run_path(cfg, "model");
+  model::save_pretrained(model_dir, trainer.model());
+  write_file_atomic(path_join(model_dir, "tokenizer.json"), read_file(tpath));
+  log_info("train: final model in ", model_dir);
+  return kOk;
+}
+
+void stage_eval(const RunConfig& cfg) {
+  const std::string model_dir = run_path(cfg, "model");
+  auto m = model::load_pretrained(model_dir);
+  const std::string manifest_path = run_path(cfg, "shards/manifest.json");
+  data::Manifest manifest = data::read_manifest(manifest_path);
+  const std::string shard_dir = run_path(cfg, "shards");
+  const std::string val = path_join(shard_dir, manifest.val.files.at(0));
+  const std::string train = path_join(shard_dir, manifest.train.files.at(0));
+  eval::LmEval ev = eval::evaluate_lm(m, val, cfg.train.seq_len, cfg.train.batch_size, 0);
+  eval::LmEval uni = eval::unigram_baseline(train, val, manifest.vocab_size);
+  nlohmann::ordered_json j = {{"val_loss", ev.loss},
+                              {"val_perplexity", ev.perplexity},
+                              {"val_tokens", ev.tokens},
+                              {"unigram_loss", uni.loss},
+                              {"unigram_perplexity", uni.perplexity},
+                              {"perplexity_ratio_vs_unigram", ev.perplexity / uni.perplexity}};
+  write_file_atomic(run_path(cfg, "eval.json"), j.dump(2) + "\n");
+  log_info("eval: validation loss ", fixed(ev.loss, 4), " nats/token, perplexity ", fixed(ev.perplexity, 2), " over ",
+           ev.tokens, " tokens");
+  log_info("eval: unigram baseline (same tokenizer, same split) perplexity ", fixed(uni.perplexity, 2), " -> model is ",
+           fixed(uni.perplexity / ev.perplexity, 1), "x lower");
+}
+
+void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
+  const std::string model_dir = model_dir_in.empty() ? run_path(cfg, "model") : model_dir_in;
+  auto m = model::load_pretrained(model_dir);
+  auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
+  model::SampleOptions opts;
+  opts.max_new_tokens = cfg.generate.max_new_tokens;
+  opts.temperature = cfg.generate.temperature;
+  opts.top_k = cfg.generate.top_k;
+  opts.stop_tokens = {tok.eot_id()};
+  opts.seed = static_cast<uint64_t>(cfg.run.seed);
+  for (const auto& prompt : cfg.generate.prompts) {
+    std::vector<int32_t> ids32 = tok.encode(prompt, false);
+    std::vector<int64_t> ids(ids32.begin(), ids32.end());
+    std::printf("  %s", prompt.c_str());
+    std::fflush(stdout);
+    std::vector<int32_t> pending;  // bytes of a UTF-8 character may span tokens
+    m->generate(ids, opts, [&](int64_t id) {
+      if (id == tok.eot_id()) return;
+      pending.push_back(static_cast<int32_t>(id));
+      std::string text = tok.decode(pending);
+      std::fputs(text.c_str(), stdout);
+      std::fflush(stdout);
+      pending.clear();
+    });
+    std::printf("\n");
+    ++opts.seed;
+  }
+}
+
+int run_pipeline(const RunConfig& cfg) {
+  configure_threads(cfg);
+  log_info("pipeline: run folder ", cfg.run.out_dir, ", config ", cfg.source_path.empty() ? "(defaults)" : cfg.source_path);
+  log_info("resolved config:\n", to_toml(cfg));
+  stage_prepare(cfg);
+  stage_tokenizer(cfg);
+  stage_tokenize(cfg);
+  if (stage_train(cfg) == kInterrupted) return kInterrupted;
+  stage_eval(cfg);
+  log_info("generate: definitions from the trained model (temperature ", cfg.generate.temperature, ", top-k ",
+           cfg.generate.top_k, ")");
+  stage_generate(cfg);
+  log_info("pipeline: done; everything is in ", cfg.run.out_dir);
+  return kOk;
+}
+
+}  // namespace dsforge::pipeline

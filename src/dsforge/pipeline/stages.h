@@ -1,0 +1,39 @@
+// The pipeline's stages as library calls over one run folder. Each stage reads the previous
+// stage's files, never its internals, and skips work whose outputs already match its inputs, so
+// re-running a command continues where it stopped.
+//
+//   <run>/config.toml            resolved run config
+//   <run>/data/                  train.txt, val.txt, stats.json          (prepare)
+//   <run>/tokenizer.json         Hugging Face byte-level BPE              (tokenizer)
+//   <run>/shards/                train_000.bin, val_000.bin, manifest     (tokenize)
+//   <run>/config.json            model config (HF DeepseekV3 names)       (train)
+//   <run>/checkpoints/step_N/    model + optimizer + trainer state        (train)
+//   <run>/model/                 config.json, model.safetensors, tokenizer.json (train, final)
+//   <run>/metrics.jsonl, tb/     metrics and TensorBoard events           (train, eval)
+//   <run>/eval.json              validation loss/perplexity + unigram baseline (eval)
+//
+// This header is free of libtorch so that the CLI compiles fast.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "dsforge/core/run_config.h"
+
+namespace dsforge::pipeline {
+
+// Exit codes of the stages.
+constexpr int kOk = 0;
+constexpr int kInterrupted = 130;
+
+void configure_threads(const RunConfig& cfg);
+void stage_prepare(const RunConfig& cfg);
+void stage_tokenizer(const RunConfig& cfg);
+void stage_tokenize(const RunConfig& cfg);
+int stage_train(const RunConfig& cfg);  // kInterrupted when stopped by a signal (checkpoint saved)
+void stage_eval(const RunConfig& cfg);
+// Prints "<prompt><completion>" per prompt (cfg.generate), streaming tokens as they come.
+void stage_generate(const RunConfig& cfg, const std::string& model_dir = "");
+// prepare -> tokenizer -> tokenize -> train -> eval -> generate.
+int run_pipeline(const RunConfig& cfg);
+
+}  // namespace dsforge::pipeline

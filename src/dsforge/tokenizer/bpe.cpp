@@ -1,0 +1,394 @@
+#include "dsforge/tokenizer/bpe.h"
+
+#include <algorithm>
+#include <array>
+#include <queue>
+#include <unordered_set>
+
+#include "dsforge/core/error.h"
+#include "dsforge/tokenizer/pretokenize.h"
+
+namespace dsforge::tok {
+namespace {
+
+std::string utf8_of(uint32_t cp) {
+  std::string s;
+  if (cp < 0x80) s.push_back(static_cast<char>(cp));
+  else if (cp < 0x800) {
+    s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    s.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+  return s;
+}
+
+struct ByteMap {
+  std::array<std::string, 256> to_unicode;
+  std::unordered_map<uint32_t, uint8_t> from_cp;
+  std::vector<uint8_t> order;  // printable bytes first, then the rest (GPT-2's `bs` list)
+  ByteMap() {
+    // Printable Latin-1 bytes map to themselves; the rest to 256, 257, ... in byte order.
+    uint32_t next = 256;
+    std::vector<uint8_t> rest;
+    for (uint32_t b = 0; b < 256; ++b) {
+      bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      uint32_t cp = printable ? b : next++;
+      to_unicode[b] = utf8_of(cp);
+      from_cp[cp] = static_cast<uint8_t>(b);
+      (printable ? order : rest).push_back(static_cast<uint8_t>(b));
+    }
+    order.insert(order.end(), rest.begin(), rest.end());
+  }
+};
+const ByteMap& byte_map() {
+  static const ByteMap m;
+  return m;
+}
+
+inline uint64_t pair_key(int32_t a, int32_t b) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
+
+// Splits `text` around occurrences of `specials` (longest first at each position). Segments are
+// (view, special id or -1).
+template <typename F>
+void split_specials(std::string_view text, const std::vector<std::string>& specials,
+                    const std::unordered_map<std::string, int32_t>& ids, F&& emit) {
+  if (specials.empty()) {
+    emit(text, -1);
+    return;
+  }
+  size_t start = 0, pos = 0;
+  while (pos < text.size()) {
+    const std::string* hit = nullptr;
+    for (const auto& s : specials)
+      if (!s.empty() && text.compare(pos, s.size(), s) == 0 && (!hit || s.size() > hit->size())) hit = &s;
+    if (!hit) {
+      ++pos;
+      continue;
+    }
+    if (pos > start) emit(text.substr(start, pos - start), -1);
+    emit(std::string_view(*hit), ids.at(*hit));
+    pos += hit->size();
+    start = pos;
+  }
+  if (start < text.size()) emit(text.substr(start), -1);
+}
+
+}  // namespace
+
+const std::string& byte_to_unicode(uint8_t b) { return byte_map().to_unicode[b]; }
+
+const std::vector<uint8_t>& gpt2_byte_order() { return byte_map().order; }
+
+bool unicode_to_bytes(const std::string& s, std::string& out) {
+  const auto& m = byte_map().from_cp;
+  out.clear();
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    uint32_t cp;
+    int len;
+    if (c < 0x80) cp = c, len = 1;
+    else if ((c & 0xE0) == 0xC0) cp = c & 0x1F, len = 2;
+    else if ((c & 0xF0) == 0xE0) cp = c & 0x0F, len = 3;
+    else return false;
+    if (i + len > s.size()) return false;
+    for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    auto it = m.find(cp);
+    if (it == m.end()) return false;
+    out.push_back(static_cast<char>(it->second));
+    i += len;
+  }
+  return true;
+}
+
+BpeTokenizer::BpeTokenizer(const BpeTokenizer& o)
+    : bytes_(o.bytes_), special_tokens_(o.special_tokens_), special_ids_(o.special_ids_), byte_ids_(o.byte_ids_),
+      merges_(o.merges_), merge_result_(o.merge_result_), merge_rank_(o.merge_rank_) {}
+
+BpeTokenizer& BpeTokenizer::operator=(const BpeTokenizer& o) {
+  if (this != &o) {
+    bytes_ = o.bytes_;
+    special_tokens_ = o.special_tokens_;
+    special_ids_ = o.special_ids_;
+    byte_ids_ = o.byte_ids_;
+    merges_ = o.merges_;
+    merge_result_ = o.merge_result_;
+    merge_rank_ = o.merge_rank_;
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    cache_.clear();
+  }
+  return *this;
+}
+
+int32_t BpeTokenizer::special_id(const std::string& token) const {
+  auto it = special_ids_.find(token);
+  if (it == special_ids_.end()) throw DataError(fmt("tokenizer: no special token '", token, "'"));
+  return it->second;
+}
+
+void BpeTokenizer::build_index() {
+  merge_rank_.clear();
+  merge_result_.clear();
+  std::unordered_map<std::string, int32_t> by_bytes;
+  for (size_t i = 0; i < bytes_.size(); ++i)
+    if (!special_ids_.count(bytes_[i]) || special_ids_.at(bytes_[i]) != static_cast<int32_t>(i))
+      by_bytes.emplace(bytes_[i], static_cast<int32_t>(i));
+  for (int b = 0; b < 256; ++b) {
+    auto it = by_bytes.find(std::string(1, static_cast<char>(b)));
+    byte_ids_[b] = it == by_bytes.end() ? -1 : it->second;
+  }
+  for (size_t r = 0; r < merges_.size(); ++r) {
+    const auto [a, b] = merges_[r];
+    auto it = by_bytes.find(bytes_[a] + bytes_[b]);
+    if (it == by_bytes.end())
+      throw DataError(fmt("tokenizer: merge ", r, " produces a token that is not in the vocabulary"));
+    merge_rank_.emplace(pair_key(a, b), static_cast<int32_t>(r));
+    merge_result_.push_back(it->second);
+  }
+}
+
+BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& docs, const TrainOptions& opts) {
+  BpeTokenizer t;
+  for (const auto& s : opts.special_tokens) {
+    if (t.special_ids_.count(s)) throw DataError(fmt("tokenizer: special token '", s, "' listed twice"));
+    t.special_ids_[s] = static_cast<int32_t>(t.bytes_.size());
+    t.special_tokens_.push_back(s);
+    t.bytes_.push_back(s);
+  }
+  std::array<int32_t, 256> byte_id{};
+  for (uint8_t b : gpt2_byte_order()) {
+    byte_id[b] = static_cast<int32_t>(t.bytes_.size());
+    t.bytes_.push_back(std::string(1, static_cast<char>(b)));
+  }
+  if (opts.vocab_size < static_cast<int64_t>(t.bytes_.size()))
+    throw DataError(fmt("tokenizer: vocab_size ", opts.vocab_size, " is below 256 bytes + ",
+                        opts.special_tokens.size(), " special tokens"));
+
+  // 1. Count distinct pre-tokens.
+  std::unordered_map<std::string, int64_t> piece_counts;
+  std::vector<std::string_view> pieces;
+  for (const auto& doc : docs) {
+    split_specials(doc, t.special_tokens_, t.special_ids_, [&](std::string_view seg, int32_t special) {
+      if (special >= 0) return;
+      pieces.clear();
+      gpt2_pretokenizer().split(seg, pieces);
+      for (auto p : pieces) ++piece_counts[std::string(p)];
+    });
+  }
+  std::vector<std::vector<int32_t>> words;
+  std::vector<int64_t> freq;
+  words.reserve(piece_counts.size());
+  for (const auto& [p, c] : piece_counts) {
+    std::vector<int32_t> w;
+    for (unsigned char ch : p) w.push_back(byte_id[ch]);
+    words.push_back(std::move(w));
+    freq.push_back(c);
+  }
+
+  // 2. Pair counts and, for each pair, the words that contain it (may hold stale entries).
+  std::unordered_map<uint64_t, int64_t> counts;
+  std::unordered_map<uint64_t, std::vector<int32_t>> where;
+  for (size_t w = 0; w < words.size(); ++w)
+    for (size_t i = 0; i + 1 < words[w].size(); ++i) {
+      uint64_t k = pair_key(words[w][i], words[w][i + 1]);
+      counts[k] += freq[w];
+      auto& v = where[k];
+      if (v.empty() || v.back() != static_cast<int32_t>(w)) v.push_back(static_cast<int32_t>(w));
+    }
+
+  // 3. Max-heap on (count, pair bytes), lazily invalidated: an entry is live when its count is
+  //    still the pair's current count.
+  struct Item {
+    int64_t count;
+    int32_t a, b;
+  };
+  const auto& bytes = t.bytes_;
+  auto less = [&bytes](const Item& x, const Item& y) {
+    if (x.count != y.count) return x.count < y.count;
+    int c = bytes[x.a].compare(bytes[y.a]);
+    if (c != 0) return c < 0;
+    return bytes[x.b].compare(bytes[y.b]) < 0;
+  };
+  std::priority_queue<Item, std::vector<Item>, decltype(less)> heap(less);
+  for (const auto& [k, c] : counts) heap.push({c, static_cast<int32_t>(k >> 32), static_cast<int32_t>(k & 0xFFFFFFFF)});
+
+  std::unordered_set<uint64_t> changed;
+  std::vector<int32_t> merged;
+  while (static_cast<int64_t>(t.bytes_.size()) < opts.vocab_size && !heap.empty()) {
+    Item top = heap.top();
+    heap.pop();
+    const uint64_t key = pair_key(top.a, top.b);
+    auto cit = counts.find(key);
+    if (cit == counts.end() || cit->second != top.count) continue;  // stale
+    if (top.count <= 0) break;
+    const int32_t new_id = static_cast<int32_t>(t.bytes_.size());
+    t.bytes_.push_back(t.bytes_[top.a] + t.bytes_[top.b]);
+    t.merges_.emplace_back(top.a, top.b);
+
+    changed.clear();
+    std::vector<int32_t> affected = std::move(where[key]);
+    where.erase(key);
+    int32_t last = -1;
+    for (int32_t w : affected) {
+      if (w == last) continue;
+      last = w;
+      auto& sym = words[w];
+      bool has = false;
+      for (size_t i = 0; i + 1 < sym.size(); ++i)
+        if (sym[i] == top.a && sym[i + 1] == top.b) { has = true; break; }
+      if (!has) continue;
+      const int64_t f = freq[w];
+      for (size_t i = 0; i + 1 < sym.size(); ++i) {
+        uint64_t k = pair_key(sym[i], sym[i + 1]);
+        counts[k] -= f;
+        changed.insert(k);
+      }
+      merged.clear();
+      for (size_t i = 0; i < sym.size(); ++i) {
+        if (i + 1 < sym.size() && sym[i] == top.a && sym[i + 1] == top.b) {
+          merged.push_back(new_id);
+          ++i;
+        } else {
+          merged.push_back(sym[i]);
+        }
+      }
+      sym.assign(merged.begin(), merged.end());
+      for (size_t i = 0; i + 1 < sym.size(); ++i) {
+        uint64_t k = pair_key(sym[i], sym[i + 1]);
+        counts[k] += f;
+        changed.insert(k);
+        if (sym[i] == new_id || sym[i + 1] == new_id) {
+          auto& v = where[k];
+          if (v.empty() || v.back() != w) v.push_back(w);
+        }
+      }
+    }
+    counts.erase(key);
+    changed.erase(key);
+    for (uint64_t k : changed) {
+      auto it = counts.find(k);
+      if (it == counts.end()) continue;
+      if (it->second <= 0) {
+        counts.erase(it);
+        continue;
+      }
+      heap.push({it->second, static_cast<int32_t>(k >> 32), static_cast<int32_t>(k & 0xFFFFFFFF)});
+    }
+  }
+  t.build_index();
+  return t;
+}
+
+BpeTokenizer BpeTokenizer::from_vocab_and_merges(const std::map<std::string, int32_t>& vocab,
+                                                 const std::vector<std::pair<std::string, std::string>>& merges,
+                                                 const std::vector<std::string>& special_tokens) {
+  BpeTokenizer t;
+  int32_t max_id = -1;
+  for (const auto& [s, id] : vocab) max_id = std::max(max_id, id);
+  t.bytes_.assign(static_cast<size_t>(max_id + 1), std::string());
+  std::vector<bool> seen(t.bytes_.size(), false);
+  std::unordered_set<std::string> specials(special_tokens.begin(), special_tokens.end());
+  for (const auto& [s, id] : vocab) {
+    if (id < 0) throw DataError(fmt("tokenizer: negative id ", id, " for token '", s, "'"));
+    if (seen[id]) throw DataError(fmt("tokenizer: id ", id, " assigned twice"));
+    seen[id] = true;
+    if (specials.count(s)) {
+      t.bytes_[id] = s;
+      continue;
+    }
+    std::string raw;
+    if (!unicode_to_bytes(s, raw))
+      throw DataError(fmt("tokenizer: token '", s, "' (id ", id, ") is not in byte-level form"));
+    t.bytes_[id] = raw;
+  }
+  for (size_t i = 0; i < seen.size(); ++i)
+    if (!seen[i]) throw DataError(fmt("tokenizer: vocabulary has no token with id ", i, " (ids must be dense)"));
+  for (const auto& s : special_tokens) {
+    auto it = vocab.find(s);
+    if (it == vocab.end()) throw DataError(fmt("tokenizer: special token '", s, "' is not in the vocabulary"));
+    t.special_ids_[s] = it->second;
+    t.special_tokens_.push_back(s);
+  }
+  for (size_t r = 0; r < merges.size(); ++r) {
+    auto a = vocab.find(merges[r].first), b = vocab.find(merges[r].second);
+    if (a == vocab.end() || b == vocab.end())
+      throw DataError(fmt("tokenizer: merge ", r, " ('", merges[r].first, " ", merges[r].second,
+                          "') names a token that is not in the vocabulary"));
+    t.merges_.emplace_back(a->second, b->second);
+  }
+  t.build_index();
+  return t;
+}
+
+void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    auto it = cache_.find(std::string(piece));
+    if (it != cache_.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  std::vector<int32_t> sym;
+  sym.reserve(piece.size());
+  for (unsigned char c : piece) {
+    if (byte_ids_[c] < 0) throw DataError(fmt("tokenizer: byte 0x", std::hex, int(c), " has no token"));
+    sym.push_back(byte_ids_[c]);
+  }
+  while (sym.size() > 1) {
+    int32_t best = INT32_MAX;
+    for (size_t i = 0; i + 1 < sym.size(); ++i) {
+      auto it = merge_rank_.find(pair_key(sym[i], sym[i + 1]));
+      if (it != merge_rank_.end() && it->second < best) best = it->second;
+    }
+    if (best == INT32_MAX) break;
+    const auto [a, b] = merges_[best];
+    size_t j = 0;
+    for (size_t i = 0; i < sym.size(); ++i, ++j) {
+      if (i + 1 < sym.size() && sym[i] == a && sym[i + 1] == b) {
+        sym[j] = merge_result_[best];
+        ++i;
+      } else {
+        sym[j] = sym[i];
+      }
+    }
+    sym.resize(j);
+  }
+  out.insert(out.end(), sym.begin(), sym.end());
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  if (cache_.size() > (1u << 20)) cache_.clear();
+  cache_.emplace(std::string(piece), std::move(sym));
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_special) const {
+  std::vector<int32_t> out;
+  std::vector<std::string_view> pieces;
+  static const std::vector<std::string> kNone;
+  split_specials(text, allow_special ? special_tokens_ : kNone, special_ids_, [&](std::string_view seg, int32_t sid) {
+    if (sid >= 0) {
+      out.push_back(sid);
+      return;
+    }
+    pieces.clear();
+    gpt2_pretokenizer().split(seg, pieces);
+    for (auto p : pieces) encode_piece(p, out);
+  });
+  return out;
+}
+
+std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::string out;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size())
+      throw DataError(fmt("tokenizer: id ", id, " is outside the vocabulary [0, ", vocab_size(), ")"));
+    out += bytes_[id];
+  }
+  return out;
+}
+
+}  // namespace dsforge::tok

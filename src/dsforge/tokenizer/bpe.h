@@ -1,0 +1,84 @@
+// Byte-level BPE: train, encode, decode, and Hugging Face tokenizer.json io.
+//
+// Ids: the special tokens first (in the order given; the first is end-of-text), then the 256 single
+// bytes in GPT-2's byte-to-unicode order (printable bytes first, as in GPT-2's vocabulary), then one token per merge. Text is split by the GPT-2 pattern
+// (pretokenize.h) after splitting on special tokens, so no merge crosses either boundary. Training
+// breaks count ties toward the lexicographically greater pair of byte strings.
+//
+//   auto tok = BpeTokenizer::train(docs, {.vocab_size = 1024, .special_tokens = {"<|endoftext|>"}});
+//   tok.save("tokenizer.json");
+//   std::vector<int32_t> ids = tok.encode("dog: a domestic animal");
+//   assert(tok.decode(ids) == "dog: a domestic animal");
+#pragma once
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace dsforge::tok {
+
+// GPT-2's reversible map from bytes to printable code points (as UTF-8), e.g. ' ' -> "Ġ".
+const std::string& byte_to_unicode(uint8_t b);
+// The 256 bytes in GPT-2's order (printable bytes first): the order of the byte tokens' ids.
+const std::vector<uint8_t>& gpt2_byte_order();
+// Inverse over a whole token string; returns false when a code point is not in the map.
+bool unicode_to_bytes(const std::string& s, std::string& out);
+
+class BpeTokenizer {
+ public:
+  struct TrainOptions {
+    int64_t vocab_size = 1024;
+    std::vector<std::string> special_tokens{"<|endoftext|>"};
+  };
+
+  BpeTokenizer() = default;
+  BpeTokenizer(const BpeTokenizer& other);
+  BpeTokenizer& operator=(const BpeTokenizer& other);
+
+  static BpeTokenizer train(const std::vector<std::string>& docs, const TrainOptions& opts);
+  // From a GPT-2-style vocabulary (token string in byte-to-unicode form -> id) and ranked merges.
+  // Tokens named in `special_tokens` are matched verbatim in text and never split.
+  static BpeTokenizer from_vocab_and_merges(const std::map<std::string, int32_t>& vocab,
+                                            const std::vector<std::pair<std::string, std::string>>& merges,
+                                            const std::vector<std::string>& special_tokens);
+  // Reads vocab.json + merges.txt (GPT-2 release format).
+  static BpeTokenizer from_gpt2_files(const std::string& vocab_json, const std::string& merges_txt,
+                                      const std::vector<std::string>& special_tokens);
+
+  static BpeTokenizer load(const std::string& tokenizer_json_path);
+  static BpeTokenizer from_json(const std::string& json_text, const std::string& origin);
+  std::string to_json() const;  // Hugging Face tokenizer.json
+  void save(const std::string& path) const;
+
+  // Special tokens in `text` become their ids when allow_special, else they are encoded as text.
+  std::vector<int32_t> encode(std::string_view text, bool allow_special = true) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+
+  int64_t vocab_size() const { return static_cast<int64_t>(bytes_.size()); }
+  const std::string& token_bytes(int32_t id) const { return bytes_.at(static_cast<size_t>(id)); }
+  int32_t special_id(const std::string& token) const;  // throws DataError when absent
+  int32_t eot_id() const { return special_tokens_.empty() ? -1 : special_id(special_tokens_[0]); }
+  const std::vector<std::string>& special_tokens() const { return special_tokens_; }
+  const std::vector<std::pair<int32_t, int32_t>>& merges() const { return merges_; }
+
+ private:
+  void build_index();
+  void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
+
+  std::vector<std::string> bytes_;                      // id -> raw bytes
+  std::vector<std::string> special_tokens_;
+  std::unordered_map<std::string, int32_t> special_ids_;
+  std::vector<int32_t> byte_ids_ = std::vector<int32_t>(256, -1);
+  std::vector<std::pair<int32_t, int32_t>> merges_;     // rank -> (left, right)
+  std::vector<int32_t> merge_result_;                   // rank -> merged id
+  std::unordered_map<uint64_t, int32_t> merge_rank_;    // (left << 32 | right) -> rank
+
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // piece -> ids
+};
+
+}  // namespace dsforge::tok

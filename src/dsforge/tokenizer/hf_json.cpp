@@ -1,0 +1,147 @@
+// Hugging Face tokenizer.json (model BPE, ByteLevel pre-tokenizer and decoder, added tokens) and
+// the GPT-2 release files (vocab.json + merges.txt).
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "dsforge/tokenizer/bpe.h"
+
+namespace dsforge::tok {
+namespace {
+
+std::string token_string(const std::string& raw) {
+  std::string s;
+  for (unsigned char c : raw) s += byte_to_unicode(c);
+  return s;
+}
+
+std::vector<std::pair<std::string, std::string>> parse_merges(const nlohmann::json& merges, const std::string& origin) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const auto& m = merges[i];
+    if (m.is_string()) {  // "left right"
+      const std::string s = m.get<std::string>();
+      size_t sp = s.find(' ');
+      if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
+        throw DataError(fmt(origin, ": model.merges[", i, "] = '", s, "': expected 'left right'"));
+      out.emplace_back(s.substr(0, sp), s.substr(sp + 1));
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {  // ["left", "right"]
+      out.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+    } else {
+      throw DataError(fmt(origin, ": model.merges[", i, "]: expected a string 'a b' or a pair [\"a\", \"b\"]"));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string BpeTokenizer::to_json() const {
+  using ojson = nlohmann::ordered_json;
+  ojson added = ojson::array();
+  for (const auto& s : special_tokens_)
+    added.push_back({{"id", special_ids_.at(s)}, {"content", s}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", false}, {"special", true}});
+  ojson vocab = ojson::object();
+  for (size_t id = 0; id < bytes_.size(); ++id) {
+    auto sit = special_ids_.find(bytes_[id]);
+    bool special = sit != special_ids_.end() && sit->second == static_cast<int32_t>(id);
+    vocab[special ? bytes_[id] : token_string(bytes_[id])] = id;
+  }
+  ojson merges = ojson::array();
+  for (const auto& [a, b] : merges_) merges.push_back(token_string(bytes_[a]) + " " + token_string(bytes_[b]));
+  ojson j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  j["added_tokens"] = added;
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  j["post_processor"] = nullptr;
+  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  j["model"] = {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"ignore_merges", false},
+                {"vocab", vocab},
+                {"merges", merges}};
+  return j.dump(2) + "\n";
+}
+
+void BpeTokenizer::save(const std::string& path) const { write_file_atomic(path, to_json()); }
+
+BpeTokenizer BpeTokenizer::from_json(const std::string& text, const std::string& origin) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt(origin, ": not valid JSON (", e.what(), ")"));
+  }
+  if (!j.contains("model") || !j["model"].is_object()) throw DataError(fmt(origin, ": missing 'model' object"));
+  const auto& model = j["model"];
+  if (model.value("type", "BPE") != "BPE")
+    throw DataError(fmt(origin, ": model.type is '", model["type"].get<std::string>(), "', expected 'BPE'"));
+  if (!model.contains("vocab") || !model["vocab"].is_object()) throw DataError(fmt(origin, ": missing model.vocab"));
+  if (!model.contains("merges") || !model["merges"].is_array()) throw DataError(fmt(origin, ": missing model.merges"));
+  if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
+    const auto& pt = j["pre_tokenizer"];
+    if (pt.value("type", "") != "ByteLevel")
+      throw DataError(fmt(origin, ": pre_tokenizer.type '", pt.value("type", ""),
+                          "' is not supported (dsforge reads byte-level BPE tokenizers)"));
+    if (pt.value("add_prefix_space", false))
+      throw DataError(fmt(origin, ": pre_tokenizer.add_prefix_space = true is not supported"));
+  }
+  std::map<std::string, int32_t> vocab;
+  for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) vocab[it.key()] = it.value().get<int32_t>();
+  std::vector<std::string> specials;
+  if (j.contains("added_tokens"))
+    for (const auto& t : j["added_tokens"]) {
+      const std::string content = t.at("content").get<std::string>();
+      const int32_t id = t.at("id").get<int32_t>();
+      auto it = vocab.find(content);
+      if (it == vocab.end()) vocab[content] = id;
+      else if (it->second != id)
+        throw DataError(fmt(origin, ": added token '", content, "' has id ", id, " but the vocab says ", it->second));
+      specials.push_back(content);
+    }
+  return from_vocab_and_merges(vocab, parse_merges(model["merges"], origin), specials);
+}
+
+BpeTokenizer BpeTokenizer::load(const std::string& path) {
+  if (!file_exists(path)) throw DataError(fmt(path, ": tokenizer file not found"));
+  return from_json(read_file(path), path);
+}
+
+BpeTokenizer BpeTokenizer::from_gpt2_files(const std::string& vocab_json, const std::string& merges_txt,
+                                           const std::vector<std::string>& special_tokens) {
+  nlohmann::json v;
+  try {
+    v = nlohmann::json::parse(read_file(vocab_json));
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt(vocab_json, ": not valid JSON (", e.what(), ")"));
+  }
+  std::map<std::string, int32_t> vocab;
+  for (auto it = v.begin(); it != v.end(); ++it) vocab[it.key()] = it.value().get<int32_t>();
+  std::ifstream in(merges_txt);
+  if (!in) throw DataError(fmt(merges_txt, ": cannot open"));
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::string line;
+  int64_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    size_t sp = line.find(' ');
+    if (sp == std::string::npos) throw DataError(fmt(merges_txt, ":", lineno, ": expected 'left right'"));
+    merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+  }
+  return from_vocab_and_merges(vocab, merges, special_tokens);
+}
+
+}  // namespace dsforge::tok

@@ -1,0 +1,32 @@
+// The byte-level pre-tokenizer: the GPT-2 split pattern, compiled once with PCRE2 (UTF, UCP, JIT).
+//
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//
+// This is the pattern a Hugging Face `ByteLevel` pre-tokenizer with use_regex=true applies, so
+// splitting here matches `tokenizers`. Bytes that are not valid UTF-8 never match the pattern; each
+// maximal run of them becomes its own piece, so the pieces always concatenate back to the input.
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dsforge::tok {
+
+class PreTokenizer {
+ public:
+  PreTokenizer();
+  ~PreTokenizer();
+  PreTokenizer(const PreTokenizer&) = delete;
+  PreTokenizer& operator=(const PreTokenizer&) = delete;
+
+  // Appends the pieces of `text` to `out` (views into `text`). Thread-safe.
+  void split(std::string_view text, std::vector<std::string_view>& out) const;
+
+ private:
+  void* code_;  // pcre2_code*
+};
+
+// The default instance (compiled on first use).
+const PreTokenizer& gpt2_pretokenizer();
+
+}  // namespace dsforge::tok

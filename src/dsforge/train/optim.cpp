@@ -1,0 +1,92 @@
+#include "dsforge/train/optim.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "dsforge/core/error.h"
+
+namespace dsforge::train {
+
+AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const AdamWOptions& opts)
+    : opts_(opts) {
+  for (const auto& [name, p] : named_params) {
+    if (!p.requires_grad()) continue;
+    const bool embedding = name.find("embed_tokens") != std::string::npos;
+    params_.push_back({name, p, p.dim() >= 2 && !embedding, at::zeros_like(p), at::zeros_like(p)});
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& p : params_)
+    if (p.value.grad().defined()) p.value.mutable_grad() = at::Tensor();
+}
+
+void AdamW::step() {
+  at::NoGradGuard no_grad;
+  ++step_;
+  const double bc1 = 1.0 - std::pow(opts_.beta1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
+  const double step_size = opts_.lr / bc1;
+  for (auto& p : params_) {
+    const at::Tensor& g = p.value.grad();
+    if (!g.defined()) continue;
+    if (p.decay && opts_.weight_decay > 0) p.value.mul_(1.0 - opts_.lr * opts_.weight_decay);  // decoupled
+    p.exp_avg.mul_(opts_.beta1).add_(g, 1.0 - opts_.beta1);
+    p.exp_avg_sq.mul_(opts_.beta2).addcmul_(g, g, 1.0 - opts_.beta2);
+    at::Tensor denom = (p.exp_avg_sq / bc2).sqrt_().add_(opts_.eps);
+    p.value.addcdiv_(p.exp_avg, denom, -step_size);
+  }
+}
+
+TensorMap AdamW::state_dict() const {
+  TensorMap out;
+  for (const auto& p : params_) {
+    out["exp_avg." + p.name] = p.exp_avg;
+    out["exp_avg_sq." + p.name] = p.exp_avg_sq;
+  }
+  out["step"] = at::tensor(std::vector<int64_t>{step_}, at::kLong);
+  return out;
+}
+
+void AdamW::load_state_dict(const TensorMap& state, const std::string& origin) {
+  auto get = [&](const std::string& key, const at::Tensor& like) {
+    auto it = state.find(key);
+    if (it == state.end()) throw CheckpointError(fmt(origin, ": optimizer state has no '", key, "'"));
+    if (!it->second.sizes().equals(like.sizes()))
+      throw CheckpointError(fmt(origin, ": optimizer '", key, "' has shape ", it->second.sizes(), ", expected ", like.sizes()));
+    return it->second.to(like.device(), like.scalar_type());
+  };
+  for (auto& p : params_) {
+    p.exp_avg.copy_(get("exp_avg." + p.name, p.exp_avg));
+    p.exp_avg_sq.copy_(get("exp_avg_sq." + p.name, p.exp_avg_sq));
+  }
+  auto it = state.find("step");
+  if (it == state.end()) throw CheckpointError(fmt(origin, ": optimizer state has no 'step'"));
+  step_ = it->second.item<int64_t>();
+}
+
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  at::NoGradGuard no_grad;
+  double sq = 0;
+  for (const auto& p : params)
+    if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+  const double norm = std::sqrt(sq);
+  if (max_norm > 0 && norm > max_norm && std::isfinite(norm)) {
+    const double scale = max_norm / (norm + 1e-6);
+    for (const auto& p : params)
+      if (p.grad().defined()) p.grad().mul_(scale);
+  }
+  return norm;
+}
+
+double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double peak, double min_ratio) {
+  if (warmup > 0 && step < warmup) return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (step >= total) return peak * min_ratio;
+  const double span = static_cast<double>(std::max<int64_t>(1, total - warmup));
+  const double progress = static_cast<double>(step - warmup) / span;
+  const double cosine = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return peak * (min_ratio + (1.0 - min_ratio) * cosine);
+}
+
+}  // namespace dsforge::train

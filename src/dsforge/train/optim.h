@@ -1,0 +1,61 @@
+// AdamW with parameter groups, and the learning-rate schedule.
+//
+// Our own AdamW (decoupled weight decay, bias correction; Loshchilov & Hutter 2019) rather than
+// torch::optim's: its state is plain named tensors, so a checkpoint stores and restores it exactly
+// and by parameter name.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "dsforge/core/safetensors.h"
+
+namespace dsforge::train {
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+};
+
+class AdamW {
+ public:
+  // Parameters with dim() >= 2 that are not embeddings get weight decay; norms, biases and
+  // embeddings do not (the usual choice, and what DEEPSEEK.md §2.1 recommends).
+  AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const AdamWOptions& opts);
+
+  void step();        // one update from the current .grad() of every parameter
+  void zero_grad();
+  void set_lr(double lr) { opts_.lr = lr; }
+  double lr() const { return opts_.lr; }
+  int64_t steps() const { return step_; }
+
+  // "exp_avg.<name>", "exp_avg_sq.<name>" and "step".
+  TensorMap state_dict() const;
+  void load_state_dict(const TensorMap& state, const std::string& origin);
+
+  struct Param {
+    std::string name;
+    at::Tensor value;
+    bool decay;
+    at::Tensor exp_avg, exp_avg_sq;
+  };
+  const std::vector<Param>& params() const { return params_; }
+
+ private:
+  std::vector<Param> params_;
+  AdamWOptions opts_;
+  int64_t step_ = 0;
+};
+
+// Global L2 norm of the gradients; scales them so the norm is at most max_norm (when > 0).
+// Returns the norm before clipping.
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
+// Linear warmup from 0 to peak over `warmup` steps, then cosine to min_ratio * peak at `total`.
+double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double peak, double min_ratio);
+
+}  // namespace dsforge::train

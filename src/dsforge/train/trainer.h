@@ -1,0 +1,49 @@
+// The training loop for the DeepSeek-V3 family, readable top to bottom in Trainer::fit().
+//
+// Resume is exact: a checkpoint holds the weights (routing bias included), the optimizer moments
+// and step, and the loader cursor; the batch sequence is a pure function of (seed, cursor), so a
+// run interrupted at step k continues with the same batches and losses. SIGINT/SIGTERM finish the
+// current step, write a checkpoint and return with `interrupted` set.
+//
+//   Trainer t(cfg, model_cfg, "runs/x/shards/manifest.json");
+//   TrainResult r = t.fit();
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "dsforge/core/run_config.h"
+#include "dsforge/model/config.h"
+#include "dsforge/model/deepseek.h"
+
+namespace dsforge::train {
+
+struct TrainResult {
+  int64_t start_step = 0;   // 0 for a fresh run, k when resumed from step k
+  int64_t final_step = 0;
+  double last_loss = 0;     // mean main loss over the last logging window
+  double tokens_per_second = 0;
+  int64_t skipped_steps = 0;  // non-finite loss or gradient
+  bool interrupted = false;
+  std::string checkpoint;   // the last checkpoint folder written
+};
+
+class Trainer {
+ public:
+  Trainer(RunConfig cfg, model::ModelConfig model_cfg, std::string manifest_path);
+  TrainResult fit();
+  model::DeepseekV3& model() { return model_; }
+  // Checkpoint and return as if interrupted once this step completes (tests, scripted pauses).
+  void set_stop_at(int64_t step) { stop_at_ = step; }
+
+ private:
+  RunConfig cfg_;
+  model::ModelConfig mcfg_;
+  std::string manifest_path_;
+  model::DeepseekV3 model_{nullptr};
+  int64_t stop_at_ = -1;
+};
+
+// Asks a running fit() to checkpoint and return (what the signal handler does); for tests.
+void request_stop();
+
+}  // namespace dsforge::train

@@ -1,0 +1,152 @@
+// End-to-end tests of the dsforge CLI on a tiny config: the whole pipeline, one-line errors, and
+// SIGTERM during training followed by a resume.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "test_util.h"
+
+using namespace dsforge;
+
+namespace {
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+CliRun run_cli(const std::string& args, const std::string& dir) {
+  const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
+  const std::string cmd = std::string(DSFORGE_CLI) + " " + args + " >" + out + " 2>" + err;
+  int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
+}
+
+// A small corpus of "word: definition" lines and a config that trains for a few seconds.
+std::string write_tiny_config(const std::string& dir, int64_t max_steps) {
+  std::string text;
+  const char* nouns[] = {"animal", "plant", "tool", "place", "person", "feeling", "color", "sound"};
+  const char* adjs[] = {"small", "large", "bright", "quiet", "old", "young", "warm", "cold"};
+  for (int i = 0; i < 600; ++i)
+    text += "w" + std::to_string(i) + ": a " + adjs[i % 8] + " " + nouns[(i / 8) % 8] + " that is " + adjs[(i / 3) % 8] +
+            " and " + adjs[(i / 5) % 8] + "\n";
+  write_file_atomic(path_join(dir, "corpus.txt"), text);
+  const std::string cfg = path_join(dir, "tiny.toml");
+  write_file_atomic(cfg, fmt("[run]\nout_dir = \"", path_join(dir, "run"), "\"\nthreads = 1\n",
+                             "[data]\nsource = \"files\"\npaths = [\"", path_join(dir, "corpus.txt"), "\"]\nval_fraction = 0.1\n",
+                             "[tokenizer]\nvocab_size = 320\n[model]\nconfig = \"nano\"\n",
+                             "[train]\nseq_len = 32\nbatch_size = 4\nmax_steps = ", max_steps,
+                             "\nwarmup_steps = 5\nlog_every = 5\neval_every = 20\ncheckpoint_every = 10\n",
+                             "[eval]\nbatches = 4\n[generate]\nprompts = [\"w1:\"]\nmax_new_tokens = 8\n"));
+  return cfg;
+}
+
+size_t line_count(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
+}  // namespace
+
+TEST(Cli, VersionAndHelp) {
+  TempDir dir;
+  CliRun v = run_cli("--version", dir.path);
+  EXPECT_EQ(v.code, 0);
+  EXPECT_NE(v.out.find("dsforge 0."), std::string::npos);
+  for (const char* sub : {"pipeline", "train", "data prepare", "tokenizer encode", "tokenize", "eval", "generate"}) {
+    CliRun h = run_cli(std::string(sub) + " --help", dir.path);
+    EXPECT_EQ(h.code, 0) << sub;
+    EXPECT_NE(h.out.find("Usage"), std::string::npos) << sub;
+  }
+}
+
+TEST(Cli, BadInvocationsFailWithOneLine) {
+  TempDir dir;
+  CliRun missing = run_cli("train --config does-not-exist.toml", dir.path);
+  EXPECT_NE(missing.code, 0);
+  EXPECT_EQ(line_count(missing.err), 1u) << missing.err;
+  EXPECT_NE(missing.err.find("does-not-exist.toml"), std::string::npos) << missing.err;
+
+  const std::string bad = path_join(dir.path, "bad.toml");
+  write_file_atomic(bad, "[train]\nlearning_rate = 0.1\n");
+  CliRun typo = run_cli("train --config " + bad, dir.path);
+  EXPECT_EQ(typo.code, 2);
+  EXPECT_EQ(line_count(typo.err), 1u) << typo.err;
+  EXPECT_NE(typo.err.find("unknown key 'train.learning_rate'"), std::string::npos) << typo.err;
+
+  const std::string good = path_join(dir.path, "good.toml");
+  write_file_atomic(good, "[train]\nlr = 0.1\n");
+  CliRun value = run_cli("train --config " + good + " --train.lr=fast", dir.path);
+  EXPECT_EQ(value.code, 2);
+  EXPECT_NE(value.err.find("--train.lr=fast: expected a number"), std::string::npos) << value.err;
+
+  CliRun sub = run_cli("trian", dir.path);
+  EXPECT_EQ(sub.code, 2);
+  EXPECT_EQ(line_count(sub.err), 1u) << sub.err;
+}
+
+TEST(Cli, PipelineEndToEndThenResumeExtends) {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir.path, 30);
+  CliRun r = run_cli("pipeline --config " + cfg, dir.path);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string run = path_join(dir.path, "run");
+  for (const char* f : {"config.toml", "tokenizer.json", "config.json", "metrics.jsonl", "eval.json", "data/stats.json",
+                        "shards/manifest.json", "model/model.safetensors", "model/config.json", "model/tokenizer.json"})
+    EXPECT_TRUE(file_exists(path_join(run, f))) << f;
+  bool has_events = false;
+  for (const auto& e : std::filesystem::directory_iterator(path_join(run, "tb")))
+    has_events |= e.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+  EXPECT_TRUE(has_events);
+  auto ev = nlohmann::json::parse(read_file(path_join(run, "eval.json")));
+  EXPECT_LT(ev["val_perplexity"].get<double>(), ev["unigram_perplexity"].get<double>());
+  EXPECT_NE(r.out.find("unigram baseline"), std::string::npos);
+  EXPECT_NE(r.out.find("  w1:"), std::string::npos);  // generated sample
+
+  // Same command again: every stage is reused, training is complete.
+  CliRun again = run_cli("pipeline --config " + cfg, dir.path);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("already at step 30"), std::string::npos) << again.out;
+  // More steps: resumes from the last checkpoint.
+  CliRun more = run_cli("train --config " + cfg + " --train.max_steps=40", dir.path);
+  ASSERT_EQ(more.code, 0) << more.err;
+  EXPECT_NE(more.out.find("at step 30"), std::string::npos) << more.out;
+}
+
+TEST(Cli, SigtermSavesACheckpointAndTheRerunResumes) {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir.path, 100000);
+  const std::string out = path_join(dir.path, "log.txt");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    FILE* f = std::freopen(out.c_str(), "w", stdout);
+    (void)f;
+    execl(DSFORGE_CLI, DSFORGE_CLI, "pipeline", "--config", cfg.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until training is under way (a checkpoint exists), then SIGTERM.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const std::string ck = path_join(dir.path, "run/checkpoints");
+  while (std::chrono::steady_clock::now() < deadline &&
+         !(std::filesystem::exists(ck) && !std::filesystem::is_empty(ck)))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(std::filesystem::exists(ck)) << read_file(out);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  const std::string log = read_file(out);
+  auto pos = log.find("SIGTERM received; checkpoint saved at step ");
+  ASSERT_NE(pos, std::string::npos) << log;
+  const int64_t saved = std::stoll(log.substr(pos + std::strlen("SIGTERM received; checkpoint saved at step ")));
+  CliRun resumed = run_cli("train --config " + cfg + " --train.max_steps=" + std::to_string(saved + 3), dir.path);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("at step " + std::to_string(saved)), std::string::npos) << resumed.out;
+}

@@ -1,0 +1,95 @@
+// dsforge pipeline | data prepare | tokenize | train | eval | generate
+#include <memory>
+
+#include "commands.h"
+#include "dsforge/core/error.h"
+#include "dsforge/pipeline/stages.h"
+
+namespace dsforge::cli {
+namespace {
+
+struct StageArgs {
+  std::string config;
+};
+
+RunConfig resolve(const StageArgs& a, const Context& ctx) {
+  RunConfig cfg;
+  if (!a.config.empty()) return load_run_config(a.config, ctx.overrides);
+  for (const auto& o : ctx.overrides) apply_override(cfg, o);
+  validate(cfg);
+  return cfg;
+}
+
+CLI::App* stage(CLI::App& parent, const std::string& name, const std::string& help, StageArgs& args) {
+  CLI::App* c = parent.add_subcommand(name, help);
+  c->add_option("-c,--config", args.config, "run config (TOML); --section.key=value overrides any key")
+      ->check(CLI::ExistingFile);
+  return c;
+}
+
+}  // namespace
+
+void add_stage_commands(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<StageArgs>();
+
+  stage(app, "pipeline", "run every stage: prepare, tokenizer, tokenize, train, eval, generate", *args)
+      ->callback([&ctx, args]() {
+        ctx.action = [&ctx, args]() { return pipeline::run_pipeline(resolve(*args, ctx)); };
+      });
+
+  CLI::App* data = app.add_subcommand("data", "corpus stages");
+  data->require_subcommand(1);
+  stage(*data, "prepare", "read, clean (NFKC), deduplicate and split the corpus; write statistics", *args)
+      ->callback([&ctx, args]() {
+        ctx.action = [&ctx, args]() {
+          auto cfg = resolve(*args, ctx);
+          pipeline::configure_threads(cfg);
+          pipeline::stage_prepare(cfg);
+          return 0;
+        };
+      });
+
+  stage(app, "tokenize", "encode the prepared corpus into token shards", *args)->callback([&ctx, args]() {
+    ctx.action = [&ctx, args]() {
+      auto cfg = resolve(*args, ctx);
+      pipeline::configure_threads(cfg);
+      pipeline::stage_tokenize(cfg);
+      return 0;
+    };
+  });
+
+  stage(app, "train", "train the model on the token shards (resumes from the latest checkpoint)", *args)
+      ->callback([&ctx, args]() {
+        ctx.action = [&ctx, args]() {
+          auto cfg = resolve(*args, ctx);
+          pipeline::configure_threads(cfg);
+          return pipeline::stage_train(cfg);
+        };
+      });
+
+  stage(app, "eval", "validation loss and perplexity of the trained model, beside the unigram baseline", *args)
+      ->callback([&ctx, args]() {
+        ctx.action = [&ctx, args]() {
+          auto cfg = resolve(*args, ctx);
+          pipeline::configure_threads(cfg);
+          pipeline::stage_eval(cfg);
+          return 0;
+        };
+      });
+
+  auto gen = std::make_shared<std::pair<std::string, std::vector<std::string>>>();
+  CLI::App* g = stage(app, "generate", "sample text from a trained model", *args);
+  g->add_option("-m,--model", gen->first, "model folder (config.json, model.safetensors, tokenizer.json); default <run>/model");
+  g->add_option("-p,--prompt", gen->second, "prompt (repeatable); default: generate.prompts of the config");
+  g->callback([&ctx, args, gen]() {
+    ctx.action = [&ctx, args, gen]() {
+      auto cfg = resolve(*args, ctx);
+      if (!gen->second.empty()) cfg.generate.prompts = gen->second;
+      pipeline::configure_threads(cfg);
+      pipeline::stage_generate(cfg, gen->first);
+      return 0;
+    };
+  });
+}
+
+}  // namespace dsforge::cli

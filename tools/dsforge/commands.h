@@ -1,0 +1,21 @@
+// Subcommand registration for the dsforge CLI. Each command parses flags into library types and
+// makes one library call; main() turns exceptions into one-line errors and exit codes.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace dsforge::cli {
+
+// Set by a subcommand's callback; main() runs it after parsing.
+struct Context {
+  std::function<int()> action;
+  std::vector<std::string> overrides;  // --section.key=value, taken out of argv before parsing
+};
+
+void add_stage_commands(CLI::App& app, Context& ctx);
+void add_tokenizer_commands(CLI::App& app, Context& ctx);
+
+}  // namespace dsforge::cli

@@ -1,0 +1,49 @@
+// dsforge: from raw text to a trained, evaluated DeepSeek-style model. See README.md.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "commands.h"
+#include "dsforge/core/error.h"
+
+int main(int argc, char** argv) {
+  using namespace dsforge;
+  CLI::App app{"dsforge: a C++ toolkit from raw text to a trained DeepSeek-style language model", "dsforge"};
+  app.set_version_flag("--version", std::string("dsforge ") + DSFORGE_VERSION);
+  app.require_subcommand(1);
+  cli::Context ctx;
+
+  // Run-config overrides (--train.lr=1e-3) are not CLI11 options: take them out of argv first.
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    const char* a = argv[i];
+    const char* eq = std::strchr(a, '=');
+    const char* dot = std::strchr(a, '.');
+    if (i > 0 && std::strncmp(a, "--", 2) == 0 && eq && dot && dot < eq) ctx.overrides.emplace_back(a + 2);
+    else args.push_back(argv[i]);
+  }
+
+  cli::add_stage_commands(app, ctx);
+  cli::add_tokenizer_commands(app, ctx);
+  try {
+    app.parse(static_cast<int>(args.size()), args.data());
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "dsforge: error: %s (see 'dsforge --help')\n", e.what());
+    return 2;
+  }
+  try {
+    return ctx.action ? ctx.action() : 0;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "dsforge: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dsforge: error: %s\n", e.what());
+    return 1;
+  }
+}
