@@ -356,7 +356,9 @@ TEST(Mtp, ZeroWeightGivesTheGradientsOfAModelWithoutMtp) {
   for (auto& p : b->named_parameters()) {
     at::Tensor ga = a->named_parameters()[p.key()].grad(), gb = p.value().grad();
     ASSERT_EQ(ga.defined(), gb.defined()) << p.key();  // idle experts get no gradient in either
-    if (gb.defined()) EXPECT_LT((ga - gb).abs().max().item<double>(), 1e-12) << p.key();
+    if (gb.defined()) {
+      EXPECT_LT((ga - gb).abs().max().item<double>(), 1e-12) << p.key();
+    }
   }
 }
 
