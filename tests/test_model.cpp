@@ -11,6 +11,8 @@
 #include "dsforge/core/io.h"
 #include "dsforge/model/config.h"
 #include "dsforge/model/deepseek.h"
+#include "dsforge/model/generate.h"
+#include "dsforge/model/info.h"
 #include "dsforge/model/io.h"
 #include "dsforge/model/layers.h"
 #include "test_util.h"
@@ -86,7 +88,7 @@ TEST(Layers, RmsNormMatchesFormulaAndIsScaleInvariant) {
   at::Tensor x = at::randn({3, 8}, at::kDouble);
   at::Tensor ref = x / at::sqrt(x.pow(2).mean(-1, true) + 1e-6);
   EXPECT_TRUE(at::allclose(n(x), ref, 1e-12, 1e-12));
-  EXPECT_TRUE(at::allclose(n(x * 1000.0), n(x), 1e-6, 1e-6));  // up to eps
+  EXPECT_TRUE(at::allclose(n(x * 1000.0), n(x), 1e-5, 1e-5));  // up to eps
 }
 
 TEST(Layers, RopeRotatesInterleavedPairsAndKeepsRelativePositions) {
@@ -152,19 +154,21 @@ TEST(Model, KvCacheDecodingEqualsFullForward) {
   at::NoGradGuard ng;
   at::Tensor tokens = random_tokens(2, 20, c.vocab_size, 5);
   at::Tensor full = m->forward(tokens);
-  for (bool absorb : {false, true}) {
-    KvCache one = m->make_cache(2, 20);
+  for (CacheMode mode : {CacheMode::kLatentAbsorbed, CacheMode::kLatentExpanded, CacheMode::kFullKv}) {
+    const int imode = static_cast<int>(mode);
+    KvCache one = m->make_cache(2, 20, mode);
     std::vector<at::Tensor> steps;
-    for (int64_t t = 0; t < 20; ++t) steps.push_back(m->forward_cached(tokens.narrow(1, t, 1), one, absorb));
-    EXPECT_LT((at::cat(steps, 1) - full).abs().max().item<double>(), 1e-9) << "absorb=" << absorb;
-    KvCache chunked = m->make_cache(2, 20);  // 7 + 13 prefill
-    at::Tensor a = m->forward_cached(tokens.narrow(1, 0, 7), chunked, absorb);
-    at::Tensor b = m->forward_cached(tokens.narrow(1, 7, 13), chunked, absorb);
-    EXPECT_LT((at::cat({a, b}, 1) - full).abs().max().item<double>(), 1e-9) << "absorb=" << absorb;
+    for (int64_t t = 0; t < 20; ++t) steps.push_back(m->forward_cached(tokens.narrow(1, t, 1), one));
+    EXPECT_LT((at::cat(steps, 1) - full).abs().max().item<double>(), 1e-9) << "mode " << imode;
+    KvCache chunked = m->make_cache(2, 20, mode);  // 7 + 13 prefill
+    at::Tensor a = m->forward_cached(tokens.narrow(1, 0, 7), chunked);
+    at::Tensor b = m->forward_cached(tokens.narrow(1, 7, 13), chunked);
+    EXPECT_LT((at::cat({a, b}, 1) - full).abs().max().item<double>(), 1e-9) << "mode " << imode;
   }
-  // The cache holds d_c + d_r values per token per layer.
-  KvCache cache = m->make_cache(1, 10);
-  EXPECT_EQ(cache.bytes(), 10 * c.num_hidden_layers * (c.kv_lora_rank + c.qk_rope_head_dim) * 8);
+  // The latent cache holds d_c + d_r values per token per layer; the full cache H (d_qk + d_v).
+  const int64_t L = c.num_hidden_layers, H = c.num_attention_heads;
+  EXPECT_EQ(m->make_cache(1, 10).bytes(), 10 * L * (c.kv_lora_rank + c.qk_rope_head_dim) * 8);
+  EXPECT_EQ(m->make_cache(1, 10, CacheMode::kFullKv).bytes(), 10 * L * H * (c.qk_head_dim() + c.v_head_dim) * 8);
 }
 
 TEST(Model, IsCausal) {
@@ -435,4 +439,55 @@ TEST(Model, OverfitsOneBatch) {
   }
   EXPECT_NEAR(first, std::log(64.0), 0.3);  // initial loss ~ ln V
   EXPECT_LT(last, 0.1);
+}
+
+TEST(Generate, BatchedLeftPaddedEqualsOneByOne) {
+  ModelConfig c = tiny(2);
+  auto m = make(c, 13, /*dbl=*/true);
+  SampleOptions o;
+  o.max_new_tokens = 6;  // greedy
+  std::vector<std::vector<int64_t>> prompts = {{5, 9, 2, 7, 1}, {3, 3}, {8, 1, 4}};
+  auto batched = generate(m, prompts, o);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i], generate(m, {prompts[i]}, o)[0]) << "row " << i;
+  // Stop tokens end a row early.
+  o.stop_tokens = {batched[1][1]};
+  auto stopped = generate(m, {prompts[1]}, o);
+  EXPECT_EQ(stopped[0].size(), 2u);
+}
+
+TEST(Generate, SamplingRules) {
+  at::Tensor logits = at::tensor({2.0, 1.0, 0.5, -1.0}, at::kDouble);
+  SampleOptions o;
+  EXPECT_EQ(sample_token(logits, {}, o, 0.9), 0);  // greedy
+  o.repetition_penalty = 3.0;                      // 2.0 -> 0.667 < 1.0: token 1 wins
+  EXPECT_EQ(sample_token(logits, {0}, o, 0.0), 1);
+  o.repetition_penalty = 1.0;
+  o.temperature = 1.0;
+  o.top_k = 1;
+  for (double u : {0.0, 0.5, 0.999}) EXPECT_EQ(sample_token(logits, {}, o, u), 0);
+  o.top_k = 0;
+  // softmax(2, 1, 0.5, -1) = (0.6095, 0.2242, 0.1360, 0.0303): top_p 0.7 keeps {0, 1}; u = 0.8
+  // lands in token 1's share of the renormalised mass (0.6095 / 0.8337 = 0.731 < 0.8).
+  o.top_p = 0.7;
+  EXPECT_EQ(sample_token(logits, {}, o, 0.8), 1);
+  EXPECT_EQ(sample_token(logits, {}, o, 0.7), 0);
+  for (double u = 0; u < 1; u += 0.01) EXPECT_LE(sample_token(logits, {}, o, u), 1);
+}
+
+TEST(ModelInfo, MatchesSpecificationTable) {
+  // DEEPSEEK.md §3.4: N_act 0.550M / 4.18M / 14.79M; train FLOPs/token with MTP 5.12M / 35.9M / 130.2M,
+  // without 3.55M / 28.0M / 99.8M; latent cache 40 / 80 / 144 vs 160 / 640 / 896.
+  struct Row { const char* name; int64_t S; double nact, f_mtp, f_no, mla, mha; };
+  for (Row r : {Row{"nano", 128, 0.550, 5.12, 3.55, 40, 160}, Row{"micro", 256, 4.18, 35.9, 28.0, 80, 640},
+                Row{"mini", 512, 14.79, 130.2, 99.8, 144, 896}}) {
+    ModelInfo i = model_info(model_config_from_preset(r.name), r.S);
+    EXPECT_NEAR(i.active_excl_embedding / 1e6, r.nact, 0.006) << r.name;
+    EXPECT_NEAR(i.train_flops_per_token / 1e6, r.f_mtp, 0.06) << r.name;
+    EXPECT_NEAR(i.train_flops_per_token_no_mtp / 1e6, r.f_no, 0.06) << r.name;
+    EXPECT_EQ(i.kv_cache_mla, r.mla);
+    EXPECT_EQ(i.kv_cache_mha, r.mha);
+    int64_t sum = 0;
+    for (const auto& [k, v] : i.breakdown) sum += v;
+    EXPECT_EQ(sum, i.total + i.mtp) << r.name;
+  }
 }

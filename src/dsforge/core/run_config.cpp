@@ -62,6 +62,8 @@ std::vector<Field> fields(RunConfig& c) {
       {"generate.max_new_tokens", &c.generate.max_new_tokens, false},
       {"generate.temperature", &c.generate.temperature, false},
       {"generate.top_k", &c.generate.top_k, false},
+      {"generate.top_p", &c.generate.top_p, false},
+      {"generate.repetition_penalty", &c.generate.repetition_penalty, false},
   };
 }
 
@@ -282,6 +284,8 @@ void validate(const RunConfig& c) {
   need(c.eval.batches >= 0, "eval.batches", "must be >= 0");
   need(c.generate.temperature >= 0, "generate.temperature", "must be >= 0 (0 = greedy)");
   need(c.generate.top_k >= 0, "generate.top_k", "must be >= 0 (0 = no limit)");
+  need(c.generate.top_p > 0 && c.generate.top_p <= 1, "generate.top_p", "must be in (0, 1]");
+  need(c.generate.repetition_penalty > 0, "generate.repetition_penalty", "must be > 0 (1 = off)");
   need(c.generate.max_new_tokens >= 0, "generate.max_new_tokens", "must be >= 0");
   need(c.run.threads >= 0, "run.threads", "must be >= 0 (0 = all cores)");
 }

@@ -65,6 +65,8 @@ struct RunConfig {
     int64_t max_new_tokens = 40;
     double temperature = 0.7;
     int64_t top_k = 20;
+    double top_p = 1.0;               // nucleus sampling; 1 = off
+    double repetition_penalty = 1.0;  // > 1 discourages repeats; 1 = off
   } generate;
 
   std::string source_path;  // the TOML file this came from ("" for defaults)

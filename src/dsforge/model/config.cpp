@@ -232,13 +232,15 @@ ParamCounts count_params_formula(const ModelConfig& c) {
   const int64_t E = c.n_routed_experts, fe = c.moe_intermediate_size, Ns = c.n_shared_experts;
   const int64_t moe_total = E * d + E * 3 * d * fe + 3 * d * (Ns * fe);
   const int64_t moe_active = E * d + c.num_experts_per_tok * 3 * d * fe + 3 * d * (Ns * fe);
+  // N_act counts matmul weights only (DEEPSEEK.md §3.3: norms negligible), so the latent norms are out.
+  const int64_t attn_matmuls = attn - (c.q_lora_rank > 0 ? c.q_lora_rank : 0) - c.kv_lora_rank;
   ParamCounts p;
   p.main_total = 2 * c.vocab_size * d + d;
   p.active_excl_embedding = c.vocab_size * d;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     bool moe = c.is_moe_layer(l);
     p.main_total += attn + norms + (moe ? moe_total : dense);
-    p.active_excl_embedding += attn + (moe ? moe_active : dense);
+    p.active_excl_embedding += attn_matmuls + (moe ? moe_active : dense);
   }
   p.mtp = c.num_nextn_predict_layers * (2 * d + 2 * d * d + attn + norms + moe_total + d);
   return p;

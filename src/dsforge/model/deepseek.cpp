@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 
-#include <random>
 
 #include "dsforge/core/error.h"
 
@@ -61,6 +60,7 @@ DeepseekV3Impl::DeepseekV3Impl(const ModelConfig& c) : c_(c) {
 }
 
 at::Tensor DeepseekV3Impl::hidden(const at::Tensor& tokens, int64_t start_pos, KvCache* cache, bool absorb) {
+  // absorb only matters without a cache (the cache's mode decides otherwise)
   const int64_t S = tokens.size(1);
   if (start_pos + S > c_.max_position_embeddings)
     throw Error(fmt("model: position ", start_pos + S, " exceeds max_position_embeddings ", c_.max_position_embeddings));
@@ -72,7 +72,7 @@ at::Tensor DeepseekV3Impl::hidden(const at::Tensor& tokens, int64_t start_pos, K
 
 at::Tensor DeepseekV3Impl::forward(const at::Tensor& tokens) { return lm_head(hidden(tokens)); }
 
-std::vector<at::Tensor> DeepseekV3Impl::mtp_logits(const at::Tensor& tokens, const at::Tensor& h_main) {
+std::vector<at::Tensor> DeepseekV3Impl::mtp_logits(const at::Tensor& tokens, const at::Tensor& h_main, bool with_targets) {
   // Depth k (1-based) at slot i: h'_i = eh_proj([enorm(Emb(t_{i+k})); hnorm(h^{k-1}_i)]), then a causal
   // block, then the shared head; it predicts t_{i+k+1} (eq. 21-23).
   std::vector<at::Tensor> out;
@@ -80,7 +80,7 @@ std::vector<at::Tensor> DeepseekV3Impl::mtp_logits(const at::Tensor& tokens, con
   at::Tensor h_prev = h_main;
   for (size_t k0 = 0; k0 < model->mtp_layers.size(); ++k0) {
     const int64_t k = static_cast<int64_t>(k0) + 1;
-    const int64_t n = std::min(h_prev.size(1), L - 1 - k);
+    const int64_t n = std::min(h_prev.size(1), with_targets ? L - 1 - k : L - k);
     if (n <= 0) break;
     auto& layer = model->mtp_layers[k0];
     at::Tensor emb = model->embed_tokens(tokens.narrow(1, k, n));
@@ -151,68 +151,43 @@ void DeepseekV3Impl::set_aux_alpha(double alpha) {
 
 int64_t KvCache::bytes() const {
   int64_t b = 0;
-  for (const auto& l : layers) b += l.kv.numel() * l.kv.element_size() + l.pe.numel() * l.pe.element_size();
+  for (const auto& l : layers)
+    for (const at::Tensor* t : {&l.kv, &l.pe, &l.k, &l.v})
+      if (t->defined()) b += t->numel() * t->element_size();
   return b;
 }
 
-KvCache DeepseekV3Impl::make_cache(int64_t batch, int64_t max_len) const {
+void KvCache::set_key_padding(const at::Tensor& pad) {
+  for (auto& l : layers) l.key_pad = pad;
+}
+
+KvCache DeepseekV3Impl::make_cache(int64_t batch, int64_t max_len, CacheMode mode) const {
   KvCache cache;
   cache.max_len = std::min(max_len, c_.max_position_embeddings);
   auto opts = lm_head->weight.options().requires_grad(false);
-  for (int64_t l = 0; l < c_.num_hidden_layers; ++l)
-    cache.layers.push_back({at::zeros({batch, cache.max_len, c_.kv_lora_rank}, opts),
-                            at::zeros({batch, cache.max_len, c_.qk_rope_head_dim}, opts)});
+  const int64_t H = c_.num_attention_heads;
+  for (int64_t l = 0; l < c_.num_hidden_layers; ++l) {
+    MlaCache m;
+    m.mode = mode;
+    if (mode == CacheMode::kFullKv) {
+      m.k = at::zeros({batch, cache.max_len, H, c_.qk_head_dim()}, opts);
+      m.v = at::zeros({batch, cache.max_len, H, c_.v_head_dim}, opts);
+    } else {
+      m.kv = at::zeros({batch, cache.max_len, c_.kv_lora_rank}, opts);
+      m.pe = at::zeros({batch, cache.max_len, c_.qk_rope_head_dim}, opts);
+    }
+    cache.layers.push_back(std::move(m));
+  }
   return cache;
 }
 
-at::Tensor DeepseekV3Impl::forward_cached(const at::Tensor& tokens, KvCache& cache, bool absorb) {
+at::Tensor DeepseekV3Impl::forward_cached(const at::Tensor& tokens, KvCache& cache) {
   const int64_t T = tokens.size(1);
   if (cache.len + T > cache.max_len)
     throw Error(fmt("model: KV cache holds ", cache.max_len, " positions; ", cache.len + T, " requested"));
-  at::Tensor h = hidden(tokens, cache.len, &cache, absorb);
+  at::Tensor h = hidden(tokens, cache.len, &cache);
   cache.len += T;
   return lm_head(h);
-}
-
-std::vector<int64_t> DeepseekV3Impl::generate(const std::vector<int64_t>& prompt, const SampleOptions& opts,
-                                              const std::function<void(int64_t)>& on_token) {
-  if (prompt.empty()) throw Error("generate: empty prompt");
-  at::NoGradGuard no_grad;
-  const bool was_training = is_training();
-  eval();
-  auto device = lm_head->weight.device();
-  KvCache cache = make_cache(1, static_cast<int64_t>(prompt.size()) + opts.max_new_tokens);
-  at::Tensor input = at::tensor(prompt, at::kLong).unsqueeze(0).to(device);
-  std::mt19937_64 rng(opts.seed);
-  std::vector<int64_t> out;
-  for (int64_t step = 0; step < opts.max_new_tokens && cache.len < cache.max_len; ++step) {
-    at::Tensor logits = forward_cached(input, cache, opts.absorb).select(1, -1).squeeze(0).to(at::kFloat).cpu();
-    int64_t next;
-    if (opts.temperature <= 0) {
-      next = logits.argmax().item<int64_t>();
-    } else {
-      at::Tensor l = logits / opts.temperature;
-      if (opts.top_k > 0 && opts.top_k < l.size(0)) {
-        double kth = std::get<0>(l.topk(opts.top_k)).min().item<double>();
-        l = l.masked_fill(l < kth, -INFINITY);
-      }
-      at::Tensor p = at::softmax(l, -1).to(at::kDouble).contiguous();
-      // Inverse-CDF sampling with our own generator: reproducible for a seed on every build.
-      double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng), acc = 0;
-      const double* pp = p.data_ptr<double>();
-      next = p.size(0) - 1;
-      for (int64_t i = 0; i < p.size(0); ++i) {
-        acc += pp[i];
-        if (u < acc) { next = i; break; }
-      }
-    }
-    out.push_back(next);
-    if (on_token) on_token(next);
-    if (std::find(opts.stop_tokens.begin(), opts.stop_tokens.end(), next) != opts.stop_tokens.end()) break;
-    input = at::tensor(std::vector<int64_t>{next}, at::kLong).unsqueeze(0).to(device);
-  }
-  if (was_training) train();
-  return out;
 }
 
 void init_weights(torch::nn::Module& m, double std, uint64_t seed) {

@@ -69,15 +69,8 @@ struct KvCache {
   int64_t max_len = 0;
   int64_t len = 0;      // positions filled
   int64_t bytes() const;
-};
-
-struct SampleOptions {
-  int64_t max_new_tokens = 32;
-  double temperature = 0.0;  // 0 = greedy
-  int64_t top_k = 0;         // 0 = no limit
-  std::vector<int64_t> stop_tokens;
-  uint64_t seed = 0;
-  bool absorb = true;        // decode with the absorbed MLA path
+  // Marks positions as left padding (true) for every layer: [B, max_len] bool.
+  void set_key_padding(const at::Tensor& pad);
 };
 
 class DeepseekV3Impl : public torch::nn::Module {
@@ -94,15 +87,12 @@ class DeepseekV3Impl : public torch::nn::Module {
   // tokens[:, :S] and predicts tokens[:, 1:S+1]; MTP depth k predicts tokens[:, k+1 : k+1+n_k].
   LossOutput loss(const at::Tensor& tokens, double mtp_weight = 0.3);
   // MTP logits per depth for `tokens` [B, L]: depth k gets [B, n_k, V] (slot j predicts token j+k+1).
-  std::vector<at::Tensor> mtp_logits(const at::Tensor& tokens, const at::Tensor& h_main);
+  // With targets (training) n_k = min(S, L-1-k) so every slot has a target; without, n_k = L-k.
+  std::vector<at::Tensor> mtp_logits(const at::Tensor& tokens, const at::Tensor& h_main, bool with_targets = true);
 
-  KvCache make_cache(int64_t batch, int64_t max_len) const;
+  KvCache make_cache(int64_t batch, int64_t max_len, CacheMode mode = CacheMode::kLatentAbsorbed) const;
   // Appends `tokens` [B, T] to the cache and returns logits [B, T, V].
-  at::Tensor forward_cached(const at::Tensor& tokens, KvCache& cache, bool absorb);
-
-  // Autoregressive sampling; calls on_token(id) as each token is produced; returns the new ids.
-  std::vector<int64_t> generate(const std::vector<int64_t>& prompt, const SampleOptions& opts,
-                                const std::function<void(int64_t)>& on_token = nullptr);
+  at::Tensor forward_cached(const at::Tensor& tokens, KvCache& cache);
 
   // Aux-loss-free bias update on every MoE layer (main and MTP); returns the mean max/mean load.
   double update_expert_bias(double gamma);

@@ -40,7 +40,8 @@ ModelInfo model_info(const ModelConfig& c, int64_t seq_len) {
   const double attn_flops = 2.0 * H * (dqk + dv) * (static_cast<double>(seq_len) / 2.0);
   const double fwd = 2.0 * static_cast<double>(p.active_excl_embedding) + c.num_hidden_layers * attn_flops;
   const int64_t moe_active = router + routed_active + shared;
-  const double mtp_act = static_cast<double>(c.num_nextn_predict_layers) * (2 * d * d + attn + moe_active + V * d);
+  const int64_t attn_matmuls = attn - (dq > 0 ? dq : 0) - dc;  // norms are not matmuls
+  const double mtp_act = static_cast<double>(c.num_nextn_predict_layers) * (2 * d * d + attn_matmuls + moe_active + V * d);
   const double mtp_fwd = 2.0 * mtp_act + c.num_nextn_predict_layers * attn_flops;
   info.train_flops_per_token_no_mtp = 3.0 * fwd;
   info.train_flops_per_token = 3.0 * (fwd + mtp_fwd);

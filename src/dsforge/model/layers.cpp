@@ -101,27 +101,42 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
   at::Tensor c_kv = kv_a_layernorm(kv.narrow(-1, 0, d_c_));     // (B, S, d_c)
   at::Tensor k_pe = apply_rope(kv.narrow(-1, d_c_, d_rope_), rope, start_pos);  // (B, S, d_r), one key for all heads
 
-  int64_t T = S;  // number of key positions
-  if (cache) {
+  const int64_t T = cache ? start_pos + S : S;  // number of key positions
+  const bool full_kv = cache && cache->mode == CacheMode::kFullKv;
+  if (cache) absorb = cache->mode == CacheMode::kLatentAbsorbed;
+  if (cache && !full_kv) {
     cache->kv.narrow(1, start_pos, S).copy_(c_kv);
     cache->pe.narrow(1, start_pos, S).copy_(k_pe);
-    T = start_pos + S;
     c_kv = cache->kv.narrow(1, 0, T);
     k_pe = cache->pe.narrow(1, 0, T);
   }
-  // Causal mask with offset: query s (absolute start_pos + s) sees keys t <= start_pos + s.
+  // Causal mask with offset: query s (absolute start_pos + s) sees keys t <= start_pos + s; with
+  // left padding, pad keys are hidden from every query but their own position.
   at::Tensor mask;
-  if (S > 1 || start_pos + S != T) {
-    at::Tensor qpos = at::arange(start_pos, start_pos + S, x.options().dtype(at::kLong)).unsqueeze(1);
-    at::Tensor kpos = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(0);
-    mask = at::zeros({S, T}, x.options().dtype(compute_dtype(x))).masked_fill(kpos > qpos, -INFINITY);
+  const auto mopts = x.options().dtype(compute_dtype(x));
+  at::Tensor qpos = at::arange(start_pos, start_pos + S, x.options().dtype(at::kLong)).unsqueeze(1);
+  at::Tensor kpos = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(0);
+  if (S > 1 || start_pos + S != T) mask = at::zeros({S, T}, mopts).masked_fill(kpos > qpos, -INFINITY);
+  if (cache && cache->key_pad.defined()) {
+    at::Tensor pad = cache->key_pad.narrow(1, 0, T).unsqueeze(1) & (kpos != qpos).unsqueeze(0);  // (B, S, T)
+    at::Tensor pm = at::zeros({B, S, T}, mopts).masked_fill(pad, -INFINITY);
+    mask = (mask.defined() ? pm + mask : pm).unsqueeze(1);  // (B, 1, S, T)
   }
 
   at::Tensor out;
   if (!absorb) {
-    at::Tensor kvb = kv_b_proj(c_kv).view({B, T, H, d_nope_ + d_v_});
-    at::Tensor k_nope = kvb.narrow(-1, 0, d_nope_), v = kvb.narrow(-1, d_nope_, d_v_);
-    at::Tensor k = at::cat({k_nope, k_pe.unsqueeze(2).expand({B, T, H, d_rope_})}, -1);  // (B, T, H, d_qk)
+    at::Tensor k, v;
+    if (full_kv) {  // project the new tokens only, then read every cached key and value
+      at::Tensor kvb = kv_b_proj(c_kv).view({B, S, H, d_nope_ + d_v_});
+      cache->k.narrow(1, start_pos, S).copy_(at::cat({kvb.narrow(-1, 0, d_nope_), k_pe.unsqueeze(2).expand({B, S, H, d_rope_})}, -1));
+      cache->v.narrow(1, start_pos, S).copy_(kvb.narrow(-1, d_nope_, d_v_));
+      k = cache->k.narrow(1, 0, T);
+      v = cache->v.narrow(1, 0, T);
+    } else {
+      at::Tensor kvb = kv_b_proj(c_kv).view({B, T, H, d_nope_ + d_v_});
+      v = kvb.narrow(-1, d_nope_, d_v_);
+      k = at::cat({kvb.narrow(-1, 0, d_nope_), k_pe.unsqueeze(2).expand({B, T, H, d_rope_})}, -1);  // (B, T, H, d_qk)
+    }
     at::Tensor qf = at::cat({q_nope, q_pe}, -1).transpose(1, 2);                       // (B, H, S, d_qk)
     at::Tensor scores = at::matmul(qf, k.permute({0, 2, 3, 1})).to(compute_dtype(x)) * rope.softmax_scale;  // (B, H, S, T)
     if (mask.defined()) scores = scores + mask;

@@ -43,10 +43,20 @@ double yarn_mscale(double factor, double mscale);
 // for positions start_pos .. start_pos + S - 1 (dim 1 of x).
 at::Tensor apply_rope(const at::Tensor& x, const RopeTables& rope, int64_t start_pos);
 
-// The latent KV cache of one MLA layer: only the normalised c_kv and the rotated k_pe (§1.4).
+// How decoding caches attention state (§1.4).
+enum class CacheMode {
+  kLatentAbsorbed,  // cache c_kv and k_pe (d_c + d_r per token); W_UK/W_UV absorbed (the default)
+  kLatentExpanded,  // same cache; keys and values re-expanded through kv_b_proj at every step
+  kFullKv,          // the official "naive" mode: per-head keys and values, H * (d_qk + d_v) per token
+};
+
+// The KV cache of one MLA layer.
 struct MlaCache {
-  at::Tensor kv;  // [B, max_len, d_c]
-  at::Tensor pe;  // [B, max_len, d_r]
+  CacheMode mode = CacheMode::kLatentAbsorbed;
+  at::Tensor kv;       // [B, max_len, d_c]  normalised latent (latent modes)
+  at::Tensor pe;       // [B, max_len, d_r]  rotated shared rope key (latent modes)
+  at::Tensor k, v;     // [B, max_len, H, d_qk], [B, max_len, H, d_v] (kFullKv)
+  at::Tensor key_pad;  // [B, max_len] bool, true where a position is left padding (batched prompts)
 };
 
 // Multi-head Latent Attention. The naive path (training) expands the latents into per-head keys
@@ -55,8 +65,9 @@ struct MlaCache {
 class MlaAttentionImpl : public torch::nn::Module {
  public:
   explicit MlaAttentionImpl(const ModelConfig& c);
-  // x [B, S, d]. With a cache, the new latents are written at [start_pos, start_pos + S) and the
-  // queries attend to every cached position up to their own.
+  int64_t n_heads() const { return n_heads_; }
+  // x [B, S, d]. With a cache, the new tokens' state is written at [start_pos, start_pos + S) and the
+  // queries attend to every cached position up to their own; the cache's mode picks the path.
   at::Tensor forward(const at::Tensor& x, const RopeTables& rope, int64_t start_pos = 0, MlaCache* cache = nullptr,
                      bool absorb = false);
 

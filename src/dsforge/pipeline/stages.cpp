@@ -14,6 +14,7 @@
 #include "dsforge/data/corpus.h"
 #include "dsforge/data/shards.h"
 #include "dsforge/eval/lm_eval.h"
+#include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "dsforge/train/trainer.h"
@@ -156,25 +157,41 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
   opts.max_new_tokens = cfg.generate.max_new_tokens;
   opts.temperature = cfg.generate.temperature;
   opts.top_k = cfg.generate.top_k;
+  opts.top_p = cfg.generate.top_p;
+  opts.repetition_penalty = cfg.generate.repetition_penalty;
   opts.stop_tokens = {tok.eot_id()};
   opts.seed = static_cast<uint64_t>(cfg.run.seed);
-  for (const auto& prompt : cfg.generate.prompts) {
-    std::vector<int32_t> ids32 = tok.encode(prompt, false);
-    std::vector<int64_t> ids(ids32.begin(), ids32.end());
-    std::printf("  %s", prompt.c_str());
-    std::fflush(stdout);
-    std::vector<int32_t> pending;  // bytes of a UTF-8 character may span tokens
-    m->generate(ids, opts, [&](int64_t id) {
-      if (id == tok.eot_id()) return;
-      pending.push_back(static_cast<int32_t>(id));
-      std::string text = tok.decode(pending);
-      std::fputs(text.c_str(), stdout);
-      std::fflush(stdout);
-      pending.clear();
-    });
-    std::printf("\n");
-    ++opts.seed;
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& p : cfg.generate.prompts) {
+    auto ids = tok.encode(p, false);
+    if (ids.empty()) throw ConfigError(fmt("generate: prompt '", p, "' encodes to no tokens"));
+    prompts.emplace_back(ids.begin(), ids.end());
   }
+  auto text_of = [&](const std::vector<int64_t>& ids) {
+    std::vector<int32_t> keep;
+    for (int64_t id : ids)
+      if (id != tok.eot_id()) keep.push_back(static_cast<int32_t>(id));
+    return tok.decode(keep);
+  };
+  if (prompts.size() == 1) {  // stream token by token
+    std::printf("  %s", cfg.generate.prompts[0].c_str());
+    std::fflush(stdout);
+    std::vector<int64_t> pending;  // a UTF-8 character may span tokens: print whole characters
+    model::generate(m, prompts, opts, [&](int64_t, int64_t id) {
+      pending.push_back(id);
+      std::string text = text_of(pending);
+      const auto last = static_cast<unsigned char>(text.empty() ? 0 : text.back());
+      if (last < 0x80) {
+        std::fputs(text.c_str(), stdout);
+        std::fflush(stdout);
+        pending.clear();
+      }
+    });
+    std::printf("%s\n", text_of(pending).c_str());
+    return;
+  }
+  auto outs = model::generate(m, prompts, opts);  // all prompts decode together, left-padded
+  for (size_t i = 0; i < outs.size(); ++i) std::printf("  %s%s\n", cfg.generate.prompts[i].c_str(), text_of(outs[i]).c_str());
 }
 
 int run_pipeline(const RunConfig& cfg) {

@@ -1,0 +1,38 @@
+// Autoregressive generation for the DeepSeek-V3 model with a KV cache (MLA latent cache by default).
+//
+// Prompts of different lengths decode together: they are left-padded to a common length and the
+// pad positions are masked as keys (RoPE is relative, so the shift changes nothing). Each new token
+// is passed to `on_token(row, id)` as soon as it is sampled, for streaming.
+//
+//   SampleOptions o; o.temperature = 0.8; o.top_p = 0.9; o.stop_tokens = {eot};
+//   auto out = generate(model, {{1, 2, 3}, {4, 5}}, o, [](int64_t row, int64_t id) { ... });
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "dsforge/model/deepseek.h"
+
+namespace dsforge::model {
+
+struct SampleOptions {
+  int64_t max_new_tokens = 32;
+  double temperature = 0.0;         // 0 = greedy
+  int64_t top_k = 0;                // 0 = no limit
+  double top_p = 1.0;               // nucleus: smallest set with cumulative probability >= top_p
+  double repetition_penalty = 1.0;  // > 1 discourages tokens already in the prompt or output (CTRL rule)
+  std::vector<int64_t> stop_tokens;
+  uint64_t seed = 0;
+  CacheMode cache_mode = CacheMode::kLatentAbsorbed;
+};
+
+// Picks the next token from logits [V] (float) given the tokens so far; `u` is a uniform draw in [0, 1).
+int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, const SampleOptions& opts, double u);
+
+std::vector<std::vector<int64_t>> generate(DeepseekV3& m, const std::vector<std::vector<int64_t>>& prompts,
+                                           const SampleOptions& opts,
+                                           const std::function<void(int64_t row, int64_t id)>& on_token = nullptr);
+
+}  // namespace dsforge::model
