@@ -78,6 +78,11 @@ TEST(ModelConfig, ParsesARealDeepseekV3ConfigUnchanged) {
   auto p = count_params_formula(c);
   EXPECT_NEAR(static_cast<double>(p.main_total) / 1e9, 671.03, 0.01);  // §3.3 table
   EXPECT_NEAR(static_cast<double>(p.mtp) / 1e9, 11.61, 0.01);
+  // §3.3 table: N_act excl. embedding 36.62B; training 250.4 GFLOP/token at 4K, 260.6 with MTP.
+  ModelInfo info = model_info(c, 4096);
+  EXPECT_NEAR(info.active_excl_embedding / 1e9, 36.62, 0.01);
+  EXPECT_NEAR(info.train_flops_per_token_no_mtp / 1e9, 250.4, 0.1);
+  EXPECT_NEAR(info.train_flops_per_token / 1e9, 260.6, 0.1);
   EXPECT_THROW_MSG(model_config_from_json(R"({"hidden_sise": 3})", "m.json"), ConfigError, "unknown key 'hidden_sise'");
   EXPECT_THROW_MSG(model_config_from_json(R"({"n_group": 3})", "m.json"), ConfigError, "'n_group' must divide");
 }

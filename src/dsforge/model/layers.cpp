@@ -146,14 +146,17 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
     at::Tensor wb = kv_b_proj->weight.view({H, d_nope_ + d_v_, d_c_});
     at::Tensor w_uk = wb.narrow(1, 0, d_nope_);   // (H, d_n, d_c)
     at::Tensor w_uv = wb.narrow(1, d_nope_, d_v_);  // (H, d_v, d_c)
-    at::Tensor q_abs = at::einsum("bshd,hdc->bhsc", {q_nope, w_uk});  // (B, H, S, d_c)
-    at::Tensor scores = (at::matmul(q_abs, c_kv.unsqueeze(1).transpose(-1, -2)) +
-                         at::matmul(q_pe.transpose(1, 2), k_pe.unsqueeze(1).transpose(-1, -2)))
+    // Heads are folded into the rows of one bmm per batch element, so the cached latents are read
+    // once per step, not once per head (a broadcast matmul would materialise them H times).
+    at::Tensor q_abs = at::einsum("bshd,hdc->bhsc", {q_nope, w_uk}).reshape({B, H * S, d_c_});  // (B, H*S, d_c)
+    at::Tensor qpe = q_pe.transpose(1, 2).reshape({B, H * S, d_rope_});                         // (B, H*S, d_r)
+    at::Tensor scores = (at::bmm(q_abs, c_kv.transpose(1, 2)) + at::bmm(qpe, k_pe.transpose(1, 2)))
+                            .view({B, H, S, T})
                             .to(compute_dtype(x)) *
                         rope.softmax_scale;  // (B, H, S, T)
     if (mask.defined()) scores = scores + mask;
     at::Tensor p = at::softmax(scores, -1).to(x.scalar_type());
-    at::Tensor lat = at::matmul(p, c_kv.unsqueeze(1));             // (B, H, S, d_c): attend over latents
+    at::Tensor lat = at::bmm(p.reshape({B, H * S, T}), c_kv).view({B, H, S, d_c_});  // attend over latents
     out = at::einsum("bhsc,hdc->bshd", {lat, w_uv}).reshape({B, S, H * d_v_});
   }
   return o_proj(out);
