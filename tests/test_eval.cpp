@@ -36,7 +36,7 @@ TEST(Eval, LmLossEqualsDirectCrossEntropyOverAllWindows) {
   for (int i = 0; i < 41; ++i) toks[i] = (i * 13 + 5) % 50;
   data::write_shard(path_join(dir.path, "v.bin"), toks, 1, 50);
   // seq_len 8: windows of 9 tokens every 8 -> 5 windows, 40 targets; batch 2 -> 3 batches (last partial).
-  auto r = eval::evaluate_lm(m, path_join(dir.path, "v.bin"), 8, 2, 0);
+  auto r = eval::evaluate_lm(m.ptr(), path_join(dir.path, "v.bin"), 8, 2, 0);
   EXPECT_EQ(r.tokens, 40);
   at::NoGradGuard ng;
   m->eval();

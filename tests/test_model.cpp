@@ -9,6 +9,7 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/model/baselines.h"
 #include "dsforge/model/config.h"
 #include "dsforge/model/deepseek.h"
 #include "dsforge/model/generate.h"
@@ -333,7 +334,7 @@ TEST(Model, SaveLoadRoundTripAndMismatchRefused) {
   TempDir dir;
   ModelConfig c = tiny();
   auto m = make(c, 3);
-  save_pretrained(dir.path, m);
+  save_pretrained(dir.path, *m);
   auto back = load_pretrained(dir.path);
   at::Tensor tokens = random_tokens(1, 8, c.vocab_size, 2);
   m->eval();
@@ -452,11 +453,11 @@ TEST(Generate, BatchedLeftPaddedEqualsOneByOne) {
   SampleOptions o;
   o.max_new_tokens = 6;  // greedy
   std::vector<std::vector<int64_t>> prompts = {{5, 9, 2, 7, 1}, {3, 3}, {8, 1, 4}};
-  auto batched = generate(m, prompts, o);
-  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i], generate(m, {prompts[i]}, o)[0]) << "row " << i;
+  auto batched = generate(m.ptr(), prompts, o);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i], generate(m.ptr(), {prompts[i]}, o)[0]) << "row " << i;
   // Stop tokens end a row early.
   o.stop_tokens = {batched[1][1]};
-  auto stopped = generate(m, {prompts[1]}, o);
+  auto stopped = generate(m.ptr(), {prompts[1]}, o);
   EXPECT_EQ(stopped[0].size(), 2u);
 }
 
@@ -495,4 +496,68 @@ TEST(ModelInfo, MatchesSpecificationTable) {
     for (const auto& [k, v] : i.breakdown) sum += v;
     EXPECT_EQ(sum, i.total + i.mtp) << r.name;
   }
+}
+
+TEST(Baselines, Gpt2SmallHasThePublishedParameterCount) {
+  // GPT-2 small ("124M"): 124,439,808 parameters with the head tied to the token embedding.
+  CausalLm g = build_model(model_config_from_preset("gpt2-small"));
+  EXPECT_EQ(count_parameters(*g), 124439808);
+  auto names = model_state(*g);
+  for (const char* k : {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+                        "transformer.h.0.attn.c_attn.weight", "transformer.h.0.attn.c_proj.bias",
+                        "transformer.h.11.mlp.c_fc.weight", "transformer.h.11.mlp.c_proj.weight", "transformer.ln_f.bias"})
+    EXPECT_TRUE(names.count(k)) << k;
+  // HF GPT2Config names round-trip.
+  ModelConfig back = model_config_from_json(model_config_to_json(g->config()), "gpt2.json");
+  EXPECT_EQ(back.hidden_size, 768);
+  EXPECT_EQ(back.model_type, "gpt2");
+  EXPECT_THROW_MSG(model_config_from_json(R"({"model_type": "gpt2", "n_embd": 10, "n_head": 3})", "g.json"), ConfigError,
+                   "'n_head' must divide n_embd");
+}
+
+namespace {
+void check_decoder(const CausalLm& m, int64_t V) {
+  at::NoGradGuard ng;
+  m->eval();
+  at::Tensor tokens = random_tokens(2, 12, V, 21);
+  at::Tensor full = m->forward(tokens);
+  auto st = m->start_decode(2, 12, CacheMode::kLatentAbsorbed, at::Tensor());
+  at::Tensor a = m->decode(tokens.narrow(1, 0, 5), *st);
+  std::vector<at::Tensor> steps{a};
+  for (int64_t t = 5; t < 12; ++t) steps.push_back(m->decode(tokens.narrow(1, t, 1), *st));
+  EXPECT_LT((at::cat(steps, 1) - full).abs().max().item<double>(), 1e-9);
+  // Causality.
+  at::Tensor b = tokens.clone();
+  b.narrow(1, 8, 4).copy_(random_tokens(2, 4, V, 22));
+  EXPECT_LT((m->forward(b).narrow(1, 0, 8) - full.narrow(1, 0, 8)).abs().max().item<double>(), 1e-12);
+  // Batched, left-padded generation equals one prompt at a time.
+  SampleOptions o;
+  o.max_new_tokens = 5;
+  std::vector<std::vector<int64_t>> prompts = {{1, 2, 3, 4, 5, 6}, {7, 8}, {9, 10, 11}};
+  auto batched = generate(m, prompts, o);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batched[i], generate(m, {prompts[i]}, o)[0]) << "row " << i;
+}
+}  // namespace
+
+TEST(Baselines, Gpt2DecodeCausalityAndBatching) {
+  ModelConfig c = model_config_from_preset("gpt2-tiny");
+  c.vocab_size = 40;
+  c.num_hidden_layers = 2;
+  c.hidden_size = 32;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 128;
+  CausalLm m = build_model(c);
+  m->init_weights(0.2, 3);
+  m->to(at::kDouble);
+  check_decoder(m, c.vocab_size);
+}
+
+TEST(Baselines, LstmDecodeCausalityAndBatching) {
+  ModelConfig c = model_config_from_preset("lstm-tiny");
+  c.vocab_size = 40;
+  c.hidden_size = 24;
+  CausalLm m = build_model(c);
+  m->init_weights(0.2, 3);
+  m->to(at::kDouble);
+  check_decoder(m, c.vocab_size);
 }

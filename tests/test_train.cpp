@@ -185,3 +185,36 @@ TEST(Trainer, ResumeIsBitwiseExact) {
   c.train.seq_len = 8;
   EXPECT_THROW_MSG(Trainer(c, mc, manifest).fit(), CheckpointError, "another data/tokenizer/model/seq_len/seed config");
 }
+
+TEST(Trainer, TrainsEveryModelTypeAndReloadsIt) {
+  TempDir dir;
+  RunConfig cfg = tiny_run(dir.path);
+  pipeline::configure_threads(cfg);
+  pipeline::stage_prepare(cfg);
+  pipeline::stage_tokenizer(cfg);
+  pipeline::stage_tokenize(cfg);
+  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
+  for (const char* preset : {"gpt2-tiny", "lstm-tiny"}) {
+    model::ModelConfig mc = model::model_config_from_preset(preset);
+    mc.vocab_size = 300;
+    mc.hidden_size = 64;
+    mc.intermediate_size = 256;
+    RunConfig r = cfg;
+    r.run.out_dir = path_join(dir.path, preset);
+    r.model.config = preset;
+    r.train.max_steps = 30;
+    r.train.eval_every = 100;
+    make_dirs(r.run.out_dir);
+    Trainer t(r, mc, manifest);
+    t.fit();
+    auto l = losses(path_join(r.run.out_dir, "metrics.jsonl"));
+    ASSERT_EQ(l.size(), 30u) << preset;
+    EXPECT_LT(l.back(), l.front() - 1.0) << preset;  // it learns
+    model::save_pretrained(path_join(r.run.out_dir, "model"), *t.model());
+    auto back = model::load_pretrained(path_join(r.run.out_dir, "model"));
+    at::Tensor x = at::randint(300, {1, 10}, at::kLong);
+    t.model()->eval();
+    back->eval();
+    EXPECT_TRUE(at::equal(t.model()->forward(x), back->forward(x))) << preset;
+  }
+}

@@ -9,7 +9,7 @@
 
 namespace dsforge::eval {
 
-LmEval evaluate_lm(model::DeepseekV3& m, const std::string& shard_path, int64_t seq_len, int64_t batch,
+LmEval evaluate_lm(model::CausalLm m, const std::string& shard_path, int64_t seq_len, int64_t batch,
                    int64_t max_batches) {
   at::NoGradGuard no_grad;
   const bool was_training = m->is_training();
@@ -18,7 +18,7 @@ LmEval evaluate_lm(model::DeepseekV3& m, const std::string& shard_path, int64_t 
   const int64_t n_windows = loader.windows_per_epoch();
   int64_t n_batches = (n_windows + batch - 1) / batch;
   if (max_batches > 0) n_batches = std::min(n_batches, max_batches);
-  const auto device = m->lm_head->weight.device();
+  const auto device = m->parameters().front().device();
   double sum = 0;
   int64_t count = 0, served = 0;
   for (int64_t b = 0; b < n_batches; ++b) {

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "dsforge/model/deepseek.h"
+#include "dsforge/model/causal_lm.h"
 
 namespace dsforge::eval {
 
@@ -15,7 +15,7 @@ struct LmEval {
 };
 
 // Windows of seq_len + 1 tokens, stride seq_len, in file order; max_batches = 0 means all.
-LmEval evaluate_lm(model::DeepseekV3& m, const std::string& shard_path, int64_t seq_len, int64_t batch,
+LmEval evaluate_lm(model::CausalLm m, const std::string& shard_path, int64_t seq_len, int64_t batch,
                    int64_t max_batches);
 
 // Unigram model fitted on `train_shard` with add-one smoothing over `vocab_size`, scored on

@@ -15,6 +15,47 @@ const std::set<std::string> kIgnoredKeys = {
     "pretraining_tp", "ep_size", "attention_dropout", "attention_bias", "hidden_act", "_name_or_path",
     "dtype", "rope_interleave", "head_dim", "output_router_logits", "router_aux_loss_coef", "pad_token_id"};
 
+// GPT-2 (HF GPT2Config names) and LSTM configs.
+ModelConfig baseline_config_from_json(const nlohmann::json& j, const std::string& type, const std::string& origin) {
+  static const std::set<std::string> ignored = {
+      "architectures", "activation_function", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_type",
+      "summary_use_proj", "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
+      "scale_attn_weights", "use_cache", "n_ctx", "task_specific_params", "transformers_version", "torch_dtype",
+      "reorder_and_upcast_attn", "scale_attn_by_inverse_layer_idx", "_name_or_path", "model_type"};
+  ModelConfig c = model_config_from_preset(type == "gpt2" ? "gpt2-tiny" : "lstm-tiny");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const auto& v = it.value();
+    auto num = [&]() {
+      if (!v.is_number()) throw ConfigError(fmt(origin, ": key '", k, "' must be a number"));
+      return v.get<double>();
+    };
+    auto integer = [&]() {
+      if (!v.is_number_integer()) throw ConfigError(fmt(origin, ": key '", k, "' must be an integer"));
+      return v.get<int64_t>();
+    };
+    if (k == "vocab_size") c.vocab_size = integer();
+    else if (k == (type == "gpt2" ? "n_embd" : "hidden_size")) c.hidden_size = integer();
+    else if (k == (type == "gpt2" ? "n_layer" : "num_hidden_layers")) c.num_hidden_layers = integer();
+    else if (type == "gpt2" && k == "n_head") c.num_attention_heads = integer();
+    else if (type == "gpt2" && k == "n_inner") c.intermediate_size = v.is_null() ? 4 * c.hidden_size : integer();
+    else if (k == (type == "gpt2" ? "n_positions" : "max_position_embeddings")) c.max_position_embeddings = integer();
+    else if (type == "gpt2" && k == "layer_norm_epsilon") c.layer_norm_epsilon = num();
+    else if (k == "initializer_range") c.initializer_range = num();
+    else if (k == "bos_token_id") c.bos_token_id = v.is_null() ? 0 : integer();
+    else if (k == "eos_token_id") c.eos_token_id = v.is_null() ? 0 : integer();
+    else if (k == "tie_word_embeddings") {
+      if (!v.is_boolean()) throw ConfigError(fmt(origin, ": key '", k, "' must be true or false"));
+      c.tie_word_embeddings = v.get<bool>();
+    } else if (!ignored.count(k)) {
+      throw ConfigError(fmt(origin, ": unknown key '", k, "' for model_type '", type, "'"));
+    }
+  }
+  if (type == "gpt2" && !j.contains("n_inner")) c.intermediate_size = 4 * c.hidden_size;
+  validate(c, origin);
+  return c;
+}
+
 }  // namespace
 
 ModelConfig model_config_from_preset(const std::string& name) {
@@ -34,7 +75,35 @@ ModelConfig model_config_from_preset(const std::string& name) {
     c.n_routed_experts = 32; c.num_experts_per_tok = 4; c.moe_intermediate_size = 160; c.n_group = 4; c.topk_group = 2;
     return c;
   }
-  throw ConfigError(fmt("model preset '", name, "' is unknown (known: nano, micro, mini)"));
+  if (name == "gpt2-tiny" || name == "gpt2-small") {
+    ModelConfig g;
+    g.model_type = "gpt2";
+    const bool small = name == "gpt2-small";
+    g.vocab_size = small ? 50257 : 8192;
+    g.hidden_size = small ? 768 : 256;
+    g.num_hidden_layers = small ? 12 : 4;
+    g.num_attention_heads = small ? 12 : 4;
+    g.intermediate_size = 4 * g.hidden_size;
+    g.max_position_embeddings = 1024;
+    g.tie_word_embeddings = true;
+    g.num_nextn_predict_layers = 0;
+    g.n_routed_experts = 0;
+    g.bos_token_id = g.eos_token_id = small ? 50256 : 0;
+    return g;
+  }
+  if (name == "lstm-tiny") {
+    ModelConfig l;
+    l.model_type = "lstm";
+    l.vocab_size = 1024;
+    l.hidden_size = 256;
+    l.num_hidden_layers = 2;
+    l.max_position_embeddings = 2048;
+    l.tie_word_embeddings = true;
+    l.num_nextn_predict_layers = 0;
+    l.n_routed_experts = 0;
+    return l;
+  }
+  throw ConfigError(fmt("model preset '", name, "' is unknown (known: nano, micro, mini, gpt2-tiny, gpt2-small, lstm-tiny)"));
 }
 
 ModelConfig model_config_from_json(const std::string& text, const std::string& origin) {
@@ -45,6 +114,10 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
     throw ConfigError(fmt(origin, ": not valid JSON (", e.what(), ")"));
   }
   if (!j.is_object()) throw ConfigError(fmt(origin, ": expected a JSON object"));
+  const std::string type = j.value("model_type", std::string("deepseek_v3"));
+  if (type == "gpt2" || type == "lstm") return baseline_config_from_json(j, type, origin);
+  if (type != "deepseek_v3" && type != "deepseek_v2")
+    throw ConfigError(fmt(origin, ": model_type '", type, "' is not supported (deepseek_v3, deepseek_v2, gpt2, lstm)"));
   ModelConfig c;
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
@@ -137,6 +210,19 @@ void validate(const ModelConfig& c, const std::string& origin) {
   auto need = [&](bool ok, const char* key, const std::string& what) {
     if (!ok) throw ConfigError(fmt(origin, ": '", key, "' ", what));
   };
+  if (c.model_type == "gpt2" || c.model_type == "lstm") {
+    const bool g = c.model_type == "gpt2";
+    need(c.vocab_size > 0, "vocab_size", "must be positive");
+    need(c.hidden_size > 0, g ? "n_embd" : "hidden_size", "must be positive");
+    need(c.num_hidden_layers > 0, g ? "n_layer" : "num_hidden_layers", "must be positive");
+    need(c.max_position_embeddings > 0, g ? "n_positions" : "max_position_embeddings", "must be positive");
+    if (g) {
+      need(c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads == 0, "n_head", "must divide n_embd");
+      need(c.intermediate_size > 0, "n_inner", "must be positive");
+      need(c.tie_word_embeddings, "tie_word_embeddings", "must be true for GPT-2");
+    }
+    return;
+  }
   need(c.vocab_size > 0, "vocab_size", "must be positive");
   need(c.hidden_size > 0, "hidden_size", "must be positive");
   need(c.num_hidden_layers > 0, "num_hidden_layers", "must be positive");
@@ -168,6 +254,35 @@ void validate(const ModelConfig& c, const std::string& origin) {
 
 std::string model_config_to_json(const ModelConfig& c) {
   nlohmann::ordered_json j;
+  if (c.model_type == "gpt2") {
+    j["architectures"] = {"GPT2LMHeadModel"};
+    j["model_type"] = "gpt2";
+    j["vocab_size"] = c.vocab_size;
+    j["n_positions"] = c.max_position_embeddings;
+    j["n_embd"] = c.hidden_size;
+    j["n_layer"] = c.num_hidden_layers;
+    j["n_head"] = c.num_attention_heads;
+    j["n_inner"] = c.intermediate_size;
+    j["activation_function"] = "gelu_new";
+    j["layer_norm_epsilon"] = c.layer_norm_epsilon;
+    j["initializer_range"] = c.initializer_range;
+    j["bos_token_id"] = c.bos_token_id;
+    j["eos_token_id"] = c.eos_token_id;
+    j["tie_word_embeddings"] = true;
+    return j.dump(2) + "\n";
+  }
+  if (c.model_type == "lstm") {
+    j["model_type"] = "lstm";
+    j["vocab_size"] = c.vocab_size;
+    j["hidden_size"] = c.hidden_size;
+    j["num_hidden_layers"] = c.num_hidden_layers;
+    j["max_position_embeddings"] = c.max_position_embeddings;
+    j["tie_word_embeddings"] = c.tie_word_embeddings;
+    j["initializer_range"] = c.initializer_range;
+    j["bos_token_id"] = c.bos_token_id;
+    j["eos_token_id"] = c.eos_token_id;
+    return j.dump(2) + "\n";
+  }
   j["architectures"] = {"DeepseekV3ForCausalLM"};
   j["model_type"] = c.model_type;
   j["vocab_size"] = c.vocab_size;

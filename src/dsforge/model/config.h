@@ -19,6 +19,12 @@ struct RopeScaling {
   double mscale_all_dim = 0.0;  // 0 = absent
 };
 
+// One struct for every model type; `model_type` says which fields matter:
+//   deepseek_v3 (and deepseek_v2): every field below, HF DeepseekV3Config names.
+//   gpt2: vocab_size, hidden_size (n_embd), num_hidden_layers (n_layer), num_attention_heads (n_head),
+//         intermediate_size (n_inner), max_position_embeddings (n_positions), layer_norm_epsilon;
+//         read and written with HF GPT2Config names; embeddings tied.
+//   lstm: vocab_size, hidden_size, num_hidden_layers, max_position_embeddings, tie_word_embeddings.
 struct ModelConfig {
   std::string model_type = "deepseek_v3";
   int64_t vocab_size = 1024;
@@ -55,6 +61,9 @@ struct ModelConfig {
   bool seq_aux = true;
   int64_t bos_token_id = 0;
   int64_t eos_token_id = 0;
+  double layer_norm_epsilon = 1e-5;  // gpt2
+
+  bool is_deepseek() const { return model_type == "deepseek_v3" || model_type == "deepseek_v2"; }
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int64_t layer) const {
@@ -62,7 +71,8 @@ struct ModelConfig {
   }
 };
 
-ModelConfig model_config_from_preset(const std::string& name);  // nano, micro, mini
+// nano, micro, mini (DeepSeek-V3); gpt2-tiny, gpt2-small (the 124M GPT-2); lstm-tiny.
+ModelConfig model_config_from_preset(const std::string& name);
 ModelConfig model_config_from_json(const std::string& text, const std::string& origin);
 // A path to config.json, or a preset name.
 ModelConfig load_model_config(const std::string& path_or_preset);

@@ -101,7 +101,7 @@ LossOutput DeepseekV3Impl::loss(const at::Tensor& tokens, double mtp_weight) {
   at::Tensor h = hidden(x);
   at::Tensor logits = lm_head(h);
   LossOutput out;
-  out.main = at::cross_entropy_loss(logits.reshape({-1, c_.vocab_size}).to(compute_dtype(logits)), y.reshape({-1}));
+  out.main = next_token_loss(logits, y);
   out.tokens = y.numel();
   out.total = out.main;
   if (D > 0 && mtp_weight > 0) {
@@ -190,14 +190,37 @@ at::Tensor DeepseekV3Impl::forward_cached(const at::Tensor& tokens, KvCache& cac
   return lm_head(h);
 }
 
+struct DeepseekDecodeState : DecodeState {
+  KvCache cache;
+};
+
+std::unique_ptr<DecodeState> DeepseekV3Impl::start_decode(int64_t batch, int64_t max_len, CacheMode mode,
+                                                          const at::Tensor& key_pad) {
+  auto st = std::make_unique<DeepseekDecodeState>();
+  st->cache = make_cache(batch, max_len, mode);
+  st->max_len = st->cache.max_len;
+  if (key_pad.defined()) st->cache.set_key_padding(key_pad);
+  return st;
+}
+
+at::Tensor DeepseekV3Impl::decode(const at::Tensor& tokens, DecodeState& state) {
+  auto& st = dynamic_cast<DeepseekDecodeState&>(state);
+  at::Tensor logits = forward_cached(tokens, st.cache);
+  st.len = st.cache.len;
+  return logits;
+}
+
 void init_weights(torch::nn::Module& m, double std, uint64_t seed) {
   at::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(seed);
   for (auto& item : m.named_parameters()) {
     at::Tensor& p = item.value();
     const std::string& name = item.key();
-    const bool is_norm = name.find("norm") != std::string::npos && p.dim() == 1;
-    if (is_norm) {
+    const bool is_bias = name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0;
+    const bool is_norm = p.dim() == 1 && (name.find("norm") != std::string::npos || name.find("ln_") != std::string::npos);
+    if (is_bias) {
+      p.zero_();
+    } else if (is_norm) {
       p.fill_(1.0);
     } else {
       at::Tensor r = at::normal(0.0, std, p.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
@@ -208,10 +231,16 @@ void init_weights(torch::nn::Module& m, double std, uint64_t seed) {
     if (item.key().find("e_score_correction_bias") != std::string::npos) item.value().zero_();
 }
 
+void CausalLmImpl::init_weights(double std, uint64_t seed) { model::init_weights(*this, std, seed); }
+
 int64_t count_parameters(const torch::nn::Module& m) {
   int64_t n = 0;
   for (const auto& p : m.parameters()) n += p.numel();
   return n;
+}
+
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& targets) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(compute_dtype(logits)), targets.reshape({-1}));
 }
 
 }  // namespace dsforge::model

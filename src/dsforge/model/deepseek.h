@@ -21,6 +21,7 @@
 #include <functional>
 #include <vector>
 
+#include "dsforge/model/causal_lm.h"
 #include "dsforge/model/config.h"
 #include "dsforge/model/layers.h"
 
@@ -56,14 +57,6 @@ class DeepseekV3BackboneImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DeepseekV3Backbone);
 
-struct LossOutput {
-  at::Tensor total;     // main + lambda * mtp + balance
-  at::Tensor main;      // next-token cross-entropy
-  at::Tensor mtp;       // mean over depths of the MTP cross-entropies (undefined without MTP)
-  at::Tensor balance;   // sum over MoE layers of the sequence-wise loss (undefined when off)
-  int64_t tokens = 0;   // main-loss targets
-};
-
 struct KvCache {
   std::vector<MlaCache> layers;
   int64_t max_len = 0;
@@ -73,19 +66,20 @@ struct KvCache {
   void set_key_padding(const at::Tensor& pad);
 };
 
-class DeepseekV3Impl : public torch::nn::Module {
+class DeepseekV3Impl : public CausalLmImpl {
  public:
   explicit DeepseekV3Impl(const ModelConfig& c);
 
   // tokens [B, S] -> logits [B, S, V] (no cache).
-  at::Tensor forward(const at::Tensor& tokens);
+  at::Tensor forward(const at::Tensor& tokens) override;
   // Hidden states after the final norm [B, S, d] (also the MTP input h^0).
   at::Tensor hidden(const at::Tensor& tokens, int64_t start_pos = 0, KvCache* cache = nullptr, bool absorb = false);
   at::Tensor logits_from_hidden(const at::Tensor& h) { return lm_head(h); }
 
   // tokens [B, L] with L >= S + 1 where S = L - 1 - D when possible: the main model reads
   // tokens[:, :S] and predicts tokens[:, 1:S+1]; MTP depth k predicts tokens[:, k+1 : k+1+n_k].
-  LossOutput loss(const at::Tensor& tokens, double mtp_weight = 0.3);
+  LossOutput loss(const at::Tensor& tokens, double mtp_weight = 0.3) override;
+  int64_t extra_target_tokens() const override { return c_.num_nextn_predict_layers; }
   // MTP logits per depth for `tokens` [B, L]: depth k gets [B, n_k, V] (slot j predicts token j+k+1).
   // With targets (training) n_k = min(S, L-1-k) so every slot has a target; without, n_k = L-k.
   std::vector<at::Tensor> mtp_logits(const at::Tensor& tokens, const at::Tensor& h_main, bool with_targets = true);
@@ -95,11 +89,14 @@ class DeepseekV3Impl : public torch::nn::Module {
   at::Tensor forward_cached(const at::Tensor& tokens, KvCache& cache);
 
   // Aux-loss-free bias update on every MoE layer (main and MTP); returns the mean max/mean load.
-  double update_expert_bias(double gamma);
-  void set_aux_alpha(double alpha);
+  double update_expert_bias(double gamma) override;
+  void set_aux_alpha(double alpha) override;
+  std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
+                                            const at::Tensor& key_pad) override;
+  at::Tensor decode(const at::Tensor& tokens, DecodeState& state) override;
   std::vector<DeepseekMoe> moe_layers() const;
 
-  const ModelConfig& config() const { return c_; }
+  const ModelConfig& config() const override { return c_; }
   DeepseekV3Backbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};
 
@@ -109,8 +106,7 @@ class DeepseekV3Impl : public torch::nn::Module {
 };
 TORCH_MODULE(DeepseekV3);
 
-// Every matrix and embedding ~ N(0, std^2); norms = 1; routing bias = 0 (§1.9).
+// Every matrix and embedding ~ N(0, std^2); norms = 1; biases and the routing bias = 0 (§1.9).
 void init_weights(torch::nn::Module& m, double std, uint64_t seed);
-int64_t count_parameters(const torch::nn::Module& m);
 
 }  // namespace dsforge::model

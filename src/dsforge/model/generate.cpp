@@ -49,7 +49,7 @@ int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, con
   return is[keep - 1];
 }
 
-std::vector<std::vector<int64_t>> generate(DeepseekV3& m, const std::vector<std::vector<int64_t>>& prompts,
+std::vector<std::vector<int64_t>> generate(CausalLm m, const std::vector<std::vector<int64_t>>& prompts,
                                            const SampleOptions& opts,
                                            const std::function<void(int64_t, int64_t)>& on_token) {
   const int64_t B = static_cast<int64_t>(prompts.size());
@@ -62,26 +62,29 @@ std::vector<std::vector<int64_t>> generate(DeepseekV3& m, const std::vector<std:
   at::NoGradGuard no_grad;
   const bool was_training = m->is_training();
   m->eval();
-  const auto device = m->lm_head->weight.device();
+  const auto device = m->parameters().front().device();
 
   // Left-pad to P with token 0; mark pads so that no real token attends to them.
-  KvCache cache = m->make_cache(B, static_cast<int64_t>(P) + opts.max_new_tokens, opts.cache_mode);
+  const int64_t max_len = std::min(static_cast<int64_t>(P) + opts.max_new_tokens, m->config().max_position_embeddings);
+  if (static_cast<int64_t>(P) >= max_len)
+    throw Error(fmt("generate: prompt of ", P, " tokens leaves no room below max_position_embeddings = ",
+                    m->config().max_position_embeddings));
   at::Tensor input = at::zeros({B, static_cast<int64_t>(P)}, at::kLong);
-  at::Tensor pad = at::zeros({B, cache.max_len}, at::kBool);
+  at::Tensor pad = at::zeros({B, max_len}, at::kBool);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t off = static_cast<int64_t>(P - prompts[b].size());
     for (size_t i = 0; i < prompts[b].size(); ++i) input[b][off + static_cast<int64_t>(i)] = prompts[b][i];
     if (off > 0) pad[b].narrow(0, 0, off).fill_(true);
   }
-  if ((pad.any()).item<bool>()) cache.set_key_padding(pad.to(device));
+  auto state = m->start_decode(B, max_len, opts.cache_mode, pad.any().item<bool>() ? pad.to(device) : at::Tensor());
   input = input.to(device);
 
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(B)), history(prompts.begin(), prompts.end());
   std::vector<bool> done(static_cast<size_t>(B), false);
   std::mt19937_64 rng(opts.seed);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  for (int64_t step = 0; step < opts.max_new_tokens && cache.len < cache.max_len; ++step) {
-    at::Tensor logits = m->forward_cached(input, cache).select(1, -1).to(at::kFloat).cpu();  // (B, V)
+  for (int64_t step = 0; step < opts.max_new_tokens && state->len < state->max_len; ++step) {
+    at::Tensor logits = m->decode(input, *state).select(1, -1).to(at::kFloat).cpu();  // (B, V)
     std::vector<int64_t> next(static_cast<size_t>(B), 0);
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {

@@ -1,4 +1,5 @@
-// Autoregressive generation for the DeepSeek-V3 model with a KV cache (MLA latent cache by default).
+// Autoregressive generation with each model's incremental state (DeepSeek: the MLA latent cache by
+// default; GPT-2: a per-head KV cache; LSTM: its recurrent state).
 //
 // Prompts of different lengths decode together: they are left-padded to a common length and the
 // pad positions are masked as keys (RoPE is relative, so the shift changes nothing). Each new token
@@ -13,7 +14,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "dsforge/model/deepseek.h"
+#include "dsforge/model/causal_lm.h"
 
 namespace dsforge::model {
 
@@ -31,7 +32,7 @@ struct SampleOptions {
 // Picks the next token from logits [V] (float) given the tokens so far; `u` is a uniform draw in [0, 1).
 int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, const SampleOptions& opts, double u);
 
-std::vector<std::vector<int64_t>> generate(DeepseekV3& m, const std::vector<std::vector<int64_t>>& prompts,
+std::vector<std::vector<int64_t>> generate(CausalLm m, const std::vector<std::vector<int64_t>>& prompts,
                                            const SampleOptions& opts,
                                            const std::function<void(int64_t row, int64_t id)>& on_token = nullptr);
 

@@ -39,16 +39,16 @@ void load_model_state(torch::nn::Module& m, const TensorMap& state, const std::s
   }
 }
 
-void save_pretrained(const std::string& dir, DeepseekV3& m) {
+void save_pretrained(const std::string& dir, CausalLmImpl& m) {
   make_dirs(dir);
-  write_file_atomic(path_join(dir, "config.json"), model_config_to_json(m->config()));
-  save_safetensors(path_join(dir, "model.safetensors"), model_state(*m), {{"format", "pt"}});
+  write_file_atomic(path_join(dir, "config.json"), model_config_to_json(m.config()));
+  save_safetensors(path_join(dir, "model.safetensors"), model_state(m), {{"format", "pt"}});
 }
 
-DeepseekV3 load_pretrained(const std::string& dir) {
+CausalLm load_pretrained(const std::string& dir) {
   const std::string cfg_path = path_join(dir, "config.json");
   if (!file_exists(cfg_path)) throw CheckpointError(fmt(dir, ": no config.json (not a model folder)"));
-  DeepseekV3 m(model_config_from_json(read_file(cfg_path), cfg_path));
+  CausalLm m = build_model(model_config_from_json(read_file(cfg_path), cfg_path));
   const std::string w = path_join(dir, "model.safetensors");
   load_model_state(*m, load_safetensors(w).tensors, w);
   return m;

@@ -3,7 +3,7 @@
 #include <string>
 
 #include "dsforge/core/safetensors.h"
-#include "dsforge/model/deepseek.h"
+#include "dsforge/model/causal_lm.h"
 
 namespace dsforge::model {
 
@@ -13,7 +13,8 @@ TensorMap model_state(const torch::nn::Module& m);
 // keys are allowed. Throws CheckpointError naming `origin` and the tensor.
 void load_model_state(torch::nn::Module& m, const TensorMap& state, const std::string& origin);
 
-void save_pretrained(const std::string& dir, DeepseekV3& m);
-DeepseekV3 load_pretrained(const std::string& dir);
+void save_pretrained(const std::string& dir, CausalLmImpl& m);
+// Builds the model its config.json names (DeepSeek-V3, GPT-2, LSTM) and loads its weights.
+CausalLm load_pretrained(const std::string& dir);
 
 }  // namespace dsforge::model

@@ -112,15 +112,19 @@ int stage_train(const RunConfig& cfg) {
                         " (re-run `dsforge tokenize`)"));
   model::ModelConfig mcfg = run_model_config(cfg, tok);
   write_file_atomic(run_path(cfg, "config.json"), model::model_config_to_json(mcfg));
-  auto p = model::count_params_formula(mcfg);
-  log_info("model: ", cfg.model.config, ": ", p.main_total, " parameters (+", p.mtp, " MTP), ", mcfg.num_hidden_layers,
-           " layers, d=", mcfg.hidden_size, ", ", mcfg.n_routed_experts, " routed experts (top-", mcfg.num_experts_per_tok,
-           ") + ", mcfg.n_shared_experts, " shared, MLA d_c=", mcfg.kv_lora_rank);
+  if (mcfg.is_deepseek()) {
+    auto p = model::count_params_formula(mcfg);
+    log_info("model: ", cfg.model.config, ": ", p.main_total, " parameters (+", p.mtp, " MTP), ", mcfg.num_hidden_layers,
+             " layers, d=", mcfg.hidden_size, ", ", mcfg.n_routed_experts, " routed experts (top-", mcfg.num_experts_per_tok,
+             ") + ", mcfg.n_shared_experts, " shared, MLA d_c=", mcfg.kv_lora_rank);
+  } else {
+    log_info("model: ", cfg.model.config, ": ", mcfg.model_type, ", ", mcfg.num_hidden_layers, " layers, d=", mcfg.hidden_size);
+  }
   train::Trainer trainer(cfg, mcfg, manifest_path);
   train::TrainResult r = trainer.fit();
   if (r.interrupted) return kInterrupted;
   const std::string model_dir = run_path(cfg, "model");
-  model::save_pretrained(model_dir, trainer.model());
+  model::save_pretrained(model_dir, *trainer.model());
   write_file_atomic(path_join(model_dir, "tokenizer.json"), read_file(tpath));
   log_info("train: final model in ", model_dir);
   return kOk;

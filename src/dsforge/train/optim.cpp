@@ -12,7 +12,8 @@ AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params
     : opts_(opts) {
   for (const auto& [name, p] : named_params) {
     if (!p.requires_grad()) continue;
-    const bool embedding = name.find("embed_tokens") != std::string::npos;
+    const bool embedding = name.find("embed") != std::string::npos || name.find(".wte.") != std::string::npos ||
+                           name.find(".wpe.") != std::string::npos;
     params_.push_back({name, p, p.dim() >= 2 && !embedding, at::zeros_like(p), at::zeros_like(p)});
   }
 }

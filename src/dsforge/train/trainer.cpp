@@ -51,7 +51,7 @@ void request_stop() { g_stop = SIGTERM; }
 
 Trainer::Trainer(RunConfig cfg, model::ModelConfig model_cfg, std::string manifest_path)
     : cfg_(std::move(cfg)), mcfg_(std::move(model_cfg)), manifest_path_(std::move(manifest_path)) {
-  model_ = model::DeepseekV3(mcfg_);
+  model_ = model::build_model(mcfg_);
 }
 
 TrainResult Trainer::fit() {
@@ -65,7 +65,7 @@ TrainResult Trainer::fit() {
   const std::string train_shard = path_join(shard_dir, manifest.train.files.at(0));
   const std::string val_shard = path_join(shard_dir, manifest.val.files.at(0));
 
-  const int64_t D = mcfg_.num_nextn_predict_layers;
+  const int64_t D = model_->extra_target_tokens();
   data::TokenLoader loader(train_shard, tc.seq_len + 1 + D, tc.seq_len, static_cast<uint64_t>(cfg_.run.seed));
   model_->set_aux_alpha(tc.aux_loss_alpha);
   std::vector<std::pair<std::string, at::Tensor>> named;
@@ -92,7 +92,7 @@ TrainResult Trainer::fit() {
     result.checkpoint = *ckpt;
     log_info("train: resuming from ", *ckpt, " at step ", step);
   } else {
-    model::init_weights(*model_, tc.init_std, static_cast<uint64_t>(cfg_.run.seed));
+    model_->init_weights(tc.init_std, static_cast<uint64_t>(cfg_.run.seed));
     log_info("train: fresh start, ", model::count_parameters(*model_), " parameters");
   }
   result.start_step = step;

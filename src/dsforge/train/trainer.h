@@ -1,4 +1,4 @@
-// The training loop for the DeepSeek-V3 family, readable top to bottom in Trainer::fit().
+// The training loop for every CausalLm (DeepSeek-V3, GPT-2, LSTM), readable top to bottom in Trainer::fit().
 //
 // Resume is exact: a checkpoint holds the weights (routing bias included), the optimizer moments
 // and step, and the loader cursor; the batch sequence is a pure function of (seed, cursor), so a
@@ -13,7 +13,7 @@
 
 #include "dsforge/core/run_config.h"
 #include "dsforge/model/config.h"
-#include "dsforge/model/deepseek.h"
+#include "dsforge/model/causal_lm.h"
 
 namespace dsforge::train {
 
@@ -31,7 +31,7 @@ class Trainer {
  public:
   Trainer(RunConfig cfg, model::ModelConfig model_cfg, std::string manifest_path);
   TrainResult fit();
-  model::DeepseekV3& model() { return model_; }
+  model::CausalLm& model() { return model_; }
   // Checkpoint and return as if interrupted once this step completes (tests, scripted pauses).
   void set_stop_at(int64_t step) { stop_at_ = step; }
 
@@ -39,7 +39,7 @@ class Trainer {
   RunConfig cfg_;
   model::ModelConfig mcfg_;
   std::string manifest_path_;
-  model::DeepseekV3 model_{nullptr};
+  model::CausalLm model_;
   int64_t stop_at_ = -1;
 };
 

@@ -1,0 +1,64 @@
+// The interface every language model of dsforge implements (DeepSeek-V3, GPT-2, LSTM): what the
+// trainer, evaluation, generation and checkpoints need, and nothing of how a model computes it.
+//
+//   CausalLm m = build_model(load_model_config("configs/model/gpt2-tiny.json"));
+//   m->init_weights(0.02, /*seed=*/0);
+//   LossOutput out = m->loss(tokens, /*mtp_weight=*/0.3);   // tokens [B, S + 1 + extra_target_tokens()]
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include <memory>
+
+#include "dsforge/model/config.h"
+#include "dsforge/model/layers.h"
+
+namespace dsforge::model {
+
+struct LossOutput {
+  at::Tensor total;     // main + lambda * mtp + balance
+  at::Tensor main;      // next-token cross-entropy
+  at::Tensor mtp;       // mean over depths of the MTP cross-entropies (undefined without MTP)
+  at::Tensor balance;   // sum over MoE layers of the sequence-wise loss (undefined when off)
+  int64_t tokens = 0;   // main-loss targets
+};
+
+// Per-model incremental decoding state (KV cache, recurrent state), created by start_decode().
+struct DecodeState {
+  virtual ~DecodeState() = default;
+  int64_t len = 0;      // positions consumed
+  int64_t max_len = 0;
+};
+
+class CausalLmImpl : public torch::nn::Module {
+ public:
+  virtual const ModelConfig& config() const = 0;
+  // tokens [B, S] -> logits [B, S, V].
+  virtual at::Tensor forward(const at::Tensor& tokens) = 0;
+  // Rows of S + 1 + extra_target_tokens() tokens: next-token loss on the first S + 1, plus any
+  // auxiliary losses (MTP, balance) the model has.
+  virtual LossOutput loss(const at::Tensor& tokens, double mtp_weight) = 0;
+  virtual int64_t extra_target_tokens() const { return 0; }
+
+  // Every matrix and embedding ~ N(0, std^2), norms 1, biases 0; models may refine (GPT-2 scales
+  // its residual projections).
+  virtual void init_weights(double std, uint64_t seed);
+  // MoE hooks; no-ops for dense models.
+  virtual double update_expert_bias(double gamma) { return 1.0; }
+  virtual void set_aux_alpha(double alpha) {}
+
+  // Incremental decoding of [B, T] tokens -> logits [B, T, V]. `key_pad` [B, max_len] (bool, may be
+  // undefined) marks left padding, which must not influence the real tokens.
+  virtual std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
+                                                    const at::Tensor& key_pad) = 0;
+  virtual at::Tensor decode(const at::Tensor& tokens, DecodeState& state) = 0;
+};
+using CausalLm = std::shared_ptr<CausalLmImpl>;
+
+// By config.model_type: "deepseek_v3" (also "deepseek_v2"), "gpt2", "lstm".
+CausalLm build_model(const ModelConfig& c);
+int64_t count_parameters(const torch::nn::Module& m);
+// Cross-entropy of logits [B, S, V] against targets [B, S], computed in at least float32.
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& targets);
+
+}  // namespace dsforge::model
