@@ -9,6 +9,7 @@ PACKAGES=(
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libgtest-dev
   libicu-dev libpcre2-dev
   wordnet-base            # the built-in default corpus (glosses)
+  python3-torch           # reference implementations in tests and benchmarks only; dsforge never needs Python
 )
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${BUILD:-$HERE/build}"

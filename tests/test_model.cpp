@@ -5,6 +5,7 @@
 #include <torch/nn/module.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "dsforge/core/error.h"
@@ -560,4 +561,37 @@ TEST(Baselines, LstmDecodeCausalityAndBatching) {
   m->init_weights(0.2, 3);
   m->to(at::kDouble);
   check_decoder(m, c.vocab_size);
+}
+
+TEST(Reference, LogitsMatchAnIndependentPythonImplementation) {
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 with torch (Debian python3-torch) not installed";
+  TempDir dir;
+  // micro-style routing (4 groups, top-2 groups, K = 4) on a small model, with a nonzero routing bias.
+  ModelConfig c = model_config_from_preset("micro");
+  c.vocab_size = 96;
+  c.num_hidden_layers = 3;
+  c.hidden_size = 64;
+  c.max_position_embeddings = 64;
+  DeepseekV3 m(c);
+  init_weights(*m, 0.08, 17);
+  {
+    at::NoGradGuard ng;
+    for (auto& moe : m->moe_layers())
+      moe->gate->e_score_correction_bias.copy_(at::randn({c.n_routed_experts}) * 0.05);
+  }
+  const std::string model_dir = path_join(dir.path, "model");
+  save_pretrained(model_dir, *m);
+  const std::string tokens = "5 17 3 88 42 42 7 0 61 19 23 95 2 11";
+  const std::string out = path_join(dir.path, "logits.safetensors");
+  const std::string cmd = std::string(DSFORGE_CLI) + " model logits --checkpoint " + model_dir + " --tokens \"" + tokens +
+                          "\" --out " + out + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const std::string result = path_join(dir.path, "result.json");
+  const std::string ref = "/usr/bin/python3 " + source_dir() + "/tests/reference/deepseek_ref.py " + model_dir + " " + out +
+                          " \"" + tokens + "\" > " + result;
+  ASSERT_EQ(std::system(ref.c_str()), 0);
+  auto j = nlohmann::json::parse(read_file(result));
+  EXPECT_LT(j["logits_rel_err"].get<double>(), 1e-4) << j.dump();
+  EXPECT_LT(j["mtp_rel_err"].get<double>(), 1e-4) << j.dump();
 }

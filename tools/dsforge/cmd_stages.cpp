@@ -1,4 +1,5 @@
 // dsforge pipeline | data prepare | tokenize | train | eval | generate
+#include <fstream>
 #include <memory>
 
 #include "commands.h"
@@ -77,16 +78,32 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
         };
       });
 
-  auto gen = std::make_shared<std::pair<std::string, std::vector<std::string>>>();
-  CLI::App* g = stage(app, "generate", "sample text from a trained model", *args);
-  g->add_option("-m,--model", gen->first, "model folder (config.json, model.safetensors, tokenizer.json); default <run>/model");
-  g->add_option("-p,--prompt", gen->second, "prompt (repeatable); default: generate.prompts of the config");
+  struct GenArgs {
+    std::string model, prompt_file;
+    std::vector<std::string> prompts, stop;
+  };
+  auto gen = std::make_shared<GenArgs>();
+  CLI::App* g = stage(app, "generate", "sample text from a trained model (all prompts decode as one batch)", *args);
+  g->add_option("-m,--model", gen->model, "model folder (config.json, model.safetensors, tokenizer.json); default <run>/model");
+  g->add_option("-p,--prompt", gen->prompts, "prompt (repeatable); default: generate.prompts of the config");
+  g->add_option("--prompt-file", gen->prompt_file, "file with one prompt per line")->check(CLI::ExistingFile);
+  g->add_option("--stop", gen->stop, "extra stop string, one token (repeatable)");
+  g->footer("Sampling: --generate.temperature=0.8 --generate.top_k=40 --generate.top_p=0.9 "
+            "--generate.repetition_penalty=1.2 --generate.max_new_tokens=64 --run.seed=7 (temperature 0 = greedy)");
   g->callback([&ctx, args, gen]() {
     ctx.action = [&ctx, args, gen]() {
       auto cfg = resolve(*args, ctx);
-      if (!gen->second.empty()) cfg.generate.prompts = gen->second;
+      std::vector<std::string> prompts = gen->prompts;
+      if (!gen->prompt_file.empty()) {
+        std::ifstream in(gen->prompt_file);
+        for (std::string line; std::getline(in, line);)
+          if (!line.empty()) prompts.push_back(line);
+        if (prompts.empty()) throw ConfigError(fmt(gen->prompt_file, ": no prompts (one per line)"));
+      }
+      if (!prompts.empty()) cfg.generate.prompts = prompts;
+      for (const auto& s : gen->stop) cfg.generate.stop.push_back(s);
       pipeline::configure_threads(cfg);
-      pipeline::stage_generate(cfg, gen->first);
+      pipeline::stage_generate(cfg, gen->model);
       return 0;
     };
   });

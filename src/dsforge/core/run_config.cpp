@@ -64,6 +64,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"generate.top_k", &c.generate.top_k, false},
       {"generate.top_p", &c.generate.top_p, false},
       {"generate.repetition_penalty", &c.generate.repetition_penalty, false},
+      {"generate.stop", &c.generate.stop, false},
   };
 }
 

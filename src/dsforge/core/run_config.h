@@ -67,6 +67,7 @@ struct RunConfig {
     int64_t top_k = 20;
     double top_p = 1.0;               // nucleus sampling; 1 = off
     double repetition_penalty = 1.0;  // > 1 discourages repeats; 1 = off
+    std::vector<std::string> stop{};  // extra stop strings, each one token (end-of-text always stops)
   } generate;
 
   std::string source_path;  // the TOML file this came from ("" for defaults)

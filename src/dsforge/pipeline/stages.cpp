@@ -164,6 +164,12 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
   opts.top_p = cfg.generate.top_p;
   opts.repetition_penalty = cfg.generate.repetition_penalty;
   opts.stop_tokens = {tok.eot_id()};
+  for (const auto& s : cfg.generate.stop) {
+    auto ids = tok.encode(s, true);
+    if (ids.size() != 1)
+      throw ConfigError(fmt("key 'generate.stop': '", s, "' is ", ids.size(), " tokens; a stop string must be exactly one token"));
+    opts.stop_tokens.push_back(ids[0]);
+  }
   opts.seed = static_cast<uint64_t>(cfg.run.seed);
   std::vector<std::vector<int64_t>> prompts;
   for (const auto& p : cfg.generate.prompts) {
