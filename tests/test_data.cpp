@@ -3,11 +3,14 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <random>
 #include <fstream>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/data/corpus.h"
+#include "dsforge/data/dedup.h"
+#include "dsforge/data/ingest.h"
 #include "dsforge/data/shards.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "test_util.h"
@@ -78,6 +81,90 @@ TEST(Stats, HandComputedEntropyAndCounts) {
   EXPECT_EQ(s.top_words[0].second, 2);
 }
 
+TEST(Ingest, FilesFoldersGlobsAndJsonl) {
+  TempDir dir;
+  make_dirs(path_join(dir.path, "sub/deeper"));
+  write_file_atomic(path_join(dir.path, "a.txt"), "one\ntwo\n\n");
+  write_file_atomic(path_join(dir.path, "sub/b.txt"), "three\n");
+  write_file_atomic(path_join(dir.path, "sub/deeper/c.jsonl"), "{\"text\": \"four\\nlines\", \"id\": 1}\n{\"text\": \"five\"}\n");
+  auto files = expand_inputs({path_join(dir.path, "*.txt"), path_join(dir.path, "sub")});
+  ASSERT_EQ(files.size(), 3u);
+  std::vector<std::string> docs;
+  IngestCounts c = for_each_document(files, {}, [&](std::string&& d) { docs.push_back(d); });
+  EXPECT_EQ(docs, (std::vector<std::string>{"one", "two", "three", "four\nlines", "five"}));
+  EXPECT_EQ(c.files, 3);
+  EXPECT_THROW_MSG(expand_inputs({path_join(dir.path, "*.csv")}), DataError, "no input files");
+  write_file_atomic(path_join(dir.path, "bad.jsonl"), "{\"text\": 1}\n");
+  EXPECT_THROW_MSG(for_each_document({path_join(dir.path, "bad.jsonl")}, {}, [](std::string&&) {}), DataError,
+                   "bad.jsonl:1: expected an object with a string field 'text'");
+  write_file_atomic(path_join(dir.path, "bin.jsonl"), "{\"text\": \"ok\xff\"}\n");
+  EXPECT_THROW_MSG(for_each_document({path_join(dir.path, "bin.jsonl")}, {}, [](std::string&&) {}), DataError,
+                   "bin.jsonl:1: not a valid JSON object (the line is not valid UTF-8)");
+}
+
+TEST(Ingest, InvalidUtf8IsRepairedOrDropped) {
+  EXPECT_TRUE(is_valid_utf8("plain ascii and ü and 字 and \xF0\x9F\x98\x80"));
+  for (const char* bad : {"\xff", "\xC0\xAF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "ab\xE5\xAD"})
+    EXPECT_FALSE(is_valid_utf8(bad)) << bad;
+  EXPECT_EQ(repair_utf8("a\xff" "b\xE5\xAD" "c"), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD" "c");  // split: \x escapes eat hex digits
+  TempDir dir;
+  write_file_atomic(path_join(dir.path, "x.txt"), "good\nbad\xff\n");
+  std::vector<std::string> kept;
+  IngestCounts drop = for_each_document({path_join(dir.path, "x.txt")}, {"text", InvalidUtf8::kDrop},
+                                        [&](std::string&& d) { kept.push_back(d); });
+  EXPECT_EQ(kept, std::vector<std::string>{"good"});
+  EXPECT_EQ(drop.dropped_invalid, 1);
+}
+
+TEST(NearDedup, FindsPlantedNearDuplicatesAndKeepsDistinctText) {
+  // 200 distinct "documents" of 30 random words, plus one near-copy of each with one word changed.
+  std::mt19937 rng(3);
+  std::vector<std::string> vocab;
+  for (int i = 0; i < 2000; ++i) vocab.push_back("w" + std::to_string(i * 7919 % 100003));
+  std::vector<std::string> originals, copies;
+  for (int d = 0; d < 200; ++d) {
+    std::vector<std::string> words;
+    for (int k = 0; k < 30; ++k) words.push_back(vocab[rng() % vocab.size()]);
+    std::string a, b;
+    for (int k = 0; k < 30; ++k) {
+      a += words[k] + " ";
+      b += (k == 15 ? std::string("changed") : words[k]) + " ";
+    }
+    originals.push_back(a);
+    copies.push_back(b);
+  }
+  NearDedup d({"char", 5, 128, 16, 0.7, 1});
+  int distinct_kept = 0, copies_caught = 0;
+  for (auto& o : originals) distinct_kept += d.insert(o);
+  for (auto& c : copies) copies_caught += !d.insert(c);
+  EXPECT_EQ(distinct_kept, 200);       // no false positives among unrelated documents
+  EXPECT_GE(copies_caught, 196);       // recall >= 98% on planted near-duplicates
+  // The signature estimate tracks the true Jaccard similarity of the shingle sets.
+  auto sa = shingle_hashes(originals[0], "char", 5), sb = shingle_hashes(copies[0], "char", 5);
+  EXPECT_NEAR(NearDedup::estimate(d.signature(originals[0]), d.signature(copies[0])), jaccard(sa, sb), 0.12);
+  // Deterministic for a seed.
+  NearDedup e({"char", 5, 128, 16, 0.7, 1});
+  EXPECT_EQ(e.signature(originals[1]), d.signature(originals[1]));
+  EXPECT_THROW_MSG(NearDedup({"char", 5, 128, 15, 0.7, 1}), ConfigError, "must divide num_perm");
+}
+
+TEST(Stats, ZipfSlopeRepetitionAndLines) {
+  // Word r occurs round(10000 / r) times: a Zipf slope of -1 (up to rounding).
+  std::vector<std::string> docs;
+  for (int r = 1; r <= 300; ++r) {
+    std::string doc;
+    const int n = static_cast<int>(std::lround(10000.0 / r));
+    for (int k = 0; k < n; ++k) doc += "x" + std::to_string(r) + " ";
+    docs.push_back(doc);
+  }
+  EXPECT_NEAR(corpus_stats(docs).zipf_slope, -1.0, 0.01);
+  // "a b c a b c": 3-grams abc bca cab abc -> 1 of 4 repeats.
+  EXPECT_DOUBLE_EQ(ngram_repetition("a b c a b c"), 0.25);
+  EXPECT_DOUBLE_EQ(repeated_line_fraction("x\ny\nx\nx"), 0.5);
+  auto s = corpus_stats({"same doc", "same doc", "other"});
+  EXPECT_NEAR(s.duplicate_fraction, 1.0 / 3.0, 1e-12);
+}
+
 TEST(Prepare, CleansDedupsSplitsAndCounts) {
   TempDir dir;
   const std::string corpus = path_join(dir.path, "in.txt");
@@ -86,6 +173,14 @@ TEST(Prepare, CleansDedupsSplitsAndCounts) {
   text += "word1: meaning number 1\n";   // exact duplicate
   text += "x\n";                         // too short
   text += "ﬁsh:  a  cold-blooded animal\n";
+  // Three planted near-duplicate pairs (one word changed in a long line).
+  for (const char* base : {"lighthouse: a tower with a powerful light that gives warning of shoals to passing ships at night",
+                           "violin: bowed stringed instrument that is the highest member of the violin family of instruments",
+                           "glacier: a slowly moving mass of ice originating from an accumulation of snow on high ground"}) {
+    std::string b = base;
+    text += b + "\n";
+    text += b.replace(b.rfind(' '), std::string::npos, " everywhere") + "\n";
+  }
   write_file_atomic(corpus, text);
   RunConfig cfg;
   cfg.run.out_dir = path_join(dir.path, "run");
@@ -93,14 +188,30 @@ TEST(Prepare, CleansDedupsSplitsAndCounts) {
   cfg.data.paths = {corpus};
   cfg.data.val_fraction = 0.1;
   PreparedCorpus p = prepare_corpus(cfg);
-  EXPECT_EQ(p.counts.input, 303);
+  EXPECT_EQ(p.counts.input, 309);
   EXPECT_EQ(p.counts.duplicates, 1);
   EXPECT_EQ(p.counts.too_short, 1);
-  EXPECT_EQ(p.train_docs + p.val_docs, 301);
+  EXPECT_GE(p.counts.near_duplicates, 3);  // the planted pairs (short "wordN" lines may pair up too)
+  EXPECT_EQ(p.train_docs + p.val_docs + p.counts.near_duplicates, 307);
+  const int64_t near = p.counts.near_duplicates;
+  cfg.run.out_dir = path_join(dir.path, "run-no-near");
+  cfg.data.near_dedup = false;
+  p = prepare_corpus(cfg);
+  EXPECT_EQ(p.train_docs + p.val_docs, 307);
+  EXPECT_GT(near, 0);
   EXPECT_GT(p.val_docs, 10);
   EXPECT_NE(read_file(p.train_path + "").find("fish: a cold-blooded animal") == std::string::npos &&
                 read_file(p.val_path).find("fish: a cold-blooded animal") == std::string::npos,
             true);
+  // Word-level vocabulary: words seen fewer than 2 times in train become <unk>.
+  RunConfig w = cfg;
+  w.run.out_dir = path_join(dir.path, "run-unk");
+  w.data.min_word_count = 2;
+  w.data.val_fraction = 0.01;
+  auto wp = prepare_corpus(w);
+  std::string train = read_file(wp.train_path);
+  EXPECT_NE(train.find("<unk>: meaning number <unk>"), std::string::npos);
+  EXPECT_EQ(train.find("word17"), std::string::npos);
   // A second run reuses the outputs.
   PreparedCorpus again = prepare_corpus(cfg);
   EXPECT_EQ(again.train_docs, p.train_docs);

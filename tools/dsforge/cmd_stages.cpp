@@ -1,5 +1,6 @@
 // dsforge pipeline | data prepare | tokenize | train | eval | generate
 #include <fstream>
+#include <iostream>
 #include <memory>
 
 #include "commands.h"
@@ -49,6 +50,21 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
           return 0;
         };
       });
+
+  struct StatsArgs {
+    std::vector<std::string> inputs;
+    bool json = false;
+  };
+  auto sa = std::make_shared<StatsArgs>();
+  CLI::App* stats = stage(*data, "stats", "corpus quality report: of --input files, or of the run's prepared corpus", *args);
+  stats->add_option("-i,--input", sa->inputs, "files, folders or globs (*.txt: a document per line; *.jsonl)");
+  stats->add_flag("--json", sa->json, "print JSON instead of a table");
+  stats->callback([&ctx, args, sa]() {
+    ctx.action = [&ctx, args, sa]() {
+      std::cout << pipeline::data_stats_report(resolve(*args, ctx), sa->inputs, sa->json);
+      return 0;
+    };
+  });
 
   stage(app, "tokenize", "encode the prepared corpus into token shards", *args)->callback([&ctx, args]() {
     ctx.action = [&ctx, args]() {

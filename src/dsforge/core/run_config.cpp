@@ -30,10 +30,22 @@ std::vector<Field> fields(RunConfig& c) {
       {"data.source", &c.data.source, true},
       {"data.wordnet_dir", &c.data.wordnet_dir, false},
       {"data.paths", &c.data.paths, true},
+      {"data.jsonl_field", &c.data.jsonl_field, true},
+      {"data.invalid_utf8", &c.data.invalid_utf8, true},
       {"data.val_fraction", &c.data.val_fraction, true},
       {"data.max_docs", &c.data.max_docs, true},
       {"data.min_chars", &c.data.min_chars, true},
       {"data.max_chars", &c.data.max_chars, true},
+      {"data.max_ngram_repetition", &c.data.max_ngram_repetition, true},
+      {"data.max_repeated_line_fraction", &c.data.max_repeated_line_fraction, true},
+      {"data.near_dedup", &c.data.near_dedup, true},
+      {"data.near_dedup_threshold", &c.data.near_dedup_threshold, true},
+      {"data.shingle", &c.data.shingle, true},
+      {"data.shingle_size", &c.data.shingle_size, true},
+      {"data.minhash_perm", &c.data.minhash_perm, true},
+      {"data.minhash_bands", &c.data.minhash_bands, true},
+      {"data.min_word_count", &c.data.min_word_count, true},
+      {"data.unk_token", &c.data.unk_token, true},
       {"tokenizer.vocab_size", &c.tokenizer.vocab_size, true},
       {"tokenizer.special_tokens", &c.tokenizer.special_tokens, true},
       {"tokenizer.max_train_docs", &c.tokenizer.max_train_docs, true},
@@ -264,6 +276,16 @@ void validate(const RunConfig& c) {
   need(c.data.source != "files" || !c.data.paths.empty(), "data.paths", "must list at least one file when data.source = \"files\"");
   need(c.data.val_fraction > 0 && c.data.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)");
   need(c.data.min_chars >= 0 && c.data.max_chars > c.data.min_chars, "data.max_chars", "must exceed data.min_chars");
+  need(c.data.invalid_utf8 == "repair" || c.data.invalid_utf8 == "drop", "data.invalid_utf8", "must be \"repair\" or \"drop\"");
+  need(c.data.shingle == "char" || c.data.shingle == "word", "data.shingle", "must be \"char\" or \"word\"");
+  need(c.data.shingle_size >= 1, "data.shingle_size", "must be >= 1");
+  need(c.data.minhash_bands >= 1 && c.data.minhash_perm % c.data.minhash_bands == 0, "data.minhash_bands",
+       "must divide data.minhash_perm");
+  need(c.data.near_dedup_threshold > 0 && c.data.near_dedup_threshold <= 1, "data.near_dedup_threshold", "must be in (0, 1]");
+  need(c.data.max_ngram_repetition > 0 && c.data.max_ngram_repetition <= 1, "data.max_ngram_repetition", "must be in (0, 1]");
+  need(c.data.max_repeated_line_fraction > 0 && c.data.max_repeated_line_fraction <= 1, "data.max_repeated_line_fraction",
+       "must be in (0, 1]");
+  need(c.data.min_word_count >= 0, "data.min_word_count", "must be >= 0 (0 = off)");
   need(c.tokenizer.vocab_size == 0 || c.tokenizer.vocab_size >= 256 + (int64_t)c.tokenizer.special_tokens.size(),
        "tokenizer.vocab_size", "must be 0 (use the model's) or at least 256 + the number of special tokens");
   need(!c.tokenizer.special_tokens.empty(), "tokenizer.special_tokens", "must contain the end-of-text token first");

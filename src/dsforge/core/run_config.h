@@ -22,11 +22,24 @@ struct RunConfig {
   struct Data {
     std::string source = "wordnet";  // "wordnet" (Debian wordnet-base glosses) or "files"
     std::string wordnet_dir = "/usr/share/wordnet";
-    std::vector<std::string> paths;   // text files, one document per line (source = "files")
+    std::vector<std::string> paths;   // files, folders or globs (source = "files"): *.txt one document
+                                      // per line; *.jsonl / *.ndjson one JSON object per line
+    std::string jsonl_field = "text"; // the text field of JSONL records
+    std::string invalid_utf8 = "repair";  // "repair" (U+FFFD) or "drop" the document
     double val_fraction = 0.02;       // share of documents held out, chosen by a hash of the text
     int64_t max_docs = 0;             // 0 = all
     int64_t min_chars = 4;            // shorter documents are dropped
     int64_t max_chars = 4000;         // longer documents are dropped
+    double max_ngram_repetition = 0.5;       // drop documents where this share of word 3-grams are repeats
+    double max_repeated_line_fraction = 0.5; // drop documents where this share of lines are repeats
+    bool near_dedup = true;                  // MinHash + LSH near-duplicate removal
+    double near_dedup_threshold = 0.8;       // estimated Jaccard similarity of shingle sets
+    std::string shingle = "char";            // "char" or "word" n-grams
+    int64_t shingle_size = 5;
+    int64_t minhash_perm = 128;
+    int64_t minhash_bands = 16;
+    int64_t min_word_count = 0;              // > 0: words rarer than this in train become unk_token
+    std::string unk_token = "<unk>";
   } data;
   struct Tokenizer {
     int64_t vocab_size = 0;  // 0 = the model's vocab_size

@@ -7,6 +7,8 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 #include <string>
 #include <vector>
 
@@ -17,17 +19,23 @@ namespace dsforge::data {
 // Parses WordNet 3.0 data.{noun,verb,adj,adv} in `dir` into "lemma: definition" lines (examples
 // after the definition are left out). Throws DataError naming the file and line on malformed input.
 std::vector<std::string> read_wordnet_glosses(const std::string& dir);
-// One document per non-empty line.
-std::vector<std::string> read_text_lines(const std::string& path);
-
 struct CleanCounts {
   int64_t input = 0;
-  int64_t invalid_utf8 = 0;   // documents that had invalid bytes (repaired with U+FFFD)
+  int64_t invalid_utf8 = 0;   // documents that had invalid bytes (repaired, or dropped per data.invalid_utf8)
+  int64_t dropped_invalid_utf8 = 0;
+  int64_t repeated_lines = 0; // too many repeated lines
+  int64_t repetitive = 0;     // too many repeated word 3-grams
   int64_t too_short = 0;
   int64_t too_long = 0;
   int64_t duplicates = 0;     // exact duplicates of an earlier document after cleaning
+  int64_t near_duplicates = 0;
   int64_t kept = 0;
 };
+
+// Share of word 3-grams of `doc` that repeat an earlier 3-gram of the same document.
+double ngram_repetition(const std::string& doc, int n = 3);
+// Share of non-empty lines of `text` that repeat an earlier line.
+double repeated_line_fraction(const std::string& text);
 
 // NFKC, control characters to spaces, whitespace runs collapsed, trimmed. Sets *had_invalid when
 // the input was not valid UTF-8.
@@ -42,9 +50,28 @@ struct CorpusStats {
   double type_token_ratio = 0;
   double unigram_entropy_bits_per_word = 0;
   double unigram_entropy_bits_per_char = 0;
+  double zipf_slope = 0;          // least-squares slope of log frequency on log rank (top 1000 ranks)
+  double ngram_repetition = 0;    // share of word 3-grams repeating within their document
+  double duplicate_fraction = 0;  // exact duplicate documents / documents seen
   std::vector<std::pair<std::string, int64_t>> top_words;
 };
+
+// Streaming statistics: memory grows with the vocabulary, not with the corpus.
+class StatsAccumulator {
+ public:
+  void add(const std::string& doc);
+  CorpusStats finish(size_t top_k = 20) const;
+
+ private:
+  CorpusStats st_;
+  std::unordered_map<std::string, int64_t> freq_;
+  std::unordered_set<uint64_t> seen_;
+  int64_t dup_docs_ = 0, trigrams_ = 0, repeated_trigrams_ = 0;
+};
 CorpusStats corpus_stats(const std::vector<std::string>& docs, size_t top_k = 20);
+std::string stats_table(const CorpusStats& s);
+// Words as the statistics count them: runs of letters, digits, apostrophes and non-ASCII, lower-cased.
+std::vector<std::string> split_words(const std::string& doc);
 
 struct PreparedCorpus {
   std::string train_path, val_path, stats_path;

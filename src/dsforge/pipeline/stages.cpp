@@ -12,6 +12,7 @@
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
 #include "dsforge/data/corpus.h"
+#include "dsforge/data/ingest.h"
 #include "dsforge/data/shards.h"
 #include "dsforge/eval/lm_eval.h"
 #include "dsforge/model/generate.h"
@@ -73,6 +74,49 @@ void stage_prepare(const RunConfig& cfg) {
   make_dirs(cfg.run.out_dir);
   write_file_atomic(run_path(cfg, "config.toml"), to_toml(cfg));
   data::prepare_corpus(cfg);
+}
+
+std::string data_stats_report(const RunConfig& cfg, const std::vector<std::string>& inputs, bool as_json) {
+  if (!inputs.empty()) {
+    data::StatsAccumulator acc;
+    data::IngestOptions io{cfg.data.jsonl_field,
+                           cfg.data.invalid_utf8 == "drop" ? data::InvalidUtf8::kDrop : data::InvalidUtf8::kRepair};
+    data::IngestCounts ic = data::for_each_document(data::expand_inputs(inputs), io, [&](std::string&& d) { acc.add(d); });
+    data::CorpusStats st = acc.finish();
+    if (as_json) {
+      nlohmann::ordered_json j = {{"files", ic.files},          {"documents", st.documents},
+                                  {"bytes", st.bytes},          {"chars", st.chars},
+                                  {"words", st.words},          {"vocabulary", st.vocabulary},
+                                  {"type_token_ratio", st.type_token_ratio},
+                                  {"unigram_entropy_bits_per_word", st.unigram_entropy_bits_per_word},
+                                  {"unigram_entropy_bits_per_char", st.unigram_entropy_bits_per_char},
+                                  {"zipf_slope", st.zipf_slope}, {"ngram_repetition", st.ngram_repetition},
+                                  {"duplicate_fraction", st.duplicate_fraction},
+                                  {"invalid_utf8_documents", ic.invalid_utf8}};
+      nlohmann::ordered_json top = nlohmann::ordered_json::array();
+      for (const auto& [w, c] : st.top_words) top.push_back({w, c});
+      j["top_words"] = top;
+      return j.dump(2) + "\n";
+    }
+    return fmt(ic.files, " files, ", ic.invalid_utf8, " documents with invalid UTF-8 (", ic.dropped_invalid, " dropped)\n",
+               data::stats_table(st));
+  }
+  const std::string path = run_path(cfg, "data/stats.json");
+  if (!file_exists(path)) throw DataError(fmt(path, ": not found (run `dsforge data prepare` first, or pass --input)"));
+  auto j = nlohmann::ordered_json::parse(read_file(path));
+  if (as_json) return j.dump(2) + "\n";
+  std::string out = "filters:\n";
+  for (auto it = j["filters"].begin(); it != j["filters"].end(); ++it)
+    out += fmt("  ", it.key(), std::string(34 - std::min<size_t>(33, it.key().size()), ' '), it.value().dump(), "\n");
+  out += fmt("split: ", j["split"]["train_documents"].dump(), " train / ", j["split"]["val_documents"].dump(), " validation\n");
+  out += "train split:\n";
+  for (auto it = j["train"].begin(); it != j["train"].end(); ++it)
+    if (it.key() != "top_words")
+      out += fmt("  ", it.key(), std::string(34 - std::min<size_t>(33, it.key().size()), ' '), it.value().dump(), "\n");
+  std::string top;
+  for (size_t i = 0; i < j["train"]["top_words"].size() && i < 10; ++i)
+    top += (i ? ", " : "") + j["train"]["top_words"][i][0].get<std::string>() + " " + j["train"]["top_words"][i][1].dump();
+  return out + "  top words                          " + top + "\n";
 }
 
 void stage_tokenizer(const RunConfig& cfg) {

@@ -27,6 +27,9 @@ constexpr int kInterrupted = 130;
 
 void configure_threads(const RunConfig& cfg);
 void stage_prepare(const RunConfig& cfg);
+// The quality report: of `inputs` (files, folders, globs; streamed) when given, else of the run's
+// prepared corpus (with its per-filter counts). A readable table, or JSON.
+std::string data_stats_report(const RunConfig& cfg, const std::vector<std::string>& inputs, bool as_json);
 void stage_tokenizer(const RunConfig& cfg);
 void stage_tokenize(const RunConfig& cfg);
 int stage_train(const RunConfig& cfg);  // kInterrupted when stopped by a signal (checkpoint saved)

@@ -1,0 +1,133 @@
+#include "dsforge/data/ingest.h"
+
+#include <glob.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "dsforge/core/error.h"
+
+namespace dsforge::data {
+namespace fs = std::filesystem;
+
+std::vector<std::string> expand_inputs(const std::vector<std::string>& specs) {
+  std::vector<std::string> out;
+  for (const auto& spec : specs) {
+    std::vector<std::string> found;
+    if (spec.find_first_of("*?[") != std::string::npos) {
+      glob_t g{};
+      if (::glob(spec.c_str(), 0, nullptr, &g) == 0)
+        for (size_t i = 0; i < g.gl_pathc; ++i)
+          if (fs::is_regular_file(g.gl_pathv[i])) found.emplace_back(g.gl_pathv[i]);
+      ::globfree(&g);
+    } else if (fs::is_directory(spec)) {
+      for (const auto& e : fs::recursive_directory_iterator(spec))
+        if (e.is_regular_file()) found.push_back(e.path().string());
+    } else if (fs::is_regular_file(spec)) {
+      found.push_back(spec);
+    }
+    if (found.empty()) throw DataError(fmt(spec, ": no input files (not a file, a folder with files, or a matching glob)"));
+    std::sort(found.begin(), found.end());
+    out.insert(out.end(), found.begin(), found.end());
+  }
+  return out;
+}
+
+bool is_valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n;      // continuation bytes
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) n = 1, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) n = 2, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) n = 3, cp = c & 0x07;
+    else return false;  // continuation byte, overlong lead (C0/C1) or > U+10FFFF lead
+    if (i + n >= s.size()) return false;  // truncated sequence
+    for (size_t k = 1; k <= n; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;  // overlong, out of range, or a surrogate
+    i += n + 1;
+  }
+  return true;
+}
+
+std::string repair_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  size_t i = 0;
+  while (i < s.size()) {
+    // Find the longest valid sequence starting at i (1-4 bytes).
+    size_t len = 0;
+    for (size_t n = 1; n <= 4 && i + n <= s.size(); ++n)
+      if (is_valid_utf8(s.substr(i, n))) { len = n; break; }
+    if (len == 0) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+      // Skip continuation bytes of the same broken sequence.
+      while (i < s.size() && (static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) ++i;
+    } else {
+      out.append(s.substr(i, len));
+      i += len;
+    }
+  }
+  return out;
+}
+
+IngestCounts for_each_document(const std::vector<std::string>& files, const IngestOptions& opts,
+                               const std::function<void(std::string&&)>& fn) {
+  IngestCounts counts;
+  for (const auto& path : files) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw DataError(fmt(path, ": cannot open"));
+    ++counts.files;
+    const std::string ext = fs::path(path).extension().string();
+    const bool jsonl = ext == ".jsonl" || ext == ".ndjson";
+    std::string line;
+    int64_t lineno = 0;
+    while (std::getline(in, line)) {
+      ++lineno;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) continue;
+      std::string doc;
+      if (jsonl) {
+        nlohmann::json j;
+        try {
+          j = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception& e) {
+          // nlohmann rejects invalid UTF-8 too: say which, with the line.
+          throw DataError(fmt(path, ":", lineno, ": not a valid JSON object",
+                              is_valid_utf8(line) ? "" : " (the line is not valid UTF-8)", " (", e.what(), ")"));
+        }
+        if (!j.is_object() || !j.contains(opts.jsonl_field) || !j[opts.jsonl_field].is_string())
+          throw DataError(fmt(path, ":", lineno, ": expected an object with a string field '", opts.jsonl_field, "'"));
+        doc = j[opts.jsonl_field].get<std::string>();
+      } else {
+        doc = std::move(line);
+      }
+      if (!is_valid_utf8(doc)) {
+        ++counts.invalid_utf8;
+        if (opts.invalid_utf8 == InvalidUtf8::kDrop) {
+          ++counts.dropped_invalid;
+          continue;
+        }
+        doc = repair_utf8(doc);
+      }
+      ++counts.documents;
+      fn(std::move(doc));
+    }
+  }
+  return counts;
+}
+
+}  // namespace dsforge::data
