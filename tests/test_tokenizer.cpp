@@ -162,3 +162,30 @@ TEST(Gpt2Tokenizer, EncodesLikeTheReleasedTokenizer) {
   auto u = BpeTokenizer::from_json(t.to_json(), "mem");
   EXPECT_EQ(u.encode(text), t.encode(text));
 }
+
+TEST(BpeEncode, BatchOnAllCoresEqualsSequential) {
+  auto t = BpeTokenizer::train({"the cat sat on the mat", "a dog ran in the park", "猫坐在垫子上"}, {420, {"<|endoftext|>"}});
+  std::vector<std::string> docs;
+  for (int i = 0; i < 3000; ++i) docs.push_back("doc " + std::to_string(i) + ": the cat and the dog 猫" + std::to_string(i % 7));
+  auto batch = t.encode_batch(docs, false, 4);
+  ASSERT_EQ(batch.size(), docs.size());
+  for (size_t i = 0; i < docs.size(); i += 97) EXPECT_EQ(batch[i], t.encode(docs[i], false)) << i;
+}
+
+TEST(BpeTrain, ChineseClassicsGetCharacterAndWordMerges) {
+  const std::string path = shared_data_dir() + "/chinese_classics/lunyu_analects.txt";
+  if (!file_exists(path)) GTEST_SKIP() << "shared data not present: " << path;
+  std::vector<std::string> lines;
+  std::istringstream in(read_file(path));
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) lines.push_back(l);
+  auto t = BpeTokenizer::train(lines, {2000, {"<|endoftext|>"}});
+  // The most frequent characters of the Analects become single tokens (3 UTF-8 bytes -> 1 id), and
+  // the text round-trips.
+  for (const char* ch : {"子", "曰", "之", "不", "也"}) EXPECT_EQ(t.encode(ch).size(), 1u) << ch;
+  EXPECT_EQ(t.encode("子曰").size(), 1u);  // "The Master said" is frequent enough to merge whole
+  const std::string text = read_file(path).substr(0, 3000);
+  const std::string cut = text.substr(0, text.rfind('\n'));
+  EXPECT_EQ(t.decode(t.encode(cut)), cut);
+  EXPECT_LT(t.encode(cut).size() * 3, cut.size());  // more than 3 bytes per token
+}

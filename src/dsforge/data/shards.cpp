@@ -158,22 +158,13 @@ Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_tx
       while (std::getline(in, line))
         if (!line.empty()) docs.push_back(std::move(line));
     }
-    // Encode documents in contiguous blocks, one per thread, then concatenate in order.
-    std::vector<std::vector<int32_t>> parts(static_cast<size_t>(threads));
-    std::vector<std::thread> pool;
-    const size_t per = (docs.size() + threads - 1) / threads;
-    for (int64_t t = 0; t < threads; ++t)
-      pool.emplace_back([&, t]() {
-        for (size_t i = t * per; i < std::min(docs.size(), (t + 1) * per); ++i) {
-          // Documents are text: special-token strings inside them are not control tokens.
-          auto ids = tokenizer.encode(docs[i], /*allow_special=*/false);
-          parts[t].insert(parts[t].end(), ids.begin(), ids.end());
-          parts[t].push_back(eot);
-        }
-      });
-    for (auto& th : pool) th.join();
+    // Documents are text: special-token strings inside them are not control tokens.
+    auto encoded = tokenizer.encode_batch(docs, /*allow_special=*/false, static_cast<int>(threads));
     std::vector<int32_t> tokens;
-    for (auto& p : parts) tokens.insert(tokens.end(), p.begin(), p.end());
+    for (auto& ids : encoded) {
+      tokens.insert(tokens.end(), ids.begin(), ids.end());
+      tokens.push_back(eot);
+    }
     const std::string file = name + "_000.bin";
     write_shard(path_join(dir, file), tokens, docs.size(), m.vocab_size);
     split->files = {file};

@@ -1,6 +1,8 @@
 #include "dsforge/tokenizer/bpe.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <array>
 #include <queue>
 #include <unordered_set>
@@ -106,9 +108,23 @@ bool unicode_to_bytes(const std::string& s, std::string& out) {
   return true;
 }
 
+namespace {
+std::atomic<uint64_t> g_next_tokenizer_id{1};
+using PieceCache = std::unordered_map<std::string, std::vector<int32_t>>;
+PieceCache& thread_cache(uint64_t id) {
+  thread_local std::unordered_map<uint64_t, PieceCache> caches;
+  auto it = caches.find(id);
+  if (it != caches.end()) return it->second;
+  if (caches.size() >= 4) caches.clear();  // a thread rarely serves more than a few tokenizers
+  return caches[id];
+}
+}  // namespace
+
+BpeTokenizer::BpeTokenizer() : id_(g_next_tokenizer_id++) {}
+
 BpeTokenizer::BpeTokenizer(const BpeTokenizer& o)
     : bytes_(o.bytes_), special_tokens_(o.special_tokens_), special_ids_(o.special_ids_), byte_ids_(o.byte_ids_),
-      merges_(o.merges_), merge_result_(o.merge_result_), merge_rank_(o.merge_rank_) {}
+      merges_(o.merges_), merge_result_(o.merge_result_), merge_rank_(o.merge_rank_), id_(g_next_tokenizer_id++) {}
 
 BpeTokenizer& BpeTokenizer::operator=(const BpeTokenizer& o) {
   if (this != &o) {
@@ -119,8 +135,7 @@ BpeTokenizer& BpeTokenizer::operator=(const BpeTokenizer& o) {
     merges_ = o.merges_;
     merge_result_ = o.merge_result_;
     merge_rank_ = o.merge_rank_;
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    cache_.clear();
+    id_ = g_next_tokenizer_id++;
   }
   return *this;
 }
@@ -193,6 +208,8 @@ BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& docs, const Tra
   // 2. Pair counts and, for each pair, the words that contain it (may hold stale entries).
   std::unordered_map<uint64_t, int64_t> counts;
   std::unordered_map<uint64_t, std::vector<int32_t>> where;
+  counts.reserve(1 << 16);
+  where.reserve(1 << 16);
   for (size_t w = 0; w < words.size(); ++w)
     for (size_t i = 0; i + 1 < words[w].size(); ++i) {
       uint64_t k = pair_key(words[w][i], words[w][i + 1]);
@@ -217,8 +234,7 @@ BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& docs, const Tra
   std::priority_queue<Item, std::vector<Item>, decltype(less)> heap(less);
   for (const auto& [k, c] : counts) heap.push({c, static_cast<int32_t>(k >> 32), static_cast<int32_t>(k & 0xFFFFFFFF)});
 
-  std::unordered_set<uint64_t> changed;
-  std::vector<int32_t> merged;
+  std::vector<uint64_t> changed;  // pairs whose count moved this merge (deduplicated before use)
   while (static_cast<int64_t>(t.bytes_.size()) < opts.vocab_size && !heap.empty()) {
     Item top = heap.top();
     heap.pop();
@@ -233,44 +249,49 @@ BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& docs, const Tra
     changed.clear();
     std::vector<int32_t> affected = std::move(where[key]);
     where.erase(key);
+    // Only the pairs touching a merge site change: (prev, a) -> (prev, new) and (b, next) -> (new, next).
+    // One left-to-right pass rewrites each word in place (r reads, j writes); s[j-1] is final output,
+    // so a merge right after another sees the new symbol as its left neighbour.
+    auto bump = [&](int32_t x, int32_t y, int64_t delta, int32_t w) {
+      const uint64_t k = pair_key(x, y);
+      counts[k] += delta;
+      changed.push_back(k);
+      if (delta > 0) {
+        auto& v = where[k];
+        if (v.empty() || v.back() != w) v.push_back(w);
+      }
+    };
     int32_t last = -1;
     for (int32_t w : affected) {
       if (w == last) continue;
       last = w;
       auto& sym = words[w];
-      bool has = false;
-      for (size_t i = 0; i + 1 < sym.size(); ++i)
-        if (sym[i] == top.a && sym[i + 1] == top.b) { has = true; break; }
-      if (!has) continue;
       const int64_t f = freq[w];
-      for (size_t i = 0; i + 1 < sym.size(); ++i) {
-        uint64_t k = pair_key(sym[i], sym[i + 1]);
-        counts[k] -= f;
-        changed.insert(k);
-      }
-      merged.clear();
-      for (size_t i = 0; i < sym.size(); ++i) {
-        if (i + 1 < sym.size() && sym[i] == top.a && sym[i + 1] == top.b) {
-          merged.push_back(new_id);
-          ++i;
+      const size_t n = sym.size();
+      size_t j = 0;
+      for (size_t r = 0; r < n;) {
+        if (r + 1 < n && sym[r] == top.a && sym[r + 1] == top.b) {
+          if (j > 0) {
+            bump(sym[j - 1], top.a, -f, w);
+            bump(sym[j - 1], new_id, f, w);
+          }
+          if (r + 2 < n) {
+            bump(top.b, sym[r + 2], -f, w);
+            bump(new_id, sym[r + 2], f, w);
+          }
+          sym[j++] = new_id;
+          r += 2;
         } else {
-          merged.push_back(sym[i]);
+          sym[j++] = sym[r++];
         }
       }
-      sym.assign(merged.begin(), merged.end());
-      for (size_t i = 0; i + 1 < sym.size(); ++i) {
-        uint64_t k = pair_key(sym[i], sym[i + 1]);
-        counts[k] += f;
-        changed.insert(k);
-        if (sym[i] == new_id || sym[i + 1] == new_id) {
-          auto& v = where[k];
-          if (v.empty() || v.back() != w) v.push_back(w);
-        }
-      }
+      sym.resize(j);
     }
     counts.erase(key);
-    changed.erase(key);
+    std::sort(changed.begin(), changed.end());
+    changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
     for (uint64_t k : changed) {
+      if (k == key) continue;
       auto it = counts.find(k);
       if (it == counts.end()) continue;
       if (it->second <= 0) {
@@ -326,10 +347,10 @@ BpeTokenizer BpeTokenizer::from_vocab_and_merges(const std::map<std::string, int
 }
 
 void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  PieceCache& cache = thread_cache(id_);
   {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    auto it = cache_.find(std::string(piece));
-    if (it != cache_.end()) {
+    auto it = cache.find(std::string(piece));
+    if (it != cache.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;
     }
@@ -360,9 +381,8 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
     sym.resize(j);
   }
   out.insert(out.end(), sym.begin(), sym.end());
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  if (cache_.size() > (1u << 20)) cache_.clear();
-  cache_.emplace(std::string(piece), std::move(sym));
+  if (cache.size() > (1u << 20)) cache.clear();  // bounded memory on endless streams
+  cache.emplace(std::string(piece), std::move(sym));
 }
 
 std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_special) const {
@@ -378,6 +398,23 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_spec
     gpt2_pretokenizer().split(seg, pieces);
     for (auto p : pieces) encode_piece(p, out);
   });
+  return out;
+}
+
+std::vector<std::vector<int32_t>> BpeTokenizer::encode_batch(const std::vector<std::string>& texts, bool allow_special,
+                                                             int threads) const {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::vector<int32_t>> out(texts.size());
+  std::atomic<size_t> next{0};
+  auto work = [&]() {
+    constexpr size_t kChunk = 256;  // documents per grab: small enough to balance, large enough to be cheap
+    for (size_t start; (start = next.fetch_add(kChunk)) < texts.size();)
+      for (size_t i = start; i < std::min(texts.size(), start + kChunk); ++i) out[i] = encode(texts[i], allow_special);
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
   return out;
 }
 

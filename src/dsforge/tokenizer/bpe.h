@@ -35,7 +35,7 @@ class BpeTokenizer {
     std::vector<std::string> special_tokens{"<|endoftext|>"};
   };
 
-  BpeTokenizer() = default;
+  BpeTokenizer();
   BpeTokenizer(const BpeTokenizer& other);
   BpeTokenizer& operator=(const BpeTokenizer& other);
 
@@ -56,6 +56,9 @@ class BpeTokenizer {
 
   // Special tokens in `text` become their ids when allow_special, else they are encoded as text.
   std::vector<int32_t> encode(std::string_view text, bool allow_special = true) const;
+  // Encodes documents on `threads` threads (0 = all cores); results in input order.
+  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string>& texts, bool allow_special = false,
+                                                 int threads = 0) const;
   std::string decode(const std::vector<int32_t>& ids) const;
 
   int64_t vocab_size() const { return static_cast<int64_t>(bytes_.size()); }
@@ -77,8 +80,9 @@ class BpeTokenizer {
   std::vector<int32_t> merge_result_;                   // rank -> merged id
   std::unordered_map<uint64_t, int32_t> merge_rank_;    // (left << 32 | right) -> rank
 
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;  // piece -> ids
+  // Pre-token results are cached per thread (no locks), under this instance's id: ids are never
+  // reused, so a cache can never be read by another tokenizer that happens to share an address.
+  uint64_t id_;
 };
 
 }  // namespace dsforge::tok
