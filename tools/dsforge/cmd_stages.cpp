@@ -51,6 +51,22 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
         };
       });
 
+  auto aug = std::make_shared<std::pair<std::string, std::string>>();
+  CLI::App* augment = stage(*data, "augment",
+                            "WordNet synonym replacement, random insertion, swap and deletion (augment.* keys): the run's "
+                            "training split, or --input to --output", *args);
+  augment->add_option("-i,--input", aug->first, "documents, one per line")->check(CLI::ExistingFile);
+  augment->add_option("-o,--output", aug->second, "augmented copies, one per line");
+  augment->callback([&ctx, args, aug]() {
+    ctx.action = [&ctx, args, aug]() {
+      auto cfg = resolve(*args, ctx);
+      if (aug->first.empty() != aug->second.empty()) throw ConfigError("data augment: give both --input and --output, or neither");
+      if (!aug->first.empty()) pipeline::augment_file(cfg, aug->first, aug->second);
+      else pipeline::stage_augment(cfg);
+      return 0;
+    };
+  });
+
   struct StatsArgs {
     std::vector<std::string> inputs;
     bool json = false;

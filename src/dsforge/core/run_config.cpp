@@ -46,6 +46,12 @@ std::vector<Field> fields(RunConfig& c) {
       {"data.minhash_bands", &c.data.minhash_bands, true},
       {"data.min_word_count", &c.data.min_word_count, true},
       {"data.unk_token", &c.data.unk_token, true},
+      {"augment.enabled", &c.augment.enabled, true},
+      {"augment.copies", &c.augment.copies, true},
+      {"augment.synonym_prob", &c.augment.synonym_prob, true},
+      {"augment.insert_prob", &c.augment.insert_prob, true},
+      {"augment.swap_prob", &c.augment.swap_prob, true},
+      {"augment.delete_prob", &c.augment.delete_prob, true},
       {"tokenizer.vocab_size", &c.tokenizer.vocab_size, true},
       {"tokenizer.special_tokens", &c.tokenizer.special_tokens, true},
       {"tokenizer.max_train_docs", &c.tokenizer.max_train_docs, true},
@@ -289,6 +295,11 @@ void validate(const RunConfig& c) {
   need(c.tokenizer.vocab_size == 0 || c.tokenizer.vocab_size >= 256 + (int64_t)c.tokenizer.special_tokens.size(),
        "tokenizer.vocab_size", "must be 0 (use the model's) or at least 256 + the number of special tokens");
   need(!c.tokenizer.special_tokens.empty(), "tokenizer.special_tokens", "must contain the end-of-text token first");
+  need(c.augment.copies >= 1, "augment.copies", "must be at least 1");
+  for (auto [key, p] : {std::pair<const char*, double>{"augment.synonym_prob", c.augment.synonym_prob},
+                        {"augment.insert_prob", c.augment.insert_prob}, {"augment.swap_prob", c.augment.swap_prob},
+                        {"augment.delete_prob", c.augment.delete_prob}})
+    need(p >= 0 && p <= 1, key, "must be in [0, 1]");
   need(c.train.seq_len >= 4, "train.seq_len", "must be at least 4");
   need(c.train.batch_size >= 1, "train.batch_size", "must be at least 1");
   need(c.train.max_steps >= 1, "train.max_steps", "must be at least 1");

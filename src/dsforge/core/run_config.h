@@ -41,6 +41,14 @@ struct RunConfig {
     int64_t min_word_count = 0;              // > 0: words rarer than this in train become unk_token
     std::string unk_token = "<unk>";
   } data;
+  struct Augment {
+    bool enabled = false;       // add augmented copies of the training split (never of validation)
+    int64_t copies = 1;         // augmented copies per training document
+    double synonym_prob = 0.1;  // EDA operations (Wei & Zou 2019), WordNet synonyms
+    double insert_prob = 0.1;
+    double swap_prob = 0.1;
+    double delete_prob = 0.1;
+  } augment;
   struct Tokenizer {
     int64_t vocab_size = 0;  // 0 = the model's vocab_size
     std::vector<std::string> special_tokens{"<|endoftext|>"};

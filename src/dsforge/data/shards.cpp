@@ -120,6 +120,7 @@ Manifest read_manifest(const std::string& path) {
       split->files = s.at("files").get<std::vector<std::string>>();
       split->tokens = s.at("tokens").get<int64_t>();
       split->documents = s.at("documents").get<int64_t>();
+      split->augmented_documents = s.value("augmented_documents", int64_t{0});
     }
   } catch (const nlohmann::json::exception& e) {
     throw DataError(fmt(path, ": malformed manifest (", e.what(), ")"));
@@ -128,7 +129,8 @@ Manifest read_manifest(const std::string& path) {
 }
 
 Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_txt, const tok::BpeTokenizer& tokenizer,
-                         const std::string& tokenizer_hash, const std::string& out_dir, int64_t threads) {
+                         const std::string& tokenizer_hash, const std::string& out_dir, int64_t threads,
+                         const std::string& augmented_txt) {
   const std::string dir = path_join(out_dir, "shards");
   const std::string manifest_path = path_join(dir, "manifest.json");
   if (file_exists(manifest_path)) {
@@ -151,13 +153,16 @@ Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_tx
   for (auto [name, txt, split] : {std::tuple<std::string, std::string, Manifest::Split*>{"train", train_txt, &m.train},
                                   {"val", val_txt, &m.val}}) {
     std::vector<std::string> docs;
-    {
-      std::ifstream in(txt);
-      if (!in) throw DataError(fmt(txt, ": cannot open"));
-      std::string line;
-      while (std::getline(in, line))
-        if (!line.empty()) docs.push_back(std::move(line));
-    }
+    auto read_docs = [&docs](const std::string& path) {
+      std::ifstream in(path);
+      if (!in) throw DataError(fmt(path, ": cannot open"));
+      int64_t n = 0;
+      for (std::string line; std::getline(in, line);)
+        if (!line.empty()) docs.push_back(std::move(line)), ++n;
+      return n;
+    };
+    read_docs(txt);
+    if (name == "train" && !augmented_txt.empty()) split->augmented_documents = read_docs(augmented_txt);
     // Documents are text: special-token strings inside them are not control tokens.
     auto encoded = tokenizer.encode_batch(docs, /*allow_special=*/false, static_cast<int>(threads));
     std::vector<int32_t> tokens;
@@ -170,7 +175,8 @@ Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_tx
     split->files = {file};
     split->tokens = static_cast<int64_t>(tokens.size());
     split->documents = static_cast<int64_t>(docs.size());
-    splits[name] = {{"files", split->files}, {"tokens", split->tokens}, {"documents", split->documents}};
+    splits[name] = {{"files", split->files}, {"tokens", split->tokens}, {"documents", split->documents},
+                    {"augmented_documents", split->augmented_documents}};
   }
   nlohmann::json j = {{"format", "dsforge-shards-v1"},
                       {"tokenizer_hash", tokenizer_hash},

@@ -62,6 +62,7 @@ struct Manifest {
     std::vector<std::string> files;  // relative to the manifest's folder
     int64_t tokens = 0;
     int64_t documents = 0;
+    int64_t augmented_documents = 0;  // of `documents`, how many are augmented copies (train only)
   };
   Split train, val;
 };
@@ -69,8 +70,11 @@ Manifest read_manifest(const std::string& path);
 
 // Encodes train.txt / val.txt into `<out_dir>/shards/{train,val}_000.bin` + manifest.json, on all
 // cores; skips the work when the manifest already matches this tokenizer.
+// `augmented_txt` (optional): augmented copies of training documents, appended to the train split
+// only and counted in the manifest as `augmented_documents`.
 Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_txt, const tok::BpeTokenizer& tokenizer,
-                         const std::string& tokenizer_hash, const std::string& out_dir, int64_t threads);
+                         const std::string& tokenizer_hash, const std::string& out_dir, int64_t threads,
+                         const std::string& augmented_txt = "");
 
 struct LoaderCursor {
   int64_t epoch = 0;

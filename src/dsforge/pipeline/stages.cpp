@@ -5,12 +5,14 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
+#include "dsforge/data/augment.h"
 #include "dsforge/data/corpus.h"
 #include "dsforge/data/ingest.h"
 #include "dsforge/data/shards.h"
@@ -119,6 +121,35 @@ std::string data_stats_report(const RunConfig& cfg, const std::vector<std::strin
   return out + "  top words                          " + top + "\n";
 }
 
+void augment_file(const RunConfig& cfg, const std::string& input, const std::string& output) {
+  data::WordNet wn(cfg.data.wordnet_dir);
+  data::Augmenter aug(wn, {cfg.augment.synonym_prob, cfg.augment.insert_prob, cfg.augment.swap_prob,
+                           cfg.augment.delete_prob});
+  std::ifstream in(input);
+  if (!in) throw DataError(fmt(input, ": cannot open"));
+  std::string out;
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line); ++n)
+    for (int64_t k = 0; k < cfg.augment.copies; ++k) {
+      // One seed per (run seed, document, copy): reproducible and independent of thread or order.
+      const uint64_t seed = fnv1a64(fmt(cfg.run.seed, ":", n, ":", k));
+      out += aug.augment(line, seed) + "\n";
+    }
+  write_file_atomic(output, out);
+  log_info("augment: ", n * cfg.augment.copies, " augmented copies of ", n, " documents -> ", output);
+}
+
+void stage_augment(const RunConfig& cfg) {
+  const std::string out = run_path(cfg, "data/train_augmented.txt"), stamp = run_path(cfg, "data/AUGMENT_DONE");
+  const std::string hash = hex64(fnv1a64(read_file(run_path(cfg, "data/DONE")) + to_toml(cfg).substr(0, to_toml(cfg).find("[tokenizer]"))));
+  if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out)) {
+    log_info("augment: reusing ", out);
+    return;
+  }
+  augment_file(cfg, run_path(cfg, "data/train.txt"), out);
+  write_file_atomic(stamp, hash);
+}
+
 void stage_tokenizer(const RunConfig& cfg) {
   const std::string out = run_path(cfg, "tokenizer.json"), stamp = run_path(cfg, "tokenizer.DONE");
   if (!file_exists(run_path(cfg, "data/DONE")))
@@ -142,8 +173,13 @@ void stage_tokenizer(const RunConfig& cfg) {
 void stage_tokenize(const RunConfig& cfg) {
   const std::string tpath = run_path(cfg, "tokenizer.json");
   auto tok = tok::BpeTokenizer::load(tpath);
-  data::tokenize_corpus(run_path(cfg, "data/train.txt"), run_path(cfg, "data/val.txt"), tok,
-                        hex64(fnv1a64(read_file(tpath))), cfg.run.out_dir, cfg.run.threads);
+  const std::string augmented = cfg.augment.enabled ? run_path(cfg, "data/train_augmented.txt") : "";
+  if (!augmented.empty() && !file_exists(augmented))
+    throw DataError(fmt(augmented, ": augment.enabled is true but the augment stage has not run (`dsforge data augment`)"));
+  // The shard identity covers the tokenizer and the augmented file, so either change re-tokenizes.
+  const std::string id = hex64(fnv1a64(read_file(tpath) + (augmented.empty() ? "" : read_file(augmented))));
+  data::tokenize_corpus(run_path(cfg, "data/train.txt"), run_path(cfg, "data/val.txt"), tok, id, cfg.run.out_dir,
+                        cfg.run.threads, augmented);
 }
 
 int stage_train(const RunConfig& cfg) {
@@ -151,7 +187,9 @@ int stage_train(const RunConfig& cfg) {
   auto tok = tok::BpeTokenizer::load(tpath);
   const std::string manifest_path = run_path(cfg, "shards/manifest.json");
   data::Manifest manifest = data::read_manifest(manifest_path);
-  if (manifest.tokenizer_hash != hex64(fnv1a64(read_file(tpath))))
+  const std::string augmented = run_path(cfg, "data/train_augmented.txt");
+  const std::string shard_id = hex64(fnv1a64(read_file(tpath) + (cfg.augment.enabled ? read_file(augmented) : "")));
+  if (manifest.tokenizer_hash != shard_id)
     throw DataError(fmt(manifest_path, ": shards were made with another tokenizer than ", tpath,
                         " (re-run `dsforge tokenize`)"));
   model::ModelConfig mcfg = run_model_config(cfg, tok);
@@ -253,6 +291,7 @@ int run_pipeline(const RunConfig& cfg) {
   log_info("pipeline: run folder ", cfg.run.out_dir, ", config ", cfg.source_path.empty() ? "(defaults)" : cfg.source_path);
   log_info("resolved config:\n", to_toml(cfg));
   stage_prepare(cfg);
+  if (cfg.augment.enabled) stage_augment(cfg);
   stage_tokenizer(cfg);
   stage_tokenize(cfg);
   if (stage_train(cfg) == kInterrupted) return kInterrupted;

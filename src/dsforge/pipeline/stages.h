@@ -30,6 +30,11 @@ void stage_prepare(const RunConfig& cfg);
 // The quality report: of `inputs` (files, folders, globs; streamed) when given, else of the run's
 // prepared corpus (with its per-filter counts). A readable table, or JSON.
 std::string data_stats_report(const RunConfig& cfg, const std::vector<std::string>& inputs, bool as_json);
+// Augmented copies of <run>/data/train.txt -> <run>/data/train_augmented.txt (augment.*); the
+// tokenize stage adds them to the training shard only.
+void stage_augment(const RunConfig& cfg);
+// The same on any file: one document per line in, augmented copies out.
+void augment_file(const RunConfig& cfg, const std::string& input, const std::string& output);
 void stage_tokenizer(const RunConfig& cfg);
 void stage_tokenize(const RunConfig& cfg);
 int stage_train(const RunConfig& cfg);  // kInterrupted when stopped by a signal (checkpoint saved)

@@ -1,0 +1,53 @@
+// Text augmentation (EDA: Wei & Zou 2019): synonym replacement from WordNet, random insertion of a
+// synonym, random swap and random deletion, each with its own probability, deterministic per seed.
+//
+// WordNet is read straight from Debian's `wordnet-base` database files (data.{noun,verb,adj,adv} for
+// synsets, *.exc for irregular forms); inflected words find their base forms the way WordNet's
+// Morphy does (exception lists first, then suffix detachment), so "dogs", "went" and "better"
+// reach "dog", "go" and "good".
+//
+//   WordNet wn("/usr/share/wordnet");
+//   Augmenter aug(wn, {.synonym_prob = 0.1, .insert_prob = 0.1, .swap_prob = 0.1, .delete_prob = 0.1});
+//   std::string copy = aug.augment("the dog ran home", /*seed=*/7);
+#pragma once
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace dsforge::data {
+
+class WordNet {
+ public:
+  explicit WordNet(const std::string& dir);
+  // Lower-case base forms that exist in WordNet, exceptions first; the word itself when it is a lemma.
+  std::vector<std::string> base_forms(const std::string& word) const;
+  // Other lemmas of every synset of every base form, in database order, without duplicates
+  // ("motor_car" is returned as "motor car").
+  std::vector<std::string> synonyms(const std::string& word) const;
+  size_t lemma_count() const { return synsets_of_.size(); }
+
+ private:
+  std::unordered_map<std::string, std::vector<uint32_t>> synsets_of_;  // lemma -> synset ids
+  std::vector<std::vector<std::string>> synset_lemmas_;
+  std::unordered_map<std::string, std::vector<std::string>> exceptions_;  // inflected -> bases
+};
+
+struct AugmentOptions {
+  double synonym_prob = 0.1;  // each content word replaced by a synonym with this probability
+  double insert_prob = 0.1;   // round(p * words) synonyms inserted at random positions
+  double swap_prob = 0.1;     // round(p * words) random swaps of two words
+  double delete_prob = 0.1;   // each word deleted with this probability (at least one word stays)
+};
+
+class Augmenter {
+ public:
+  Augmenter(const WordNet& wn, const AugmentOptions& opts) : wn_(wn), opts_(opts) {}
+  std::string augment(const std::string& text, uint64_t seed) const;
+
+ private:
+  const WordNet& wn_;
+  AugmentOptions opts_;
+};
+
+}  // namespace dsforge::data
