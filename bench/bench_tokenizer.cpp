@@ -141,6 +141,18 @@ int main(int argc, char** argv) {
               "bytes/token %.2f%% of sentencepiece's (target >= 98%%)\n",
               spm_train.seconds / ds_train, (bytes / ds_encode) / (bytes / spm_encode.seconds),
               100.0 * (bytes / ds_tokens) / (bytes / spm_tokens));
+  // Streaming: the CLI's encoder memory must not grow with the input (corpus x1 vs x4).
+  const std::string cli = (std::filesystem::path(argv[0]).parent_path() / "dsforge").string();
+  if (file_exists(cli)) {
+    const std::string tok_json = path_join(tmp, "tok.json"), big = path_join(tmp, "corpus_x4.txt");
+    t.save(tok_json);
+    const std::string text = read_file(corpus);
+    write_file_atomic(big, text + text + text + text);
+    ChildResult x1 = run_child({cli, "tokenizer", "encode", "--tokenizer", tok_json}, corpus, path_join(tmp, "ids1"));
+    ChildResult x4 = run_child({cli, "tokenizer", "encode", "--tokenizer", tok_json}, big, path_join(tmp, "ids4"));
+    std::printf("streaming encode (dsforge tokenizer encode): corpus x1 %.1f MB peak RSS, x4 %.1f MB (x%.2f for 4x the input)\n",
+                x1.peak_mb, x4.peak_mb, x4.peak_mb / x1.peak_mb);
+  }
   remove_all(tmp);
   return 0;
 }

@@ -189,3 +189,36 @@ TEST(BpeTrain, ChineseClassicsGetCharacterAndWordMerges) {
   EXPECT_EQ(t.decode(t.encode(cut)), cut);
   EXPECT_LT(t.encode(cut).size() * 3, cut.size());  // more than 3 bytes per token
 }
+
+TEST(PreTokenizer, SafeSplitsNeverChangeTheEncoding) {
+  auto t = BpeTokenizer::train({"the cat sat\non the mat", "a  dog\n\n ran", "x = 1;\n  y = 22;"}, {400, {"<|endoftext|>"}});
+  std::mt19937 rng(11);
+  const std::vector<std::string> parts = {"word", " ", "  ", "\n", "\n\n", " \n", "\t", "42", ".", "猫", "'s", "x\n"};
+  for (int trial = 0; trial < 500; ++trial) {
+    std::string s;
+    for (int k = 0; k < 30; ++k) s += parts[rng() % parts.size()];
+    const size_t cut = tok::last_safe_split(s);
+    if (cut == 0) continue;
+    auto a = t.encode(s.substr(0, cut)), b = t.encode(s.substr(cut));
+    a.insert(a.end(), b.begin(), b.end());
+    ASSERT_EQ(a, t.encode(s)) << "trial " << trial << " cut " << cut;
+  }
+}
+
+TEST(TokenizerCli, StreamedEncodeEqualsWholeEncode) {
+  TempDir dir;
+  auto t = BpeTokenizer::train({"the cat sat on the mat", "dogs run  fast\n"}, {320, {"<|endoftext|>"}});
+  const std::string tpath = path_join(dir.path, "tok.json");
+  t.save(tpath);
+  std::string text;
+  for (int i = 0; i < 90000; ++i) text += "line " + std::to_string(i) + ": the cat sat  \n" + (i % 7 ? "" : "\n  ");
+  ASSERT_GT(text.size(), 2u << 20);  // more than two read chunks
+  write_file_atomic(path_join(dir.path, "in.txt"), text);
+  const std::string cmd = std::string(DSFORGE_CLI) + " tokenizer encode --tokenizer " + tpath + " < " +
+                          path_join(dir.path, "in.txt") + " > " + path_join(dir.path, "ids.txt");
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::istringstream in(read_file(path_join(dir.path, "ids.txt")));
+  std::vector<int32_t> ids;
+  for (int32_t id; in >> id;) ids.push_back(id);
+  EXPECT_EQ(ids, t.encode(text));
+}

@@ -9,6 +9,7 @@
 #include "dsforge/core/io.h"
 #include "dsforge/pipeline/stages.h"
 #include "dsforge/tokenizer/bpe.h"
+#include "dsforge/tokenizer/pretokenize.h"
 
 namespace dsforge::cli {
 
@@ -38,9 +39,25 @@ void add_tokenizer_commands(CLI::App& app, Context& ctx) {
   enc->callback([&ctx, io]() {
     ctx.action = [io]() {
       auto tok = tok::BpeTokenizer::load(io->tokenizer);
-      std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-      auto ids = tok.encode(text, io->add_special);
-      for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+      // Streamed in ~1 MB chunks cut only where pre-tokenization cannot change: bounded memory, and
+      // the same ids as encoding the whole input at once.
+      std::string pending;
+      std::vector<char> buf(1 << 20);
+      bool first = true;
+      auto emit = [&](std::string_view text) {
+        for (int32_t id : tok.encode(text, io->add_special)) {
+          std::cout << (first ? "" : " ") << id;
+          first = false;
+        }
+      };
+      while (std::cin.read(buf.data(), static_cast<std::streamsize>(buf.size())) || std::cin.gcount() > 0) {
+        pending.append(buf.data(), static_cast<size_t>(std::cin.gcount()));
+        const size_t cut = tok::last_safe_split(pending);
+        if (cut == 0) continue;
+        emit(std::string_view(pending).substr(0, cut));
+        pending.erase(0, cut);
+      }
+      emit(pending);
       std::cout << "\n";
       return 0;
     };

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -47,6 +48,53 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, ui
     }
   }
   write_file_atomic(path, out);
+}
+
+ShardWriter::ShardWriter(const std::string& path, int64_t vocab_size)
+    : path_(path), tmp_(path + ".tmp"), vocab_size_(vocab_size), out_(tmp_, std::ios::binary) {
+  if (!out_) throw IoError(fmt(tmp_, ": cannot create"));
+  bytes_per_token_ = vocab_size <= 65536 ? 2 : 4;
+  out_.write(std::string(kShardHeaderBytes, '\0').data(), kShardHeaderBytes);  // patched by finish()
+}
+
+void ShardWriter::append(const std::vector<int32_t>& tokens) {
+  buf_.resize(tokens.size() * bytes_per_token_);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab_size_)
+      throw DataError(fmt(path_, ": token ", tokens[i], " at position ", n_ + i, " is outside [0, ", vocab_size_, ")"));
+    if (bytes_per_token_ == 2) {
+      const auto v = static_cast<uint16_t>(tokens[i]);
+      std::memcpy(buf_.data() + 2 * i, &v, 2);
+    } else {
+      const auto v = static_cast<uint32_t>(tokens[i]);
+      std::memcpy(buf_.data() + 4 * i, &v, 4);
+    }
+  }
+  out_.write(buf_.data(), static_cast<std::streamsize>(buf_.size()));
+  n_ += tokens.size();
+}
+
+void ShardWriter::finish(uint64_t n_docs) {
+  ShardHeader h;
+  h.bytes_per_token = bytes_per_token_;
+  h.n_tokens = n_;
+  h.n_docs = n_docs;
+  char head[kShardHeaderBytes] = {};
+  std::memcpy(head, kMagic, 8);
+  std::memcpy(head + 8, &h.version, 4);
+  std::memcpy(head + 12, &h.bytes_per_token, 4);
+  std::memcpy(head + 16, &h.n_tokens, 8);
+  std::memcpy(head + 24, &h.n_docs, 8);
+  out_.seekp(0);
+  out_.write(head, kShardHeaderBytes);
+  out_.close();
+  if (!out_) throw IoError(fmt(tmp_, ": write failed"));
+  int fd = ::open(tmp_.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  std::filesystem::rename(tmp_, path_);
 }
 
 TokenShard::TokenShard(const std::string& path) : path_(path) {
@@ -152,29 +200,39 @@ Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_tx
   nlohmann::json splits;
   for (auto [name, txt, split] : {std::tuple<std::string, std::string, Manifest::Split*>{"train", train_txt, &m.train},
                                   {"val", val_txt, &m.val}}) {
-    std::vector<std::string> docs;
-    auto read_docs = [&docs](const std::string& path) {
+    // Streamed: blocks of documents are encoded on all cores and appended, so memory is bounded by
+    // the block size, not the corpus.
+    const std::string file = name + "_000.bin";
+    ShardWriter writer(path_join(dir, file), m.vocab_size);
+    constexpr size_t kBlock = 16384;
+    std::vector<std::string> block;
+    auto flush = [&]() {
+      // Documents are text: special-token strings inside them are not control tokens.
+      for (auto& ids : tokenizer.encode_batch(block, /*allow_special=*/false, static_cast<int>(threads))) {
+        ids.push_back(eot);
+        writer.append(ids);
+      }
+      split->documents += static_cast<int64_t>(block.size());
+      block.clear();
+    };
+    auto read_docs = [&](const std::string& path) {
       std::ifstream in(path);
       if (!in) throw DataError(fmt(path, ": cannot open"));
       int64_t n = 0;
-      for (std::string line; std::getline(in, line);)
-        if (!line.empty()) docs.push_back(std::move(line)), ++n;
+      for (std::string line; std::getline(in, line);) {
+        if (line.empty()) continue;
+        block.push_back(std::move(line));
+        ++n;
+        if (block.size() == kBlock) flush();
+      }
+      flush();
       return n;
     };
     read_docs(txt);
     if (name == "train" && !augmented_txt.empty()) split->augmented_documents = read_docs(augmented_txt);
-    // Documents are text: special-token strings inside them are not control tokens.
-    auto encoded = tokenizer.encode_batch(docs, /*allow_special=*/false, static_cast<int>(threads));
-    std::vector<int32_t> tokens;
-    for (auto& ids : encoded) {
-      tokens.insert(tokens.end(), ids.begin(), ids.end());
-      tokens.push_back(eot);
-    }
-    const std::string file = name + "_000.bin";
-    write_shard(path_join(dir, file), tokens, docs.size(), m.vocab_size);
+    writer.finish(static_cast<uint64_t>(split->documents));
     split->files = {file};
-    split->tokens = static_cast<int64_t>(tokens.size());
-    split->documents = static_cast<int64_t>(docs.size());
+    split->tokens = static_cast<int64_t>(writer.tokens());
     splits[name] = {{"files", split->files}, {"tokens", split->tokens}, {"documents", split->documents},
                     {"augmented_documents", split->augmented_documents}};
   }

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,23 @@ struct ShardHeader {
 constexpr size_t kShardHeaderBytes = 32;
 
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens, uint64_t n_docs, int64_t vocab_size);
+
+// Streams tokens into a shard: a temporary file whose header is written last, then renamed.
+class ShardWriter {
+ public:
+  ShardWriter(const std::string& path, int64_t vocab_size);
+  void append(const std::vector<int32_t>& tokens);
+  void finish(uint64_t n_docs);
+  uint64_t tokens() const { return n_; }
+
+ private:
+  std::string path_, tmp_;
+  int64_t vocab_size_;
+  uint32_t bytes_per_token_;
+  std::ofstream out_;
+  std::vector<char> buf_;
+  uint64_t n_ = 0;
+};
 
 // A read-only, memory-mapped shard. Throws DataError on a wrong magic, version or size.
 class TokenShard {

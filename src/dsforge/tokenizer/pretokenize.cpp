@@ -57,6 +57,13 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& o
   }
 }
 
+size_t last_safe_split(std::string_view text) {
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+  for (size_t p = text.size(); p >= 2; --p)
+    if (text[p - 1] == '\n' && !space(text[p - 2]) && p < text.size() && !space(text[p])) return p;
+  return 0;
+}
+
 const PreTokenizer& gpt2_pretokenizer() {
   static const PreTokenizer instance;
   return instance;

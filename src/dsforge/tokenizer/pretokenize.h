@@ -26,6 +26,11 @@ class PreTokenizer {
   void* code_;  // pcre2_code*
 };
 
+// The last position p in `text` where splitting text into [0, p) and [p, end) provably yields the
+// same pieces as the whole: right after a '\n' that has non-space on both sides (no pattern
+// alternative can cross it). 0 when there is none. Lets streams be encoded chunk by chunk.
+size_t last_safe_split(std::string_view text);
+
 // The default instance (compiled on first use).
 const PreTokenizer& gpt2_pretokenizer();
 
