@@ -222,3 +222,34 @@ TEST(TokenizerCli, StreamedEncodeEqualsWholeEncode) {
   for (int32_t id; in >> id;) ids.push_back(id);
   EXPECT_EQ(ids, t.encode(text));
 }
+
+TEST(PreTokenizer, DeepseekV3DigitGroupsCjkAndWords) {
+  const auto& ds = tok::named_pretokenizer("deepseek-v3");
+  auto split = [&](const std::string& s) {
+    std::vector<std::string_view> v;
+    ds.split(s, v);
+    return std::vector<std::string>(v.begin(), v.end());
+  };
+  // Digits in groups of at most 3 and isolated from the space before them; letters keep a leading space.
+  EXPECT_EQ(split("abc 12345 def"), (std::vector<std::string>{"abc", " ", "123", "45", " def"}));
+  // CJK runs are isolated from Latin text; punctuation runs take a leading space and trailing newlines.
+  EXPECT_EQ(split("我爱你abc"), (std::vector<std::string>{"我爱你", "abc"}));
+  EXPECT_EQ(split("end. next"), (std::vector<std::string>{"end", ".", " next"}));
+  EXPECT_EQ(split("x!!\nY"), (std::vector<std::string>{"x", "!!\n", "Y"}));
+}
+
+TEST(TokenizerJson, DeepseekV3PretokenizerRoundTripsAsSequence) {
+  auto t = BpeTokenizer::train({"price 12345 yen 我爱你 ok", "x = 42;\ny = 7"}, {330, {"<|endoftext|>"}, "deepseek-v3"});
+  auto j = nlohmann::json::parse(t.to_json());
+  ASSERT_EQ(j["pre_tokenizer"]["type"], "Sequence");
+  EXPECT_EQ(j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"], "\\p{N}{1,3}");
+  EXPECT_EQ(j["pre_tokenizer"]["pretokenizers"][3]["use_regex"], false);
+  auto u = BpeTokenizer::from_json(t.to_json(), "mem");
+  EXPECT_EQ(u.pretokenizer_patterns(), tok::pretokenizer_patterns("deepseek-v3"));
+  for (std::string s : {"price 987654 yen", "我爱你 and 你", "x = 42;\ny = 7"}) {
+    EXPECT_EQ(u.encode(s), t.encode(s)) << s;
+    EXPECT_EQ(t.decode(t.encode(s)), s);
+  }
+  // No merge crosses a digit group of three.
+  for (int32_t id : t.encode("1234567")) EXPECT_LE(t.token_bytes(id).size(), 3u);
+}

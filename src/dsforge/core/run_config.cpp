@@ -55,6 +55,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"tokenizer.vocab_size", &c.tokenizer.vocab_size, true},
       {"tokenizer.special_tokens", &c.tokenizer.special_tokens, true},
       {"tokenizer.max_train_docs", &c.tokenizer.max_train_docs, true},
+      {"tokenizer.pretokenizer", &c.tokenizer.pretokenizer, true},
       {"model.config", &c.model.config, true},
       {"train.seq_len", &c.train.seq_len, true},
       {"train.batch_size", &c.train.batch_size, true},
@@ -294,6 +295,8 @@ void validate(const RunConfig& c) {
   need(c.data.min_word_count >= 0, "data.min_word_count", "must be >= 0 (0 = off)");
   need(c.tokenizer.vocab_size == 0 || c.tokenizer.vocab_size >= 256 + (int64_t)c.tokenizer.special_tokens.size(),
        "tokenizer.vocab_size", "must be 0 (use the model's) or at least 256 + the number of special tokens");
+  need(c.tokenizer.pretokenizer == "gpt2" || c.tokenizer.pretokenizer == "deepseek-v3", "tokenizer.pretokenizer",
+       "must be \"gpt2\" or \"deepseek-v3\"");
   need(!c.tokenizer.special_tokens.empty(), "tokenizer.special_tokens", "must contain the end-of-text token first");
   need(c.augment.copies >= 1, "augment.copies", "must be at least 1");
   for (auto [key, p] : {std::pair<const char*, double>{"augment.synonym_prob", c.augment.synonym_prob},

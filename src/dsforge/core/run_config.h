@@ -53,6 +53,7 @@ struct RunConfig {
     int64_t vocab_size = 0;  // 0 = the model's vocab_size
     std::vector<std::string> special_tokens{"<|endoftext|>"};
     int64_t max_train_docs = 0;  // 0 = all training documents
+    std::string pretokenizer = "gpt2";  // or "deepseek-v3": digit groups of 1-3, CJK runs isolated
   } tokenizer;
   struct Model {
     std::string config = "configs/model/deepseek-nano.json";  // HF-style config.json or a preset name

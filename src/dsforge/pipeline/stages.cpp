@@ -38,7 +38,7 @@ std::vector<std::string> read_lines(const std::string& path, int64_t max) {
 
 std::string tokenizer_inputs_hash(const RunConfig& cfg, int64_t vocab) {
   std::string key = read_file(run_path(cfg, "data/DONE")) + "|" + std::to_string(vocab) + "|" +
-                    std::to_string(cfg.tokenizer.max_train_docs);
+                    std::to_string(cfg.tokenizer.max_train_docs) + "|" + cfg.tokenizer.pretokenizer;
   for (const auto& s : cfg.tokenizer.special_tokens) key += "|" + s;
   return hex64(fnv1a64(key));
 }
@@ -162,7 +162,7 @@ void stage_tokenizer(const RunConfig& cfg) {
   }
   auto docs = read_lines(run_path(cfg, "data/train.txt"), cfg.tokenizer.max_train_docs);
   auto t0 = std::chrono::steady_clock::now();
-  auto tok = tok::BpeTokenizer::train(docs, {vocab, cfg.tokenizer.special_tokens});
+  auto tok = tok::BpeTokenizer::train(docs, {vocab, cfg.tokenizer.special_tokens, cfg.tokenizer.pretokenizer});
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   tok.save(out);
   write_file_atomic(stamp, hash);

@@ -120,14 +120,30 @@ PieceCache& thread_cache(uint64_t id) {
 }
 }  // namespace
 
-BpeTokenizer::BpeTokenizer() : id_(g_next_tokenizer_id++) {}
+BpeTokenizer::BpeTokenizer()
+    : pre_(std::shared_ptr<const PreTokenizer>(&gpt2_pretokenizer(), [](const PreTokenizer*) {})),
+      id_(g_next_tokenizer_id++) {}
+
+const std::vector<std::string>& BpeTokenizer::pretokenizer_patterns() const { return pre_->patterns(); }
+
+void BpeTokenizer::set_pretokenizer(const std::vector<std::string>& patterns) {
+  for (const char* name : {"gpt2", "deepseek-v3"})
+    if (patterns == tok::pretokenizer_patterns(name)) {
+      pre_ = std::shared_ptr<const PreTokenizer>(&named_pretokenizer(name), [](const PreTokenizer*) {});  // static
+      id_ = g_next_tokenizer_id++;
+      return;
+    }
+  pre_ = std::make_shared<const PreTokenizer>(patterns);
+  id_ = g_next_tokenizer_id++;
+}
 
 BpeTokenizer::BpeTokenizer(const BpeTokenizer& o)
-    : bytes_(o.bytes_), special_tokens_(o.special_tokens_), special_ids_(o.special_ids_), byte_ids_(o.byte_ids_),
+    : pre_(o.pre_), bytes_(o.bytes_), special_tokens_(o.special_tokens_), special_ids_(o.special_ids_), byte_ids_(o.byte_ids_),
       merges_(o.merges_), merge_result_(o.merge_result_), merge_rank_(o.merge_rank_), id_(g_next_tokenizer_id++) {}
 
 BpeTokenizer& BpeTokenizer::operator=(const BpeTokenizer& o) {
   if (this != &o) {
+    pre_ = o.pre_;
     bytes_ = o.bytes_;
     special_tokens_ = o.special_tokens_;
     special_ids_ = o.special_ids_;
@@ -169,6 +185,7 @@ void BpeTokenizer::build_index() {
 
 BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& docs, const TrainOptions& opts) {
   BpeTokenizer t;
+  t.set_pretokenizer(tok::pretokenizer_patterns(opts.pretokenizer));
   for (const auto& s : opts.special_tokens) {
     if (t.special_ids_.count(s)) throw DataError(fmt("tokenizer: special token '", s, "' listed twice"));
     t.special_ids_[s] = static_cast<int32_t>(t.bytes_.size());
@@ -191,7 +208,7 @@ BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& docs, const Tra
     split_specials(doc, t.special_tokens_, t.special_ids_, [&](std::string_view seg, int32_t special) {
       if (special >= 0) return;
       pieces.clear();
-      gpt2_pretokenizer().split(seg, pieces);
+      t.pre_->split(seg, pieces);
       for (auto p : pieces) ++piece_counts[std::string(p)];
     });
   }
@@ -395,7 +412,7 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_spec
       return;
     }
     pieces.clear();
-    gpt2_pretokenizer().split(seg, pieces);
+    pre_->split(seg, pieces);
     for (auto p : pieces) encode_piece(p, out);
   });
   return out;

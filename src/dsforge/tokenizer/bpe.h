@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -20,6 +21,8 @@
 #include <vector>
 
 namespace dsforge::tok {
+
+class PreTokenizer;
 
 // GPT-2's reversible map from bytes to printable code points (as UTF-8), e.g. ' ' -> "Ġ".
 const std::string& byte_to_unicode(uint8_t b);
@@ -33,6 +36,7 @@ class BpeTokenizer {
   struct TrainOptions {
     int64_t vocab_size = 1024;
     std::vector<std::string> special_tokens{"<|endoftext|>"};
+    std::string pretokenizer = "gpt2";  // or "deepseek-v3" (pretokenize.h)
   };
 
   BpeTokenizer();
@@ -67,11 +71,15 @@ class BpeTokenizer {
   int32_t eot_id() const { return special_tokens_.empty() ? -1 : special_id(special_tokens_[0]); }
   const std::vector<std::string>& special_tokens() const { return special_tokens_; }
   const std::vector<std::pair<int32_t, int32_t>>& merges() const { return merges_; }
+  // The pre-tokenizer's regex patterns, applied in order as isolated splits.
+  const std::vector<std::string>& pretokenizer_patterns() const;
+  void set_pretokenizer(const std::vector<std::string>& patterns);
 
  private:
   void build_index();
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
 
+  std::shared_ptr<const PreTokenizer> pre_;             // shared; never null
   std::vector<std::string> bytes_;                      // id -> raw bytes
   std::vector<std::string> special_tokens_;
   std::unordered_map<std::string, int32_t> special_ids_;

@@ -7,6 +7,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/tokenizer/bpe.h"
+#include "dsforge/tokenizer/pretokenize.h"
 
 namespace dsforge::tok {
 namespace {
@@ -58,7 +59,16 @@ std::string BpeTokenizer::to_json() const {
   j["padding"] = nullptr;
   j["added_tokens"] = added;
   j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  const auto& patterns = pretokenizer_patterns();
+  if (patterns == tok::pretokenizer_patterns("gpt2")) {
+    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  } else {  // the DeepSeek-V3 layout: isolated regex splits, then byte-level mapping without its own regex
+    ojson seq = ojson::array();
+    for (const auto& p : patterns)
+      seq.push_back({{"type", "Split"}, {"pattern", {{"Regex", p}}}, {"behavior", "Isolated"}, {"invert", false}});
+    seq.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}});
+    j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", seq}};
+  }
   j["post_processor"] = nullptr;
   j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
   j["model"] = {{"type", "BPE"},
@@ -89,13 +99,42 @@ BpeTokenizer BpeTokenizer::from_json(const std::string& text, const std::string&
     throw DataError(fmt(origin, ": model.type is '", model["type"].get<std::string>(), "', expected 'BPE'"));
   if (!model.contains("vocab") || !model["vocab"].is_object()) throw DataError(fmt(origin, ": missing model.vocab"));
   if (!model.contains("merges") || !model["merges"].is_array()) throw DataError(fmt(origin, ": missing model.merges"));
+  // Pre-tokenizer: ByteLevel (its own GPT-2 regex when use_regex), or a Sequence of isolated Split
+  // regexes ending in ByteLevel (DeepSeek-V3's layout).
+  std::vector<std::string> patterns = tok::pretokenizer_patterns("gpt2");
   if (j.contains("pre_tokenizer") && j["pre_tokenizer"].is_object()) {
     const auto& pt = j["pre_tokenizer"];
-    if (pt.value("type", "") != "ByteLevel")
-      throw DataError(fmt(origin, ": pre_tokenizer.type '", pt.value("type", ""),
-                          "' is not supported (dsforge reads byte-level BPE tokenizers)"));
-    if (pt.value("add_prefix_space", false))
-      throw DataError(fmt(origin, ": pre_tokenizer.add_prefix_space = true is not supported"));
+    auto byte_level = [&](const nlohmann::json& b, std::vector<std::string>& out) {
+      if (b.value("add_prefix_space", false))
+        throw DataError(fmt(origin, ": pre_tokenizer ByteLevel.add_prefix_space = true is not supported"));
+      if (b.value("use_regex", true)) out.push_back(tok::pretokenizer_patterns("gpt2")[0]);
+    };
+    patterns.clear();
+    const std::string type = pt.value("type", "");
+    if (type == "ByteLevel") {
+      byte_level(pt, patterns);
+    } else if (type == "Sequence") {
+      bool saw_byte_level = false;
+      for (const auto& step : pt.at("pretokenizers")) {
+        const std::string st = step.value("type", "");
+        if (st == "Split") {
+          if (step.value("behavior", "") != "Isolated" || step.value("invert", false))
+            throw DataError(fmt(origin, ": pre_tokenizer Split steps must be behavior \"Isolated\", invert false"));
+          const auto& pat = step.at("pattern");
+          if (pat.contains("Regex")) patterns.push_back(pat["Regex"].get<std::string>());
+          else patterns.push_back("\\Q" + pat.at("String").get<std::string>() + "\\E");
+        } else if (st == "ByteLevel") {
+          byte_level(step, patterns);
+          saw_byte_level = true;
+        } else {
+          throw DataError(fmt(origin, ": pre_tokenizer step '", st, "' is not supported (Split, ByteLevel)"));
+        }
+      }
+      if (!saw_byte_level) throw DataError(fmt(origin, ": pre_tokenizer Sequence has no ByteLevel step"));
+    } else {
+      throw DataError(fmt(origin, ": pre_tokenizer.type '", type,
+                          "' is not supported (dsforge reads byte-level BPE tokenizers: ByteLevel or Sequence)"));
+    }
   }
   std::map<std::string, int32_t> vocab;
   for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) vocab[it.key()] = it.value().get<int32_t>();
@@ -110,7 +149,9 @@ BpeTokenizer BpeTokenizer::from_json(const std::string& text, const std::string&
         throw DataError(fmt(origin, ": added token '", content, "' has id ", id, " but the vocab says ", it->second));
       specials.push_back(content);
     }
-  return from_vocab_and_merges(vocab, parse_merges(model["merges"], origin), specials);
+  BpeTokenizer t = from_vocab_and_merges(vocab, parse_merges(model["merges"], origin), specials);
+  t.set_pretokenizer(patterns);
+  return t;
 }
 
 BpeTokenizer BpeTokenizer::load(const std::string& path) {

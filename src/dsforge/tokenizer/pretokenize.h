@@ -12,10 +12,15 @@
 
 namespace dsforge::tok {
 
+// A sequence of patterns applied as Hugging Face "Split" steps with behaviour "Isolated": each
+// pattern splits every piece left by the previous ones into its matches and the gaps between them.
+// GPT-2 is one pattern; DeepSeek-V3 is three (digit groups of 1-3, CJK runs, then words/punctuation).
 class PreTokenizer {
  public:
-  PreTokenizer();
+  explicit PreTokenizer(std::vector<std::string> patterns);
+  PreTokenizer();  // GPT-2
   ~PreTokenizer();
+  const std::vector<std::string>& patterns() const { return patterns_; }
   PreTokenizer(const PreTokenizer&) = delete;
   PreTokenizer& operator=(const PreTokenizer&) = delete;
 
@@ -23,8 +28,13 @@ class PreTokenizer {
   void split(std::string_view text, std::vector<std::string_view>& out) const;
 
  private:
-  void* code_;  // pcre2_code*
+  void split_one(size_t k, std::string_view text, std::vector<std::string_view>& out) const;
+  std::vector<std::string> patterns_;
+  std::vector<void*> code_;  // pcre2_code* per pattern
 };
+
+// Named pattern sets: "gpt2" and "deepseek-v3" (llama.cpp's DEEPSEEK3_LLM, the V3 tokenizer.json's).
+const std::vector<std::string>& pretokenizer_patterns(const std::string& name);
 
 // The last position p in `text` where splitting text into [0, p) and [p, end) provably yields the
 // same pieces as the whole: right after a '\n' that has non-space on both sides (no pattern
@@ -33,5 +43,7 @@ size_t last_safe_split(std::string_view text);
 
 // The default instance (compiled on first use).
 const PreTokenizer& gpt2_pretokenizer();
+// Shared compiled instances of the named pattern sets.
+const PreTokenizer& named_pretokenizer(const std::string& name);
 
 }  // namespace dsforge::tok
