@@ -27,15 +27,6 @@ namespace {
 
 std::string run_path(const RunConfig& cfg, const std::string& rel) { return path_join(cfg.run.out_dir, rel); }
 
-std::vector<std::string> read_lines(const std::string& path, int64_t max) {
-  std::vector<std::string> out;
-  std::istringstream in(read_file(path));
-  std::string line;
-  while (std::getline(in, line) && (max <= 0 || static_cast<int64_t>(out.size()) < max))
-    if (!line.empty()) out.push_back(line);
-  return out;
-}
-
 std::string tokenizer_inputs_hash(const RunConfig& cfg, int64_t vocab) {
   std::string key = read_file(run_path(cfg, "data/DONE")) + "|" + std::to_string(vocab) + "|" +
                     std::to_string(cfg.tokenizer.max_train_docs) + "|" + cfg.tokenizer.pretokenizer;
@@ -160,14 +151,25 @@ void stage_tokenizer(const RunConfig& cfg) {
     log_info("tokenizer: reusing ", out);
     return;
   }
-  auto docs = read_lines(run_path(cfg, "data/train.txt"), cfg.tokenizer.max_train_docs);
   auto t0 = std::chrono::steady_clock::now();
-  auto tok = tok::BpeTokenizer::train(docs, {vocab, cfg.tokenizer.special_tokens, cfg.tokenizer.pretokenizer});
+  const tok::BpeTokenizer::TrainOptions opts{vocab, cfg.tokenizer.special_tokens, cfg.tokenizer.pretokenizer};
+  tok::BpeTokenizer::PieceCounter counter(opts);  // streamed: memory grows with distinct pre-tokens only
+  int64_t n_docs = 0;
+  {
+    std::ifstream in(run_path(cfg, "data/train.txt"));
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty()) continue;
+      if (cfg.tokenizer.max_train_docs > 0 && n_docs >= cfg.tokenizer.max_train_docs) break;
+      counter.add(line);
+      ++n_docs;
+    }
+  }
+  auto tok = tok::BpeTokenizer::train_from_counts(counter.counts(), opts);
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   tok.save(out);
   write_file_atomic(stamp, hash);
-  log_info("tokenizer: trained ", tok.vocab_size(), " tokens (", tok.merges().size(), " merges) on ", docs.size(),
-           " documents in ", fixed(dt, 2), " s -> ", out);
+  log_info("tokenizer: trained ", tok.vocab_size(), " tokens (", tok.merges().size(), " merges) on ", n_docs,
+           " documents (", counter.counts().size(), " distinct pre-tokens) in ", fixed(dt, 2), " s -> ", out);
 }
 
 void stage_tokenize(const RunConfig& cfg) {

@@ -183,7 +183,30 @@ void BpeTokenizer::build_index() {
   }
 }
 
+BpeTokenizer::PieceCounter::PieceCounter(const TrainOptions& opts) : specials_(opts.special_tokens) {
+  BpeTokenizer probe;
+  probe.set_pretokenizer(tok::pretokenizer_patterns(opts.pretokenizer));
+  pre_ = probe.pre_;
+  for (size_t i = 0; i < specials_.size(); ++i) special_ids_[specials_[i]] = static_cast<int32_t>(i);
+}
+
+void BpeTokenizer::PieceCounter::add(std::string_view doc) {
+  split_specials(doc, specials_, special_ids_, [&](std::string_view seg, int32_t special) {
+    if (special >= 0) return;  // no merge crosses a special token
+    pieces_.clear();
+    pre_->split(seg, pieces_);
+    for (auto p : pieces_) ++counts_[std::string(p)];
+  });
+}
+
 BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& docs, const TrainOptions& opts) {
+  PieceCounter counter(opts);
+  for (const auto& d : docs) counter.add(d);
+  return train_from_counts(counter.counts(), opts);
+}
+
+BpeTokenizer BpeTokenizer::train_from_counts(const std::unordered_map<std::string, int64_t>& piece_counts,
+                                             const TrainOptions& opts) {
   BpeTokenizer t;
   t.set_pretokenizer(tok::pretokenizer_patterns(opts.pretokenizer));
   for (const auto& s : opts.special_tokens) {
@@ -201,17 +224,6 @@ BpeTokenizer BpeTokenizer::train(const std::vector<std::string>& docs, const Tra
     throw DataError(fmt("tokenizer: vocab_size ", opts.vocab_size, " is below 256 bytes + ",
                         opts.special_tokens.size(), " special tokens"));
 
-  // 1. Count distinct pre-tokens.
-  std::unordered_map<std::string, int64_t> piece_counts;
-  std::vector<std::string_view> pieces;
-  for (const auto& doc : docs) {
-    split_specials(doc, t.special_tokens_, t.special_ids_, [&](std::string_view seg, int32_t special) {
-      if (special >= 0) return;
-      pieces.clear();
-      t.pre_->split(seg, pieces);
-      for (auto p : pieces) ++piece_counts[std::string(p)];
-    });
-  }
   std::vector<std::vector<int32_t>> words;
   std::vector<int64_t> freq;
   words.reserve(piece_counts.size());

@@ -44,6 +44,23 @@ class BpeTokenizer {
   BpeTokenizer& operator=(const BpeTokenizer& other);
 
   static BpeTokenizer train(const std::vector<std::string>& docs, const TrainOptions& opts);
+  // Streaming form: feed documents to a PieceCounter (memory grows with distinct pre-tokens, not
+  // with the corpus), then train from its counts.
+  class PieceCounter {
+   public:
+    explicit PieceCounter(const TrainOptions& opts);
+    void add(std::string_view doc);
+    const std::unordered_map<std::string, int64_t>& counts() const { return counts_; }
+
+   private:
+    std::vector<std::string> specials_;
+    std::unordered_map<std::string, int32_t> special_ids_;
+    std::shared_ptr<const PreTokenizer> pre_;
+    std::unordered_map<std::string, int64_t> counts_;
+    std::vector<std::string_view> pieces_;
+  };
+  static BpeTokenizer train_from_counts(const std::unordered_map<std::string, int64_t>& piece_counts,
+                                        const TrainOptions& opts);
   // From a GPT-2-style vocabulary (token string in byte-to-unicode form -> id) and ranked merges.
   // Tokens named in `special_tokens` are matched verbatim in text and never split.
   static BpeTokenizer from_vocab_and_merges(const std::map<std::string, int32_t>& vocab,
