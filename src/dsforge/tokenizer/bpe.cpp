@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "dsforge/core/error.h"
+#include "dsforge/tokenizer/pair_map.h"
 #include "dsforge/tokenizer/pretokenize.h"
 
 namespace dsforge::tok {
@@ -163,7 +164,7 @@ int32_t BpeTokenizer::special_id(const std::string& token) const {
 }
 
 void BpeTokenizer::build_index() {
-  merge_rank_.clear();
+  merge_rank_ = PairMap<int32_t>(1 << 10);
   merge_result_.clear();
   std::unordered_map<std::string, int32_t> by_bytes;
   for (size_t i = 0; i < bytes_.size(); ++i)
@@ -178,7 +179,7 @@ void BpeTokenizer::build_index() {
     auto it = by_bytes.find(bytes_[a] + bytes_[b]);
     if (it == by_bytes.end())
       throw DataError(fmt("tokenizer: merge ", r, " produces a token that is not in the vocabulary"));
-    merge_rank_.emplace(pair_key(a, b), static_cast<int32_t>(r));
+    merge_rank_[pair_key(a, b)] = static_cast<int32_t>(r);
     merge_result_.push_back(it->second);
   }
 }
@@ -235,10 +236,8 @@ BpeTokenizer BpeTokenizer::train_from_counts(const std::unordered_map<std::strin
   }
 
   // 2. Pair counts and, for each pair, the words that contain it (may hold stale entries).
-  std::unordered_map<uint64_t, int64_t> counts;
-  std::unordered_map<uint64_t, std::vector<int32_t>> where;
-  counts.reserve(1 << 16);
-  where.reserve(1 << 16);
+  PairMap<int64_t> counts;                // zero = absent
+  PairMap<std::vector<int32_t>> where;
   for (size_t w = 0; w < words.size(); ++w)
     for (size_t i = 0; i + 1 < words[w].size(); ++i) {
       uint64_t k = pair_key(words[w][i], words[w][i + 1]);
@@ -261,15 +260,17 @@ BpeTokenizer BpeTokenizer::train_from_counts(const std::unordered_map<std::strin
     return bytes[x.b].compare(bytes[y.b]) < 0;
   };
   std::priority_queue<Item, std::vector<Item>, decltype(less)> heap(less);
-  for (const auto& [k, c] : counts) heap.push({c, static_cast<int32_t>(k >> 32), static_cast<int32_t>(k & 0xFFFFFFFF)});
+  counts.for_each([&](uint64_t k, int64_t c) {
+    if (c > 0) heap.push({c, static_cast<int32_t>(k >> 32), static_cast<int32_t>(k & 0xFFFFFFFF)});
+  });
 
   std::vector<uint64_t> changed;  // pairs whose count moved this merge (deduplicated before use)
   while (static_cast<int64_t>(t.bytes_.size()) < opts.vocab_size && !heap.empty()) {
     Item top = heap.top();
     heap.pop();
     const uint64_t key = pair_key(top.a, top.b);
-    auto cit = counts.find(key);
-    if (cit == counts.end() || cit->second != top.count) continue;  // stale
+    const int64_t* current = counts.find(key);
+    if (!current || *current != top.count) continue;  // stale
     if (top.count <= 0) break;
     const int32_t new_id = static_cast<int32_t>(t.bytes_.size());
     t.bytes_.push_back(t.bytes_[top.a] + t.bytes_[top.b]);
@@ -277,7 +278,7 @@ BpeTokenizer BpeTokenizer::train_from_counts(const std::unordered_map<std::strin
 
     changed.clear();
     std::vector<int32_t> affected = std::move(where[key]);
-    where.erase(key);
+    where[key].clear();
     // Only the pairs touching a merge site change: (prev, a) -> (prev, new) and (b, next) -> (new, next).
     // One left-to-right pass rewrites each word in place (r reads, j writes); s[j-1] is final output,
     // so a merge right after another sees the new symbol as its left neighbour.
@@ -316,18 +317,13 @@ BpeTokenizer BpeTokenizer::train_from_counts(const std::unordered_map<std::strin
       }
       sym.resize(j);
     }
-    counts.erase(key);
+    counts[key] = 0;
     std::sort(changed.begin(), changed.end());
     changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
     for (uint64_t k : changed) {
       if (k == key) continue;
-      auto it = counts.find(k);
-      if (it == counts.end()) continue;
-      if (it->second <= 0) {
-        counts.erase(it);
-        continue;
-      }
-      heap.push({it->second, static_cast<int32_t>(k >> 32), static_cast<int32_t>(k & 0xFFFFFFFF)});
+      const int64_t c = *counts.find(k);
+      if (c > 0) heap.push({c, static_cast<int32_t>(k >> 32), static_cast<int32_t>(k & 0xFFFFFFFF)});
     }
   }
   t.build_index();
@@ -393,8 +389,8 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
   while (sym.size() > 1) {
     int32_t best = INT32_MAX;
     for (size_t i = 0; i + 1 < sym.size(); ++i) {
-      auto it = merge_rank_.find(pair_key(sym[i], sym[i + 1]));
-      if (it != merge_rank_.end() && it->second < best) best = it->second;
+      const int32_t* r = merge_rank_.find(pair_key(sym[i], sym[i + 1]));
+      if (r && *r < best) best = *r;
     }
     if (best == INT32_MAX) break;
     const auto [a, b] = merges_[best];

@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "dsforge/tokenizer/pair_map.h"
+
 namespace dsforge::tok {
 
 class PreTokenizer;
@@ -103,7 +105,7 @@ class BpeTokenizer {
   std::vector<int32_t> byte_ids_ = std::vector<int32_t>(256, -1);
   std::vector<std::pair<int32_t, int32_t>> merges_;     // rank -> (left, right)
   std::vector<int32_t> merge_result_;                   // rank -> merged id
-  std::unordered_map<uint64_t, int32_t> merge_rank_;    // (left << 32 | right) -> rank
+  PairMap<int32_t> merge_rank_{1 << 10};                 // (left << 32 | right) -> rank
 
   // Pre-token results are cached per thread (no locks), under this instance's id: ids are never
   // reused, so a cache can never be read by another tokenizer that happens to share an address.
