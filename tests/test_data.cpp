@@ -282,3 +282,13 @@ TEST(Shards, TokenizeCorpusWritesManifest) {
   EXPECT_EQ(back.train.tokens, m.train.tokens);
   EXPECT_EQ(back.tokenizer_hash, "h1");
 }
+
+TEST(Prepare, EmptyCorpusIsRefused) {
+  TempDir dir;
+  write_file_atomic(path_join(dir.path, "empty.txt"), "\n\n");
+  RunConfig cfg;
+  cfg.run.out_dir = path_join(dir.path, "run");
+  cfg.data.source = "files";
+  cfg.data.paths = {path_join(dir.path, "empty.txt")};
+  EXPECT_THROW_MSG(prepare_corpus(cfg), DataError, "0 train and 0 validation documents remain");
+}
