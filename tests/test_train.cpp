@@ -135,6 +135,16 @@ RunConfig tiny_run(const std::string& dir) {
   return cfg;
 }
 
+// tiny_run with its corpus prepared, tokenizer trained and shards written.
+RunConfig prepared_tiny_run(const std::string& dir) {
+  RunConfig cfg = tiny_run(dir);
+  pipeline::configure_threads(cfg);
+  pipeline::stage_prepare(cfg);
+  pipeline::stage_tokenizer(cfg);
+  pipeline::stage_tokenize(cfg);
+  return cfg;
+}
+
 std::vector<double> losses(const std::string& metrics) {
   std::vector<double> out;
   std::ifstream in(metrics);
@@ -148,11 +158,7 @@ std::vector<double> losses(const std::string& metrics) {
 
 TEST(Trainer, ResumeIsBitwiseExact) {
   TempDir dir;
-  RunConfig cfg = tiny_run(dir.path);
-  pipeline::configure_threads(cfg);
-  pipeline::stage_prepare(cfg);
-  pipeline::stage_tokenizer(cfg);
-  pipeline::stage_tokenize(cfg);
+  RunConfig cfg = prepared_tiny_run(dir.path);
   model::ModelConfig mc = model::load_model_config("nano");
   mc.vocab_size = 300;
   const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
@@ -188,11 +194,7 @@ TEST(Trainer, ResumeIsBitwiseExact) {
 
 TEST(Trainer, TrainsEveryModelTypeAndReloadsIt) {
   TempDir dir;
-  RunConfig cfg = tiny_run(dir.path);
-  pipeline::configure_threads(cfg);
-  pipeline::stage_prepare(cfg);
-  pipeline::stage_tokenizer(cfg);
-  pipeline::stage_tokenize(cfg);
+  RunConfig cfg = prepared_tiny_run(dir.path);
   const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
   for (const char* preset : {"gpt2-tiny", "lstm-tiny"}) {
     model::ModelConfig mc = model::model_config_from_preset(preset);

@@ -74,15 +74,6 @@ at::Tensor Gpt2Impl::forward(const at::Tensor& tokens) {
   return run(tokens, pos, mask, nullptr, nullptr, 0);
 }
 
-LossOutput Gpt2Impl::loss(const at::Tensor& tokens, double) {
-  const int64_t S = tokens.size(1) - 1;
-  LossOutput out;
-  out.main = next_token_loss(forward(tokens.narrow(1, 0, S)), tokens.narrow(1, 1, S));
-  out.total = out.main;
-  out.tokens = tokens.size(0) * S;
-  return out;
-}
-
 void Gpt2Impl::init_weights(double std, uint64_t seed) {
   model::init_weights(*this, std, seed);
   at::NoGradGuard no_grad;
@@ -147,15 +138,6 @@ LstmLmImpl::LstmLmImpl(const ModelConfig& c) : c_(c) {
 at::Tensor LstmLmImpl::logits(const at::Tensor& h) { return head ? head(h) : at::linear(h, embed->weight); }
 
 at::Tensor LstmLmImpl::forward(const at::Tensor& tokens) { return logits(std::get<0>(lstm(embed(tokens)))); }
-
-LossOutput LstmLmImpl::loss(const at::Tensor& tokens, double) {
-  const int64_t S = tokens.size(1) - 1;
-  LossOutput out;
-  out.main = next_token_loss(forward(tokens.narrow(1, 0, S)), tokens.narrow(1, 1, S));
-  out.total = out.main;
-  out.tokens = tokens.size(0) * S;
-  return out;
-}
 
 namespace {
 struct LstmDecodeState : DecodeState {

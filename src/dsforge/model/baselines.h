@@ -36,7 +36,6 @@ class Gpt2Impl : public CausalLmImpl {
   explicit Gpt2Impl(const ModelConfig& c);
   const ModelConfig& config() const override { return c_; }
   at::Tensor forward(const at::Tensor& tokens) override;
-  LossOutput loss(const at::Tensor& tokens, double mtp_weight) override;
   // N(0, std) everywhere, and std / sqrt(2 L) for the residual projections (GPT-2 paper §2.3).
   void init_weights(double std, uint64_t seed) override;
   std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
@@ -62,7 +61,6 @@ class LstmLmImpl : public CausalLmImpl {
   explicit LstmLmImpl(const ModelConfig& c);
   const ModelConfig& config() const override { return c_; }
   at::Tensor forward(const at::Tensor& tokens) override;
-  LossOutput loss(const at::Tensor& tokens, double mtp_weight) override;
   std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
                                             const at::Tensor& key_pad) override;
   at::Tensor decode(const at::Tensor& tokens, DecodeState& state) override;

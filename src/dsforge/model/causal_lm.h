@@ -36,8 +36,8 @@ class CausalLmImpl : public torch::nn::Module {
   // tokens [B, S] -> logits [B, S, V].
   virtual at::Tensor forward(const at::Tensor& tokens) = 0;
   // Rows of S + 1 + extra_target_tokens() tokens: next-token loss on the first S + 1, plus any
-  // auxiliary losses (MTP, balance) the model has.
-  virtual LossOutput loss(const at::Tensor& tokens, double mtp_weight) = 0;
+  // auxiliary losses (MTP, balance) the model has. The default is the plain next-token loss.
+  virtual LossOutput loss(const at::Tensor& tokens, double mtp_weight);
   virtual int64_t extra_target_tokens() const { return 0; }
 
   // Every matrix and embedding ~ N(0, std^2), norms 1, biases 0; models may refine (GPT-2 scales

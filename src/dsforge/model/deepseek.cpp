@@ -233,6 +233,15 @@ void init_weights(torch::nn::Module& m, double std, uint64_t seed) {
 
 void CausalLmImpl::init_weights(double std, uint64_t seed) { model::init_weights(*this, std, seed); }
 
+LossOutput CausalLmImpl::loss(const at::Tensor& tokens, double) {
+  const int64_t S = tokens.size(1) - 1;
+  LossOutput out;
+  out.main = next_token_loss(forward(tokens.narrow(1, 0, S)), tokens.narrow(1, 1, S));
+  out.total = out.main;
+  out.tokens = tokens.size(0) * S;
+  return out;
+}
+
 int64_t count_parameters(const torch::nn::Module& m) {
   int64_t n = 0;
   for (const auto& p : m.parameters()) n += p.numel();
