@@ -220,3 +220,56 @@ TEST(Trainer, TrainsEveryModelTypeAndReloadsIt) {
     EXPECT_TRUE(at::equal(t.model()->forward(x), back->forward(x))) << preset;
   }
 }
+
+TEST(Schedule, AllKindsAtTheirBreakpoints) {
+  Schedule s{"constant", 10, 1000, 1.0, 0.1, 0.2};
+  EXPECT_NEAR(schedule_lr(s, 4), 0.5, 1e-12);  // warmup (step + 1) / warmup
+  EXPECT_NEAR(schedule_lr(s, 999), 1.0, 1e-12);
+  s.kind = "wsd";  // stable until 80%, then linear to 0.1 at 100%
+  EXPECT_NEAR(schedule_lr(s, 799), 1.0, 1e-12);
+  EXPECT_NEAR(schedule_lr(s, 900), 0.55, 1e-12);
+  EXPECT_NEAR(schedule_lr(s, 1000), 0.1, 1e-12);
+  s.kind = "deepseek";  // DEEPSEEK.md §2.1 in fractions of training
+  EXPECT_NEAR(schedule_lr(s, 675), 1.0, 1e-12);
+  EXPECT_NEAR(schedule_lr(s, 676), 1.0, 1e-12);                // cosine starts at the peak
+  EXPECT_NEAR(schedule_lr(s, 821), 0.55, 1e-12);               // halfway through the cosine: 0.1 + 0.9 / 2
+  EXPECT_NEAR(schedule_lr(s, 966), 0.1, 1e-12);
+  EXPECT_NEAR(schedule_lr(s, 988), 0.1, 1e-12);
+  EXPECT_NEAR(schedule_lr(s, 989), 0.0332, 1e-12);
+  EXPECT_DOUBLE_EQ(mtp_weight_factor(s, 675), 1.0);            // lambda 0.3 ...
+  EXPECT_DOUBLE_EQ(mtp_weight_factor(s, 676), 1.0 / 3.0);      // ... then 0.1
+  EXPECT_DOUBLE_EQ(bias_speed_factor(s, 965), 1.0);            // gamma ...
+  EXPECT_DOUBLE_EQ(bias_speed_factor(s, 966), 0.0);            // ... then 0
+  s.kind = "cosine";
+  EXPECT_DOUBLE_EQ(mtp_weight_factor(s, 900), 1.0);
+  s.kind = "linear";
+  EXPECT_THROW_MSG(schedule_lr(s, 500), ConfigError, "schedule 'linear' is unknown");
+}
+
+TEST(Trainer, GradientAccumulationEqualsOneLargerBatch) {
+  TempDir dir;
+  RunConfig cfg = prepared_tiny_run(dir.path);
+  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
+  model::ModelConfig mc = model::load_model_config("nano");
+  mc.vocab_size = 300;
+  RunConfig big = cfg, acc = cfg;
+  big.run.out_dir = path_join(dir.path, "big");
+  big.train.batch_size = 4;
+  big.train.max_steps = 3;
+  acc.run.out_dir = path_join(dir.path, "acc");
+  acc.train.batch_size = 2;
+  acc.train.grad_accum_steps = 2;
+  acc.train.max_steps = 3;
+  for (auto* r : {&big, &acc}) make_dirs(r->run.out_dir);
+  Trainer a(big, mc, manifest), b(acc, mc, manifest);
+  a.fit();
+  b.fit();
+  auto la = losses(path_join(big.run.out_dir, "metrics.jsonl")), lb = losses(path_join(acc.run.out_dir, "metrics.jsonl"));
+  ASSERT_EQ(la.size(), 3u);
+  ASSERT_EQ(lb.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(la[i], lb[i], 1e-4) << "step " << i + 1;
+  auto sa = model::model_state(*a.model()), sb = model::model_state(*b.model());
+  double max_diff = 0;
+  for (const auto& [k, t] : sa) max_diff = std::max(max_diff, (t - sb.at(k)).abs().max().item<double>());
+  EXPECT_LT(max_diff, 1e-4);  // float32 summation order differs; parameters agree to rounding
+}

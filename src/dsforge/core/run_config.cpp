@@ -60,8 +60,11 @@ std::vector<Field> fields(RunConfig& c) {
       {"train.seq_len", &c.train.seq_len, true},
       {"train.batch_size", &c.train.batch_size, true},
       {"train.max_steps", &c.train.max_steps, false},
+      {"train.grad_accum_steps", &c.train.grad_accum_steps, false},
       {"train.lr", &c.train.lr, false},
+      {"train.schedule", &c.train.schedule, false},
       {"train.min_lr_ratio", &c.train.min_lr_ratio, false},
+      {"train.decay_fraction", &c.train.decay_fraction, false},
       {"train.warmup_steps", &c.train.warmup_steps, false},
       {"train.weight_decay", &c.train.weight_decay, false},
       {"train.beta1", &c.train.beta1, false},
@@ -308,6 +311,11 @@ void validate(const RunConfig& c) {
   need(c.train.max_steps >= 1, "train.max_steps", "must be at least 1");
   need(c.train.lr > 0 && std::isfinite(c.train.lr), "train.lr", "must be a positive number");
   need(c.train.min_lr_ratio >= 0 && c.train.min_lr_ratio <= 1, "train.min_lr_ratio", "must be in [0, 1]");
+  need(c.train.grad_accum_steps >= 1, "train.grad_accum_steps", "must be at least 1");
+  need(c.train.schedule == "constant" || c.train.schedule == "cosine" || c.train.schedule == "wsd" ||
+           c.train.schedule == "deepseek",
+       "train.schedule", "must be one of constant, cosine, wsd, deepseek");
+  need(c.train.decay_fraction > 0 && c.train.decay_fraction <= 1, "train.decay_fraction", "must be in (0, 1]");
   need(c.train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0");
   need(c.train.beta1 >= 0 && c.train.beta1 < 1, "train.beta1", "must be in [0, 1)");
   need(c.train.beta2 >= 0 && c.train.beta2 < 1, "train.beta2", "must be in [0, 1)");

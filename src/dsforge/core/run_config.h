@@ -62,8 +62,11 @@ struct RunConfig {
     int64_t seq_len = 128;
     int64_t batch_size = 16;
     int64_t max_steps = 600;
+    int64_t grad_accum_steps = 1;  // micro-batches of batch_size per optimizer step
     double lr = 3e-3;            // peak learning rate
-    double min_lr_ratio = 0.1;   // cosine floor as a fraction of lr
+    std::string schedule = "cosine";  // constant, cosine, wsd (warmup-stable-decay), deepseek (V3's step schedule)
+    double min_lr_ratio = 0.1;   // cosine / wsd floor as a fraction of lr
+    double decay_fraction = 0.2; // wsd: the final share of steps that decays
     int64_t warmup_steps = 30;
     double weight_decay = 0.1;
     double beta1 = 0.9;

@@ -90,4 +90,38 @@ double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double peak
   return peak * (min_ratio + (1.0 - min_ratio) * cosine);
 }
 
+double schedule_lr(const Schedule& s, int64_t step) {
+  if (s.warmup > 0 && step < s.warmup) return s.peak * static_cast<double>(step + 1) / static_cast<double>(s.warmup);
+  const double floor = s.peak * s.min_ratio;
+  if (s.kind == "constant") return s.peak;
+  if (s.kind == "cosine") return warmup_cosine_lr(step, s.warmup, s.total, s.peak, s.min_ratio);
+  const double p = static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, s.total));
+  if (s.kind == "wsd") {
+    const double start = 1.0 - s.decay_fraction;
+    if (p < start) return s.peak;
+    const double t = std::min(1.0, (p - start) / std::max(s.decay_fraction, 1e-12));
+    return s.peak + (floor - s.peak) * t;
+  }
+  if (s.kind == "deepseek") {
+    if (p < 0.676) return s.peak;
+    if (p < 0.966) {
+      const double t = (p - 0.676) / (0.966 - 0.676);
+      return 0.1 * s.peak + 0.9 * s.peak * 0.5 * (1.0 + std::cos(M_PI * t));
+    }
+    if (p < 0.989) return 0.1 * s.peak;
+    return 0.0332 * s.peak;
+  }
+  throw ConfigError(fmt("schedule '", s.kind, "' is unknown (constant, cosine, wsd, deepseek)"));
+}
+
+double mtp_weight_factor(const Schedule& s, int64_t step) {
+  if (s.kind != "deepseek") return 1.0;
+  return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, s.total)) < 0.676 ? 1.0 : 1.0 / 3.0;
+}
+
+double bias_speed_factor(const Schedule& s, int64_t step) {
+  if (s.kind != "deepseek") return 1.0;
+  return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, s.total)) < 0.966 ? 1.0 : 0.0;
+}
+
 }  // namespace dsforge::train

@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dsforge/core/safetensors.h"
@@ -57,5 +58,25 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
 
 // Linear warmup from 0 to peak over `warmup` steps, then cosine to min_ratio * peak at `total`.
 double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double peak, double min_ratio);
+
+// The learning-rate schedules, all with linear warmup over `warmup` steps:
+//   constant: peak after warmup.
+//   cosine:   cosine from peak to min_ratio * peak at `total`.
+//   wsd:      warmup-stable-decay: peak until the last decay_fraction of steps, then linear to min_ratio * peak.
+//   deepseek: DeepSeek-V3's (DEEPSEEK.md §2.1, in fractions p of training): peak for p < 0.676, cosine
+//             to 0.1 peak until p = 0.966, 0.1 peak until p = 0.989, then 0.0332 peak.
+struct Schedule {
+  std::string kind = "cosine";
+  int64_t warmup = 0;
+  int64_t total = 1;
+  double peak = 1e-3;
+  double min_ratio = 0.1;
+  double decay_fraction = 0.2;  // wsd
+};
+double schedule_lr(const Schedule& s, int64_t step);
+// DeepSeek-V3's MTP weight (0.3 then 0.1 after p = 0.676, as a factor of the configured weight: 1 then
+// 1/3) and bias update speed (gamma, then 0 after p = 0.966); other schedules keep both constant.
+double mtp_weight_factor(const Schedule& s, int64_t step);
+double bias_speed_factor(const Schedule& s, int64_t step);
 
 }  // namespace dsforge::train

@@ -119,20 +119,27 @@ TrainResult Trainer::fit() {
 
   SignalScope signals;
   model_->train();
-  const int64_t tokens_per_step = tc.batch_size * tc.seq_len;
+  const int64_t tokens_per_step = tc.batch_size * tc.grad_accum_steps * tc.seq_len;
+  const Schedule schedule{tc.schedule, tc.warmup_steps, tc.max_steps, tc.lr, tc.min_lr_ratio, tc.decay_fraction};
   auto t_window = std::chrono::steady_clock::now();
   const auto t_start = t_window;
   double loss_sum = 0, mtp_sum = 0;
   int64_t loss_n = 0, consecutive_skips = 0, window_steps = 0;
   while (step < tc.max_steps) {
-    const double lr = warmup_cosine_lr(step, tc.warmup_steps, tc.max_steps, tc.lr, tc.min_lr_ratio);
+    const double lr = schedule_lr(schedule, step);
     opt.set_lr(lr);
-    at::Tensor batch = loader.next_batch(tc.batch_size);  // (B, S + 1 + D)
-    model::LossOutput out = model_->loss(batch, tc.mtp_loss_weight);
+    // Gradient accumulation: N micro-batches, each loss scaled by 1/N, give the gradient of one batch N
+    // times larger (the windows are the same ones, in the same order). MoE loads accumulate over all.
     opt.zero_grad();
-    out.total.backward();
+    double loss = 0, mtp = 0;
+    for (int64_t micro = 0; micro < tc.grad_accum_steps; ++micro) {
+      at::Tensor batch = loader.next_batch(tc.batch_size);  // (B, S + 1 + D)
+      model::LossOutput out = model_->loss(batch, tc.mtp_loss_weight * mtp_weight_factor(schedule, step));
+      (tc.grad_accum_steps > 1 ? out.total / static_cast<double>(tc.grad_accum_steps) : out.total).backward();
+      loss += out.main.item<double>() / static_cast<double>(tc.grad_accum_steps);
+      if (out.mtp.defined()) mtp += out.mtp.item<double>() / static_cast<double>(tc.grad_accum_steps);
+    }
     const double gnorm = clip_grad_norm(params, tc.grad_clip);
-    const double loss = out.main.item<double>();
     if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
       ++result.skipped_steps;
       if (++consecutive_skips >= kMaxConsecutiveSkips)
@@ -145,11 +152,11 @@ TrainResult Trainer::fit() {
     }
     consecutive_skips = 0;
     opt.step();
-    const double load_ratio = model_->update_expert_bias(tc.bias_update_speed);
+    const double load_ratio = model_->update_expert_bias(tc.bias_update_speed * bias_speed_factor(schedule, step));
     ++step;
     ++window_steps;
     loss_sum += loss;
-    mtp_sum += out.mtp.defined() ? out.mtp.item<double>() : 0.0;
+    mtp_sum += mtp;
     ++loss_n;
 
     if (step % tc.log_every == 0 || step == tc.max_steps) {
