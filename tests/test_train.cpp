@@ -9,6 +9,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/log/tensorboard.h"
+#include "dsforge/model/causal_lm.h"
 #include "dsforge/model/io.h"
 #include "dsforge/pipeline/stages.h"
 #include "dsforge/train/checkpoint.h"
@@ -272,4 +273,43 @@ TEST(Trainer, GradientAccumulationEqualsOneLargerBatch) {
   double max_diff = 0;
   for (const auto& [k, t] : sa) max_diff = std::max(max_diff, (t - sb.at(k)).abs().max().item<double>());
   EXPECT_LT(max_diff, 1e-4);  // float32 summation order differs; parameters agree to rounding
+}
+
+TEST(Trainer, EarlyStoppingRestoresTheBestWeights) {
+  TempDir dir;
+  RunConfig cfg = prepared_tiny_run(dir.path);
+  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
+  model::ModelConfig mc = model::load_model_config("nano");
+  mc.vocab_size = 300;
+  RunConfig r = cfg;
+  r.run.out_dir = path_join(dir.path, "es");
+  r.train.max_steps = 20;
+  r.train.eval_every = 2;
+  r.train.early_stopping_patience = 1;
+  r.train.early_stopping_min_delta = 100.0;  // only the first evaluation can count as an improvement
+  make_dirs(r.run.out_dir);
+  Trainer t(r, mc, manifest);
+  TrainResult res = t.fit();
+  EXPECT_TRUE(res.early_stopped);
+  EXPECT_EQ(res.final_step, 4);
+  EXPECT_EQ(res.best_step, 2);
+  auto best = load_safetensors(path_join(r.run.out_dir, "checkpoints/best/model.safetensors"));
+  EXPECT_EQ(best.metadata.at("step"), "2");
+  auto now = model::model_state(*t.model());
+  for (const auto& [k, v] : best.tensors) EXPECT_TRUE(at::equal(v, now.at(k))) << k;
+  // The same command again does not train past the early stop.
+  TrainResult again = Trainer(r, mc, manifest).fit();
+  EXPECT_TRUE(again.early_stopped);
+  EXPECT_EQ(again.final_step, 4);
+}
+
+TEST(Loss, LabelSmoothingMatchesItsFormula) {
+  // CE_eps = (1 - eps) * CE + eps * mean_k(-log p_k)
+  at::Tensor logits = at::tensor({2.0, 0.5, -1.0, 0.0}, at::kDouble).view({1, 1, 4});
+  at::Tensor target = at::tensor({1}, at::kLong).view({1, 1});
+  at::Tensor logp = at::log_softmax(logits.view({4}), 0);
+  const double eps = 0.1;
+  const double expect = (1 - eps) * -logp[1].item<double>() + eps * -logp.mean().item<double>();
+  EXPECT_NEAR(model::next_token_loss(logits, target, eps).item<double>(), expect, 1e-12);
+  EXPECT_NEAR(model::next_token_loss(logits, target).item<double>(), -logp[1].item<double>(), 1e-12);
 }

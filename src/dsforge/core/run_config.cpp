@@ -72,6 +72,9 @@ std::vector<Field> fields(RunConfig& c) {
       {"train.eps", &c.train.eps, false},
       {"train.grad_clip", &c.train.grad_clip, false},
       {"train.init_std", &c.train.init_std, true},
+      {"train.label_smoothing", &c.train.label_smoothing, false},
+      {"train.early_stopping_patience", &c.train.early_stopping_patience, false},
+      {"train.early_stopping_min_delta", &c.train.early_stopping_min_delta, false},
       {"train.bias_update_speed", &c.train.bias_update_speed, false},
       {"train.aux_loss_alpha", &c.train.aux_loss_alpha, false},
       {"train.mtp_loss_weight", &c.train.mtp_loss_weight, false},
@@ -322,6 +325,9 @@ void validate(const RunConfig& c) {
   need(c.train.eps > 0, "train.eps", "must be > 0");
   need(c.train.grad_clip >= 0, "train.grad_clip", "must be >= 0");
   need(c.train.init_std > 0, "train.init_std", "must be > 0");
+  need(c.train.label_smoothing >= 0 && c.train.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)");
+  need(c.train.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0 (0 = off)");
+  need(c.train.early_stopping_min_delta >= 0, "train.early_stopping_min_delta", "must be >= 0");
   need(c.train.log_every >= 1, "train.log_every", "must be at least 1");
   need(c.train.eval_every >= 1, "train.eval_every", "must be at least 1");
   need(c.train.checkpoint_every >= 1, "train.checkpoint_every", "must be at least 1");

@@ -74,6 +74,9 @@ struct RunConfig {
     double eps = 1e-8;
     double grad_clip = 1.0;      // global norm; 0 disables
     double init_std = 0.02;
+    double label_smoothing = 0.0;
+    int64_t early_stopping_patience = 0;  // evaluations without improvement before stopping; 0 = off
+    double early_stopping_min_delta = 0.0;  // improvement of val loss that counts
     double bias_update_speed = 1e-3;  // gamma of the aux-loss-free expert bias
     double aux_loss_alpha = 1e-4;     // sequence-wise balance loss weight
     double mtp_loss_weight = 0.3;     // lambda

@@ -46,12 +46,18 @@ class CausalLmImpl : public torch::nn::Module {
   // MoE hooks; no-ops for dense models.
   virtual double update_expert_bias(double gamma) { return 1.0; }
   virtual void set_aux_alpha(double alpha) {}
+  // Label smoothing of the training losses (evaluation never smooths).
+  void set_label_smoothing(double eps) { label_smoothing_ = eps; }
+  double label_smoothing() const { return label_smoothing_; }
 
   // Incremental decoding of [B, T] tokens -> logits [B, T, V]. `key_pad` [B, max_len] (bool, may be
   // undefined) marks left padding, which must not influence the real tokens.
   virtual std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
                                                     const at::Tensor& key_pad) = 0;
   virtual at::Tensor decode(const at::Tensor& tokens, DecodeState& state) = 0;
+
+ protected:
+  double label_smoothing_ = 0.0;
 };
 using CausalLm = std::shared_ptr<CausalLmImpl>;
 
@@ -59,6 +65,6 @@ using CausalLm = std::shared_ptr<CausalLmImpl>;
 CausalLm build_model(const ModelConfig& c);
 int64_t count_parameters(const torch::nn::Module& m);
 // Cross-entropy of logits [B, S, V] against targets [B, S], computed in at least float32.
-at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& targets);
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing = 0.0);
 
 }  // namespace dsforge::model

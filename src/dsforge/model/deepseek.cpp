@@ -101,7 +101,7 @@ LossOutput DeepseekV3Impl::loss(const at::Tensor& tokens, double mtp_weight) {
   at::Tensor h = hidden(x);
   at::Tensor logits = lm_head(h);
   LossOutput out;
-  out.main = next_token_loss(logits, y);
+  out.main = next_token_loss(logits, y, label_smoothing_);
   out.tokens = y.numel();
   out.total = out.main;
   if (D > 0 && mtp_weight > 0) {
@@ -110,7 +110,7 @@ LossOutput DeepseekV3Impl::loss(const at::Tensor& tokens, double mtp_weight) {
     for (size_t k0 = 0; k0 < mtp.size(); ++k0) {
       const int64_t k = static_cast<int64_t>(k0) + 1, n = mtp[k0].size(1);
       at::Tensor target = tokens.narrow(1, k + 1, n);
-      at::Tensor ce = at::cross_entropy_loss(mtp[k0].reshape({-1, c_.vocab_size}).to(compute_dtype(mtp[k0])), target.reshape({-1}));
+      at::Tensor ce = next_token_loss(mtp[k0], target, label_smoothing_);
       sum = sum.defined() ? sum + ce : ce;
     }
     if (sum.defined()) {
@@ -236,7 +236,7 @@ void CausalLmImpl::init_weights(double std, uint64_t seed) { model::init_weights
 LossOutput CausalLmImpl::loss(const at::Tensor& tokens, double) {
   const int64_t S = tokens.size(1) - 1;
   LossOutput out;
-  out.main = next_token_loss(forward(tokens.narrow(1, 0, S)), tokens.narrow(1, 1, S));
+  out.main = next_token_loss(forward(tokens.narrow(1, 0, S)), tokens.narrow(1, 1, S), label_smoothing_);
   out.total = out.main;
   out.tokens = tokens.size(0) * S;
   return out;
@@ -248,8 +248,9 @@ int64_t count_parameters(const torch::nn::Module& m) {
   return n;
 }
 
-at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& targets) {
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(compute_dtype(logits)), targets.reshape({-1}));
+at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(compute_dtype(logits)), targets.reshape({-1}), {},
+                                at::Reduction::Mean, -100, label_smoothing);
 }
 
 }  // namespace dsforge::model

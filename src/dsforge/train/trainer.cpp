@@ -17,6 +17,7 @@
 #include "dsforge/log/metrics.h"
 #include "dsforge/log/tensorboard.h"
 #include "dsforge/model/io.h"
+#include "dsforge/core/safetensors.h"
 #include "dsforge/train/checkpoint.h"
 #include "dsforge/train/optim.h"
 
@@ -68,6 +69,7 @@ TrainResult Trainer::fit() {
   const int64_t D = model_->extra_target_tokens();
   data::TokenLoader loader(train_shard, tc.seq_len + 1 + D, tc.seq_len, static_cast<uint64_t>(cfg_.run.seed));
   model_->set_aux_alpha(tc.aux_loss_alpha);
+  model_->set_label_smoothing(tc.label_smoothing);
   std::vector<std::pair<std::string, at::Tensor>> named;
   for (auto& p : model_->named_parameters()) named.emplace_back(p.key(), p.value());
   AdamW opt(named, {tc.lr, tc.beta1, tc.beta2, tc.eps, tc.weight_decay});
@@ -87,6 +89,12 @@ TrainResult Trainer::fit() {
     model::load_model_state(*model_, data.model, *ckpt + "/model.safetensors");
     opt.load_state_dict(data.optimizer, *ckpt + "/optimizer.safetensors");
     step = data.trainer_state.at("step").get<int64_t>();
+    if (data.trainer_state.value("early_stopped", false)) {
+      log_info("train: ", *ckpt, " ended by early stopping at step ", step, "; nothing to do");
+      result.start_step = result.final_step = step;
+      result.early_stopped = true;
+      return result;
+    }
     loader.set_cursor({data.trainer_state.at("loader_epoch").get<int64_t>(),
                        data.trainer_state.at("loader_position").get<int64_t>()});
     result.checkpoint = *ckpt;
@@ -113,9 +121,15 @@ TrainResult Trainer::fit() {
                           {"loader_epoch", loader.cursor().epoch},
                           {"loader_position", loader.cursor().position},
                           {"config_hash", cfg_hash},
+                          {"early_stopped", result.early_stopped},
                           {"seed", cfg_.run.seed}};
     result.checkpoint = save_checkpoint(run_dir, at_step, data, tc.keep_checkpoints);
   };
+
+  // Early stopping keeps the best weights (by validation loss) in memory and on disk (checkpoints/best).
+  double best_val = INFINITY;
+  int64_t best_step = -1, bad_evals = 0;
+  TensorMap best_state;
 
   SignalScope signals;
   model_->train();
@@ -184,6 +198,28 @@ TrainResult Trainer::fit() {
       tb.flush();
       log_info("eval step ", step, ": val loss ", ev.loss, ", perplexity ", ev.perplexity);
       t_window = std::chrono::steady_clock::now();  // keep eval time out of throughput
+      if (tc.early_stopping_patience > 0) {
+        if (ev.loss < best_val - tc.early_stopping_min_delta) {
+          best_val = ev.loss;
+          best_step = step;
+          bad_evals = 0;
+          best_state.clear();
+          for (const auto& [k, t] : model::model_state(*model_)) best_state[k] = t.clone();
+          const std::string best_dir = path_join(run_dir, "checkpoints/best");
+          make_dirs(best_dir);
+          write_file_atomic(path_join(best_dir, "config.json"), model::model_config_to_json(mcfg_));
+          save_safetensors(path_join(best_dir, "model.safetensors"), best_state, {{"format", "pt"}, {"step", std::to_string(step)}});
+        } else if (++bad_evals >= tc.early_stopping_patience) {
+          model::load_model_state(*model_, best_state, "best weights");
+          result.early_stopped = true;
+          result.best_step = best_step;
+          log_info("train: early stopping at step ", step, ": val loss has not improved by ", tc.early_stopping_min_delta,
+                   " for ", bad_evals, " evaluations; restored the best weights (step ", best_step, ", val loss ", best_val, ")");
+          save(step);
+          result.final_step = step;
+          return result;
+        }
+      }
     }
     if (g_stop != 0 || step == stop_at_) {
       save(step);

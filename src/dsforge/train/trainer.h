@@ -24,6 +24,8 @@ struct TrainResult {
   double tokens_per_second = 0;
   int64_t skipped_steps = 0;  // non-finite loss or gradient
   bool interrupted = false;
+  bool early_stopped = false;
+  int64_t best_step = -1;   // the step whose weights early stopping restored
   std::string checkpoint;   // the last checkpoint folder written
 };
 
