@@ -276,13 +276,16 @@ TEST(Routing, BiasUpdatesBalanceASkewedRouter) {
   at::Tensor x = at::randn({4, 16, c.hidden_size}).abs();
   moe(x);
   double first = moe->update_bias(0.0);
+  // Near balance the saturated router flips groups of tokens together, so one step's ratio
+  // oscillates; `last` is the mean over the final 20 updates.
   double last = 0;
   for (int i = 0; i < 200; ++i) {
     moe(x);
-    last = moe->update_bias(0.01);
+    const double r = moe->update_bias(0.01);
+    if (i >= 180) last += r / 20.0;
   }
   EXPECT_GT(first, 3.0);
-  EXPECT_LT(last, first / 2);
+  EXPECT_LT(last, first / 2) << "first " << first << ", mean of the last 20 " << last;
 }
 
 TEST(Routing, SequenceBalanceLossIsAlphaUnderUniformRouting) {

@@ -85,21 +85,21 @@ TEST(Checkpoint, AtomicKeepLastAndCorruptionFallback) {
     d.trainer_state = {{"step", s}};
     save_checkpoint(dir.path, s, d, 2);
   }
-  auto latest = latest_checkpoint(dir.path);
+  auto latest = load_latest_checkpoint(dir.path);
   ASSERT_TRUE(latest);
-  EXPECT_NE(latest->find("step_0000030"), std::string::npos);
+  EXPECT_NE(latest->dir.find("step_0000030"), std::string::npos);
   EXPECT_FALSE(file_exists(path_join(dir.path, "checkpoints/step_0000010")));  // pruned
   // Corrupt the newest: loading falls back to step 20.
-  std::string w = path_join(*latest, "model.safetensors");
+  std::string w = path_join(latest->dir, "model.safetensors");
   std::string bytes = read_file(w);
   bytes[bytes.size() - 1] ^= 1;
   write_file_atomic(w, bytes);
-  latest = latest_checkpoint(dir.path);
+  latest = load_latest_checkpoint(dir.path);
   ASSERT_TRUE(latest);
-  EXPECT_NE(latest->find("step_0000020"), std::string::npos);
+  EXPECT_NE(latest->dir.find("step_0000020"), std::string::npos);
   // A half-written checkpoint (no DONE) is ignored.
   make_dirs(path_join(dir.path, "checkpoints/step_0000040.tmp"));
-  EXPECT_NE(latest_checkpoint(dir.path)->find("step_0000020"), std::string::npos);
+  EXPECT_NE(load_latest_checkpoint(dir.path)->dir.find("step_0000020"), std::string::npos);
 }
 
 namespace {

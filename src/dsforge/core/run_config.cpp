@@ -356,6 +356,14 @@ std::string to_toml(const RunConfig& cfg) {
   return out;
 }
 
+std::string section_hash(const RunConfig& cfg, const std::string& section) {
+  RunConfig copy = cfg;
+  std::string text = fmt("run.seed=", cfg.run.seed, "\n");
+  for (const auto& f : fields(copy))
+    if (f.key.compare(0, section.size() + 1, section + ".") == 0) text += f.key + "=" + value_text(f.ref) + "\n";
+  return hex64(fnv1a64(text));
+}
+
 std::string checkpoint_hash(const RunConfig& cfg) {
   RunConfig copy = cfg;
   std::string text;

@@ -111,5 +111,7 @@ void validate(const RunConfig& cfg);
 std::string to_toml(const RunConfig& cfg);
 // Hash of the fields that define what a checkpoint means (data, tokenizer, model, seq_len, seed).
 std::string checkpoint_hash(const RunConfig& cfg);
+// Hash of every key of one section plus the seed: what a stage's outputs depend on (data, augment).
+std::string section_hash(const RunConfig& cfg, const std::string& section);
 
 }  // namespace dsforge

@@ -9,6 +9,7 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/data/corpus.h"
 
 namespace dsforge::data {
 namespace {
@@ -33,35 +34,16 @@ const std::unordered_set<std::string> kStopwords = {
 }  // namespace
 
 WordNet::WordNet(const std::string& dir) {
-  for (const char* pos : {"noun", "verb", "adj", "adv"}) {
-    const std::string path = path_join(dir, std::string("data.") + pos);
-    std::ifstream in(path);
-    if (!in) throw DataError(fmt(path, ": cannot open WordNet data file (install Debian's wordnet-base)"));
-    std::string line;
-    int64_t lineno = 0;
-    while (std::getline(in, line)) {
-      ++lineno;
-      if (line.empty() || line[0] == ' ') continue;
-      std::istringstream f(line);
-      std::string offset, lexfile, sstype, wcnt_hex;
-      if (!(f >> offset >> lexfile >> sstype >> wcnt_hex))
-        throw DataError(fmt(path, ":", lineno, ": expected 'offset lex_filenum ss_type w_cnt ...'"));
-      const int wcnt = static_cast<int>(std::stoul(wcnt_hex, nullptr, 16));
-      const auto id = static_cast<uint32_t>(synset_lemmas_.size());
-      std::vector<std::string> lemmas;
-      for (int i = 0; i < wcnt; ++i) {
-        std::string word, lex_id;
-        if (!(f >> word >> lex_id)) throw DataError(fmt(path, ":", lineno, ": synset lists fewer than ", wcnt, " words"));
-        size_t paren = word.find('(');
-        if (paren != std::string::npos) word.resize(paren);
-        word = lower(word);
-        lemmas.push_back(word);
-        auto& v = synsets_of_[word];
-        if (v.empty() || v.back() != id) v.push_back(id);
-      }
-      synset_lemmas_.push_back(std::move(lemmas));
+  for_each_wordnet_synset(dir, [&](const WordNetSynset& syn) {
+    const auto id = static_cast<uint32_t>(synset_lemmas_.size());
+    std::vector<std::string> lemmas;
+    for (const auto& w : syn.words) {
+      lemmas.push_back(lower(w));
+      auto& v = synsets_of_[lemmas.back()];
+      if (v.empty() || v.back() != id) v.push_back(id);
     }
-  }
+    synset_lemmas_.push_back(std::move(lemmas));
+  });
   for (const char* pos : {"noun", "verb", "adj", "adv"}) {
     std::ifstream in(path_join(dir, std::string(pos) + ".exc"));
     std::string line;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <fstream>
@@ -24,8 +25,8 @@
 
 namespace dsforge::data {
 
-std::vector<std::string> read_wordnet_glosses(const std::string& dir) {
-  std::vector<std::string> docs;
+void for_each_wordnet_synset(const std::string& dir, const std::function<void(const WordNetSynset&)>& fn) {
+  WordNetSynset syn;
   for (const char* pos : {"noun", "verb", "adj", "adv"}) {
     const std::string path = path_join(dir, std::string("data.") + pos);
     std::ifstream in(path);
@@ -36,39 +37,46 @@ std::vector<std::string> read_wordnet_glosses(const std::string& dir) {
     while (std::getline(in, line)) {
       ++lineno;
       if (line.empty() || line[0] == ' ') continue;  // the license header is indented
-      // offset lex_filenum ss_type w_cnt(hex) word lex_id ... | gloss
+      // offset lex_filenum ss_type w_cnt(hex) [word lex_id]... ptrs... | gloss
       size_t bar = line.find(" | ");
       if (bar == std::string::npos) throw DataError(fmt(path, ":", lineno, ": expected ' | ' before the gloss"));
       std::istringstream fields(line.substr(0, bar));
-      std::string offset, lexfile, sstype, wcnt, word;
-      if (!(fields >> offset >> lexfile >> sstype >> wcnt >> word))
+      std::string offset, lexfile, sstype, wcnt_hex;
+      if (!(fields >> offset >> lexfile >> sstype >> wcnt_hex))
         throw DataError(fmt(path, ":", lineno, ": expected 'offset lex_filenum ss_type w_cnt word ...'"));
-      size_t paren = word.find('(');  // adjective markers: "beautiful(a)"
-      if (paren != std::string::npos) word.resize(paren);
-      std::replace(word.begin(), word.end(), '_', ' ');
-      std::string gloss = line.substr(bar + 3);
-      size_t example = gloss.find("; \"");
-      if (example != std::string::npos) gloss.resize(example);
-      while (!gloss.empty() && (gloss.back() == ' ' || gloss.back() == ';')) gloss.pop_back();
-      if (gloss.empty()) continue;
-      docs.push_back(word + ": " + gloss);
+      const auto wcnt = std::stoul(wcnt_hex, nullptr, 16);
+      syn.words.clear();
+      for (unsigned long i = 0; i < wcnt; ++i) {
+        std::string word, lex_id;
+        if (!(fields >> word >> lex_id))
+          throw DataError(fmt(path, ":", lineno, ": synset lists fewer than ", wcnt, " words"));
+        size_t paren = word.find('(');  // adjective markers: "beautiful(a)"
+        if (paren != std::string::npos) word.resize(paren);
+        syn.words.push_back(std::move(word));
+      }
+      syn.gloss = line.substr(bar + 3);
+      fn(syn);
     }
   }
+}
+
+std::vector<std::string> read_wordnet_glosses(const std::string& dir) {
+  std::vector<std::string> docs;
+  for_each_wordnet_synset(dir, [&](const WordNetSynset& syn) {
+    std::string word = syn.words.at(0);
+    std::replace(word.begin(), word.end(), '_', ' ');
+    std::string gloss = syn.gloss;
+    size_t example = gloss.find("; \"");
+    if (example != std::string::npos) gloss.resize(example);
+    while (!gloss.empty() && (gloss.back() == ' ' || gloss.back() == ';')) gloss.pop_back();
+    if (!gloss.empty()) docs.push_back(word + ": " + gloss);
+  });
   return docs;
 }
 
 std::string clean_text(const std::string& text, bool* had_invalid) {
-  // Validate UTF-8 ourselves: ICU's fromUTF8 repairs silently, and we want the count.
-  bool invalid = false;
-  {
-    const auto* s = reinterpret_cast<const uint8_t*>(text.data());
-    int32_t i = 0, n = static_cast<int32_t>(text.size());
-    while (i < n) {
-      UChar32 c;
-      U8_NEXT(s, i, n, c);
-      if (c < 0) { invalid = true; break; }
-    }
-  }
+  // Validate first: ICU's fromUTF8 repairs silently, and we want the count.
+  const bool invalid = !is_valid_utf8(text);
   if (had_invalid) *had_invalid = invalid;
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* nfkc = icu::Normalizer2::getNFKCInstance(status);
@@ -250,9 +258,8 @@ std::string stats_table(const CorpusStats& s) {
   return out;
 }
 
-namespace {
-nlohmann::json stats_json(const CorpusStats& s) {
-  nlohmann::json top = nlohmann::json::array();
+nlohmann::ordered_json stats_json(const CorpusStats& s) {
+  nlohmann::ordered_json top = nlohmann::ordered_json::array();
   for (const auto& [w, c] : s.top_words) top.push_back({w, c});
   return {{"documents", s.documents},
           {"bytes", s.bytes},
@@ -268,14 +275,7 @@ nlohmann::json stats_json(const CorpusStats& s) {
           {"top_words", top}};
 }
 
-std::string data_inputs_hash(const RunConfig& cfg) {
-  RunConfig data_only;  // every data.* key plus the seed
-  data_only.data = cfg.data;
-  data_only.run.seed = cfg.run.seed;
-  std::string toml = to_toml(data_only);
-  return hex64(fnv1a64(toml.substr(toml.find("[data]"), toml.find("[tokenizer]") - toml.find("[data]")) +
-                       std::to_string(cfg.run.seed)));
-}
+namespace {
 
 // Appends lines to a temporary file and renames it into place on commit().
 class LineWriter {
@@ -334,7 +334,7 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
   out.val_path = path_join(dir, "val.txt");
   out.stats_path = path_join(dir, "stats.json");
   const std::string stamp = path_join(dir, "DONE");
-  const std::string hash = data_inputs_hash(cfg);
+  const std::string hash = section_hash(cfg, "data");
   if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out.train_path) && file_exists(out.val_path)) {
     auto j = nlohmann::json::parse(read_file(out.stats_path));
     out.train_docs = j["split"]["train_documents"];

@@ -6,7 +6,9 @@
 // document per line) and stats.json.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
 #include <unordered_set>
 #include <string>
@@ -19,6 +21,14 @@ namespace dsforge::data {
 // Parses WordNet 3.0 data.{noun,verb,adj,adv} in `dir` into "lemma: definition" lines (examples
 // after the definition are left out). Throws DataError naming the file and line on malformed input.
 std::vector<std::string> read_wordnet_glosses(const std::string& dir);
+
+// One synset of WordNet's data.* files: its words as written (underscores kept, adjective markers
+// like "(a)" removed) and its full gloss. Throws DataError naming the file and line.
+struct WordNetSynset {
+  std::vector<std::string> words;
+  std::string gloss;
+};
+void for_each_wordnet_synset(const std::string& dir, const std::function<void(const WordNetSynset&)>& fn);
 struct CleanCounts {
   int64_t input = 0;
   int64_t invalid_utf8 = 0;   // documents that had invalid bytes (repaired, or dropped per data.invalid_utf8)
@@ -70,6 +80,7 @@ class StatsAccumulator {
 };
 CorpusStats corpus_stats(const std::vector<std::string>& docs, size_t top_k = 20);
 std::string stats_table(const CorpusStats& s);
+nlohmann::ordered_json stats_json(const CorpusStats& s);
 // Words as the statistics count them: runs of letters, digits, apostrophes and non-ASCII, lower-cased.
 std::vector<std::string> split_words(const std::string& doc);
 

@@ -23,33 +23,6 @@ namespace {
 constexpr char kMagic[8] = {'D', 'S', 'F', 'T', 'O', 'K', 'S', '\0'};
 }
 
-void write_shard(const std::string& path, const std::vector<int32_t>& tokens, uint64_t n_docs, int64_t vocab_size) {
-  ShardHeader h;
-  h.bytes_per_token = vocab_size <= 65536 ? 2 : 4;
-  h.n_tokens = tokens.size();
-  h.n_docs = n_docs;
-  std::string out(kShardHeaderBytes, '\0');
-  std::memcpy(out.data(), kMagic, 8);
-  std::memcpy(out.data() + 8, &h.version, 4);
-  std::memcpy(out.data() + 12, &h.bytes_per_token, 4);
-  std::memcpy(out.data() + 16, &h.n_tokens, 8);
-  std::memcpy(out.data() + 24, &h.n_docs, 8);
-  out.resize(kShardHeaderBytes + tokens.size() * h.bytes_per_token);
-  char* p = out.data() + kShardHeaderBytes;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= vocab_size)
-      throw DataError(fmt(path, ": token ", tokens[i], " at position ", i, " is outside [0, ", vocab_size, ")"));
-    if (h.bytes_per_token == 2) {
-      uint16_t v = static_cast<uint16_t>(tokens[i]);
-      std::memcpy(p + 2 * i, &v, 2);
-    } else {
-      uint32_t v = static_cast<uint32_t>(tokens[i]);
-      std::memcpy(p + 4 * i, &v, 4);
-    }
-  }
-  write_file_atomic(path, out);
-}
-
 ShardWriter::ShardWriter(const std::string& path, int64_t vocab_size)
     : path_(path), tmp_(path + ".tmp"), vocab_size_(vocab_size), out_(tmp_, std::ios::binary) {
   if (!out_) throw IoError(fmt(tmp_, ": cannot create"));
@@ -95,6 +68,12 @@ void ShardWriter::finish(uint64_t n_docs) {
     ::close(fd);
   }
   std::filesystem::rename(tmp_, path_);
+}
+
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens, uint64_t n_docs, int64_t vocab_size) {
+  ShardWriter w(path, vocab_size);
+  w.append(tokens);
+  w.finish(n_docs);
 }
 
 TokenShard::TokenShard(const std::string& path) : path_(path) {

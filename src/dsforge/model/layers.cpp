@@ -114,10 +114,14 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
   // left padding, pad keys are hidden from every query but their own position.
   at::Tensor mask;
   const auto mopts = x.options().dtype(compute_dtype(x));
-  at::Tensor qpos = at::arange(start_pos, start_pos + S, x.options().dtype(at::kLong)).unsqueeze(1);
-  at::Tensor kpos = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(0);
-  if (S > 1 || start_pos + S != T) mask = at::zeros({S, T}, mopts).masked_fill(kpos > qpos, -INFINITY);
-  if (cache && cache->key_pad.defined()) {
+  const bool causal = S > 1 || start_pos + S != T, padded = cache && cache->key_pad.defined();
+  at::Tensor qpos, kpos;  // built only when a mask is needed: a plain decode step needs none
+  if (causal || padded) {
+    qpos = at::arange(start_pos, start_pos + S, x.options().dtype(at::kLong)).unsqueeze(1);
+    kpos = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(0);
+  }
+  if (causal) mask = at::zeros({S, T}, mopts).masked_fill(kpos > qpos, -INFINITY);
+  if (padded) {
     at::Tensor pad = cache->key_pad.narrow(1, 0, T).unsqueeze(1) & (kpos != qpos).unsqueeze(0);  // (B, S, T)
     at::Tensor pm = at::zeros({B, S, T}, mopts).masked_fill(pad, -INFINITY);
     mask = (mask.defined() ? pm + mask : pm).unsqueeze(1);  // (B, 1, S, T)

@@ -39,6 +39,14 @@ int64_t tokenizer_vocab_size(const RunConfig& cfg) {
 }
 
 // The model config of this run: the configured architecture with the tokenizer's vocabulary.
+// What the shards were made from: the tokenizer file and, when augmentation is on, the augmented
+// file (its stamp, not its text: the stamp already hashes the corpus and the augment settings).
+std::string shard_identity(const RunConfig& cfg) {
+  std::string id = read_file(run_path(cfg, "tokenizer.json"));
+  if (cfg.augment.enabled) id += "|augment:" + read_file(run_path(cfg, "data/AUGMENT_DONE"));
+  return hex64(fnv1a64(id));
+}
+
 model::ModelConfig run_model_config(const RunConfig& cfg, const tok::BpeTokenizer& tok) {
   model::ModelConfig m = model::load_model_config(cfg.model.config);
   m.vocab_size = tok.vocab_size();
@@ -77,18 +85,9 @@ std::string data_stats_report(const RunConfig& cfg, const std::vector<std::strin
     data::IngestCounts ic = data::for_each_document(data::expand_inputs(inputs), io, [&](std::string&& d) { acc.add(d); });
     data::CorpusStats st = acc.finish();
     if (as_json) {
-      nlohmann::ordered_json j = {{"files", ic.files},          {"documents", st.documents},
-                                  {"bytes", st.bytes},          {"chars", st.chars},
-                                  {"words", st.words},          {"vocabulary", st.vocabulary},
-                                  {"type_token_ratio", st.type_token_ratio},
-                                  {"unigram_entropy_bits_per_word", st.unigram_entropy_bits_per_word},
-                                  {"unigram_entropy_bits_per_char", st.unigram_entropy_bits_per_char},
-                                  {"zipf_slope", st.zipf_slope}, {"ngram_repetition", st.ngram_repetition},
-                                  {"duplicate_fraction", st.duplicate_fraction},
-                                  {"invalid_utf8_documents", ic.invalid_utf8}};
-      nlohmann::ordered_json top = nlohmann::ordered_json::array();
-      for (const auto& [w, c] : st.top_words) top.push_back({w, c});
-      j["top_words"] = top;
+      nlohmann::ordered_json j = data::stats_json(st);
+      j["files"] = ic.files;
+      j["invalid_utf8_documents"] = ic.invalid_utf8;
       return j.dump(2) + "\n";
     }
     return fmt(ic.files, " files, ", ic.invalid_utf8, " documents with invalid UTF-8 (", ic.dropped_invalid, " dropped)\n",
@@ -132,7 +131,7 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
 
 void stage_augment(const RunConfig& cfg) {
   const std::string out = run_path(cfg, "data/train_augmented.txt"), stamp = run_path(cfg, "data/AUGMENT_DONE");
-  const std::string hash = hex64(fnv1a64(read_file(run_path(cfg, "data/DONE")) + to_toml(cfg).substr(0, to_toml(cfg).find("[tokenizer]"))));
+  const std::string hash = hex64(fnv1a64(read_file(run_path(cfg, "data/DONE")) + section_hash(cfg, "augment")));
   if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out)) {
     log_info("augment: reusing ", out);
     return;
@@ -178,10 +177,8 @@ void stage_tokenize(const RunConfig& cfg) {
   const std::string augmented = cfg.augment.enabled ? run_path(cfg, "data/train_augmented.txt") : "";
   if (!augmented.empty() && !file_exists(augmented))
     throw DataError(fmt(augmented, ": augment.enabled is true but the augment stage has not run (`dsforge data augment`)"));
-  // The shard identity covers the tokenizer and the augmented file, so either change re-tokenizes.
-  const std::string id = hex64(fnv1a64(read_file(tpath) + (augmented.empty() ? "" : read_file(augmented))));
-  data::tokenize_corpus(run_path(cfg, "data/train.txt"), run_path(cfg, "data/val.txt"), tok, id, cfg.run.out_dir,
-                        cfg.run.threads, augmented);
+  data::tokenize_corpus(run_path(cfg, "data/train.txt"), run_path(cfg, "data/val.txt"), tok, shard_identity(cfg),
+                        cfg.run.out_dir, cfg.run.threads, augmented);
 }
 
 int stage_train(const RunConfig& cfg) {
@@ -189,9 +186,7 @@ int stage_train(const RunConfig& cfg) {
   auto tok = tok::BpeTokenizer::load(tpath);
   const std::string manifest_path = run_path(cfg, "shards/manifest.json");
   data::Manifest manifest = data::read_manifest(manifest_path);
-  const std::string augmented = run_path(cfg, "data/train_augmented.txt");
-  const std::string shard_id = hex64(fnv1a64(read_file(tpath) + (cfg.augment.enabled ? read_file(augmented) : "")));
-  if (manifest.tokenizer_hash != shard_id)
+  if (manifest.tokenizer_hash != shard_identity(cfg))
     throw DataError(fmt(manifest_path, ": shards were made with another tokenizer than ", tpath,
                         " (re-run `dsforge tokenize`)"));
   model::ModelConfig mcfg = run_model_config(cfg, tok);

@@ -184,10 +184,8 @@ void BpeTokenizer::build_index() {
   }
 }
 
-BpeTokenizer::PieceCounter::PieceCounter(const TrainOptions& opts) : specials_(opts.special_tokens) {
-  BpeTokenizer probe;
-  probe.set_pretokenizer(tok::pretokenizer_patterns(opts.pretokenizer));
-  pre_ = probe.pre_;
+BpeTokenizer::PieceCounter::PieceCounter(const TrainOptions& opts)
+    : specials_(opts.special_tokens), pre_(&named_pretokenizer(opts.pretokenizer)) {
   for (size_t i = 0; i < specials_.size(); ++i) special_ids_[specials_[i]] = static_cast<int32_t>(i);
 }
 

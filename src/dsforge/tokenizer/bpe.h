@@ -57,7 +57,7 @@ class BpeTokenizer {
    private:
     std::vector<std::string> specials_;
     std::unordered_map<std::string, int32_t> special_ids_;
-    std::shared_ptr<const PreTokenizer> pre_;
+    const PreTokenizer* pre_;  // a shared named instance (pretokenize.h)
     std::unordered_map<std::string, int64_t> counts_;
     std::vector<std::string_view> pieces_;
   };

@@ -70,12 +70,11 @@ CheckpointData load_checkpoint(const std::string& dir) {
   return out;
 }
 
-std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
+std::optional<LoadedCheckpoint> load_latest_checkpoint(const std::string& run_dir) {
   auto all = complete_checkpoints(run_dir);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     try {
-      load_checkpoint(it->string());  // verifies checksums and structure
-      return it->string();
+      return LoadedCheckpoint{it->string(), load_checkpoint(it->string())};  // verifies checksums and structure
     } catch (const CheckpointError& e) {
       log_info("checkpoint: skipping ", it->string(), ": ", e.what());
     }

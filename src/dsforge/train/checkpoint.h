@@ -24,8 +24,13 @@ struct CheckpointData {
 
 // Writes step_<step>; prunes to the newest `keep`. Returns the folder.
 std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointData& data, int64_t keep);
-// The newest complete, verifying checkpoint folder, if any. Corrupt ones are reported and skipped.
-std::optional<std::string> latest_checkpoint(const std::string& run_dir);
+// The newest complete checkpoint that loads and verifies, with its folder; corrupt ones are reported
+// and skipped.
+struct LoadedCheckpoint {
+  std::string dir;
+  CheckpointData data;
+};
+std::optional<LoadedCheckpoint> load_latest_checkpoint(const std::string& run_dir);
 CheckpointData load_checkpoint(const std::string& dir);
 
 }  // namespace dsforge::train

@@ -80,8 +80,9 @@ TrainResult Trainer::fit() {
   const std::string cfg_hash = checkpoint_hash(cfg_);
   TrainResult result;
   int64_t step = 0;
-  if (auto ckpt = latest_checkpoint(run_dir)) {
-    CheckpointData data = load_checkpoint(*ckpt);
+  if (auto loaded = load_latest_checkpoint(run_dir)) {
+    const std::string* ckpt = &loaded->dir;
+    CheckpointData& data = loaded->data;
     const std::string saved_hash = data.trainer_state.value("config_hash", "");
     if (saved_hash != cfg_hash)
       throw CheckpointError(fmt(*ckpt, ": written by a run with another data/tokenizer/model/seq_len/seed config (hash ",
