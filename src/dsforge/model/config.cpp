@@ -15,6 +15,24 @@ const std::set<std::string> kIgnoredKeys = {
     "pretraining_tp", "ep_size", "attention_dropout", "attention_bias", "hidden_act", "_name_or_path",
     "dtype", "rope_interleave", "head_dim", "output_router_logits", "router_aux_loss_coef", "pad_token_id"};
 
+// Typed reads of one config value; errors name the file and the key.
+int64_t json_int(const nlohmann::json& v, const std::string& origin, const std::string& key) {
+  if (!v.is_number_integer()) throw ConfigError(fmt(origin, ": key '", key, "' must be an integer"));
+  return v.get<int64_t>();
+}
+double json_num(const nlohmann::json& v, const std::string& origin, const std::string& key) {
+  if (!v.is_number()) throw ConfigError(fmt(origin, ": key '", key, "' must be a number"));
+  return v.get<double>();
+}
+bool json_bool(const nlohmann::json& v, const std::string& origin, const std::string& key) {
+  if (!v.is_boolean()) throw ConfigError(fmt(origin, ": key '", key, "' must be true or false"));
+  return v.get<bool>();
+}
+std::string json_str(const nlohmann::json& v, const std::string& origin, const std::string& key) {
+  if (!v.is_string()) throw ConfigError(fmt(origin, ": key '", key, "' must be a string"));
+  return v.get<std::string>();
+}
+
 // GPT-2 (HF GPT2Config names) and LSTM configs.
 ModelConfig baseline_config_from_json(const nlohmann::json& j, const std::string& type, const std::string& origin) {
   static const std::set<std::string> ignored = {
@@ -26,14 +44,8 @@ ModelConfig baseline_config_from_json(const nlohmann::json& j, const std::string
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const auto& v = it.value();
-    auto num = [&]() {
-      if (!v.is_number()) throw ConfigError(fmt(origin, ": key '", k, "' must be a number"));
-      return v.get<double>();
-    };
-    auto integer = [&]() {
-      if (!v.is_number_integer()) throw ConfigError(fmt(origin, ": key '", k, "' must be an integer"));
-      return v.get<int64_t>();
-    };
+    auto num = [&]() { return json_num(v, origin, k); };
+    auto integer = [&]() { return json_int(v, origin, k); };
     if (k == "vocab_size") c.vocab_size = integer();
     else if (k == (type == "gpt2" ? "n_embd" : "hidden_size")) c.hidden_size = integer();
     else if (k == (type == "gpt2" ? "n_layer" : "num_hidden_layers")) c.num_hidden_layers = integer();
@@ -122,22 +134,10 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
     const auto& v = it.value();
-    auto get_int = [&](int64_t& dst) {
-      if (!v.is_number_integer()) throw ConfigError(fmt(origin, ": key '", k, "' must be an integer"));
-      dst = v.get<int64_t>();
-    };
-    auto get_num = [&](double& dst) {
-      if (!v.is_number()) throw ConfigError(fmt(origin, ": key '", k, "' must be a number"));
-      dst = v.get<double>();
-    };
-    auto get_bool = [&](bool& dst) {
-      if (!v.is_boolean()) throw ConfigError(fmt(origin, ": key '", k, "' must be true or false"));
-      dst = v.get<bool>();
-    };
-    auto get_str = [&](std::string& dst) {
-      if (!v.is_string()) throw ConfigError(fmt(origin, ": key '", k, "' must be a string"));
-      dst = v.get<std::string>();
-    };
+    auto get_int = [&](int64_t& dst) { dst = json_int(v, origin, k); };
+    auto get_num = [&](double& dst) { dst = json_num(v, origin, k); };
+    auto get_bool = [&](bool& dst) { dst = json_bool(v, origin, k); };
+    auto get_str = [&](std::string& dst) { dst = json_str(v, origin, k); };
     if (k == "model_type") get_str(c.model_type);
     else if (k == "vocab_size") get_int(c.vocab_size);
     else if (k == "hidden_size") get_int(c.hidden_size);
@@ -178,10 +178,7 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& o
       for (auto r = v.begin(); r != v.end(); ++r) {
         const std::string rk = r.key();
         const auto& rv = r.value();
-        auto num = [&](double& dst) {
-          if (!rv.is_number()) throw ConfigError(fmt(origin, ": key 'rope_scaling.", rk, "' must be a number"));
-          dst = rv.get<double>();
-        };
+        auto num = [&](double& dst) { dst = json_num(rv, origin, "rope_scaling." + rk); };
         if (rk == "type" || rk == "rope_type") c.rope_scaling.type = rv.get<std::string>();
         else if (rk == "factor") num(c.rope_scaling.factor);
         else if (rk == "original_max_position_embeddings") c.rope_scaling.original_max_position_embeddings = rv.get<int64_t>();
@@ -350,6 +347,13 @@ ParamCounts count_params_formula(const ModelConfig& c) {
   // N_act counts matmul weights only (DEEPSEEK.md §3.3: norms negligible), so the latent norms are out.
   const int64_t attn_matmuls = attn - (c.q_lora_rank > 0 ? c.q_lora_rank : 0) - c.kv_lora_rank;
   ParamCounts p;
+  p.attention = attn;
+  p.attention_matmuls = attn_matmuls;
+  p.dense_ffn = dense;
+  p.router = E * d;
+  p.routed_experts = E * 3 * d * fe;
+  p.routed_active = c.num_experts_per_tok * 3 * d * fe;
+  p.shared_experts = 3 * d * (Ns * fe);
   p.main_total = 2 * c.vocab_size * d + d;
   p.active_excl_embedding = c.vocab_size * d;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {

@@ -84,6 +84,11 @@ struct ParamCounts {
   int64_t main_total = 0;
   int64_t mtp = 0;
   int64_t active_excl_embedding = 0;
+  // Per layer, the parts the totals are made of (model_info's breakdown and FLOPs use them).
+  int64_t attention = 0;          // MLA weights, the latent norms included
+  int64_t attention_matmuls = 0;  // the same without the norms
+  int64_t dense_ffn = 0;
+  int64_t router = 0, routed_experts = 0, routed_active = 0, shared_experts = 0;
 };
 ParamCounts count_params_formula(const ModelConfig& c);
 

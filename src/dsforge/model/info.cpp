@@ -7,26 +7,19 @@ namespace dsforge::model {
 
 ModelInfo model_info(const ModelConfig& c, int64_t seq_len) {
   const int64_t d = c.hidden_size, H = c.num_attention_heads, V = c.vocab_size;
-  const int64_t dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim, dc = c.kv_lora_rank;
-  const int64_t dq = c.q_lora_rank, dqk = dn + dr;
-  const int64_t q_params = dq > 0 ? d * dq + dq + dq * H * dqk : d * H * dqk;
-  const int64_t kv_params = d * (dc + dr) + dc + dc * H * (dn + dv);
-  const int64_t o_params = H * dv * d;
-  const int64_t attn = q_params + kv_params + o_params;
-  const int64_t E = c.n_routed_experts, fe = c.moe_intermediate_size, K = c.num_experts_per_tok;
-  const int64_t router = E * d, routed = E * 3 * d * fe, routed_active = K * 3 * d * fe;
-  const int64_t shared = 3 * d * c.n_shared_experts * fe, dense = 3 * d * c.intermediate_size;
+  const int64_t dqk = c.qk_head_dim(), dv = c.v_head_dim;
+  auto p = count_params_formula(c);  // the per-layer parts come from the one formula
+  const int64_t router = p.router, routed = p.routed_experts, shared = p.shared_experts, dense = p.dense_ffn;
 
   ModelInfo info;
   info.seq_len = seq_len;
-  auto p = count_params_formula(c);
   info.total = p.main_total;
   info.mtp = p.mtp;
   info.active_excl_embedding = p.active_excl_embedding;
   int64_t n_dense = 0, n_moe = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) (c.is_moe_layer(l) ? n_moe : n_dense)++;
   info.breakdown = {{"embedding", V * d},
-                    {"attention (MLA)", c.num_hidden_layers * attn},
+                    {"attention (MLA)", c.num_hidden_layers * p.attention},
                     {"dense FFN", n_dense * dense},
                     {"routers", n_moe * router},
                     {"routed experts", n_moe * routed},
@@ -39,13 +32,12 @@ ModelInfo model_info(const ModelConfig& c, int64_t seq_len) {
   // head and one attention layer. Training = 3 x forward.
   const double attn_flops = 2.0 * H * (dqk + dv) * (static_cast<double>(seq_len) / 2.0);
   const double fwd = 2.0 * static_cast<double>(p.active_excl_embedding) + c.num_hidden_layers * attn_flops;
-  const int64_t moe_active = router + routed_active + shared;
-  const int64_t attn_matmuls = attn - (dq > 0 ? dq : 0) - dc;  // norms are not matmuls
-  const double mtp_act = static_cast<double>(c.num_nextn_predict_layers) * (2 * d * d + attn_matmuls + moe_active + V * d);
+  const int64_t moe_active = router + p.routed_active + shared;
+  const double mtp_act = static_cast<double>(c.num_nextn_predict_layers) * (2 * d * d + p.attention_matmuls + moe_active + V * d);
   const double mtp_fwd = 2.0 * mtp_act + c.num_nextn_predict_layers * attn_flops;
   info.train_flops_per_token_no_mtp = 3.0 * fwd;
   info.train_flops_per_token = 3.0 * (fwd + mtp_fwd);
-  info.kv_cache_mla = dc + dr;
+  info.kv_cache_mla = c.kv_lora_rank + c.qk_rope_head_dim;
   info.kv_cache_mha = H * (dqk + dv);
   return info;
 }
