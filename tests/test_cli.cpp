@@ -150,3 +150,23 @@ TEST(Cli, SigtermSavesACheckpointAndTheRerunResumes) {
   ASSERT_EQ(resumed.code, 0) << resumed.err;
   EXPECT_NE(resumed.out.find("at step " + std::to_string(saved)), std::string::npos) << resumed.out;
 }
+
+TEST(Cli, SigkillMidCheckpointResumesFromThePreviousGoodOne) {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir.path, 30);  // checkpoints every 10 steps
+  // The process kills itself with SIGKILL halfway through writing the step-20 checkpoint.
+  const std::string log = path_join(dir.path, "killed.txt");
+  const int status = std::system(("DSFORGE_KILL_IN_CHECKPOINT=20 " + std::string(DSFORGE_CLI) + " pipeline --config " + cfg +
+                                  " >" + log + " 2>&1").c_str());
+  ASSERT_TRUE(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGKILL)) << read_file(log);
+  const std::string ck = path_join(dir.path, "run/checkpoints");
+  EXPECT_TRUE(std::filesystem::exists(path_join(ck, "step_0000010/DONE")));
+  EXPECT_TRUE(std::filesystem::exists(path_join(ck, "step_0000020.tmp")));  // the torn write
+  EXPECT_FALSE(std::filesystem::exists(path_join(ck, "step_0000020")));
+  // The rerun resumes from step 10, finishes, and clears the torn folder.
+  CliRun resumed = run_cli("train --config " + cfg, dir.path);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resuming from " + path_join(ck, "step_0000010") + " at step 10"), std::string::npos) << resumed.out;
+  EXPECT_TRUE(std::filesystem::exists(path_join(ck, "step_0000030/DONE")));
+  EXPECT_FALSE(std::filesystem::exists(path_join(ck, "step_0000020.tmp")));
+}

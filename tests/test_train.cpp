@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstring>
+#include <map>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -12,8 +14,12 @@
 #include "dsforge/model/causal_lm.h"
 #include "dsforge/model/io.h"
 #include "dsforge/pipeline/stages.h"
+#include "dsforge/model/info.h"
 #include "dsforge/train/checkpoint.h"
+#include "dsforge/train/memory.h"
 #include "dsforge/train/optim.h"
+#include "dsforge/train/precision.h"
+#include "dsforge/train/progress.h"
 #include "dsforge/train/trainer.h"
 #include "test_util.h"
 
@@ -164,6 +170,8 @@ TEST(Trainer, ResumeIsBitwiseExact) {
   mc.vocab_size = 300;
   const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
 
+  // Dropout everywhere: the resumed run must also continue the random stream (RNG state in the checkpoint).
+  cfg.train.dropout = cfg.train.attention_dropout = cfg.train.embedding_dropout = 0.1;
   RunConfig a = cfg;  // uninterrupted
   a.run.out_dir = path_join(dir.path, "a");
   make_dirs(a.run.out_dir);
@@ -261,10 +269,13 @@ TEST(Trainer, GradientAccumulationEqualsOneLargerBatch) {
   acc.train.batch_size = 2;
   acc.train.grad_accum_steps = 2;
   acc.train.max_steps = 3;
+  acc.train.fit_micro_batch = false;  // keep 2 x 2 (the memory fit would pick 4 x 1)
   for (auto* r : {&big, &acc}) make_dirs(r->run.out_dir);
   Trainer a(big, mc, manifest), b(acc, mc, manifest);
   a.fit();
-  b.fit();
+  TrainResult rb = b.fit();
+  ASSERT_EQ(rb.micro_batch, 2);
+  ASSERT_EQ(rb.accum_steps, 2);
   auto la = losses(path_join(big.run.out_dir, "metrics.jsonl")), lb = losses(path_join(acc.run.out_dir, "metrics.jsonl"));
   ASSERT_EQ(la.size(), 3u);
   ASSERT_EQ(lb.size(), 3u);
@@ -312,4 +323,267 @@ TEST(Loss, LabelSmoothingMatchesItsFormula) {
   const double expect = (1 - eps) * -logp[1].item<double>() + eps * -logp.mean().item<double>();
   EXPECT_NEAR(model::next_token_loss(logits, target, eps).item<double>(), expect, 1e-12);
   EXPECT_NEAR(model::next_token_loss(logits, target).item<double>(), -logp[1].item<double>(), 1e-12);
+}
+
+TEST(Trainer, DropoutChangesTrainingButNotEvaluation) {
+  model::ModelConfig mc = model::load_model_config("nano");
+  mc.vocab_size = 64;
+  for (const char* preset : {"nano", "gpt2-tiny", "lstm-tiny"}) {
+    model::ModelConfig c = model::load_model_config(preset);
+    c.vocab_size = 64;
+    model::CausalLm m = model::build_model(c);
+    m->init_weights(0.02, 1);
+    at::Tensor x = at::randint(64, {2, 12}, at::kLong);
+    m->eval();
+    at::Tensor ref = m->forward(x);
+    m->set_dropout({0.2, 0.2, 0.2});
+    EXPECT_TRUE(at::equal(m->forward(x), ref)) << preset << ": eval mode must not drop";
+    m->train();
+    EXPECT_FALSE(at::allclose(m->forward(x), ref)) << preset << ": train mode must drop";
+    m->set_dropout({0, 0, 0});
+    EXPECT_TRUE(at::allclose(m->forward(x), ref, 1e-5, 1e-6)) << preset << ": rate 0 is the identity";
+  }
+}
+
+TEST(Memory, PlanPicksTheLargestDivisorThatFits) {
+  MemoryProbe p;
+  p.state_bytes = 1000;
+  p.activation_base = 100;
+  p.per_row_bytes = 100;
+  // need(b) = 1000 + 1.1 * (100 + 100 b): b = 6 -> 1770, b = 4 -> 1550, b = 3 -> 1440.
+  BatchPlan plan = plan_batch(p, 12, 1600);
+  EXPECT_EQ(plan.micro_batch, 4);
+  EXPECT_EQ(plan.accum_steps, 3);
+  EXPECT_EQ(plan_batch(p, 12, 100000).micro_batch, 12);
+  EXPECT_EQ(plan_batch(p, 7, 1500).micro_batch, 1);  // 7 is prime: 1 x 7
+  EXPECT_THROW_MSG(plan_batch(p, 8, 1200), Error, "train.memory_gb");
+}
+
+TEST(Memory, ProbePredictsTheMeasuredPeak) {
+  model::ModelConfig mc = model::load_model_config("nano");
+  mc.vocab_size = 512;
+  const int64_t row = 33 + mc.num_nextn_predict_layers;
+  MemoryProbe p = probe_training_memory(mc, row, /*bf16=*/false, {});
+  // A row's activations hold at least its logits and their gradient (S x V floats, twice).
+  EXPECT_GT(p.per_row_bytes, 2 * 32 * 512 * 4);
+  // Measure micro-batch 6 directly: the linear model from rows 1 and 2 must predict it within 10%.
+  model::CausalLm m = model::build_model(mc);
+  m->train();
+  int64_t n_params = 0;
+  for (const auto& q : m->parameters()) n_params += q.numel();
+  at::Tensor batch = at::randint(512, {6, row}, at::kLong);
+  int64_t measured = 0;
+  {
+    TensorMemoryTracker tracker;
+    const int64_t base = tracker.current();
+    at::Tensor loss = m->loss(batch, 0.3).total;
+    const int64_t forward_end = tracker.current() - base;
+    loss.backward();
+    int64_t grad_bytes = 0;
+    for (const auto& q : m->parameters())
+      if (q.grad().defined()) grad_bytes += q.grad().numel() * 4;
+    // Beyond the gradients (state_bytes counts them): the larger of the activations alive at the end
+    // of forward and the step's peak.
+    measured = std::max(forward_end, tracker.peak() - base - grad_bytes);
+  }
+  const int64_t predicted = p.activation_base + 6 * p.per_row_bytes;
+  EXPECT_NEAR(static_cast<double>(predicted), static_cast<double>(measured), 0.1 * static_cast<double>(measured));
+  EXPECT_EQ(p.state_bytes, n_params * 16);
+}
+
+TEST(Trainer, MemoryBudgetSplitsTheBatchWithTheSameResult) {
+  TempDir dir;
+  RunConfig cfg = prepared_tiny_run(dir.path);
+  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
+  model::ModelConfig mc = model::load_model_config("nano");
+  mc.vocab_size = 300;
+  // A budget between what micro-batch 2 and micro-batch 4 need.
+  MemoryProbe p = probe_training_memory(mc, cfg.train.seq_len + 1 + mc.num_nextn_predict_layers, false, {});
+  auto need = [&](int64_t b) { return p.state_bytes + 1.1 * static_cast<double>(p.activation_base + b * p.per_row_bytes); };
+  RunConfig full = cfg, split = cfg;
+  full.run.out_dir = path_join(dir.path, "full");
+  split.run.out_dir = path_join(dir.path, "split");
+  split.train.memory_gb = (need(2) + need(4)) / 2 / static_cast<double>(1LL << 30);
+  full.train.max_steps = split.train.max_steps = 3;
+  for (auto* r : {&full, &split}) make_dirs(r->run.out_dir);
+  TrainResult rf = Trainer(full, mc, manifest).fit(), rs = Trainer(split, mc, manifest).fit();
+  EXPECT_EQ(rf.micro_batch, 4);
+  EXPECT_EQ(rs.micro_batch, 2);
+  EXPECT_EQ(rs.accum_steps, 2);
+  auto lf = losses(path_join(full.run.out_dir, "metrics.jsonl")), ls = losses(path_join(split.run.out_dir, "metrics.jsonl"));
+  ASSERT_EQ(lf.size(), ls.size());
+  for (size_t i = 0; i < lf.size(); ++i) EXPECT_NEAR(lf[i], ls[i], 1e-4);
+  // A budget below the weights and optimizer state is refused, naming the key.
+  RunConfig tiny = cfg;
+  tiny.run.out_dir = path_join(dir.path, "tiny");
+  tiny.train.memory_gb = 1e-6;
+  EXPECT_THROW_MSG(Trainer(tiny, mc, manifest).fit(), Error, "train.memory_gb");
+}
+
+TEST(Trainer, LossSpikeRollsBackToTheLastCheckpoint) {
+  TempDir dir;
+  RunConfig cfg = prepared_tiny_run(dir.path);
+  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
+  model::ModelConfig mc = model::load_model_config("nano");
+  mc.vocab_size = 300;
+  cfg.run.out_dir = path_join(dir.path, "spike");
+  cfg.train.max_steps = 16;
+  cfg.train.checkpoint_every = 12;
+  cfg.train.spike_factor = 3.0;
+  make_dirs(cfg.run.out_dir);
+  Trainer t(cfg, mc, manifest);
+  t.inject_loss_spike_at(14);
+  TrainResult r = t.fit();
+  EXPECT_EQ(r.rollbacks, 1);
+  EXPECT_EQ(r.final_step, 16);
+  // The record names the spike; steps 13 and 14 were trained twice (before and after the rollback).
+  std::ifstream in(path_join(cfg.run.out_dir, "metrics.jsonl"));
+  int rollbacks = 0, train_records = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["kind"] == "rollback") {
+      ++rollbacks;
+      EXPECT_EQ(j["step"], 14);
+      EXPECT_EQ(j["rolled_back_to"], 12);
+    }
+    if (j["kind"] == "train") ++train_records;
+  }
+  EXPECT_EQ(rollbacks, 1);
+  EXPECT_EQ(train_records, 18);
+  // Without a threshold nothing is rolled back.
+  RunConfig off = cfg;
+  off.run.out_dir = path_join(dir.path, "off");
+  off.train.spike_factor = 0;
+  make_dirs(off.run.out_dir);
+  Trainer t2(off, mc, manifest);
+  t2.inject_loss_spike_at(14);
+  EXPECT_EQ(t2.fit().rollbacks, 0);
+}
+
+TEST(Precision, Bf16AutocastTrainsCloseToFloat32) {
+  TempDir dir;
+  RunConfig cfg = prepared_tiny_run(dir.path);
+  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
+  model::ModelConfig mc = model::load_model_config("nano");
+  mc.vocab_size = 300;
+  RunConfig f = cfg, b = cfg;
+  f.run.out_dir = path_join(dir.path, "fp32");
+  b.run.out_dir = path_join(dir.path, "bf16");
+  b.train.precision = "bf16";
+  for (auto* r : {&f, &b}) make_dirs(r->run.out_dir);
+  Trainer tf(f, mc, manifest), tb(b, mc, manifest);
+  tf.fit();
+  tb.fit();
+  auto lf = losses(path_join(f.run.out_dir, "metrics.jsonl")), lb = losses(path_join(b.run.out_dir, "metrics.jsonl"));
+  ASSERT_EQ(lf.size(), lb.size());
+  double max_diff = 0;
+  for (size_t i = 0; i < lf.size(); ++i) max_diff = std::max(max_diff, std::abs(lf[i] - lb[i]));
+  EXPECT_GT(max_diff, 0.0) << "bf16 must actually change the arithmetic";
+  EXPECT_LT(max_diff, 0.05 * lf.front()) << "bf16 must stay close to float32";
+  // Master weights stay float32.
+  for (const auto& p : tb.model()->parameters()) EXPECT_EQ(p.scalar_type(), at::kFloat);
+}
+
+TEST(Precision, AutocastScopeAndLossScaler) {
+  at::Tensor x = at::randn({4, 8}), w = at::randn({3, 8});
+  {
+    AutocastScope scope(c10::Device(c10::kCPU), at::kBFloat16);
+    EXPECT_EQ(at::linear(x, w).scalar_type(), at::kBFloat16);
+  }
+  EXPECT_EQ(at::linear(x, w).scalar_type(), at::kFloat);  // restored
+  EXPECT_THROW_MSG(autocast_dtype("fp16", c10::Device(c10::kCPU)), ConfigError, "fp16 needs a CUDA device");
+
+  LossScaler s(true, 1024.0, /*growth_interval=*/3);
+  EXPECT_DOUBLE_EQ(s.scale_loss(at::ones({})).item<double>(), 1024.0);
+  at::Tensor p = at::zeros({2}).requires_grad_(true);
+  p.mutable_grad() = at::full({2}, 2048.0);
+  s.unscale({p});
+  EXPECT_TRUE(at::equal(p.grad(), at::full({2}, 2.0)));
+  s.update(true);
+  EXPECT_DOUBLE_EQ(s.scale(), 512.0);  // overflow halves
+  for (int i = 0; i < 3; ++i) s.update(false);
+  EXPECT_DOUBLE_EQ(s.scale(), 1024.0);  // three clean steps double
+  LossScaler off(false);
+  EXPECT_DOUBLE_EQ(off.scale_loss(at::ones({})).item<double>(), 1.0);
+}
+
+TEST(Progress, LineAndDurations) {
+  EXPECT_EQ(format_duration(42), "42s");
+  EXPECT_EQ(format_duration(185), "3m05s");
+  EXPECT_EQ(format_duration(3720), "1h02m");
+  ProgressStats s{120, 800, 2.34567, 3e-3, 0.5, 9876.4, 0.4321, 185};
+  EXPECT_EQ(format_progress(s), "step 120/800  loss 2.3457  lr 3.00e-03  gnorm 0.500  9876 tok/s  MFU 43.2%  ETA 3m05s");
+}
+
+TEST(Flops, Gpt2AndLstmTrainingFlopsPerToken) {
+  model::ModelConfig g = model::load_model_config("gpt2-tiny");
+  const double d = static_cast<double>(g.hidden_size), I = static_cast<double>(g.intermediate_size);
+  const double L = static_cast<double>(g.num_hidden_layers), V = static_cast<double>(g.vocab_size);
+  // 6 N (matmul weights, tied head once) + 3 x causal attention (QK^T and PV over S/2 keys on average).
+  const double expect = 6 * (L * (4 * d * d + 2 * d * I) + V * d) + 3 * L * 2 * 2 * d * 64;
+  EXPECT_DOUBLE_EQ(model::train_flops_per_token(g, 128), expect);
+  model::ModelConfig l = model::load_model_config("lstm-tiny");
+  const double dl = static_cast<double>(l.hidden_size);
+  EXPECT_DOUBLE_EQ(model::train_flops_per_token(l, 128),
+                   6 * (l.num_hidden_layers * 8 * dl * dl + static_cast<double>(l.vocab_size) * dl));
+}
+
+namespace {
+// A minimal protobuf reader, independent of the writer: field number -> raw values.
+struct PbField {
+  int wire;
+  uint64_t varint = 0;
+  std::string bytes;  // length-delimited or fixed64/fixed32 raw
+};
+std::multimap<int, PbField> pb_parse(const std::string& s) {
+  std::multimap<int, PbField> out;
+  size_t i = 0;
+  auto varint = [&]() {
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+      const auto b = static_cast<uint8_t>(s.at(i++));
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+  };
+  while (i < s.size()) {
+    const uint64_t key = varint();
+    PbField f{static_cast<int>(key & 7)};
+    if (f.wire == 0) f.varint = varint();
+    else if (f.wire == 1) { f.bytes = s.substr(i, 8); i += 8; }
+    else if (f.wire == 5) { f.bytes = s.substr(i, 4); i += 4; }
+    else if (f.wire == 2) { const auto n = varint(); f.bytes = s.substr(i, n); i += n; }
+    else throw std::runtime_error("bad wire type");
+    out.emplace(static_cast<int>(key >> 3), f);
+  }
+  return out;
+}
+double pb_double(const std::string& b) {
+  double v;
+  std::memcpy(&v, b.data(), 8);
+  return v;
+}
+}  // namespace
+
+TEST(TensorBoard, HistogramEventDecodes) {
+  const std::vector<double> values = {0.5, 1.0, 1.0, 1.5, 2.5};
+  auto event = pb_parse(log::encode_histogram_event("train/expert_load", values, 7, 1.5, /*buckets=*/4));
+  EXPECT_EQ(event.find(2)->second.varint, 7u);  // step
+  auto summary = pb_parse(event.find(5)->second.bytes);
+  auto value = pb_parse(summary.find(1)->second.bytes);
+  EXPECT_EQ(value.find(1)->second.bytes, "train/expert_load");
+  auto h = pb_parse(value.find(5)->second.bytes);
+  EXPECT_DOUBLE_EQ(pb_double(h.find(1)->second.bytes), 0.5);   // min
+  EXPECT_DOUBLE_EQ(pb_double(h.find(2)->second.bytes), 2.5);   // max
+  EXPECT_DOUBLE_EQ(pb_double(h.find(3)->second.bytes), 5.0);   // num
+  EXPECT_DOUBLE_EQ(pb_double(h.find(4)->second.bytes), 6.5);   // sum
+  EXPECT_DOUBLE_EQ(pb_double(h.find(5)->second.bytes), 0.25 + 1 + 1 + 2.25 + 6.25);
+  // Buckets of width 0.5 over [0.5, 2.5]: limits 1.0, 1.5, 2.0, 2.5; counts 3, 1, 0, 1.
+  const std::string limits = h.find(6)->second.bytes, counts = h.find(7)->second.bytes;
+  ASSERT_EQ(limits.size(), 32u);
+  const double want_limits[] = {1.0, 1.5, 2.0, 2.5}, want_counts[] = {3, 1, 0, 1};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_DOUBLE_EQ(pb_double(limits.substr(8 * i, 8)), want_limits[i]);
+    EXPECT_DOUBLE_EQ(pb_double(counts.substr(8 * i, 8)), want_counts[i]);
+  }
 }

@@ -32,6 +32,8 @@ void fsync_path(const std::string& path, int flags) {
 }
 }  // namespace
 
+void fsync_dir(const std::string& path) { fsync_path(path, O_RDONLY | O_DIRECTORY); }
+
 void write_file_atomic(const std::string& path, std::string_view data) {
   fs::path target(path);
   if (target.has_parent_path()) fs::create_directories(target.parent_path());

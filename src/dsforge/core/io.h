@@ -11,6 +11,8 @@ std::string read_file(const std::string& path);  // throws IoError naming the pa
 // Writes `data` to `path` so that a crash leaves either the old file or the new one, never a mix.
 void write_file_atomic(const std::string& path, std::string_view data);
 bool file_exists(const std::string& path);
+// Makes a rename or file creation inside `path` durable.
+void fsync_dir(const std::string& path);
 void make_dirs(const std::string& path);
 void remove_all(const std::string& path);
 std::string path_join(const std::string& a, const std::string& b);

@@ -27,6 +27,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"run.out_dir", &c.run.out_dir, false},
       {"run.seed", &c.run.seed, true},
       {"run.threads", &c.run.threads, false},
+      {"run.device", &c.run.device, false},
       {"data.source", &c.data.source, true},
       {"data.wordnet_dir", &c.data.wordnet_dir, false},
       {"data.paths", &c.data.paths, true},
@@ -82,6 +83,15 @@ std::vector<Field> fields(RunConfig& c) {
       {"train.eval_every", &c.train.eval_every, false},
       {"train.checkpoint_every", &c.train.checkpoint_every, false},
       {"train.keep_checkpoints", &c.train.keep_checkpoints, false},
+      {"train.dropout", &c.train.dropout, false},
+      {"train.attention_dropout", &c.train.attention_dropout, false},
+      {"train.embedding_dropout", &c.train.embedding_dropout, false},
+      {"train.precision", &c.train.precision, false},
+      {"train.fit_micro_batch", &c.train.fit_micro_batch, false},
+      {"train.memory_gb", &c.train.memory_gb, false},
+      {"train.spike_factor", &c.train.spike_factor, false},
+      {"train.max_rollbacks", &c.train.max_rollbacks, false},
+      {"train.peak_gflops", &c.train.peak_gflops, false},
       {"eval.batches", &c.eval.batches, false},
       {"generate.prompts", &c.generate.prompts, false},
       {"generate.max_new_tokens", &c.generate.max_new_tokens, false},
@@ -339,6 +349,17 @@ void validate(const RunConfig& c) {
   need(c.generate.repetition_penalty > 0, "generate.repetition_penalty", "must be > 0 (1 = off)");
   need(c.generate.max_new_tokens >= 0, "generate.max_new_tokens", "must be >= 0");
   need(c.run.threads >= 0, "run.threads", "must be >= 0 (0 = all cores)");
+  need(c.run.device == "cpu" || c.run.device == "auto" || c.run.device.rfind("cuda", 0) == 0, "run.device",
+       "must be cpu, cuda, cuda:N or auto");
+  for (auto [key, p] : {std::pair{"train.dropout", c.train.dropout}, {"train.attention_dropout", c.train.attention_dropout},
+                        {"train.embedding_dropout", c.train.embedding_dropout}})
+    need(p >= 0 && p < 1, key, "must be in [0, 1)");
+  need(c.train.precision == "fp32" || c.train.precision == "bf16" || c.train.precision == "fp16", "train.precision",
+       "must be one of fp32, bf16, fp16");
+  need(c.train.memory_gb >= 0, "train.memory_gb", "must be >= 0 (0 = 60% of available memory)");
+  need(c.train.spike_factor == 0 || c.train.spike_factor > 1, "train.spike_factor", "must be 0 (off) or > 1");
+  need(c.train.max_rollbacks >= 0, "train.max_rollbacks", "must be >= 0");
+  need(c.train.peak_gflops >= 0, "train.peak_gflops", "must be >= 0 (0 = measure)");
 }
 
 std::string to_toml(const RunConfig& cfg) {

@@ -18,6 +18,7 @@ struct RunConfig {
     std::string out_dir = "runs/quickstart";  // the run folder: every stage writes here
     int64_t seed = 1337;
     int64_t threads = 0;  // intra-op threads; 0 = all cores
+    std::string device = "cpu";  // "cpu", "cuda", "cuda:N", or "auto" (CUDA when the build and machine have it)
   } run;
   struct Data {
     std::string source = "wordnet";  // "wordnet" (Debian wordnet-base glosses) or "files"
@@ -84,6 +85,15 @@ struct RunConfig {
     int64_t eval_every = 200;
     int64_t checkpoint_every = 100;
     int64_t keep_checkpoints = 2;
+    double dropout = 0.0;             // on each sublayer output before the residual add
+    double attention_dropout = 0.0;   // on the attention probabilities
+    double embedding_dropout = 0.0;   // on the token (+ position) embeddings
+    std::string precision = "fp32";   // fp32, bf16 (autocast, float32 master weights), fp16 (CUDA, loss scaling)
+    bool fit_micro_batch = true;      // pick the largest micro-batch that fits memory_gb (same global batch)
+    double memory_gb = 0.0;           // budget for picking the micro-batch; 0 = 60% of available memory
+    double spike_factor = 0.0;        // roll back when loss > factor x its running mean; 0 = off
+    int64_t max_rollbacks = 3;        // spike rollbacks before the run stops with an error
+    double peak_gflops = 0.0;         // matmul peak for MFU; 0 = measure it at start
   } train;
   struct Eval {
     int64_t batches = 40;  // validation batches for loss/perplexity (0 = the whole split)

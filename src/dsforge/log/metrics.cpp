@@ -23,4 +23,9 @@ void MetricsWriter::write(int64_t step, const std::map<std::string, double>& val
   out_.flush();
 }
 
+void MetricsWriter::write_raw(const std::string& json_object) {
+  out_ << json_object << "\n";
+  out_.flush();
+}
+
 }  // namespace dsforge::log

@@ -11,6 +11,8 @@ class MetricsWriter {
  public:
   explicit MetricsWriter(const std::string& path);
   void write(int64_t step, const std::map<std::string, double>& values, const std::string& kind = "train");
+  // One prepared JSON object (a line without the newline), for records that are not flat numbers.
+  void write_raw(const std::string& json_object);
 
  private:
   std::ofstream out_;

@@ -80,6 +80,52 @@ std::string encode_scalar_event(const std::string& tag, float value, int64_t ste
   return e;
 }
 
+std::string encode_histogram_event(const std::string& tag, const std::vector<double>& values, int64_t step,
+                                   double wall_time, int buckets) {
+  if (values.empty()) throw Error(fmt("tensorboard: histogram '", tag, "' has no values"));
+  double lo = values[0], hi = values[0], sum = 0, sum_sq = 0;
+  for (double v : values) {
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+    sum += v;
+    sum_sq += v * v;
+  }
+  // Bucket i holds values in (limit[i-1], limit[i]]; the first also takes lo itself.
+  const int n = hi > lo ? buckets : 1;
+  std::vector<double> limits(n), counts(n, 0.0);
+  for (int i = 0; i < n; ++i) limits[i] = n == 1 ? hi : lo + (hi - lo) * (i + 1) / n;
+  for (double v : values) {
+    int i = 0;
+    while (i + 1 < n && v > limits[i]) ++i;
+    counts[i] += 1;
+  }
+  std::string h;
+  auto put_double = [&](int field, double v) {
+    put_varint(h, static_cast<uint64_t>(field) << 3 | 1);  // wire type 1: 64-bit
+    put_fixed(h, v);
+  };
+  put_double(1, lo);
+  put_double(2, hi);
+  put_double(3, static_cast<double>(values.size()));
+  put_double(4, sum);
+  put_double(5, sum_sq);
+  auto put_packed = [&](int field, const std::vector<double>& xs) {
+    std::string packed;
+    for (double x : xs) put_fixed(packed, x);
+    put_bytes_field(h, field, packed);
+  };
+  put_packed(6, limits);
+  put_packed(7, counts);
+  std::string v;
+  put_bytes_field(v, 1, tag);  // Summary.Value.tag
+  put_bytes_field(v, 5, h);    // Summary.Value.histo
+  std::string summary;
+  put_bytes_field(summary, 1, v);
+  std::string e = event_header(wall_time, step);
+  put_bytes_field(e, 5, summary);
+  return e;
+}
+
 TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
   make_dirs(dir);
   char host[256] = "localhost";
@@ -94,6 +140,10 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
 
 void TensorBoardWriter::add_scalar(const std::string& tag, double value, int64_t step) {
   out_ << frame_record(encode_scalar_event(tag, static_cast<float>(value), step, now_seconds()));
+}
+
+void TensorBoardWriter::add_histogram(const std::string& tag, const std::vector<double>& values, int64_t step) {
+  out_ << frame_record(encode_histogram_event(tag, values, step, now_seconds()));
 }
 
 void TensorBoardWriter::flush() { out_.flush(); }

@@ -7,12 +7,17 @@
 #include <cstdint>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace dsforge::log {
 
 // Protobuf encoding of an Event with one scalar summary value (exposed for tests).
 std::string encode_scalar_event(const std::string& tag, float value, int64_t step, double wall_time);
 std::string encode_file_version_event(double wall_time);
+// An Event with one HistogramProto (min, max, num, sum, sum of squares, bucket limits and counts):
+// `buckets` equal-width buckets over [min, max] of `values`.
+std::string encode_histogram_event(const std::string& tag, const std::vector<double>& values, int64_t step,
+                                   double wall_time, int buckets = 30);
 // TFRecord framing of one payload.
 std::string frame_record(const std::string& payload);
 uint32_t masked_crc32c(const std::string& data);
@@ -22,6 +27,7 @@ class TensorBoardWriter {
   // Creates `dir` and a new events.out.tfevents.<time>.<host> file in it.
   explicit TensorBoardWriter(const std::string& dir);
   void add_scalar(const std::string& tag, double value, int64_t step);
+  void add_histogram(const std::string& tag, const std::vector<double>& values, int64_t step);
   void flush();
   const std::string& path() const { return path_; }
 

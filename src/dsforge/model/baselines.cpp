@@ -38,9 +38,11 @@ at::Tensor Gpt2BlockImpl::forward(const at::Tensor& x, const at::Tensor& mask, a
                       std::sqrt(static_cast<double>(hd));  // (B, H, S, T)
   if (mask.defined()) scores = scores + mask;
   at::Tensor p = at::softmax(scores, -1).to(x.scalar_type());
+  if (drop.attention > 0) p = at::dropout(p, drop.attention, is_training());
   at::Tensor a = at::matmul(p, v.transpose(1, 2)).transpose(1, 2).reshape({B, S, d});
-  at::Tensor h = x + attn_proj(a);
-  return h + mlp_proj(at::gelu(c_fc(ln_2(h)), "tanh"));
+  auto resid = [&](const at::Tensor& t) { return drop.residual > 0 ? at::dropout(t, drop.residual, is_training()) : t; };
+  at::Tensor h = x + resid(attn_proj(a));
+  return h + resid(mlp_proj(at::gelu(c_fc(ln_2(h)), "tanh")));
 }
 
 Gpt2Impl::Gpt2Impl(const ModelConfig& c) : c_(c) {
@@ -62,9 +64,15 @@ at::Tensor Gpt2Impl::run(const at::Tensor& tokens, const at::Tensor& positions, 
   if (positions.max().item<int64_t>() >= c_.max_position_embeddings)
     throw Error(fmt("gpt2: position exceeds n_positions = ", c_.max_position_embeddings));
   at::Tensor x = wte(tokens) + wpe(positions);
+  if (dropout_.embedding > 0) x = at::dropout(x, dropout_.embedding, is_training());
   for (size_t l = 0; l < blocks_.size(); ++l)
     x = blocks_[l](x, mask, k_cache ? &(*k_cache)[l] : nullptr, v_cache ? &(*v_cache)[l] : nullptr, start);
   return at::linear(ln_f(x), wte->weight);  // tied head
+}
+
+void Gpt2Impl::set_dropout(const DropoutRates& rates) {
+  dropout_ = rates;
+  for (auto& b : blocks_) b->drop = rates;
 }
 
 at::Tensor Gpt2Impl::forward(const at::Tensor& tokens) {
@@ -137,7 +145,13 @@ LstmLmImpl::LstmLmImpl(const ModelConfig& c) : c_(c) {
 
 at::Tensor LstmLmImpl::logits(const at::Tensor& h) { return head ? head(h) : at::linear(h, embed->weight); }
 
-at::Tensor LstmLmImpl::forward(const at::Tensor& tokens) { return logits(std::get<0>(lstm(embed(tokens)))); }
+at::Tensor LstmLmImpl::forward(const at::Tensor& tokens) {
+  at::Tensor x = embed(tokens);
+  if (dropout_.embedding > 0) x = at::dropout(x, dropout_.embedding, is_training());
+  at::Tensor h = std::get<0>(lstm(x));
+  if (dropout_.residual > 0) h = at::dropout(h, dropout_.residual, is_training());
+  return logits(h);
+}
 
 namespace {
 struct LstmDecodeState : DecodeState {

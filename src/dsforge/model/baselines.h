@@ -25,6 +25,7 @@ class Gpt2BlockImpl : public torch::nn::Module {
                      at::Tensor* v_cache = nullptr, int64_t start = 0);
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
   torch::nn::Linear c_attn{nullptr}, attn_proj{nullptr}, c_fc{nullptr}, mlp_proj{nullptr};
+  DropoutRates drop;
 
  private:
   int64_t n_heads_;
@@ -41,6 +42,7 @@ class Gpt2Impl : public CausalLmImpl {
   std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
                                             const at::Tensor& key_pad) override;
   at::Tensor decode(const at::Tensor& tokens, DecodeState& state) override;
+  void set_dropout(const DropoutRates& rates) override;
 
   std::shared_ptr<torch::nn::Module> transformer;  // wte, wpe, h, ln_f
   torch::nn::Embedding wte{nullptr}, wpe{nullptr};

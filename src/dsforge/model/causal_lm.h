@@ -46,9 +46,14 @@ class CausalLmImpl : public torch::nn::Module {
   // MoE hooks; no-ops for dense models.
   virtual double update_expert_bias(double gamma) { return 1.0; }
   virtual void set_aux_alpha(double alpha) {}
+  // Per MoE layer, the expert assignment counts of the last update_expert_bias() ([E] float64).
+  virtual std::vector<at::Tensor> expert_loads() const { return {}; }
   // Label smoothing of the training losses (evaluation never smooths).
   void set_label_smoothing(double eps) { label_smoothing_ = eps; }
   double label_smoothing() const { return label_smoothing_; }
+  // Dropout for training (eval() turns it off); models apply the rates that fit their layers.
+  virtual void set_dropout(const DropoutRates& rates) { dropout_ = rates; }
+  const DropoutRates& dropout() const { return dropout_; }
 
   // Incremental decoding of [B, T] tokens -> logits [B, T, V]. `key_pad` [B, max_len] (bool, may be
   // undefined) marks left padding, which must not influence the real tokens.
@@ -58,6 +63,7 @@ class CausalLmImpl : public torch::nn::Module {
 
  protected:
   double label_smoothing_ = 0.0;
+  DropoutRates dropout_;
 };
 using CausalLm = std::shared_ptr<CausalLmImpl>;
 

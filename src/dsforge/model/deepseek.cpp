@@ -31,9 +31,10 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, int64_t layer_idx, bool
 
 at::Tensor DecoderLayerImpl::forward(const at::Tensor& h, const RopeTables& rope, int64_t start_pos, MlaCache* cache,
                                      bool absorb) {
-  at::Tensor x = h + self_attn(input_layernorm(h), rope, start_pos, cache, absorb);
+  auto drop = [&](const at::Tensor& t) { return residual_dropout > 0 ? at::dropout(t, residual_dropout, is_training()) : t; };
+  at::Tensor x = h + drop(self_attn(input_layernorm(h), rope, start_pos, cache, absorb));
   at::Tensor n = post_attention_layernorm(x);
-  return x + (moe ? moe(n) : dense_mlp(n));
+  return x + drop(moe ? moe(n) : dense_mlp(n));
 }
 
 // ---------------------------------------------------------------- backbone
@@ -65,6 +66,7 @@ at::Tensor DeepseekV3Impl::hidden(const at::Tensor& tokens, int64_t start_pos, K
   if (start_pos + S > c_.max_position_embeddings)
     throw Error(fmt("model: position ", start_pos + S, " exceeds max_position_embeddings ", c_.max_position_embeddings));
   at::Tensor h = model->embed_tokens(tokens);  // (B, S, d)
+  if (dropout_.embedding > 0) h = at::dropout(h, dropout_.embedding, is_training());
   for (size_t l = 0; l < model->main_layers.size(); ++l)
     h = model->main_layers[l](h, rope_, start_pos, cache ? &cache->layers[l] : nullptr, absorb);
   return model->norm(h);
@@ -143,6 +145,22 @@ double DeepseekV3Impl::update_expert_bias(double gamma) {
   double sum = 0;
   for (auto& m : layers) sum += m->update_bias(gamma);
   return sum / static_cast<double>(layers.size());
+}
+
+std::vector<at::Tensor> DeepseekV3Impl::expert_loads() const {
+  std::vector<at::Tensor> out;
+  for (const auto& m : moe_layers())
+    if (m->last_load().defined()) out.push_back(m->last_load());
+  return out;
+}
+
+void DeepseekV3Impl::set_dropout(const DropoutRates& rates) {
+  dropout_ = rates;
+  for (auto* layers : {&model->main_layers, &model->mtp_layers})
+    for (auto& l : *layers) {
+      l->residual_dropout = rates.residual;
+      l->self_attn->attention_dropout = rates.attention;
+    }
 }
 
 void DeepseekV3Impl::set_aux_alpha(double alpha) {

@@ -43,6 +43,7 @@ class DecoderLayerImpl : public torch::nn::Module {
   torch::nn::Linear eh_proj{nullptr};
   std::shared_ptr<torch::nn::Module> shared_head;  // holds "norm"
   RMSNorm shared_head_norm{nullptr};
+  double residual_dropout = 0;
 };
 TORCH_MODULE(DecoderLayer);
 
@@ -91,6 +92,8 @@ class DeepseekV3Impl : public CausalLmImpl {
   // Aux-loss-free bias update on every MoE layer (main and MTP); returns the mean max/mean load.
   double update_expert_bias(double gamma) override;
   void set_aux_alpha(double alpha) override;
+  std::vector<at::Tensor> expert_loads() const override;
+  void set_dropout(const DropoutRates& rates) override;
   std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
                                             const at::Tensor& key_pad) override;
   at::Tensor decode(const at::Tensor& tokens, DecodeState& state) override;

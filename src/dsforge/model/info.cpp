@@ -42,6 +42,18 @@ ModelInfo model_info(const ModelConfig& c, int64_t seq_len) {
   return info;
 }
 
+double train_flops_per_token(const ModelConfig& c, int64_t seq_len) {
+  const double d = static_cast<double>(c.hidden_size), V = static_cast<double>(c.vocab_size);
+  const double L = static_cast<double>(c.num_hidden_layers), S = static_cast<double>(seq_len);
+  if (c.model_type == "gpt2") {
+    const double I = static_cast<double>(c.intermediate_size);
+    const double matmul_params = L * (4 * d * d + 2 * d * I) + V * d;  // qkv, proj, fc, proj; tied head
+    return 3.0 * (2.0 * matmul_params + L * 2.0 * (2.0 * d) * (S / 2.0));
+  }
+  if (c.model_type == "lstm") return 3.0 * 2.0 * (L * 8 * d * d + V * d);  // four gates over [x; h]
+  return model_info(c, seq_len).train_flops_per_token;
+}
+
 namespace {
 std::string human(double v) {
   char buf[32];

@@ -23,6 +23,9 @@ struct ModelInfo {
 };
 
 ModelInfo model_info(const ModelConfig& c, int64_t seq_len);
+// Training FLOPs per token (3 x forward: matrix products plus causal attention, MTP included) for any
+// model_type; the numerator of model FLOPs utilisation.
+double train_flops_per_token(const ModelConfig& c, int64_t seq_len);
 std::string format_model_info(const ModelInfo& info, const ModelConfig& c);
 std::string model_info_json(const ModelInfo& info);
 

@@ -145,6 +145,7 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
     at::Tensor scores = at::matmul(qf, k.permute({0, 2, 3, 1})).to(compute_dtype(x)) * rope.softmax_scale;  // (B, H, S, T)
     if (mask.defined()) scores = scores + mask;
     at::Tensor p = at::softmax(scores, -1).to(x.scalar_type());
+    if (attention_dropout > 0) p = at::dropout(p, attention_dropout, is_training());
     out = at::matmul(p, v.transpose(1, 2)).transpose(1, 2).reshape({B, S, H * d_v_});  // (B, S, H*d_v)
   } else {
     at::Tensor wb = kv_b_proj->weight.view({H, d_nope_ + d_v_, d_c_});
@@ -160,6 +161,7 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
                         rope.softmax_scale;  // (B, H, S, T)
     if (mask.defined()) scores = scores + mask;
     at::Tensor p = at::softmax(scores, -1).to(x.scalar_type());
+    if (attention_dropout > 0) p = at::dropout(p, attention_dropout, is_training());
     at::Tensor lat = at::bmm(p.reshape({B, H * S, T}), c_kv).view({B, H, S, d_c_});  // attend over latents
     out = at::einsum("bhsc,hdc->bshd", {lat, w_uv}).reshape({B, S, H * d_v_});
   }
@@ -266,6 +268,7 @@ at::Tensor DeepseekMoeImpl::forward(const at::Tensor& x) {
 double DeepseekMoeImpl::update_bias(double gamma) {
   at::Tensor load = load_.clone();
   load_.zero_();
+  last_load_ = load;
   const double total = load.sum().item<double>();
   if (total == 0) return 1.0;
   const double mean = total / static_cast<double>(c_.n_routed_experts);

@@ -59,6 +59,12 @@ struct MlaCache {
   at::Tensor key_pad;  // [B, max_len] bool, true where a position is left padding (batched prompts)
 };
 
+// Dropout probabilities (training only; 0 consumes no random numbers): after the embedding, on
+// the attention probabilities, and on each sublayer's output before the residual add.
+struct DropoutRates {
+  double embedding = 0, attention = 0, residual = 0;
+};
+
 // Multi-head Latent Attention. The naive path (training) expands the latents into per-head keys
 // and values; the absorbed path folds W_UK into the query and W_UV after attention, attending
 // over the cached latents directly (exact by associativity).
@@ -75,6 +81,7 @@ class MlaAttentionImpl : public torch::nn::Module {
   RMSNorm q_a_layernorm{nullptr};
   torch::nn::Linear kv_a_proj_with_mqa{nullptr}, kv_b_proj{nullptr}, o_proj{nullptr};
   RMSNorm kv_a_layernorm{nullptr};
+  double attention_dropout = 0;
 
  private:
   int64_t n_heads_, d_nope_, d_rope_, d_v_, d_c_;
@@ -124,6 +131,8 @@ class DeepseekMoeImpl : public torch::nn::Module {
   at::Tensor aux_loss() const { return aux_loss_; }
   void set_aux_alpha(double alpha) { aux_alpha_ = alpha; }
   const at::Tensor& load_counts() const { return load_; }
+  // The counts the last update_bias() consumed ([E] float64; undefined before the first).
+  const at::Tensor& last_load() const { return last_load_; }
 
   MoeGate gate{nullptr};
   torch::nn::ModuleList experts{nullptr};
@@ -133,6 +142,7 @@ class DeepseekMoeImpl : public torch::nn::Module {
   ModelConfig c_;
   std::vector<SwiGluMlp> expert_list_;
   at::Tensor load_;      // [E] float64 assignment counts since the last bias update
+  at::Tensor last_load_;
   at::Tensor aux_loss_;
   double aux_alpha_;
 };

@@ -1,5 +1,7 @@
 #include "dsforge/train/checkpoint.h"
 
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <vector>
 
@@ -40,11 +42,15 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
   fs::create_directories(tmp);
   write_file_atomic((tmp / "config.json").string(), data.model_config_json);
   save_safetensors((tmp / "model.safetensors").string(), data.model, {{"format", "pt"}});
+  if (const char* kill_at = std::getenv("DSFORGE_KILL_IN_CHECKPOINT"); kill_at && std::atoll(kill_at) == step)
+    ::raise(SIGKILL);
   save_safetensors((tmp / "optimizer.safetensors").string(), data.optimizer);
+  if (!data.rng.empty()) save_safetensors((tmp / "rng.safetensors").string(), data.rng);
   write_file_atomic((tmp / "trainer_state.json").string(), data.trainer_state.dump(2) + "\n");
   write_file_atomic((tmp / "DONE").string(), std::to_string(step) + "\n");
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
+  fsync_dir(root.string());
 
   auto all = complete_checkpoints(run_dir);
   for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i]);
@@ -60,6 +66,7 @@ CheckpointData load_checkpoint(const std::string& dir) {
   CheckpointData out;
   out.model = load_safetensors((d / "model.safetensors").string()).tensors;
   out.optimizer = load_safetensors((d / "optimizer.safetensors").string()).tensors;
+  if (fs::exists(d / "rng.safetensors")) out.rng = load_safetensors((d / "rng.safetensors").string()).tensors;
   const std::string state_path = (d / "trainer_state.json").string();
   try {
     out.trainer_state = nlohmann::json::parse(read_file(state_path));

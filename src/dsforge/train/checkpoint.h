@@ -18,11 +18,14 @@ namespace dsforge::train {
 struct CheckpointData {
   TensorMap model;
   TensorMap optimizer;
+  TensorMap rng;                 // random generator states ("cpu", "cuda:N"), as uint8 tensors
   nlohmann::json trainer_state;  // step, loader cursor, config hash, ...
   std::string model_config_json;
 };
 
 // Writes step_<step>; prunes to the newest `keep`. Returns the folder.
+// Fault injection for tests: with DSFORGE_KILL_IN_CHECKPOINT=<step> in the environment the process
+// SIGKILLs itself halfway through writing that step (model written, optimizer not).
 std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointData& data, int64_t keep);
 // The newest complete checkpoint that loads and verifies, with its folder; corrupt ones are reported
 // and skipped.
