@@ -10,6 +10,7 @@ PACKAGES=(
   libicu-dev libpcre2-dev
   wordnet-base            # the built-in default corpus (glosses)
   python3-torch           # reference implementations in tests and benchmarks only; dsforge never needs Python
+  chromium                # headless browser that tests the HTML run report renders
 )
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${BUILD:-$HERE/build}"

@@ -170,3 +170,43 @@ TEST(Cli, SigkillMidCheckpointResumesFromThePreviousGoodOne) {
   EXPECT_TRUE(std::filesystem::exists(path_join(ck, "step_0000030/DONE")));
   EXPECT_FALSE(std::filesystem::exists(path_join(ck, "step_0000020.tmp")));
 }
+
+TEST(Cli, HtmlReportRendersInHeadlessChromium) {
+  TempDir dir;
+  const std::string cfg = write_tiny_config(dir.path, 20);
+  CliRun run = run_cli("pipeline --config " + cfg, dir.path);
+  ASSERT_EQ(run.code, 0) << run.err;
+  const std::string run_dir = path_join(dir.path, "run");
+  const std::string html = read_file(path_join(run_dir, "report.html"));  // the pipeline writes it
+  CliRun rep = run_cli("report " + run_dir + " --out " + path_join(dir.path, "r.html"), dir.path);
+  ASSERT_EQ(rep.code, 0) << rep.err;
+  EXPECT_EQ(read_file(path_join(dir.path, "r.html")), html);
+  // Self-contained: nothing fetched from anywhere.
+  for (const char* ref : {"http://", "https://", "src=\"", "<link"}) EXPECT_EQ(html.find(ref), std::string::npos) << ref;
+  for (const char* part : {"Loss", "Learning rate", "Throughput", "Model FLOPs utilisation", "Expert load", "Samples",
+                           "Configuration", "val_perplexity"})
+    EXPECT_NE(html.find(part), std::string::npos) << part;
+  // A bad run folder is refused with the file named.
+  CliRun bad = run_cli("report " + dir.path, dir.path);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("metrics.jsonl"), std::string::npos) << bad.err;
+
+  if (std::system("command -v chromium >/dev/null 2>&1") != 0) GTEST_SKIP() << "chromium not installed (scripts/setup.sh installs it)";
+  const std::string dom = path_join(dir.path, "dom.html"), log = path_join(dir.path, "chromium.log");
+  const std::string cmd = "timeout 120 chromium --headless --no-sandbox --disable-gpu --enable-logging=stderr --v=0 "
+                          "--virtual-time-budget=3000 --user-data-dir=" + path_join(dir.path, "profile") +
+                          " --dump-dom file://" + path_join(run_dir, "report.html") + " >" + dom + " 2>" + log;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(log);
+  const std::string rendered = read_file(dom), console = read_file(log);
+  // The page's own check: every chart laid out with a non-empty box.
+  auto attr = [&](const std::string& name) {
+    auto p = rendered.find(name + "=\"");
+    return p == std::string::npos ? -1 : std::stoi(rendered.substr(p + name.size() + 2));
+  };
+  const int total = attr("data-charts-total"), ok = attr("data-charts-rendered");
+  EXPECT_GE(total, 6) << rendered.substr(0, 400);
+  EXPECT_EQ(ok, total);
+  // No console errors or uncaught exceptions.
+  EXPECT_EQ(console.find("CONSOLE"), std::string::npos) << console;
+  EXPECT_EQ(console.find("Uncaught"), std::string::npos) << console;
+}

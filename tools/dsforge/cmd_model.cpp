@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "dsforge/core/error.h"
 #include "dsforge/pipeline/model_tools.h"
+#include "dsforge/report/html_report.h"
 
 namespace dsforge::cli {
 
@@ -55,6 +56,22 @@ void add_model_commands(CLI::App& app, Context& ctx) {
       }
       pipeline::export_logits(la->checkpoint, ids, la->out);
       std::cout << "wrote " << la->out << " (" << ids.size() << " positions)\n";
+      return 0;
+    };
+  });
+}
+
+void add_report_command(CLI::App& app, Context& ctx) {
+  struct ReportArgs {
+    std::string run_dir, out;
+  };
+  auto ra = std::make_shared<ReportArgs>();
+  CLI::App* r = app.add_subcommand("report", "write a self-contained HTML report of a run folder (charts, config, metrics, samples)");
+  r->add_option("run_dir", ra->run_dir, "the run folder (run.out_dir)")->required()->check(CLI::ExistingDirectory);
+  r->add_option("--out", ra->out, "output file (default RUN_DIR/report.html)");
+  r->callback([&ctx, ra]() {
+    ctx.action = [ra]() {
+      std::cout << "wrote " << report::write_run_report(ra->run_dir, ra->out) << "\n";
       return 0;
     };
   });

@@ -18,5 +18,6 @@ struct Context {
 void add_stage_commands(CLI::App& app, Context& ctx);
 void add_tokenizer_commands(CLI::App& app, Context& ctx);
 void add_model_commands(CLI::App& app, Context& ctx);
+void add_report_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

@@ -19,6 +19,7 @@
 #include "dsforge/eval/lm_eval.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
+#include "dsforge/report/html_report.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "dsforge/train/trainer.h"
 
@@ -262,11 +263,19 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
       if (id != tok.eot_id()) keep.push_back(static_cast<int32_t>(id));
     return tok.decode(keep);
   };
+  // The run's own model keeps its samples for the report.
+  auto save_samples = [&](const std::vector<std::string>& completions) {
+    if (!model_dir_in.empty()) return;
+    nlohmann::json j = nlohmann::json::array();
+    for (size_t i = 0; i < completions.size(); ++i)
+      j.push_back({{"prompt", cfg.generate.prompts[i]}, {"completion", completions[i]}});
+    write_file_atomic(run_path(cfg, "samples.json"), j.dump(2) + "\n");
+  };
   if (prompts.size() == 1) {  // stream token by token
     std::printf("  %s", cfg.generate.prompts[0].c_str());
     std::fflush(stdout);
     std::vector<int64_t> pending;  // a UTF-8 character may span tokens: print whole characters
-    model::generate(m, prompts, opts, [&](int64_t, int64_t id) {
+    auto all = model::generate(m, prompts, opts, [&](int64_t, int64_t id) {
       pending.push_back(id);
       std::string text = text_of(pending);
       const auto last = static_cast<unsigned char>(text.empty() ? 0 : text.back());
@@ -277,10 +286,16 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
       }
     });
     std::printf("%s\n", text_of(pending).c_str());
+    save_samples({text_of(all[0])});
     return;
   }
   auto outs = model::generate(m, prompts, opts);  // all prompts decode together, left-padded
-  for (size_t i = 0; i < outs.size(); ++i) std::printf("  %s%s\n", cfg.generate.prompts[i].c_str(), text_of(outs[i]).c_str());
+  std::vector<std::string> completions;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    completions.push_back(text_of(outs[i]));
+    std::printf("  %s%s\n", cfg.generate.prompts[i].c_str(), completions.back().c_str());
+  }
+  save_samples(completions);
 }
 
 int run_pipeline(const RunConfig& cfg) {
@@ -296,6 +311,7 @@ int run_pipeline(const RunConfig& cfg) {
   log_info("generate: definitions from the trained model (temperature ", cfg.generate.temperature, ", top-k ",
            cfg.generate.top_k, ")");
   stage_generate(cfg);
+  log_info("pipeline: report ", report::write_run_report(cfg.run.out_dir));
   log_info("pipeline: done; everything is in ", cfg.run.out_dir);
   return kOk;
 }

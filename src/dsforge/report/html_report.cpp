@@ -1,0 +1,383 @@
+#include "dsforge/report/html_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+
+namespace dsforge::report {
+namespace {
+
+using nlohmann::json;
+
+std::string esc(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string num(double v, int sig = 4) {
+  char buf[64];
+  if (v != 0 && (std::abs(v) >= 1e6 || std::abs(v) < 1e-3)) std::snprintf(buf, sizeof buf, "%.*e", sig - 1, v);
+  else std::snprintf(buf, sizeof buf, "%.*g", sig, v);
+  return buf;
+}
+
+const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};
+
+// Chart geometry.
+constexpr double kW = 560, kH = 300, kLeft = 64, kRight = 16, kTop = 34, kBottom = 42;
+
+}  // namespace
+
+std::vector<double> nice_ticks(double lo, double hi, int count) {
+  if (!(hi > lo)) return {lo};
+  const double raw = (hi - lo) / std::max(count, 1);
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * mag >= raw) {
+      step = m * mag;
+      break;
+    }
+  std::vector<double> out;
+  for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step) out.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
+  return out;
+}
+
+std::string svg_line_chart(const std::string& title, const std::vector<Series>& series, const std::string& y_label,
+                           bool log_y) {
+  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+  auto ty = [&](double y) { return log_y ? std::log10(y) : y; };
+  for (const auto& s : series)
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) continue;
+      x0 = std::min(x0, s.x[i]);
+      x1 = std::max(x1, s.x[i]);
+      y0 = std::min(y0, ty(s.y[i]));
+      y1 = std::max(y1, ty(s.y[i]));
+    }
+  std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", kW, " ", kH, "\" width=\"", kW, "\" height=\"", kH,
+                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
+  svg += fmt("<text x=\"", kW / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+  if (!std::isfinite(x0)) return svg + fmt("<text x=\"", kW / 2, "\" y=\"", kH / 2, "\" class=\"empty\">no data</text></svg>");
+  if (x1 == x0) x1 = x0 + 1;
+  if (y1 == y0) {
+    y0 -= 0.5;
+    y1 += 0.5;
+  }
+  const double pad = 0.04 * (y1 - y0);
+  y0 -= pad;
+  y1 += pad;
+  const double pw = kW - kLeft - kRight, ph = kH - kTop - kBottom;
+  auto px = [&](double x) { return kLeft + (x - x0) / (x1 - x0) * pw; };
+  auto py = [&](double y) { return kTop + (1 - (ty(y) - y0) / (y1 - y0)) * ph; };
+  auto pyt = [&](double t) { return kTop + (1 - (t - y0) / (y1 - y0)) * ph; };
+  // Grid and ticks.
+  // Log axes get their ticks at round values of the data (not of its logarithm).
+  std::vector<double> yticks;
+  if (log_y) {
+    for (double v : nice_ticks(std::pow(10.0, y0), std::pow(10.0, y1)))
+      if (v > 0) yticks.push_back(std::log10(v));
+  } else {
+    yticks = nice_ticks(y0, y1);
+  }
+  for (double t : yticks) {
+    if (t < y0 || t > y1) continue;
+    svg += fmt("<line class=\"grid\" x1=\"", kLeft, "\" x2=\"", kLeft + pw, "\" y1=\"", pyt(t), "\" y2=\"", pyt(t), "\"/>");
+    svg += fmt("<text class=\"tick\" x=\"", kLeft - 6, "\" y=\"", pyt(t) + 4, "\" text-anchor=\"end\">",
+               num(log_y ? std::pow(10.0, t) : t, 3), "</text>");
+  }
+  for (double t : nice_ticks(x0, x1, 6)) {
+    if (t < x0 || t > x1) continue;
+    svg += fmt("<line class=\"grid\" x1=\"", px(t), "\" x2=\"", px(t), "\" y1=\"", kTop, "\" y2=\"", kTop + ph, "\"/>");
+    svg += fmt("<text class=\"tick\" x=\"", px(t), "\" y=\"", kTop + ph + 16, "\" text-anchor=\"middle\">", num(t, 6), "</text>");
+  }
+  svg += fmt("<rect class=\"frame\" x=\"", kLeft, "\" y=\"", kTop, "\" width=\"", pw, "\" height=\"", ph, "\"/>");
+  svg += fmt("<text class=\"axis\" x=\"", kLeft + pw / 2, "\" y=\"", kH - 6, "\" text-anchor=\"middle\">step</text>");
+  svg += fmt("<text class=\"axis\" transform=\"translate(14 ", kTop + ph / 2, ") rotate(-90)\" text-anchor=\"middle\">",
+             esc(y_label), log_y ? " (log)" : "", "</text>");
+  // Lines, points with tooltips, legend.
+  for (size_t k = 0; k < series.size(); ++k) {
+    const auto& s = series[k];
+    if (s.x.empty()) continue;  // a metric this run did not log
+    const char* color = kColors[k % 6];
+    std::string path;
+    std::string dots;
+    for (size_t i = 0; i < s.x.size(); ++i) {
+      if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) continue;
+      path += fmt(path.empty() ? "M" : "L", px(s.x[i]), " ", py(s.y[i]));
+      if (s.x.size() <= 400)
+        dots += fmt("<circle cx=\"", px(s.x[i]), "\" cy=\"", py(s.y[i]), "\" r=\"2.2\" fill=\"", color, "\"><title>",
+                    esc(s.name), " @ step ", num(s.x[i], 8), ": ", num(s.y[i], 6), "</title></circle>");
+    }
+    svg += fmt("<path d=\"", path, "\" fill=\"none\" stroke=\"", color, "\" stroke-width=\"1.6\"/>", dots);
+    svg += fmt("<rect x=\"", kLeft + pw - 150, "\" y=\"", kTop + 8 + 16 * k, "\" width=\"10\" height=\"10\" fill=\"", color,
+               "\"/><text class=\"legend\" x=\"", kLeft + pw - 135, "\" y=\"", kTop + 17 + 16 * k, "\">", esc(s.name), "</text>");
+  }
+  return svg + "</svg>";
+}
+
+std::string svg_heatmap(const std::string& title, const std::vector<std::vector<double>>& rows,
+                        const std::vector<std::string>& row_labels, const std::string& col_label, double center) {
+  size_t cols = 0;
+  double hi = center;
+  for (const auto& r : rows) {
+    cols = std::max(cols, r.size());
+    for (double v : r) hi = std::max(hi, v);
+  }
+  const double cell = std::clamp(480.0 / std::max<size_t>(cols, 1), 6.0, 28.0), rh = 22;
+  const double left = 80, top = 34;
+  const double w = left + cell * static_cast<double>(cols) + 90, h = top + rh * static_cast<double>(rows.size()) + 40;
+  std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", w, " ", h, "\" width=\"", w, "\" height=\"", h,
+                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
+  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+  // Below the centre: white -> blue (under-loaded); above: white -> red (over-loaded).
+  auto color = [&](double v) {
+    double t;
+    int r, g, b;
+    if (v <= center) {
+      t = std::clamp((center - v) / std::max(center, 1e-12), 0.0, 1.0);
+      r = static_cast<int>(255 - 200 * t), g = static_cast<int>(255 - 130 * t), b = 255;
+    } else {
+      t = std::clamp((v - center) / std::max(hi - center, 1e-12), 0.0, 1.0);
+      r = 255, g = static_cast<int>(255 - 200 * t), b = static_cast<int>(255 - 200 * t);
+    }
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "#%02x%02x%02x", r, g, b);
+    return std::string(buf);
+  };
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const double y = top + rh * static_cast<double>(i);
+    svg += fmt("<text class=\"tick\" x=\"", left - 6, "\" y=\"", y + rh / 2 + 4, "\" text-anchor=\"end\">",
+               esc(i < row_labels.size() ? row_labels[i] : std::to_string(i)), "</text>");
+    for (size_t j = 0; j < rows[i].size(); ++j)
+      svg += fmt("<rect x=\"", left + cell * static_cast<double>(j), "\" y=\"", y, "\" width=\"", cell - 1, "\" height=\"",
+                 rh - 1, "\" fill=\"", color(rows[i][j]), "\"><title>", esc(i < row_labels.size() ? row_labels[i] : ""),
+                 ", expert ", j, ": ", num(rows[i][j], 3), "</title></rect>");
+  }
+  svg += fmt("<text class=\"axis\" x=\"", left + cell * static_cast<double>(cols) / 2, "\" y=\"", h - 8,
+             "\" text-anchor=\"middle\">", esc(col_label), "</text>");
+  // Legend: under / balanced / over.
+  const double lx = left + cell * static_cast<double>(cols) + 14;
+  const std::pair<double, std::string> keys[] = {{0.0, "0"}, {center, num(center, 3) + " (mean)"}, {hi, num(hi, 3)}};
+  for (int k = 0; k < 3; ++k)
+    svg += fmt("<rect x=\"", lx, "\" y=\"", top + 20 * k, "\" width=\"12\" height=\"12\" fill=\"", color(keys[k].first),
+               "\" stroke=\"#999\"/><text class=\"legend\" x=\"", lx + 16, "\" y=\"", top + 10 + 20 * k, "\">",
+               esc(keys[k].second), "</text>");
+  return svg + "</svg>";
+}
+
+namespace {
+
+struct RunData {
+  std::map<std::string, Series> train, eval;  // by metric name
+  json setup, last_train, last_eval;
+  std::vector<json> rollbacks;
+  json last_load;  // {"step", "layers": [[...]]}
+};
+
+RunData read_metrics(const std::string& path) {
+  RunData d;
+  std::ifstream in(path);
+  if (!in) throw IoError(fmt(path, ": cannot open (is this a run folder? `dsforge train` writes metrics.jsonl)"));
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty()) continue;
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception& e) {
+      throw DataError(fmt(path, ":", line_no, ": not a JSON object (", e.what(), ")"));
+    }
+    const std::string kind = j.value("kind", "train");
+    const double step = j.value("step", 0.0);
+    if (kind == "train" || kind == "eval") {
+      auto& target = kind == "train" ? d.train : d.eval;
+      for (const auto& [k, v] : j.items()) {
+        if (k == "kind" || k == "step" || !v.is_number()) continue;
+        auto& s = target[k];
+        s.name = k;
+        s.x.push_back(step);
+        s.y.push_back(v.get<double>());
+      }
+      (kind == "train" ? d.last_train : d.last_eval) = j;
+    } else if (kind == "setup") {
+      d.setup = j;
+    } else if (kind == "rollback") {
+      d.rollbacks.push_back(j);
+    } else if (kind == "expert_load") {
+      d.last_load = j;
+    }
+  }
+  return d;
+}
+
+Series named(const std::map<std::string, Series>& m, const std::string& key, const std::string& label) {
+  auto it = m.find(key);
+  Series s = it == m.end() ? Series{} : it->second;
+  s.name = label;
+  return s;
+}
+
+std::string table(const std::vector<std::pair<std::string, std::string>>& rows) {
+  std::string t = "<table>";
+  for (const auto& [k, v] : rows) t += "<tr><th>" + esc(k) + "</th><td>" + esc(v) + "</td></tr>";
+  return t + "</table>";
+}
+
+std::string json_value_text(const json& v) {
+  if (v.is_number_float()) return num(v.get<double>(), 6);
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+const char* kStyle = R"(
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.sub{color:#666}.grid2{display:flex;flex-wrap:wrap;gap:12px}
+svg.chart{background:#fff;border:1px solid #e3e3e3;border-radius:4px}
+svg .title{font-size:14px;font-weight:600;text-anchor:middle}svg .tick,svg .legend{font-size:11px;fill:#444}
+svg .axis{font-size:12px;fill:#333}svg .grid{stroke:#eee}svg .frame{fill:none;stroke:#bbb}svg .empty{fill:#999;text-anchor:middle}
+table{border-collapse:collapse;margin:4px 0}th,td{border:1px solid #e3e3e3;padding:3px 10px;text-align:left;vertical-align:top}
+th{background:#f6f6f6;font-weight:600}pre{background:#f6f6f6;padding:10px;overflow:auto;max-height:420px;font-size:12px}
+.sample{font-family:ui-monospace,monospace;white-space:pre-wrap}.prompt{color:#1f5fa8;font-weight:600}
+)";
+
+// Counts the charts that laid out with a non-empty box; a headless browser test reads it from the DOM.
+const char* kScript = R"(
+window.addEventListener('load', function () {
+  var charts = document.querySelectorAll('svg.chart'), ok = 0;
+  charts.forEach(function (c) { var b = c.getBBox(); if (b.width > 0 && b.height > 0) ok++; });
+  document.body.setAttribute('data-charts-rendered', String(ok));
+  document.body.setAttribute('data-charts-total', String(charts.length));
+});
+)";
+
+}  // namespace
+
+std::string render_run_report(const std::string& run_dir) {
+  const RunData d = read_metrics(path_join(run_dir, "metrics.jsonl"));
+  std::string body;
+  body += "<h1>dsforge run report</h1><div class=\"sub\">" + esc(run_dir) + "</div>";
+
+  // Final metrics first: what a reader wants to know.
+  std::vector<std::pair<std::string, std::string>> finals;
+  if (!d.last_train.is_null())
+    for (const auto& [k, v] : d.last_train.items())
+      if (k != "kind") finals.emplace_back(k == "step" ? "last step" : "train " + k, json_value_text(v));
+  if (!d.last_eval.is_null())
+    for (const auto& [k, v] : d.last_eval.items())
+      if (k != "kind" && k != "step") finals.emplace_back(k, json_value_text(v));
+  const std::string eval_path = path_join(run_dir, "eval.json");
+  if (file_exists(eval_path)) {
+    try {
+      const json ev = json::parse(read_file(eval_path));
+      for (const auto& [k, v] : ev.items()) finals.emplace_back("eval.json " + k, json_value_text(v));
+    } catch (const json::exception& e) {
+      throw DataError(fmt(eval_path, ": not valid JSON (", e.what(), ")"));
+    }
+  }
+  body += "<h2>Final metrics</h2>" + table(finals);
+  if (!d.setup.is_null()) {
+    std::vector<std::pair<std::string, std::string>> rows;
+    for (const auto& [k, v] : d.setup.items())
+      if (k != "kind" && k != "step") rows.emplace_back(k, json_value_text(v));
+    body += "<h2>Hardware fit</h2>" + table(rows);
+  }
+
+  body += "<h2>Training curves</h2><div class=\"grid2\">";
+  std::vector<Series> loss = {named(d.train, "loss", "train loss")};
+  if (d.eval.count("val_loss")) loss.push_back(named(d.eval, "val_loss", "validation loss"));
+  if (d.train.count("mtp_loss")) loss.push_back(named(d.train, "mtp_loss", "MTP loss"));
+  body += svg_line_chart("Loss", loss, "nats / token");
+  body += svg_line_chart("Learning rate", {named(d.train, "lr", "lr")}, "lr");
+  body += svg_line_chart("Throughput", {named(d.train, "tokens_per_sec", "tokens/s")}, "tokens / s");
+  Series mfu = named(d.train, "mfu", "MFU");
+  for (double& v : mfu.y) v *= 100;
+  body += svg_line_chart("Model FLOPs utilisation", {mfu}, "% of measured matmul peak");
+  body += svg_line_chart("Gradient norm (before clipping)", {named(d.train, "grad_norm", "grad norm")}, "L2 norm", true);
+  if (d.train.count("expert_load_max_over_mean"))
+    body += svg_line_chart("Expert load balance", {named(d.train, "expert_load_max_over_mean", "max / mean"),
+                                                   named(d.train, "expert_load_cv", "coefficient of variation")},
+                           "ratio");
+  body += "</div>";
+
+  if (!d.last_load.is_null() && d.last_load.contains("layers")) {
+    std::vector<std::vector<double>> rows;
+    std::vector<std::string> labels;
+    for (const auto& l : d.last_load["layers"]) {
+      rows.push_back(l.get<std::vector<double>>());
+      labels.push_back("MoE layer " + std::to_string(rows.size()));
+    }
+    body += "<h2>Expert load</h2><p class=\"sub\">Tokens routed to each expert over the last logging step, as a "
+            "multiple of the mean (1 = balanced; blue under-, red over-loaded).</p>";
+    body += svg_heatmap(fmt("Expert load at step ", d.last_load.value("step", 0)), rows, labels, "routed expert", 1.0);
+  }
+
+  if (!d.rollbacks.empty()) {
+    std::vector<std::pair<std::string, std::string>> rows;
+    for (const auto& r : d.rollbacks)
+      rows.emplace_back(fmt("step ", r.value("step", 0)), fmt("loss ", num(r.value("loss", 0.0)), ", rolled back to step ",
+                                                              num(r.value("rolled_back_to", 0.0))));
+    body += "<h2>Loss-spike rollbacks</h2>" + table(rows);
+  }
+
+  const std::string samples_path = path_join(run_dir, "samples.json");
+  if (file_exists(samples_path)) {
+    body += "<h2>Samples</h2>";
+    try {
+      const json samples = json::parse(read_file(samples_path));
+      for (const auto& s : samples)
+        body += "<p class=\"sample\"><span class=\"prompt\">" + esc(s.value("prompt", "")) + "</span>" +
+                esc(s.value("completion", "")) + "</p>";
+    } catch (const json::exception& e) {
+      throw DataError(fmt(samples_path, ": not valid JSON (", e.what(), ")"));
+    }
+  }
+  const std::string stats_path = path_join(run_dir, "data/stats.json");
+  if (file_exists(stats_path)) {
+    std::vector<std::pair<std::string, std::string>> rows;
+    try {
+      const json stats = json::parse(read_file(stats_path));
+      for (const auto& [k, v] : stats.items()) {
+        if (!v.is_object()) continue;
+        for (const auto& [k2, v2] : v.items())  // one level down: source.*, filters.*, split.*, train.*
+          if (!v2.is_structured()) rows.emplace_back(k + "." + k2, json_value_text(v2));
+      }
+    } catch (const json::exception& e) {
+      throw DataError(fmt(stats_path, ": not valid JSON (", e.what(), ")"));
+    }
+    body += "<h2>Data</h2>" + table(rows);
+  }
+  const std::string cfg_path = path_join(run_dir, "config.toml");
+  if (file_exists(cfg_path)) body += "<h2>Configuration</h2><pre>" + esc(read_file(cfg_path)) + "</pre>";
+
+  return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + esc(run_dir) +
+         "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body>" + body +
+         "</body></html>\n";
+}
+
+std::string write_run_report(const std::string& run_dir, const std::string& out) {
+  const std::string path = out.empty() ? path_join(run_dir, "report.html") : out;
+  write_file_atomic(path, render_run_report(run_dir));
+  return path;
+}
+
+}  // namespace dsforge::report

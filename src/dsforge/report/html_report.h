@@ -1,0 +1,32 @@
+// `dsforge report RUN_DIR`: one self-contained HTML file (inline SVG and CSS, no scripts fetched, no
+// server, no network) from what a run folder holds: loss curves (train, validation, MTP), learning
+// rate, throughput and MFU, an expert-load heatmap, rollbacks, the resolved config, final metrics,
+// data statistics and generated samples. Every figure is plain SVG, so the page renders the same in
+// any browser and in a headless one.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dsforge::report {
+
+struct Series {
+  std::string name;
+  std::vector<double> x, y;
+};
+
+// A line chart (x: steps) with axes, "nice" ticks, a legend and per-point tooltips.
+std::string svg_line_chart(const std::string& title, const std::vector<Series>& series, const std::string& y_label,
+                           bool log_y = false);
+// rows x cols of values, coloured on a diverging scale centred at `center` (1 = perfectly balanced load).
+std::string svg_heatmap(const std::string& title, const std::vector<std::vector<double>>& rows,
+                        const std::vector<std::string>& row_labels, const std::string& col_label, double center);
+// Ticks covering [lo, hi]: 1, 2 or 5 times a power of ten apart, about `count` of them.
+std::vector<double> nice_ticks(double lo, double hi, int count = 5);
+
+// The report of `run_dir` as one HTML document; throws IoError when the folder has no metrics.jsonl.
+std::string render_run_report(const std::string& run_dir);
+// Writes it (atomically) to `out` (default <run_dir>/report.html); returns the path.
+std::string write_run_report(const std::string& run_dir, const std::string& out = "");
+
+}  // namespace dsforge::report
