@@ -2,7 +2,7 @@
 // by bench/train_throughput_ref.py (python3-torch, eager), alternating run by run, printing tokens/s,
 // the ratio, peak RSS of each, and model FLOPs utilisation against the matmul peak measured first.
 //
-//   ./build/bench_train_throughput [--steps 8] [--rounds 2] [--threads 2] [--only gpt2-4L]
+//   ./build/bench_train_throughput [--steps 8] [--rounds 2] [--threads 2] [--only gpt2-4L] [--profile trace.json]
 //
 // The step: random tokens [B, T + 1 (+ MTP depth)], zero_grad, forward + loss (bf16 autocast when
 // asked), backward, clip to norm 1, AdamW, and the expert-bias update for DeepSeek.
@@ -19,6 +19,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "bench_util.h"
 #include "dsforge/core/error.h"
@@ -57,6 +59,8 @@ model::ModelConfig gpt2_shape(int64_t layers, int64_t d, int64_t heads, int64_t 
   return c;
 }
 
+std::string g_profile;  // --profile FILE: a Chrome trace of the measured dsforge steps
+
 Run run_dsforge(const Case& k, int steps, int warmup) {
   reset_peak_rss();
   model::CausalLm m = model::build_model(k.config);
@@ -75,7 +79,9 @@ Run run_dsforge(const Case& k, int steps, int warmup) {
   Run r;
   r.params = model::count_parameters(*m);
   double t = 0;
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
   for (int s = 0; s < warmup + steps; ++s) {
+    if (s == warmup && !g_profile.empty()) profile = std::make_unique<torch::autograd::profiler::RecordProfile>(g_profile);
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor tokens = at::randint(k.config.vocab_size, {k.batch, row}, gen, at::kLong);
     opt.zero_grad();
@@ -91,6 +97,7 @@ Run run_dsforge(const Case& k, int steps, int warmup) {
     r.loss = out.total.item<double>();
     if (s >= warmup) t += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
+  profile.reset();
   r.tokens_per_s = static_cast<double>(steps * k.batch * k.seq) / t;
   r.peak_mb = peak_rss_mb();
   return r;
@@ -120,6 +127,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--profile")) g_profile = argv[i + 1];
   }
   at::set_num_threads(threads);
   if (std::system("/usr/bin/python3 -c 'import torch' 2>/dev/null") != 0) {
@@ -142,7 +150,7 @@ int main(int argc, char** argv) {
   std::printf("%-30s %-5s %12s %12s %7s %9s %9s %10s %10s\n", "model", "prec", "dsforge t/s", "pytorch t/s", "ratio",
               "MFU ds", "MFU pt", "RSS ds MB", "RSS pt MB");
   for (const Case& k : cases) {
-    if (!only.empty() && k.name.find(only) == std::string::npos) continue;
+    if (!only.empty() && (k.name + " " + k.precision).find(only) == std::string::npos) continue;  // e.g. "4L", "fp32", "V8192 bf16"
     const std::string cfg_path = path_join(dir, "config.json");
     write_file_atomic(cfg_path, model::model_config_to_json(k.config));
     Run best_ds, best_pt;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "dsforge/core/error.h"
+#include "dsforge/kernels/fused.h"
 #include "dsforge/model/deepseek.h"
 
 namespace dsforge::model {
@@ -34,15 +35,22 @@ at::Tensor Gpt2BlockImpl::forward(const at::Tensor& x, const at::Tensor& mask, a
     k = k_cache->narrow(1, 0, start + S);
     v = v_cache->narrow(1, 0, start + S);
   }
-  at::Tensor scores = at::matmul(q.transpose(1, 2), k.permute({0, 2, 3, 1})).to(compute_dtype(x)) /
-                      std::sqrt(static_cast<double>(hd));  // (B, H, S, T)
-  if (mask.defined()) scores = scores + mask;
-  at::Tensor p = at::softmax(scores, -1).to(x.scalar_type());
-  if (drop.attention > 0) p = at::dropout(p, drop.attention, is_training());
-  at::Tensor a = at::matmul(p, v.transpose(1, 2)).transpose(1, 2).reshape({B, S, d});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  at::Tensor a;
+  if (mask.defined() && !k_cache && (drop.attention == 0 || !is_training())) {  // a causal mask alone: the fused attention
+    a = kernels::causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale);
+  } else {
+    at::Tensor raw = at::matmul(q.transpose(1, 2), k.permute({0, 2, 3, 1})).to(compute_dtype(x));  // (B, H, S, T)
+    at::Tensor p = (mask.defined() && !k_cache ? kernels::causal_softmax(raw, scale)
+                                               : at::softmax(mask.defined() ? raw * scale + mask : raw * scale, -1))
+                       .to(x.scalar_type());
+    if (drop.attention > 0) p = at::dropout(p, drop.attention, is_training());
+    a = at::matmul(p, v.transpose(1, 2));
+  }
+  a = a.transpose(1, 2).reshape({B, S, d});
   auto resid = [&](const at::Tensor& t) { return drop.residual > 0 ? at::dropout(t, drop.residual, is_training()) : t; };
   at::Tensor h = x + resid(attn_proj(a));
-  return h + resid(mlp_proj(at::gelu(c_fc(ln_2(h)), "tanh")));
+  return h + resid(mlp_proj(kernels::gelu_tanh(c_fc(ln_2(h)))));
 }
 
 Gpt2Impl::Gpt2Impl(const ModelConfig& c) : c_(c) {

@@ -5,6 +5,7 @@
 
 
 #include "dsforge/core/error.h"
+#include "dsforge/kernels/fused.h"
 
 namespace dsforge::model {
 
@@ -267,8 +268,8 @@ int64_t count_parameters(const torch::nn::Module& m) {
 }
 
 at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing) {
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(compute_dtype(logits)), targets.reshape({-1}), {},
-                                at::Reduction::Mean, -100, label_smoothing);
+  return kernels::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(compute_dtype(logits)), targets.reshape({-1}),
+                                label_smoothing);
 }
 
 }  // namespace dsforge::model

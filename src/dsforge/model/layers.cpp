@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "dsforge/kernels/fused.h"
+
 namespace dsforge::model {
 
 // ---------------------------------------------------------------- RMSNorm
@@ -12,12 +14,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", at::ones({dim}));
 }
 
-at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
-  const auto ct = compute_dtype(x);
-  at::Tensor xf = x.to(ct);
-  at::Tensor y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
-  return (y * weight.to(ct)).to(x.scalar_type());
-}
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) { return kernels::rms_norm(x, weight, eps_); }
 
 // ---------------------------------------------------------------- RoPE / YaRN
 double yarn_mscale(double factor, double mscale) {
@@ -127,6 +124,8 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
     mask = (mask.defined() ? pm + mask : pm).unsqueeze(1);  // (B, 1, S, T)
   }
 
+  // Without padding the mask is purely causal: the fused scale + mask + softmax applies.
+  const bool causal_only = causal && !padded;
   at::Tensor out;
   if (!absorb) {
     at::Tensor k, v;
@@ -142,9 +141,16 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
       k = at::cat({kvb.narrow(-1, 0, d_nope_), k_pe.unsqueeze(2).expand({B, T, H, d_rope_})}, -1);  // (B, T, H, d_qk)
     }
     at::Tensor qf = at::cat({q_nope, q_pe}, -1).transpose(1, 2);                       // (B, H, S, d_qk)
-    at::Tensor scores = at::matmul(qf, k.permute({0, 2, 3, 1})).to(compute_dtype(x)) * rope.softmax_scale;  // (B, H, S, T)
-    if (mask.defined()) scores = scores + mask;
-    at::Tensor p = at::softmax(scores, -1).to(x.scalar_type());
+    if (causal_only && (attention_dropout == 0 || !is_training())) {  // training and prefill: the fused causal attention
+      out = kernels::causal_attention(qf, k.transpose(1, 2), v.transpose(1, 2), rope.softmax_scale)
+                .transpose(1, 2)
+                .reshape({B, S, H * d_v_});
+      return o_proj(out);
+    }
+    at::Tensor raw = at::matmul(qf, k.permute({0, 2, 3, 1})).to(compute_dtype(x));  // (B, H, S, T)
+    at::Tensor p = causal_only ? kernels::causal_softmax(raw, rope.softmax_scale)
+                               : at::softmax(mask.defined() ? raw * rope.softmax_scale + mask : raw * rope.softmax_scale, -1);
+    p = p.to(x.scalar_type());
     if (attention_dropout > 0) p = at::dropout(p, attention_dropout, is_training());
     out = at::matmul(p, v.transpose(1, 2)).transpose(1, 2).reshape({B, S, H * d_v_});  // (B, S, H*d_v)
   } else {
@@ -155,12 +161,12 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
     // once per step, not once per head (a broadcast matmul would materialise them H times).
     at::Tensor q_abs = at::einsum("bshd,hdc->bhsc", {q_nope, w_uk}).reshape({B, H * S, d_c_});  // (B, H*S, d_c)
     at::Tensor qpe = q_pe.transpose(1, 2).reshape({B, H * S, d_rope_});                         // (B, H*S, d_r)
-    at::Tensor scores = (at::bmm(q_abs, c_kv.transpose(1, 2)) + at::bmm(qpe, k_pe.transpose(1, 2)))
-                            .view({B, H, S, T})
-                            .to(compute_dtype(x)) *
-                        rope.softmax_scale;  // (B, H, S, T)
-    if (mask.defined()) scores = scores + mask;
-    at::Tensor p = at::softmax(scores, -1).to(x.scalar_type());
+    at::Tensor raw = (at::bmm(q_abs, c_kv.transpose(1, 2)) + at::bmm(qpe, k_pe.transpose(1, 2)))
+                         .view({B, H, S, T})
+                         .to(compute_dtype(x));  // (B, H, S, T)
+    at::Tensor p = causal_only ? kernels::causal_softmax(raw, rope.softmax_scale)
+                               : at::softmax(mask.defined() ? raw * rope.softmax_scale + mask : raw * rope.softmax_scale, -1);
+    p = p.to(x.scalar_type());
     if (attention_dropout > 0) p = at::dropout(p, attention_dropout, is_training());
     at::Tensor lat = at::bmm(p.reshape({B, H * S, T}), c_kv).view({B, H, S, d_c_});  // attend over latents
     out = at::einsum("bhsc,hdc->bshd", {lat, w_uv}).reshape({B, S, H * d_v_});
@@ -175,7 +181,7 @@ SwiGluMlpImpl::SwiGluMlpImpl(int64_t dim, int64_t inter) {
   down_proj = register_module("down_proj", linear(inter, dim));
 }
 
-at::Tensor SwiGluMlpImpl::forward(const at::Tensor& x) { return down_proj(at::silu(gate_proj(x)) * up_proj(x)); }
+at::Tensor SwiGluMlpImpl::forward(const at::Tensor& x) { return down_proj(kernels::silu_mul(gate_proj(x), up_proj(x))); }
 
 // ---------------------------------------------------------------- gate
 MoeGateImpl::MoeGateImpl(const ModelConfig& c) : c_(c) {

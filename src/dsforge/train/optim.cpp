@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "dsforge/core/error.h"
+#include "dsforge/kernels/fused.h"
 
 namespace dsforge::train {
 
@@ -29,14 +30,13 @@ void AdamW::step() {
   const double bc1 = 1.0 - std::pow(opts_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
   const double step_size = opts_.lr / bc1;
+  (void)step_size;
   for (auto& p : params_) {
     const at::Tensor& g = p.value.grad();
     if (!g.defined()) continue;
-    if (p.decay && opts_.weight_decay > 0) p.value.mul_(1.0 - opts_.lr * opts_.weight_decay);  // decoupled
-    p.exp_avg.mul_(opts_.beta1).add_(g, 1.0 - opts_.beta1);
-    p.exp_avg_sq.mul_(opts_.beta2).addcmul_(g, g, 1.0 - opts_.beta2);
-    at::Tensor denom = (p.exp_avg_sq / bc2).sqrt_().add_(opts_.eps);
-    p.value.addcdiv_(p.exp_avg, denom, -step_size);
+    // One fused pass: moments, bias-corrected update and decoupled decay (ATen ops off the fast path).
+    kernels::adamw_update(p.value, g, p.exp_avg, p.exp_avg_sq,
+                          {opts_.lr, opts_.beta1, opts_.beta2, opts_.eps, p.decay ? opts_.weight_decay : 0.0, bc1, bc2, 1.0});
   }
 }
 
@@ -71,7 +71,7 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
   at::NoGradGuard no_grad;
   double sq = 0;
   for (const auto& p : params)
-    if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (p.grad().defined()) sq += kernels::sum_of_squares(p.grad());
   const double norm = std::sqrt(sq);
   if (max_norm > 0 && norm > max_norm && std::isfinite(norm)) {
     const double scale = max_norm / (norm + 1e-6);

@@ -1,0 +1,487 @@
+#include "dsforge/kernels/fused.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+namespace dsforge::kernels {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// exp(x) = 2^n e^r with n = round(x / ln 2), |r| <= ln2 / 2, and Cephes' degree-5 polynomial for
+// e^r (relative error below 2e-7 over the float range). Written without library calls so the
+// loops below vectorise; inputs below -87 give ~1e-38 instead of a denormal or zero, which only
+// matters for probabilities already far below float resolution of their row's sum.
+inline float exp_approx(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float fn = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const float r = x - fn * 0.693359375f - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(fn) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+inline float sigmoid(float t) { return 1.0f / (1.0f + exp_approx(-t)); }
+
+bool fast_path(std::initializer_list<const at::Tensor*> ts) {
+  if (!fused_enabled()) return false;
+  for (const at::Tensor* t : ts)
+    if (!t->defined() || t->scalar_type() != at::kFloat || !t->device().is_cpu() || !t->is_contiguous()) return false;
+  return true;
+}
+
+constexpr int64_t kGrain = 16384;  // elements per parallel chunk
+
+// ------------------------------------------------------------------ cross-entropy
+// Per row: m = max x, s = sum exp(x - m), lse = m + log s; loss = (1 - e)(lse - x_t) + e (lse - mean x).
+// Gradient / N: softmax - (1 - e) onehot(t) - e / V.
+struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets, double eps,
+                            int64_t ignore_index) {
+    const int64_t N = logits.size(0), V = logits.size(1);
+    const bool need_grad = ctx != nullptr;
+    at::Tensor grad = need_grad ? at::empty_like(logits) : at::Tensor();
+    at::Tensor tg = targets.to(at::kLong).contiguous();
+    const int64_t* t = tg.data_ptr<int64_t>();
+    int64_t n_valid = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      if (t[i] == ignore_index) continue;
+      if (t[i] < 0 || t[i] >= V) throw std::out_of_range("cross_entropy: target " + std::to_string(t[i]) + " outside [0, " + std::to_string(V) + ")");
+      ++n_valid;
+    }
+    const float inv_n = n_valid > 0 ? 1.0f / static_cast<float>(n_valid) : 0.0f;
+    std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
+    const float* x0 = logits.data_ptr<float>();
+    float* g0 = need_grad ? grad.data_ptr<float>() : nullptr;
+    const float fe = static_cast<float>(eps);
+    at::parallel_for(0, N, std::max<int64_t>(1, kGrain / V), [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch(need_grad ? 0 : static_cast<size_t>(V));
+      for (int64_t i = begin; i < end; ++i) {
+        const float* x = x0 + i * V;
+        float* g = need_grad ? g0 + i * V : scratch.data();
+        if (t[i] == ignore_index) {
+          if (need_grad) std::fill(g, g + V, 0.0f);
+          continue;
+        }
+        float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 0; j < V; ++j) m = x[j] > m ? x[j] : m;
+        float s = 0, sx = 0;
+#pragma omp simd reduction(+ : s, sx)
+        for (int64_t j = 0; j < V; ++j) {
+          const float e = exp_approx(x[j] - m);
+          g[j] = e;
+          s += e;
+          sx += x[j];
+        }
+        const double lse = static_cast<double>(m) + std::log(static_cast<double>(s));
+        row_loss[static_cast<size_t>(i)] = (1.0 - eps) * (lse - x[t[i]]) + eps * (lse - static_cast<double>(sx) / static_cast<double>(V));
+        if (!need_grad) continue;
+        const float scale = inv_n / s, shift = fe * inv_n / static_cast<float>(V);
+#pragma omp simd
+        for (int64_t j = 0; j < V; ++j) g[j] = g[j] * scale - shift;
+        g[t[i]] -= (1.0f - fe) * inv_n;
+      }
+    });
+    double total = 0;
+    for (double l : row_loss) total += l;
+    if (need_grad) ctx->save_for_backward({grad});
+    return at::scalar_tensor(n_valid > 0 ? total / static_cast<double>(n_valid) : 0.0, logits.options());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    at::Tensor g = ctx->get_saved_variables()[0];
+    const float go = grad_out[0].item<float>();
+    if (go != 1.0f) g.mul_(go);  // the buffer is ours and used once: scale in place
+    return {g, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// ------------------------------------------------------------------ GELU (tanh form)
+constexpr float kGeluK = 1.5957691216057308f;  // 2 sqrt(2 / pi): 0.5 (1 + tanh(z)) = sigmoid(2 z)
+constexpr float kGeluC = 0.044715f;
+
+struct GeluFn : torch::autograd::Function<GeluFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x) {
+    at::Tensor y = at::empty_like(x);
+    const float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) {
+        const float v = xp[i];
+        yp[i] = v * sigmoid(kGeluK * (v + kGeluC * v * v * v));
+      }
+    });
+    ctx->save_for_backward({x});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    at::Tensor x = ctx->get_saved_variables()[0];
+    at::Tensor dy = grad_out[0].contiguous();
+    at::Tensor dx = at::empty_like(x);
+    const float *xp = x.data_ptr<float>(), *dyp = dy.data_ptr<float>();
+    float* dxp = dx.data_ptr<float>();
+    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) {
+        const float v = xp[i];
+        const float s = sigmoid(kGeluK * (v + kGeluC * v * v * v));
+        dxp[i] = dyp[i] * (s + v * s * (1.0f - s) * kGeluK * (1.0f + 3.0f * kGeluC * v * v));
+      }
+    });
+    return {dx};
+  }
+};
+
+// ------------------------------------------------------------------ SwiGLU product
+struct SiluMulFn : torch::autograd::Function<SiluMulFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
+    at::Tensor y = at::empty_like(gate);
+    const float *gp = gate.data_ptr<float>(), *up_ = up.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, gate.numel(), kGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) yp[i] = gp[i] * sigmoid(gp[i]) * up_[i];
+    });
+    ctx->save_for_backward({gate, up});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor gate = saved[0], up = saved[1], dy = grad_out[0].contiguous();
+    at::Tensor dg = at::empty_like(gate), du = at::empty_like(up);
+    const float *gp = gate.data_ptr<float>(), *up_ = up.data_ptr<float>(), *dyp = dy.data_ptr<float>();
+    float *dgp = dg.data_ptr<float>(), *dup = du.data_ptr<float>();
+    at::parallel_for(0, gate.numel(), kGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) {
+        const float g = gp[i], s = sigmoid(g);
+        dgp[i] = dyp[i] * up_[i] * s * (1.0f + g * (1.0f - s));
+        dup[i] = dyp[i] * g * s;
+      }
+    });
+    return {dg, du};
+  }
+};
+
+// ------------------------------------------------------------------ RMSNorm
+// y = x r w with r = 1 / sqrt(mean(x^2) + eps) per row. Backward:
+//   dx = r (dy w) - x r^3 / d * sum(dy w x),  dw = sum over rows of dy x r.
+struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, double eps) {
+    const int64_t d = x.size(-1), rows = x.numel() / d;
+    at::Tensor y = at::empty_like(x), r = at::empty({rows}, x.options());
+    const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+    float *yp = y.data_ptr<float>(), *rp = r.data_ptr<float>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / d), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float* xi = xp + i * d;
+        float ss = 0;
+#pragma omp simd reduction(+ : ss)
+        for (int64_t j = 0; j < d; ++j) ss += xi[j] * xi[j];
+        const float ri = 1.0f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
+        rp[i] = ri;
+        float* yi = yp + i * d;
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) yi[j] = xi[j] * ri * wp[j];
+      }
+    });
+    ctx->save_for_backward({x, w, r});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor x = saved[0], w = saved[1], r = saved[2], dy = grad_out[0].contiguous();
+    const int64_t d = x.size(-1), rows = x.numel() / d;
+    at::Tensor dx = at::empty_like(x);
+    const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>(), *rp = r.data_ptr<float>(), *dyp = dy.data_ptr<float>();
+    float* dxp = dx.data_ptr<float>();
+    // dw: one partial sum per fixed block of rows (deterministic for any thread count), summed after.
+    const int64_t block = std::max<int64_t>(1, kGrain / d), n_blocks = (rows + block - 1) / block;
+    at::Tensor partial = at::zeros({n_blocks, d}, x.options());
+    float* pp = partial.data_ptr<float>();
+    at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        float* pw = pp + blk * d;
+        for (int64_t i = blk * block; i < std::min(rows, (blk + 1) * block); ++i) {
+          const float *xi = xp + i * d, *dyi = dyp + i * d;
+          const float ri = rp[i];
+          float dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t j = 0; j < d; ++j) dot += dyi[j] * wp[j] * xi[j];
+          const float c = ri * ri * ri * dot / static_cast<float>(d);
+          float* dxi = dxp + i * d;
+#pragma omp simd
+          for (int64_t j = 0; j < d; ++j) {
+            dxi[j] = ri * dyi[j] * wp[j] - xi[j] * c;
+            pw[j] += dyi[j] * xi[j] * ri;
+          }
+        }
+      }
+    });
+    return {dx, partial.sum(0), at::Tensor()};
+  }
+};
+
+// ------------------------------------------------------------------ scaled causal softmax
+struct CausalSoftmaxFn : torch::autograd::Function<CausalSoftmaxFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, double scale) {
+    const int64_t T = x.size(-1), S = x.size(-2), rows = x.numel() / T, off = T - S;
+    at::Tensor y = at::empty_like(x);
+    const float* xp = x.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    const float sc = static_cast<float>(scale);
+    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / T), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t n = std::min(T, i % S + off + 1);  // visible keys of this query
+        const float* xi = xp + i * T;
+        float* yi = yp + i * T;
+        float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 0; j < n; ++j) m = xi[j] > m ? xi[j] : m;
+        m *= sc;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < n; ++j) {
+          yi[j] = exp_approx(xi[j] * sc - m);
+          s += yi[j];
+        }
+        const float inv = 1.0f / s;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) yi[j] *= inv;
+        std::fill(yi + n, yi + T, 0.0f);
+      }
+    });
+    ctx->save_for_backward({y});
+    ctx->saved_data["scale"] = scale;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    at::Tensor y = ctx->get_saved_variables()[0], dy = grad_out[0].contiguous();
+    const float sc = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    const int64_t T = y.size(-1), S = y.size(-2), rows = y.numel() / T, off = T - S;
+    at::Tensor dx = at::empty_like(y);
+    const float *yp = y.data_ptr<float>(), *dyp = dy.data_ptr<float>();
+    float* dxp = dx.data_ptr<float>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / T), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t n = std::min(T, i % S + off + 1);
+        const float *yi = yp + i * T, *dyi = dyp + i * T;
+        float* dxi = dxp + i * T;
+        float dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t j = 0; j < n; ++j) dot += yi[j] * dyi[j];
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) dxi[j] = sc * yi[j] * (dyi[j] - dot);
+        std::fill(dxi + n, dxi + T, 0.0f);
+      }
+    });
+    return {dx, at::Tensor()};
+  }
+};
+
+// ------------------------------------------------------------------ causal attention
+// Row-wise scaled causal softmax of one [S, T] block, in place.
+void softmax_rows_inplace(float* p, int64_t S, int64_t T, float sc) {
+  const int64_t off = T - S;
+  for (int64_t i = 0; i < S; ++i) {
+    float* row = p + i * T;
+    const int64_t n = std::min(T, i + off + 1);
+    float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < n; ++j) m = row[j] > m ? row[j] : m;
+    m *= sc;
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) {
+      row[j] = exp_approx(row[j] * sc - m);
+      s += row[j];
+    }
+    const float inv = 1.0f / s;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+    std::fill(row + n, row + T, 0.0f);
+  }
+}
+
+struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                            double scale) {
+    at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), T = k.size(2), Dv = v.size(3);
+    at::Tensor p = at::empty({B, H, S, T}, q.options()), out = at::empty({B, H, S, Dv}, q.options());
+    at::Tensor q2 = q.view({B * H, S, -1}), k2 = k.view({B * H, T, -1}), v2 = v.view({B * H, T, Dv});
+    at::Tensor p2 = p.view({B * H, S, T}), o2 = out.view({B * H, S, Dv});
+    const float sc = static_cast<float>(scale);
+    at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t i = b0; i < b1; ++i) {
+        at::Tensor pi = p2[i];
+        at::mm_out(pi, q2[i], k2[i].t());
+        softmax_rows_inplace(pi.data_ptr<float>(), S, T, sc);
+        at::Tensor oi = o2[i];
+        at::mm_out(oi, pi, v2[i]);
+      }
+    });
+    ctx->save_for_backward({q, k, v, p});
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor q = saved[0], k = saved[1], v = saved[2], p = saved[3], dout = grad_out[0].contiguous();
+    const float sc = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), T = k.size(2), Dv = v.size(3);
+    at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+    at::Tensor q2 = q.view({B * H, S, -1}), k2 = k.view({B * H, T, -1}), v2 = v.view({B * H, T, Dv});
+    at::Tensor p2 = p.view({B * H, S, T}), do2 = dout.view({B * H, S, Dv});
+    at::Tensor dq2 = dq.view({B * H, S, -1}), dk2 = dk.view({B * H, T, -1}), dv2 = dv.view({B * H, T, Dv});
+    const int64_t off = T - S;
+    at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
+      at::Tensor ds = at::empty({S, T}, q.options());
+      for (int64_t i = b0; i < b1; ++i) {
+        at::Tensor pi = p2[i], doi = do2[i];
+        at::Tensor dvi = dv2[i];
+        at::mm_out(dvi, pi.t(), doi);       // dV = P^T dO
+        at::mm_out(ds, doi, v2[i].t());     // dP = dO V^T
+        float* dsp = ds.data_ptr<float>();
+        const float* pp = pi.data_ptr<float>();
+        for (int64_t r = 0; r < S; ++r) {   // dS = scale * P (dP - rowsum(P dP))
+          const int64_t n = std::min(T, r + off + 1);
+          float* dr = dsp + r * T;
+          const float* pr = pp + r * T;
+          float dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t j = 0; j < n; ++j) dot += pr[j] * dr[j];
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) dr[j] = sc * pr[j] * (dr[j] - dot);
+          std::fill(dr + n, dr + T, 0.0f);
+        }
+        at::Tensor dqi = dq2[i], dki = dk2[i];
+        at::mm_out(dqi, ds, k2[i]);         // dQ = dS K
+        at::mm_out(dki, ds.t(), q2[i]);     // dK = dS^T Q
+      }
+    });
+    return {dq, dk, dv, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool fused_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("DSFORGE_FUSED");
+    return !(v && std::string(v) == "0");
+  }();
+  return on;
+}
+
+at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing, int64_t ignore_index) {
+  at::Tensor flat = logits.reshape({-1, logits.size(-1)});
+  if (!fast_path({&flat}))
+    return at::cross_entropy_loss(flat.to(flat.scalar_type() == at::kDouble ? at::kDouble : at::kFloat),
+                                  targets.reshape({-1}), {}, at::Reduction::Mean, ignore_index, label_smoothing);
+  if (flat.requires_grad() && at::GradMode::is_enabled())
+    return CrossEntropyFn::apply(flat, targets.reshape({-1}), label_smoothing, ignore_index);
+  return CrossEntropyFn::forward(nullptr, flat, targets.reshape({-1}), label_smoothing, ignore_index);
+}
+
+at::Tensor gelu_tanh(const at::Tensor& x) {
+  if (!fast_path({&x})) return at::gelu(x, "tanh");
+  return GeluFn::apply(x);
+}
+
+at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
+  if (!fast_path({&gate, &up}) || !gate.sizes().equals(up.sizes())) return at::silu(gate) * up;
+  return SiluMulFn::apply(gate, up);
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (!fast_path({&x, &weight}) || weight.numel() != x.size(-1)) {
+    const auto ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor xf = x.to(ct);
+    return (xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight.to(ct)).to(x.scalar_type());
+  }
+  return RmsNormFn::apply(x, weight, eps);
+}
+
+at::Tensor causal_softmax(const at::Tensor& scores, double scale) {
+  if (!fast_path({&scores}) || scores.dim() < 2 || scores.size(-1) < scores.size(-2)) {
+    const int64_t S = scores.size(-2), T = scores.size(-1);
+    const auto ct = scores.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor q = at::arange(S, scores.options().dtype(at::kLong)).unsqueeze(1) + (T - S);
+    at::Tensor k = at::arange(T, scores.options().dtype(at::kLong)).unsqueeze(0);
+    return at::softmax((scores.to(ct) * scale).masked_fill(k > q, -INFINITY), -1);
+  }
+  return CausalSoftmaxFn::apply(scores, scale);
+}
+
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+  if (!fused_enabled() || q.scalar_type() != at::kFloat || k.scalar_type() != at::kFloat || v.scalar_type() != at::kFloat ||
+      !q.device().is_cpu() || q.dim() != 4 || k.size(2) < q.size(2))
+    return at::matmul(causal_softmax(at::matmul(q, k.transpose(-2, -1)), scale).to(v.scalar_type()), v);
+  return CausalAttentionFn::apply(q, k, v, scale);
+}
+
+double sum_of_squares(const at::Tensor& t) {
+  if (!fast_path({&t})) return t.to(at::kDouble).pow(2).sum().item<double>();
+  const float* p = t.data_ptr<float>();
+  const int64_t n = t.numel(), n_blocks = (n + kGrain - 1) / kGrain;
+  std::vector<double> partial(static_cast<size_t>(n_blocks), 0.0);  // fixed blocks: deterministic
+  at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      float s = 0;
+      const int64_t end = std::min(n, (blk + 1) * kGrain);
+#pragma omp simd reduction(+ : s)
+      for (int64_t i = blk * kGrain; i < end; ++i) s += p[i] * p[i];
+      partial[static_cast<size_t>(blk)] = s;
+    }
+  });
+  double total = 0;
+  for (double v : partial) total += v;
+  return total;
+}
+
+void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                  const AdamWStep& s) {
+  if (!fast_path({&param, &grad, &exp_avg, &exp_avg_sq})) {
+    at::NoGradGuard no_grad;
+    at::Tensor g = s.grad_scale != 1.0 ? grad * s.grad_scale : grad;
+    if (s.weight_decay > 0) param.mul_(1.0 - s.lr * s.weight_decay);
+    exp_avg.mul_(s.beta1).add_(g, 1.0 - s.beta1);
+    exp_avg_sq.mul_(s.beta2).addcmul_(g, g, 1.0 - s.beta2);
+    param.addcdiv_(exp_avg, (exp_avg_sq / s.bias_correction2).sqrt_().add_(s.eps), -s.lr / s.bias_correction1);
+    return;
+  }
+  float *p = param.data_ptr<float>(), *m = exp_avg.data_ptr<float>(), *v = exp_avg_sq.data_ptr<float>();
+  const float* g = grad.data_ptr<float>();
+  const float b1 = static_cast<float>(s.beta1), b2 = static_cast<float>(s.beta2), gs = static_cast<float>(s.grad_scale);
+  const float decay = static_cast<float>(1.0 - s.lr * s.weight_decay), step = static_cast<float>(s.lr / s.bias_correction1);
+  const float inv_bc2 = static_cast<float>(1.0 / s.bias_correction2), eps = static_cast<float>(s.eps);
+  at::parallel_for(0, param.numel(), kGrain, [&](int64_t b, int64_t e) {
+#pragma omp simd
+    for (int64_t i = b; i < e; ++i) {
+      const float gi = g[i] * gs;
+      m[i] = b1 * m[i] + (1.0f - b1) * gi;
+      v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+      p[i] = p[i] * decay - step * m[i] / (std::sqrt(v[i] * inv_bc2) + eps);
+    }
+  });
+}
+
+}  // namespace dsforge::kernels

@@ -1,0 +1,48 @@
+// Fused CPU kernels where the profile of a training step says time goes (bench_train_throughput
+// --profile): each replaces a chain of ATen ops that would read and write the same large tensor
+// several times with one or two passes, as a custom autograd function with a hand-written backward.
+//
+//   cross_entropy  logits [N, V] float32 -> mean loss; the gradient (softmax - target) / N is
+//                  produced in the forward pass, so backward is free and no log-softmax is kept.
+//   gelu_tanh      x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the GPT-2 "gelu_new", and its derivative.
+//   silu_mul       silu(gate) * up, the SwiGLU product, and both derivatives.
+//   rms_norm       x * rsqrt(mean(x^2) + eps) * w over the last dimension, saving only the per-row scale.
+//
+// Every function falls back to the equivalent ATen composition where the fast path does not apply
+// (not float32, not CPU, not contiguous), so results never depend on where a tensor lives.
+// Tests compare each against that composition and against finite differences.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace dsforge::kernels {
+
+at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing = 0.0,
+                         int64_t ignore_index = -100);
+at::Tensor gelu_tanh(const at::Tensor& x);
+at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// softmax(scale * scores + causal mask) over the last dimension of scores [..., S, T]: query s sees
+// keys t <= s + (T - S). Scaling, masking and softmax in one pass (masked keys cost no exp), and one
+// pass back; replaces scores * scale, + mask, softmax and their three backward passes.
+at::Tensor causal_softmax(const at::Tensor& scores, double scale);
+// Causal attention softmax(scale q k^T + mask) v for q [B, H, S, D], k [B, H, T, D], v [B, H, T, Dv]
+// -> [B, H, S, Dv]. One (batch, head) slice per task: its two products, the masked softmax between
+// them and, going back, its four products run on one core with the scores in cache, instead of
+// each batched product being split across cores separately.
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
+
+// Optimizer pieces: the squared L2 norm of a tensor (double accumulation, no copy), and one AdamW
+// update of a float32 parameter in a single pass: g = grad * grad_scale; m, v updated; decoupled decay.
+double sum_of_squares(const at::Tensor& t);
+struct AdamWStep {
+  double lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2, grad_scale;
+};
+void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                  const AdamWStep& s);
+
+// Whether the fused paths are enabled (DSFORGE_FUSED=0 in the environment turns them off, for A/B runs).
+bool fused_enabled();
+
+}  // namespace dsforge::kernels

@@ -1,0 +1,134 @@
+// The fused kernels against the ATen compositions they replace (values and gradients), against
+// float64 finite differences, and on the edge cases: ignored targets, label smoothing, masked rows.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "dsforge/kernels/fused.h"
+#include "test_util.h"
+
+using namespace dsforge;
+
+namespace {
+// Gradient of sum(f(x) * w) with respect to each input, for a fixed random w.
+std::vector<at::Tensor> grads_of(const std::function<at::Tensor(const std::vector<at::Tensor>&)>& f,
+                                 std::vector<at::Tensor> inputs, const at::Tensor& w) {
+  for (auto& t : inputs) t = t.detach().clone().requires_grad_(true);
+  at::Tensor y = f(inputs);
+  (w.defined() ? (y * w).sum() : y.sum()).backward();
+  std::vector<at::Tensor> out;
+  for (auto& t : inputs) out.push_back(t.grad());
+  return out;
+}
+
+void expect_close(const at::Tensor& a, const at::Tensor& b, double tol, const char* what) {
+  const double err = (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+  const double scale = std::max(1.0, b.abs().max().item<double>());
+  EXPECT_LT(err / scale, tol) << what << ": max abs diff " << err;
+}
+}  // namespace
+
+TEST(Kernels, CrossEntropyMatchesAtenWithSmoothingAndIgnoredRows) {
+  at::manual_seed(0);
+  at::Tensor logits = at::randn({37, 301}) * 3;
+  at::Tensor targets = at::randint(301, {37}, at::kLong);
+  targets[5] = -100;
+  targets[17] = -100;
+  for (double eps : {0.0, 0.1}) {
+    auto fused = [&](const std::vector<at::Tensor>& in) { return kernels::cross_entropy(in[0], targets, eps); };
+    auto ref = [&](const std::vector<at::Tensor>& in) {
+      return at::cross_entropy_loss(in[0], targets, {}, at::Reduction::Mean, -100, eps);
+    };
+    expect_close(fused({logits}), ref({logits}), 1e-6, "loss");
+    // A non-unit upstream gradient (the 1/N of gradient accumulation, the MTP weight) scales it.
+    at::Tensor w = at::full({}, 0.3);
+    auto gf = grads_of(fused, {logits}, w), gr = grads_of(ref, {logits}, w);
+    expect_close(gf[0], gr[0], 1e-6, "gradient");
+    EXPECT_EQ(gf[0][5].abs().sum().item<double>(), 0.0);  // ignored rows get no gradient
+  }
+  // Without autograd (evaluation) the same loss, and no gradient buffer.
+  {
+    at::NoGradGuard ng;
+    expect_close(kernels::cross_entropy(logits, targets), at::cross_entropy_loss(logits, targets), 1e-6, "no-grad loss");
+  }
+  EXPECT_THROW(kernels::cross_entropy(logits, at::full({37}, 301, at::kLong)), std::exception);
+}
+
+TEST(Kernels, ElementwiseMatchAtenAndFiniteDifferences) {
+  at::manual_seed(1);
+  at::Tensor x = at::randn({6, 257}) * 2, u = at::randn({6, 257}), w = at::randn({6, 257});
+  // GELU (tanh form)
+  auto gf = grads_of([](auto& in) { return kernels::gelu_tanh(in[0]); }, {x}, w);
+  auto gr = grads_of([](auto& in) { return at::gelu(in[0], "tanh"); }, {x}, w);
+  expect_close(kernels::gelu_tanh(x), at::gelu(x, "tanh"), 1e-6, "gelu");
+  expect_close(gf[0], gr[0], 1e-5, "gelu grad");
+  // SwiGLU product
+  auto sf = grads_of([](auto& in) { return kernels::silu_mul(in[0], in[1]); }, {x, u}, w);
+  auto sr = grads_of([](auto& in) { return at::silu(in[0]) * in[1]; }, {x, u}, w);
+  expect_close(kernels::silu_mul(x, u), at::silu(x) * u, 1e-6, "silu_mul");
+  expect_close(sf[0], sr[0], 1e-5, "silu_mul d gate");
+  expect_close(sf[1], sr[1], 1e-5, "silu_mul d up");
+  // Finite differences (float64 reference of the same formula) for one GELU element.
+  const double v = 0.7, h = 1e-5;
+  auto gelu64 = [](double t) { return 0.5 * t * (1 + std::tanh(std::sqrt(2 / M_PI) * (t + 0.044715 * t * t * t))); };
+  at::Tensor xv = at::full({1}, v).requires_grad_(true);
+  kernels::gelu_tanh(xv).sum().backward();
+  EXPECT_NEAR(xv.grad().item<double>(), (gelu64(v + h) - gelu64(v - h)) / (2 * h), 1e-5);
+}
+
+TEST(Kernels, RmsNormMatchesAten) {
+  at::manual_seed(2);
+  at::Tensor x = at::randn({3, 5, 96}), g = at::randn({96}) + 1, w = at::randn({3, 5, 96});
+  auto ref = [](const std::vector<at::Tensor>& in) {
+    return in[0] * at::rsqrt(in[0].pow(2).mean(-1, true) + 1e-6) * in[1];
+  };
+  auto fused = [](const std::vector<at::Tensor>& in) { return kernels::rms_norm(in[0], in[1], 1e-6); };
+  expect_close(fused({x, g}), ref({x, g}), 1e-6, "rms_norm");
+  auto gf = grads_of(fused, {x, g}, w), gr = grads_of(ref, {x, g}, w);
+  expect_close(gf[0], gr[0], 1e-5, "d x");
+  expect_close(gf[1], gr[1], 1e-5, "d weight");
+}
+
+TEST(Kernels, CausalSoftmaxAndAttentionMatchTheMaskedComposition) {
+  at::manual_seed(3);
+  for (int64_t T : {9, 13}) {  // T > S: queries sit at the end (a prefix of cached keys)
+    const int64_t S = 9;
+    at::Tensor q = at::randn({2, 3, S, 8}), k = at::randn({2, 3, T, 8}), v = at::randn({2, 3, T, 5});
+    const double scale = 0.35;
+    at::Tensor mask = at::full({S, T}, -INFINITY).triu(T - S + 1);
+    auto ref = [&](const std::vector<at::Tensor>& in) {
+      return at::matmul(at::softmax(at::matmul(in[0], in[1].transpose(-2, -1)) * scale + mask, -1), in[2]);
+    };
+    auto fused = [&](const std::vector<at::Tensor>& in) { return kernels::causal_attention(in[0], in[1], in[2], scale); };
+    at::Tensor w = at::randn({2, 3, S, 5});
+    expect_close(fused({q, k, v}), ref({q, k, v}), 1e-5, "attention");
+    auto gf = grads_of(fused, {q, k, v}, w), gr = grads_of(ref, {q, k, v}, w);
+    expect_close(gf[0], gr[0], 1e-5, "d q");
+    expect_close(gf[1], gr[1], 1e-5, "d k");
+    expect_close(gf[2], gr[2], 1e-5, "d v");
+    // The softmax alone, on non-contiguous-free raw scores.
+    at::Tensor s = at::randn({2, 3, S, T});
+    auto sref = [&](const std::vector<at::Tensor>& in) { return at::softmax(in[0] * scale + mask, -1); };
+    auto sfused = [&](const std::vector<at::Tensor>& in) { return kernels::causal_softmax(in[0], scale); };
+    expect_close(sfused({s}), sref({s}), 1e-6, "causal softmax");
+    expect_close(grads_of(sfused, {s}, s)[0], grads_of(sref, {s}, s)[0], 1e-5, "causal softmax grad");
+  }
+}
+
+TEST(Kernels, AdamWUpdateAndSumOfSquaresMatchTheirFormulas) {
+  at::manual_seed(4);
+  at::Tensor p = at::randn({1000}), g = at::randn({1000}), m = at::randn({1000}) * 0.1, v = at::rand({1000}) * 0.1;
+  at::Tensor p2 = p.clone(), m2 = m.clone(), v2 = v.clone();
+  kernels::AdamWStep s{1e-2, 0.9, 0.95, 1e-8, 0.1, 0.19, 0.0975, 0.5};
+  kernels::adamw_update(p, g, m, v, s);
+  // The formula, in float64.
+  at::Tensor gd = g.to(at::kDouble) * 0.5;
+  at::Tensor md = m2.to(at::kDouble) * 0.9 + gd * 0.1, vd = v2.to(at::kDouble) * 0.95 + gd * gd * 0.05;
+  at::Tensor pd = p2.to(at::kDouble) * (1 - 1e-2 * 0.1) - (1e-2 / 0.19) * md / ((vd / 0.0975).sqrt() + 1e-8);
+  expect_close(m, md, 1e-6, "exp_avg");
+  expect_close(v, vd, 1e-6, "exp_avg_sq");
+  expect_close(p, pd, 1e-5, "param");
+  at::Tensor big = at::randn({100003});
+  const double ref = big.to(at::kDouble).pow(2).sum().item<double>();
+  EXPECT_NEAR(kernels::sum_of_squares(big), ref, 1e-6 * ref);  // float partial sums per block, double total
+}
