@@ -250,14 +250,13 @@ at::Tensor DeepseekMoeImpl::forward(const at::Tensor& x) {
   at::Tensor counts = at::bincount(flat_idx, {}, E).to(at::kCPU);
   const int64_t* cnt = counts.data_ptr<int64_t>();
   at::Tensor x_sorted = flat.index_select(0, token_of);            // (N*K, d)
+  // One split (its backward is one concatenation) rather than a narrow per expert (each of whose
+  // backward passes would materialise and add a full-size gradient).
+  const std::vector<at::Tensor> parts = x_sorted.split_with_sizes(c10::IntArrayRef(cnt, static_cast<size_t>(E)));
   std::vector<at::Tensor> outs;
   outs.reserve(static_cast<size_t>(E));
-  int64_t start = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    if (cnt[e] == 0) continue;  // idle experts do no work
-    outs.push_back(expert_list_[static_cast<size_t>(e)](x_sorted.narrow(0, start, cnt[e])));
-    start += cnt[e];
-  }
+  for (int64_t e = 0; e < E; ++e)
+    if (cnt[e] > 0) outs.push_back(expert_list_[static_cast<size_t>(e)](parts[static_cast<size_t>(e)]));  // idle experts do no work
   at::Tensor y_sorted = at::cat(outs, 0) * w_sorted;
   at::Tensor y = at::zeros_like(flat).index_add(0, token_of, y_sorted);
   if (shared_experts) y = y + shared_experts(flat);
