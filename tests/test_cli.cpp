@@ -210,3 +210,17 @@ TEST(Cli, HtmlReportRendersInHeadlessChromium) {
   EXPECT_EQ(console.find("CONSOLE"), std::string::npos) << console;
   EXPECT_EQ(console.find("Uncaught"), std::string::npos) << console;
 }
+
+TEST(Cli, MetricsPrintJsonAndRefuseMisalignedFiles) {
+  TempDir dir;
+  write_file_atomic(path_join(dir.path, "h.txt"), "the cat sat on the mat\n");
+  write_file_atomic(path_join(dir.path, "r.txt"), "the cat sat on the mat\n");
+  write_file_atomic(path_join(dir.path, "r2.txt"), "the cat sat on the mat\nanother line\n");
+  CliRun ok = run_cli("metrics bleu --hyp " + path_join(dir.path, "h.txt") + " --ref " + path_join(dir.path, "r.txt"), dir.path);
+  ASSERT_EQ(ok.code, 0) << ok.err;
+  EXPECT_NEAR(nlohmann::json::parse(ok.out)["score"].get<double>(), 100.0, 1e-9);
+  CliRun bad = run_cli("metrics rouge --hyp " + path_join(dir.path, "h.txt") + " --ref " + path_join(dir.path, "r2.txt"), dir.path);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(line_count(bad.err), 1u) << bad.err;
+  EXPECT_NE(bad.err.find("r2.txt: 2 lines but"), std::string::npos) << bad.err;
+}

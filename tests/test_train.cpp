@@ -548,7 +548,7 @@ std::multimap<int, PbField> pb_parse(const std::string& s) {
   };
   while (i < s.size()) {
     const uint64_t key = varint();
-    PbField f{static_cast<int>(key & 7)};
+    PbField f{static_cast<int>(key & 7), 0, {}};
     if (f.wire == 0) f.varint = varint();
     else if (f.wire == 1) { f.bytes = s.substr(i, 8); i += 8; }
     else if (f.wire == 5) { f.bytes = s.substr(i, 4); i += 4; }

@@ -19,5 +19,6 @@ void add_stage_commands(CLI::App& app, Context& ctx);
 void add_tokenizer_commands(CLI::App& app, Context& ctx);
 void add_model_commands(CLI::App& app, Context& ctx);
 void add_report_command(CLI::App& app, Context& ctx);
+void add_metrics_commands(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli
