@@ -432,9 +432,14 @@ at::Tensor causal_softmax(const at::Tensor& scores, double scale) {
 }
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
-  if (!fused_enabled() || q.scalar_type() != at::kFloat || k.scalar_type() != at::kFloat || v.scalar_type() != at::kFloat ||
+  const auto dt = q.scalar_type();
+  const bool low = dt == at::kBFloat16 || dt == at::kHalf;
+  if (!fused_enabled() || (dt != at::kFloat && !low) || k.scalar_type() != dt || v.scalar_type() != dt ||
       !q.device().is_cpu() || q.dim() != 4 || k.size(2) < q.size(2))
     return at::matmul(causal_softmax(at::matmul(q, k.transpose(-2, -1)), scale).to(v.scalar_type()), v);
+  // Under bf16 autocast the projections are bf16 but attention is a small share of the FLOPs: run it
+  // in float32 through the fused kernel (one conversion each way) rather than unfused in bf16.
+  if (low) return CausalAttentionFn::apply(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), scale).to(dt);
   return CausalAttentionFn::apply(q, k, v, scale);
 }
 
