@@ -23,6 +23,11 @@ TEST(Eval, UnigramBaselineHandComputed) {
   const double expect = -(std::log(3.0 / 6) + std::log(2.0 / 6)) / 2;
   EXPECT_NEAR(r.loss, expect, 1e-12);
   EXPECT_NEAR(r.perplexity, std::exp(expect), 1e-12);
+  // Bits per byte: token 0 stands for 3 bytes, token 1 for 1: 2 * expect nats over 4 bytes.
+  const std::vector<int64_t> bytes = {3, 1, 2};
+  auto b = eval::unigram_baseline(path_join(dir.path, "t.bin"), path_join(dir.path, "e.bin"), 3, &bytes);
+  EXPECT_EQ(b.bytes, 4);
+  EXPECT_NEAR(b.bits_per_byte, 2 * expect / std::log(2.0) / 4, 1e-12);
 }
 
 TEST(Eval, LmLossEqualsDirectCrossEntropyOverAllWindows) {
@@ -49,4 +54,9 @@ TEST(Eval, LmLossEqualsDirectCrossEntropyOverAllWindows) {
   }
   EXPECT_NEAR(r.loss, sum / 40, 1e-5);
   EXPECT_NEAR(r.perplexity, std::exp(sum / 40), 1e-3);
+  // Bits per byte with every token standing for 2 bytes: the loss in bits over 80 bytes.
+  const std::vector<int64_t> two(50, 2);
+  auto rb = eval::evaluate_lm(m.ptr(), path_join(dir.path, "v.bin"), 8, 2, 0, &two);
+  EXPECT_EQ(rb.bytes, 80);
+  EXPECT_NEAR(rb.bits_per_byte, sum / std::log(2.0) / 80, 1e-5);
 }

@@ -218,17 +218,27 @@ void stage_eval(const RunConfig& cfg) {
   const std::string shard_dir = run_path(cfg, "shards");
   const std::string val = path_join(shard_dir, manifest.val.files.at(0));
   const std::string train = path_join(shard_dir, manifest.train.files.at(0));
-  eval::LmEval ev = eval::evaluate_lm(m, val, cfg.train.seq_len, cfg.train.batch_size, 0);
-  eval::LmEval uni = eval::unigram_baseline(train, val, manifest.vocab_size);
+  // Bytes per token for bits per byte: what each id decodes to; a special token (the document
+  // separator) counts as the one newline it replaced.
+  auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
+  std::vector<int64_t> token_bytes(static_cast<size_t>(manifest.vocab_size), 1);
+  const auto n_special = static_cast<int64_t>(tok.special_tokens().size());  // special ids come first
+  for (int64_t id = n_special; id < std::min<int64_t>(tok.vocab_size(), manifest.vocab_size); ++id)
+    token_bytes[static_cast<size_t>(id)] = static_cast<int64_t>(tok.token_bytes(static_cast<int32_t>(id)).size());
+  eval::LmEval ev = eval::evaluate_lm(m, val, cfg.train.seq_len, cfg.train.batch_size, 0, &token_bytes);
+  eval::LmEval uni = eval::unigram_baseline(train, val, manifest.vocab_size, &token_bytes);
   nlohmann::ordered_json j = {{"val_loss", ev.loss},
                               {"val_perplexity", ev.perplexity},
+                              {"val_bits_per_byte", ev.bits_per_byte},
                               {"val_tokens", ev.tokens},
+                              {"val_bytes", ev.bytes},
+                              {"unigram_bits_per_byte", uni.bits_per_byte},
                               {"unigram_loss", uni.loss},
                               {"unigram_perplexity", uni.perplexity},
                               {"perplexity_ratio_vs_unigram", ev.perplexity / uni.perplexity}};
   write_file_atomic(run_path(cfg, "eval.json"), j.dump(2) + "\n");
-  log_info("eval: validation loss ", fixed(ev.loss, 4), " nats/token, perplexity ", fixed(ev.perplexity, 2), " over ",
-           ev.tokens, " tokens");
+  log_info("eval: validation loss ", fixed(ev.loss, 4), " nats/token, perplexity ", fixed(ev.perplexity, 2), ", ",
+           fixed(ev.bits_per_byte, 3), " bits/byte over ", ev.tokens, " tokens (", ev.bytes, " bytes)");
   log_info("eval: unigram baseline (same tokenizer, same split) perplexity ", fixed(uni.perplexity, 2), " -> model is ",
            fixed(uni.perplexity / ev.perplexity, 1), "x lower");
 }
