@@ -20,5 +20,6 @@ void add_tokenizer_commands(CLI::App& app, Context& ctx);
 void add_model_commands(CLI::App& app, Context& ctx);
 void add_report_command(CLI::App& app, Context& ctx);
 void add_metrics_commands(CLI::App& app, Context& ctx);
+void add_finetune_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   cli::add_model_commands(app, ctx);
   cli::add_report_command(app, ctx);
   cli::add_metrics_commands(app, ctx);
+  cli::add_finetune_command(app, ctx);
   try {
     app.parse(static_cast<int>(args.size()), args.data());
   } catch (const CLI::CallForHelp& e) {

@@ -25,6 +25,20 @@
 
 namespace dsforge::data {
 
+const std::string& wordnet_lexname(int lex_filenum) {
+  static const std::vector<std::string> names = {
+      "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
+      "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+      "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant", "noun.possession",
+      "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
+      "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition", "verb.consumption",
+      "verb.contact", "verb.creation", "verb.emotion", "verb.motion", "verb.perception", "verb.possession",
+      "verb.social", "verb.stative", "verb.weather", "adj.ppl"};
+  if (lex_filenum < 0 || lex_filenum >= static_cast<int>(names.size()))
+    throw DataError(fmt("WordNet: lexicographer file number ", lex_filenum, " outside 0..44"));
+  return names[static_cast<size_t>(lex_filenum)];
+}
+
 void for_each_wordnet_synset(const std::string& dir, const std::function<void(const WordNetSynset&)>& fn) {
   WordNetSynset syn;
   for (const char* pos : {"noun", "verb", "adj", "adv"}) {
@@ -55,6 +69,7 @@ void for_each_wordnet_synset(const std::string& dir, const std::function<void(co
         syn.words.push_back(std::move(word));
       }
       syn.gloss = line.substr(bar + 3);
+      syn.lex_filenum = std::atoi(lexfile.c_str());
       fn(syn);
     }
   }

@@ -27,7 +27,10 @@ std::vector<std::string> read_wordnet_glosses(const std::string& dir);
 struct WordNetSynset {
   std::vector<std::string> words;
   std::string gloss;
+  int lex_filenum = 0;  // the lexicographer file (0-44): wordnet_lexname() names it
 };
+// "noun.animal", "verb.motion", ...: the 45 lexicographer files of WordNet 3.0 (lexnames(5WN)).
+const std::string& wordnet_lexname(int lex_filenum);
 void for_each_wordnet_synset(const std::string& dir, const std::function<void(const WordNetSynset&)>& fn);
 struct CleanCounts {
   int64_t input = 0;

@@ -67,15 +67,27 @@ Gpt2Impl::Gpt2Impl(const ModelConfig& c) : c_(c) {
       "ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_epsilon)));
 }
 
-at::Tensor Gpt2Impl::run(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& mask,
-                         std::vector<at::Tensor>* k_cache, std::vector<at::Tensor>* v_cache, int64_t start) {
+at::Tensor Gpt2Impl::run_hidden(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& mask,
+                                std::vector<at::Tensor>* k_cache, std::vector<at::Tensor>* v_cache, int64_t start) {
   if (positions.max().item<int64_t>() >= c_.max_position_embeddings)
     throw Error(fmt("gpt2: position exceeds n_positions = ", c_.max_position_embeddings));
   at::Tensor x = wte(tokens) + wpe(positions);
   if (dropout_.embedding > 0) x = at::dropout(x, dropout_.embedding, is_training());
   for (size_t l = 0; l < blocks_.size(); ++l)
     x = blocks_[l](x, mask, k_cache ? &(*k_cache)[l] : nullptr, v_cache ? &(*v_cache)[l] : nullptr, start);
-  return at::linear(ln_f(x), wte->weight);  // tied head
+  return ln_f(x);
+}
+
+at::Tensor Gpt2Impl::run(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& mask,
+                         std::vector<at::Tensor>* k_cache, std::vector<at::Tensor>* v_cache, int64_t start) {
+  return at::linear(run_hidden(tokens, positions, mask, k_cache, v_cache, start), wte->weight);  // tied head
+}
+
+at::Tensor Gpt2Impl::hidden_states(const at::Tensor& tokens) {
+  const int64_t S = tokens.size(1);
+  at::Tensor pos = at::arange(S, tokens.options()).unsqueeze(0).expand({tokens.size(0), S});
+  at::Tensor mask = at::full({S, S}, -INFINITY, wte->weight.options().dtype(compute_dtype(wte->weight))).triu(1);
+  return run_hidden(tokens, pos, mask, nullptr, nullptr, 0);
 }
 
 void Gpt2Impl::set_dropout(const DropoutRates& rates) {
@@ -83,12 +95,7 @@ void Gpt2Impl::set_dropout(const DropoutRates& rates) {
   for (auto& b : blocks_) b->drop = rates;
 }
 
-at::Tensor Gpt2Impl::forward(const at::Tensor& tokens) {
-  const int64_t S = tokens.size(1);
-  at::Tensor pos = at::arange(S, tokens.options()).unsqueeze(0).expand({tokens.size(0), S});
-  at::Tensor mask = at::full({S, S}, -INFINITY, wte->weight.options().dtype(compute_dtype(wte->weight))).triu(1);
-  return run(tokens, pos, mask, nullptr, nullptr, 0);
-}
+at::Tensor Gpt2Impl::forward(const at::Tensor& tokens) { return at::linear(hidden_states(tokens), wte->weight); }
 
 void Gpt2Impl::init_weights(double std, uint64_t seed) {
   model::init_weights(*this, std, seed);
@@ -153,13 +160,15 @@ LstmLmImpl::LstmLmImpl(const ModelConfig& c) : c_(c) {
 
 at::Tensor LstmLmImpl::logits(const at::Tensor& h) { return head ? head(h) : at::linear(h, embed->weight); }
 
-at::Tensor LstmLmImpl::forward(const at::Tensor& tokens) {
+at::Tensor LstmLmImpl::hidden_states(const at::Tensor& tokens) {
   at::Tensor x = embed(tokens);
   if (dropout_.embedding > 0) x = at::dropout(x, dropout_.embedding, is_training());
   at::Tensor h = std::get<0>(lstm(x));
   if (dropout_.residual > 0) h = at::dropout(h, dropout_.residual, is_training());
-  return logits(h);
+  return h;
 }
+
+at::Tensor LstmLmImpl::forward(const at::Tensor& tokens) { return logits(hidden_states(tokens)); }
 
 namespace {
 struct LstmDecodeState : DecodeState {

@@ -37,6 +37,7 @@ class Gpt2Impl : public CausalLmImpl {
   explicit Gpt2Impl(const ModelConfig& c);
   const ModelConfig& config() const override { return c_; }
   at::Tensor forward(const at::Tensor& tokens) override;
+  at::Tensor hidden_states(const at::Tensor& tokens) override;
   // N(0, std) everywhere, and std / sqrt(2 L) for the residual projections (GPT-2 paper §2.3).
   void init_weights(double std, uint64_t seed) override;
   std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
@@ -53,6 +54,9 @@ class Gpt2Impl : public CausalLmImpl {
   // positions [B, S] (absolute, padding-corrected); mask broadcastable to [B, H, S, T].
   at::Tensor run(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& mask,
                  std::vector<at::Tensor>* k_cache, std::vector<at::Tensor>* v_cache, int64_t start);
+  // The same, stopping after the final layer norm.
+  at::Tensor run_hidden(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& mask,
+                        std::vector<at::Tensor>* k_cache, std::vector<at::Tensor>* v_cache, int64_t start);
   ModelConfig c_;
   std::vector<Gpt2Block> blocks_;
 };
@@ -63,6 +67,7 @@ class LstmLmImpl : public CausalLmImpl {
   explicit LstmLmImpl(const ModelConfig& c);
   const ModelConfig& config() const override { return c_; }
   at::Tensor forward(const at::Tensor& tokens) override;
+  at::Tensor hidden_states(const at::Tensor& tokens) override;
   std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
                                             const at::Tensor& key_pad) override;
   at::Tensor decode(const at::Tensor& tokens, DecodeState& state) override;

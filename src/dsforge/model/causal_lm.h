@@ -35,6 +35,8 @@ class CausalLmImpl : public torch::nn::Module {
   virtual const ModelConfig& config() const = 0;
   // tokens [B, S] -> logits [B, S, V].
   virtual at::Tensor forward(const at::Tensor& tokens) = 0;
+  // tokens [B, S] -> the last hidden states [B, S, d] that the head reads (task heads pool these).
+  virtual at::Tensor hidden_states(const at::Tensor& tokens) = 0;
   // Rows of S + 1 + extra_target_tokens() tokens: next-token loss on the first S + 1, plus any
   // auxiliary losses (MTP, balance) the model has. The default is the plain next-token loss.
   virtual LossOutput loss(const at::Tensor& tokens, double mtp_weight);

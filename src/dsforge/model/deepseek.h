@@ -73,6 +73,7 @@ class DeepseekV3Impl : public CausalLmImpl {
 
   // tokens [B, S] -> logits [B, S, V] (no cache).
   at::Tensor forward(const at::Tensor& tokens) override;
+  at::Tensor hidden_states(const at::Tensor& tokens) override { return hidden(tokens); }
   // Hidden states after the final norm [B, S, d] (also the MTP input h^0).
   at::Tensor hidden(const at::Tensor& tokens, int64_t start_pos = 0, KvCache* cache = nullptr, bool absorb = false);
   at::Tensor logits_from_hidden(const at::Tensor& h) { return lm_head(h); }

@@ -1,0 +1,229 @@
+#include "dsforge/tasks/classify.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/modules/linear.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "dsforge/core/log.h"
+#include "dsforge/core/safetensors.h"
+#include "dsforge/data/corpus.h"
+#include "dsforge/eval/metrics_files.h"
+#include "dsforge/model/io.h"
+#include "dsforge/tokenizer/bpe.h"
+#include "dsforge/train/optim.h"
+
+namespace dsforge::tasks {
+
+std::vector<Example> read_tsv_examples(const std::string& path, int64_t max) {
+  const auto lines = eval::read_lines(path);
+  std::vector<Example> out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string& line = lines[i];
+    if (line.empty()) continue;
+    const size_t tab = line.rfind('\t');
+    if (tab == std::string::npos)
+      throw DataError(fmt(path, ":", i + 1, ": expected 'text<TAB>label', found no tab"));
+    Example e{line.substr(0, tab), line.substr(tab + 1)};
+    while (!e.label.empty() && std::isspace(static_cast<unsigned char>(e.label.back()))) e.label.pop_back();
+    if (i == 0 && e.label == "label") continue;  // header
+    if (e.label.empty()) throw DataError(fmt(path, ":", i + 1, ": empty label"));
+    out.push_back(std::move(e));
+    if (max > 0 && static_cast<int64_t>(out.size()) >= max) break;
+  }
+  if (out.empty()) throw DataError(fmt(path, ": no examples"));
+  return out;
+}
+
+namespace {
+void subsample(std::vector<Example>& v, int64_t max, uint64_t seed) {
+  if (max <= 0 || static_cast<int64_t>(v.size()) <= max) return;
+  std::mt19937_64 rng(seed);
+  std::shuffle(v.begin(), v.end(), rng);
+  v.resize(static_cast<size_t>(max));
+}
+}  // namespace
+
+ClassifyData wordnet_lexname_task(const std::string& wordnet_dir, int64_t max_train, int64_t max_test, uint64_t seed) {
+  ClassifyData d;
+  d.name = "wordnet-lexname";
+  int64_t i = 0;
+  data::for_each_wordnet_synset(wordnet_dir, [&](const data::WordNetSynset& s) {
+    (i++ % 10 == 9 ? d.test : d.train).push_back({s.gloss, data::wordnet_lexname(s.lex_filenum)});
+  });
+  subsample(d.train, max_train, seed);
+  subsample(d.test, max_test, seed + 1);
+  return d;
+}
+
+namespace {
+
+// Token ids [B, L] padded with `pad` and the mask [B, L] of real tokens.
+std::pair<at::Tensor, at::Tensor> encode_batch(const tok::BpeTokenizer& tok, const std::vector<const Example*>& ex,
+                                               int64_t max_len, int64_t pad) {
+  std::vector<std::vector<int32_t>> ids;
+  int64_t L = 1;
+  for (const Example* e : ex) {
+    auto t = tok.encode(e->text, false);
+    if (static_cast<int64_t>(t.size()) > max_len) t.resize(static_cast<size_t>(max_len));
+    if (t.empty()) t.push_back(static_cast<int32_t>(pad));
+    L = std::max<int64_t>(L, static_cast<int64_t>(t.size()));
+    ids.push_back(std::move(t));
+  }
+  at::Tensor x = at::full({static_cast<int64_t>(ex.size()), L}, pad, at::kLong);
+  at::Tensor m = at::zeros({static_cast<int64_t>(ex.size()), L}, at::kFloat);
+  auto xa = x.accessor<int64_t, 2>();
+  auto ma = m.accessor<float, 2>();
+  for (size_t b = 0; b < ids.size(); ++b)
+    for (size_t j = 0; j < ids[b].size(); ++j) {
+      xa[static_cast<int64_t>(b)][static_cast<int64_t>(j)] = ids[b][j];
+      ma[static_cast<int64_t>(b)][static_cast<int64_t>(j)] = 1.0f;
+    }
+  return {x, m};
+}
+
+// Mean of the hidden states over real tokens (right padding: a causal model's real positions never
+// see the padding, so this equals the unpadded computation).
+at::Tensor pooled(model::CausalLm& m, const at::Tensor& x, const at::Tensor& mask) {
+  at::Tensor h = m->hidden_states(x).to(at::kFloat);  // [B, L, d]
+  return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, true).clamp_min(1.0);
+}
+
+}  // namespace
+
+FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyData& data, const FinetuneOptions& opt,
+                                   const std::string& out_dir) {
+  if (data.train.empty() || data.test.empty()) throw DataError(fmt(data.name, ": empty train or test split"));
+  model::CausalLm backbone = model::load_pretrained(model_dir);
+  const auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
+  const int64_t pad = std::max<int64_t>(tok.eot_id(), 0);
+
+  std::map<std::string, int64_t> label_index;
+  for (const auto& e : data.train) label_index.emplace(e.label, 0);
+  std::vector<std::string> labels;
+  for (auto& [l, i] : label_index) {
+    i = static_cast<int64_t>(labels.size());
+    labels.push_back(l);
+  }
+  int64_t unseen = 0;  // test labels the training split never shows: they can only count as errors
+  for (const auto& e : data.test) unseen += label_index.count(e.label) == 0;
+  if (unseen > 0) log_info("finetune: ", unseen, " test examples have labels absent from the training split");
+
+  const int64_t d = backbone->config().hidden_size, C = static_cast<int64_t>(labels.size());
+  torch::nn::Linear head(torch::nn::LinearOptions(d, C));
+  {
+    at::NoGradGuard ng;
+    auto gen = at::detail::createCPUGenerator(opt.seed);
+    head->weight.normal_(0.0, 0.02, gen);
+    head->bias.zero_();
+  }
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (auto& p : backbone->named_parameters()) named.emplace_back(p.key(), p.value());
+  named.emplace_back("head.weight", head->weight);
+  named.emplace_back("head.bias", head->bias);
+  std::vector<at::Tensor> params;
+  for (auto& [n, p] : named) params.push_back(p);
+  train::AdamW adam(named, {opt.lr, 0.9, 0.999, 1e-8, opt.weight_decay});
+
+  FinetuneResult r;
+  std::vector<const Example*> order;
+  for (const auto& e : data.train) order.push_back(&e);
+  const int64_t steps_per_epoch = (static_cast<int64_t>(order.size()) + opt.batch - 1) / opt.batch;
+  const int64_t total_steps = steps_per_epoch * opt.epochs, warmup = std::max<int64_t>(1, total_steps / 20);
+  std::mt19937_64 rng(opt.seed);
+  int64_t step = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  backbone->train();
+  for (int64_t epoch = 0; epoch < opt.epochs; ++epoch) {
+    std::shuffle(order.begin(), order.end(), rng);
+    double loss_sum = 0;
+    for (int64_t s = 0; s < steps_per_epoch; ++s, ++step) {
+      const size_t b0 = static_cast<size_t>(s * opt.batch), b1 = std::min(order.size(), b0 + static_cast<size_t>(opt.batch));
+      std::vector<const Example*> batch(order.begin() + static_cast<long>(b0), order.begin() + static_cast<long>(b1));
+      auto [x, mask] = encode_batch(tok, batch, opt.max_len, pad);
+      std::vector<int64_t> y;
+      for (const Example* e : batch) y.push_back(label_index.at(e->label));
+      const double lr = opt.lr * (step < warmup ? static_cast<double>(step + 1) / static_cast<double>(warmup)
+                                                : std::max(0.0, static_cast<double>(total_steps - step) /
+                                                                    static_cast<double>(total_steps - warmup)));
+      adam.set_lr(lr);
+      adam.zero_grad();
+      at::Tensor loss = at::cross_entropy_loss(head(pooled(backbone, x, mask)), at::tensor(y, at::kLong));
+      loss.backward();
+      backbone->update_expert_bias(1e-3);  // keep MoE routing balanced while fine-tuning
+      train::clip_grad_norm(params, 1.0);
+      adam.step();
+      loss_sum += loss.item<double>();
+    }
+    r.epoch_losses.push_back(loss_sum / static_cast<double>(steps_per_epoch));
+    log_info("finetune: epoch ", epoch + 1, "/", opt.epochs, " train loss ", r.epoch_losses.back());
+  }
+  r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // Test predictions, and the majority-class baseline (the most frequent training label).
+  backbone->eval();
+  at::NoGradGuard ng;
+  std::vector<std::string> pred, gold;
+  for (size_t b0 = 0; b0 < data.test.size(); b0 += static_cast<size_t>(opt.batch)) {
+    std::vector<const Example*> batch;
+    for (size_t i = b0; i < std::min(data.test.size(), b0 + static_cast<size_t>(opt.batch)); ++i) batch.push_back(&data.test[i]);
+    auto [x, mask] = encode_batch(tok, batch, opt.max_len, pad);
+    at::Tensor am = head(pooled(backbone, x, mask)).argmax(-1).contiguous();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      pred.push_back(labels[static_cast<size_t>(am[static_cast<int64_t>(i)].item<int64_t>())]);
+      gold.push_back(batch[i]->label);
+    }
+  }
+  std::map<std::string, int64_t> freq;
+  for (const auto& e : data.train) ++freq[e.label];
+  r.majority_label = std::max_element(freq.begin(), freq.end(), [](auto& a, auto& b) { return a.second < b.second; })->first;
+  r.model = eval::classification_report(pred, gold);
+  r.majority = eval::classification_report(std::vector<std::string>(gold.size(), r.majority_label), gold);
+
+  if (!out_dir.empty()) {
+    make_dirs(out_dir);
+    TensorMap weights = model::model_state(*backbone);
+    weights["score.weight"] = head->weight.detach();
+    weights["score.bias"] = head->bias.detach();
+    nlohmann::json lj = labels;
+    save_safetensors(path_join(out_dir, "classifier.safetensors"), weights, {{"labels", lj.dump()}});
+    write_file_atomic(path_join(out_dir, "finetune.json"), finetune_json(data, r) + "\n");
+  }
+  return r;
+}
+
+std::string finetune_json(const ClassifyData& data, const FinetuneResult& r) {
+  auto summary = [](const eval::ClassificationReport& c) {
+    return nlohmann::ordered_json{{"accuracy", c.accuracy}, {"macro_f1", c.macro.fmeasure}, {"weighted_f1", c.weighted.fmeasure}};
+  };
+  nlohmann::ordered_json j = {{"task", data.name},
+                              {"train_examples", data.train.size()},
+                              {"test_examples", data.test.size()},
+                              {"classes", r.model.labels.size()},
+                              {"model", summary(r.model)},
+                              {"baseline_majority", summary(r.majority)},
+                              {"majority_label", r.majority_label},
+                              {"epoch_train_loss", r.epoch_losses},
+                              {"train_seconds", r.train_seconds}};
+  return j.dump(2);
+}
+
+std::string finetune_table(const FinetuneResult& r) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "                      accuracy  macro F1  weighted F1\n"
+                "fine-tuned model      %8.4f  %8.4f  %11.4f\n"
+                "majority class        %8.4f  %8.4f  %11.4f   (always '%s')\n",
+                r.model.accuracy, r.model.macro.fmeasure, r.model.weighted.fmeasure, r.majority.accuracy,
+                r.majority.macro.fmeasure, r.majority.weighted.fmeasure, r.majority_label.c_str());
+  return buf;
+}
+
+}  // namespace dsforge::tasks

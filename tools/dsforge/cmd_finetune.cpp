@@ -1,0 +1,54 @@
+// dsforge finetune: text classification on a pretrained model
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "dsforge/core/error.h"
+#include "dsforge/tasks/classify.h"
+
+namespace dsforge::cli {
+
+void add_finetune_command(CLI::App& app, Context& ctx) {
+  struct Args {
+    std::string model, task = "wordnet-lexname", train, test, out, wordnet_dir = "/usr/share/wordnet";
+    int64_t max_train = 4000, max_test = 1000;
+    tasks::FinetuneOptions opt;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* c = app.add_subcommand("finetune", "fine-tune a pretrained model with a classification head; report accuracy/F1 vs the majority class");
+  c->add_option("--model", a->model, "model folder (config.json, model.safetensors, tokenizer.json), e.g. runs/quickstart/model")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  c->add_option("--task", a->task, "wordnet-lexname (gloss -> lexicographer file) or tsv (--train/--test files)")
+      ->check(CLI::IsMember({"wordnet-lexname", "tsv"}))
+      ->capture_default_str();
+  c->add_option("--train", a->train, "tsv task: training file, text<TAB>label per line");
+  c->add_option("--test", a->test, "tsv task: test file");
+  c->add_option("--out", a->out, "folder for finetune.json and classifier.safetensors");
+  c->add_option("--wordnet-dir", a->wordnet_dir, "WordNet dict folder")->capture_default_str();
+  c->add_option("--max-train", a->max_train, "training examples (0 = all)")->capture_default_str();
+  c->add_option("--max-test", a->max_test, "test examples (0 = all)")->capture_default_str();
+  c->add_option("--epochs", a->opt.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--batch", a->opt.batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--lr", a->opt.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--max-len", a->opt.max_len, "tokens per text")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--seed", a->opt.seed, "seed")->capture_default_str();
+  c->callback([&ctx, a]() {
+    ctx.action = [a]() {
+      tasks::ClassifyData data;
+      if (a->task == "wordnet-lexname") {
+        data = tasks::wordnet_lexname_task(a->wordnet_dir, a->max_train, a->max_test, a->opt.seed);
+      } else {
+        if (a->train.empty() || a->test.empty()) throw ConfigError("finetune --task tsv: needs --train FILE and --test FILE");
+        data.name = "tsv:" + a->train;
+        data.train = tasks::read_tsv_examples(a->train, a->max_train);
+        data.test = tasks::read_tsv_examples(a->test, a->max_test);
+      }
+      const tasks::FinetuneResult r = tasks::finetune_classifier(a->model, data, a->opt, a->out);
+      std::cout << tasks::finetune_table(r) << tasks::finetune_json(data, r) << "\n";
+      return 0;
+    };
+  });
+}
+
+}  // namespace dsforge::cli
