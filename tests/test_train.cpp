@@ -152,6 +152,14 @@ RunConfig prepared_tiny_run(const std::string& dir) {
   return cfg;
 }
 
+// The nano model sized for tiny_run's tokenizer, and its shards' manifest.
+model::ModelConfig tiny_nano() {
+  model::ModelConfig mc = model::load_model_config("nano");
+  mc.vocab_size = 300;
+  return mc;
+}
+std::string tiny_manifest(const RunConfig& cfg) { return path_join(cfg.run.out_dir, "shards/manifest.json"); }
+
 std::vector<double> losses(const std::string& metrics) {
   std::vector<double> out;
   std::ifstream in(metrics);
@@ -166,9 +174,8 @@ std::vector<double> losses(const std::string& metrics) {
 TEST(Trainer, ResumeIsBitwiseExact) {
   TempDir dir;
   RunConfig cfg = prepared_tiny_run(dir.path);
-  model::ModelConfig mc = model::load_model_config("nano");
-  mc.vocab_size = 300;
-  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
+  const model::ModelConfig mc = tiny_nano();
+  const std::string manifest = tiny_manifest(cfg);
 
   // Dropout everywhere: the resumed run must also continue the random stream (RNG state in the checkpoint).
   cfg.train.dropout = cfg.train.attention_dropout = cfg.train.embedding_dropout = 0.1;
@@ -204,7 +211,7 @@ TEST(Trainer, ResumeIsBitwiseExact) {
 TEST(Trainer, TrainsEveryModelTypeAndReloadsIt) {
   TempDir dir;
   RunConfig cfg = prepared_tiny_run(dir.path);
-  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
+  const std::string manifest = tiny_manifest(cfg);
   for (const char* preset : {"gpt2-tiny", "lstm-tiny"}) {
     model::ModelConfig mc = model::model_config_from_preset(preset);
     mc.vocab_size = 300;
@@ -258,9 +265,8 @@ TEST(Schedule, AllKindsAtTheirBreakpoints) {
 TEST(Trainer, GradientAccumulationEqualsOneLargerBatch) {
   TempDir dir;
   RunConfig cfg = prepared_tiny_run(dir.path);
-  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
-  model::ModelConfig mc = model::load_model_config("nano");
-  mc.vocab_size = 300;
+  const std::string manifest = tiny_manifest(cfg);
+  const model::ModelConfig mc = tiny_nano();
   RunConfig big = cfg, acc = cfg;
   big.run.out_dir = path_join(dir.path, "big");
   big.train.batch_size = 4;
@@ -289,9 +295,8 @@ TEST(Trainer, GradientAccumulationEqualsOneLargerBatch) {
 TEST(Trainer, EarlyStoppingRestoresTheBestWeights) {
   TempDir dir;
   RunConfig cfg = prepared_tiny_run(dir.path);
-  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
-  model::ModelConfig mc = model::load_model_config("nano");
-  mc.vocab_size = 300;
+  const std::string manifest = tiny_manifest(cfg);
+  const model::ModelConfig mc = tiny_nano();
   RunConfig r = cfg;
   r.run.out_dir = path_join(dir.path, "es");
   r.train.max_steps = 20;
@@ -394,9 +399,8 @@ TEST(Memory, ProbePredictsTheMeasuredPeak) {
 TEST(Trainer, MemoryBudgetSplitsTheBatchWithTheSameResult) {
   TempDir dir;
   RunConfig cfg = prepared_tiny_run(dir.path);
-  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
-  model::ModelConfig mc = model::load_model_config("nano");
-  mc.vocab_size = 300;
+  const std::string manifest = tiny_manifest(cfg);
+  const model::ModelConfig mc = tiny_nano();
   // A budget between what micro-batch 2 and micro-batch 4 need.
   MemoryProbe p = probe_training_memory(mc, cfg.train.seq_len + 1 + mc.num_nextn_predict_layers, false, {});
   auto need = [&](int64_t b) { return p.state_bytes + 1.1 * static_cast<double>(p.activation_base + b * p.per_row_bytes); };
@@ -423,9 +427,8 @@ TEST(Trainer, MemoryBudgetSplitsTheBatchWithTheSameResult) {
 TEST(Trainer, LossSpikeRollsBackToTheLastCheckpoint) {
   TempDir dir;
   RunConfig cfg = prepared_tiny_run(dir.path);
-  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
-  model::ModelConfig mc = model::load_model_config("nano");
-  mc.vocab_size = 300;
+  const std::string manifest = tiny_manifest(cfg);
+  const model::ModelConfig mc = tiny_nano();
   cfg.run.out_dir = path_join(dir.path, "spike");
   cfg.train.max_steps = 16;
   cfg.train.checkpoint_every = 12;
@@ -463,9 +466,8 @@ TEST(Trainer, LossSpikeRollsBackToTheLastCheckpoint) {
 TEST(Precision, Bf16AutocastTrainsCloseToFloat32) {
   TempDir dir;
   RunConfig cfg = prepared_tiny_run(dir.path);
-  const std::string manifest = path_join(cfg.run.out_dir, "shards/manifest.json");
-  model::ModelConfig mc = model::load_model_config("nano");
-  mc.vocab_size = 300;
+  const std::string manifest = tiny_manifest(cfg);
+  const model::ModelConfig mc = tiny_nano();
   RunConfig f = cfg, b = cfg;
   f.run.out_dir = path_join(dir.path, "fp32");
   b.run.out_dir = path_join(dir.path, "bf16");

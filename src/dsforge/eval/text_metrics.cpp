@@ -41,6 +41,21 @@ Counts ngrams(const std::vector<std::string>& toks, size_t n) {
   return c;
 }
 
+// Totals of two n-gram multisets and their clipped overlap (sum of min counts).
+struct Overlap {
+  int64_t hyp = 0, ref = 0, match = 0;
+};
+Overlap overlap(const Counts& hyp, const Counts& ref) {
+  Overlap o;
+  for (const auto& [g, c] : hyp) {
+    o.hyp += c;
+    auto it = ref.find(g);
+    if (it != ref.end()) o.match += std::min(c, it->second);
+  }
+  for (const auto& [g, c] : ref) o.ref += c;
+  return o;
+}
+
 double fmeasure(double p, double r) { return p + r > 0 ? 2 * p * r / (p + r) : 0.0; }
 
 void check_streams(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
@@ -180,26 +195,10 @@ std::vector<int64_t> chrf_stats(const std::string& hyp, const std::string& ref) 
   const auto h = code_points_no_space(hyp), r = code_points_no_space(ref);
   std::vector<int64_t> st(3 * kChrOrder, 0);
   for (int n = 1; n <= kChrOrder; ++n) {
-    auto join = [&](const std::vector<std::string>& cps) {
-      Counts c;
-      for (size_t i = 0; i + n <= cps.size(); ++i) {
-        std::string g;
-        for (int k = 0; k < n; ++k) g += cps[i + k];
-        ++c[g];
-      }
-      return c;
-    };
-    const Counts hc = join(h), rc = join(r);
-    int64_t nh = 0, nr = 0, m = 0;
-    for (const auto& [g, c] : hc) {
-      nh += c;
-      auto it = rc.find(g);
-      if (it != rc.end()) m += std::min(c, it->second);
-    }
-    for (const auto& [g, c] : rc) nr += c;
-    st[3 * (n - 1)] = nh;
-    st[3 * (n - 1) + 1] = nr;
-    st[3 * (n - 1) + 2] = m;
+    const Overlap o = overlap(ngrams(h, static_cast<size_t>(n)), ngrams(r, static_cast<size_t>(n)));
+    st[3 * (n - 1)] = o.hyp;
+    st[3 * (n - 1) + 1] = o.ref;
+    st[3 * (n - 1) + 2] = o.match;
   }
   return st;
 }
@@ -348,17 +347,10 @@ PRF rouge(const std::string& kind, const std::string& target, const std::string&
   }
   if (kind.size() == 6 && kind.rfind("rouge", 0) == 0 && kind[5] >= '1' && kind[5] <= '9') {
     const size_t n = static_cast<size_t>(kind[5] - '0');
-    const Counts tc = ngrams(t, n), pc = ngrams(p, n);
-    int64_t overlap = 0, nt = 0, np = 0;
-    for (const auto& [g, c] : tc) {
-      nt += c;
-      auto it = pc.find(g);
-      if (it != pc.end()) overlap += std::min(c, it->second);
-    }
-    for (const auto& [g, c] : pc) np += c;
+    const Overlap o = overlap(ngrams(p, n), ngrams(t, n));
     PRF s;
-    s.precision = static_cast<double>(overlap) / static_cast<double>(std::max<int64_t>(np, 1));
-    s.recall = static_cast<double>(overlap) / static_cast<double>(std::max<int64_t>(nt, 1));
+    s.precision = static_cast<double>(o.match) / static_cast<double>(std::max<int64_t>(o.hyp, 1));
+    s.recall = static_cast<double>(o.match) / static_cast<double>(std::max<int64_t>(o.ref, 1));
     s.fmeasure = fmeasure(s.precision, s.recall);
     return s;
   }

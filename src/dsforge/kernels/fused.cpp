@@ -240,6 +240,34 @@ struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
 };
 
 // ------------------------------------------------------------------ scaled causal softmax
+// One row: y[:n] = softmax(scale * x[:n]), y[n:] = 0 (the masked keys). x and y may alias.
+inline void softmax_row(const float* x, float* y, int64_t n, int64_t T, float sc) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+  m *= sc;
+  float s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) {
+    y[j] = exp_approx(x[j] * sc - m);
+    s += y[j];
+  }
+  const float inv = 1.0f / s;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
+  std::fill(y + n, y + T, 0.0f);
+}
+
+// Its backward: dx = scale * y * (dy - sum(y * dy)); dx may alias dy.
+inline void softmax_row_backward(const float* y, const float* dy, float* dx, int64_t n, int64_t T, float sc) {
+  float dot = 0;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t j = 0; j < n; ++j) dot += y[j] * dy[j];
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dx[j] = sc * y[j] * (dy[j] - dot);
+  std::fill(dx + n, dx + T, 0.0f);
+}
+
 struct CausalSoftmaxFn : torch::autograd::Function<CausalSoftmaxFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, double scale) {
     const int64_t T = x.size(-1), S = x.size(-2), rows = x.numel() / T, off = T - S;
@@ -250,22 +278,7 @@ struct CausalSoftmaxFn : torch::autograd::Function<CausalSoftmaxFn> {
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / T), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t n = std::min(T, i % S + off + 1);  // visible keys of this query
-        const float* xi = xp + i * T;
-        float* yi = yp + i * T;
-        float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
-        for (int64_t j = 0; j < n; ++j) m = xi[j] > m ? xi[j] : m;
-        m *= sc;
-        float s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < n; ++j) {
-          yi[j] = exp_approx(xi[j] * sc - m);
-          s += yi[j];
-        }
-        const float inv = 1.0f / s;
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) yi[j] *= inv;
-        std::fill(yi + n, yi + T, 0.0f);
+        softmax_row(xp + i * T, yp + i * T, n, T, sc);
       }
     });
     ctx->save_for_backward({y});
@@ -281,15 +294,7 @@ struct CausalSoftmaxFn : torch::autograd::Function<CausalSoftmaxFn> {
     float* dxp = dx.data_ptr<float>();
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / T), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
-        const int64_t n = std::min(T, i % S + off + 1);
-        const float *yi = yp + i * T, *dyi = dyp + i * T;
-        float* dxi = dxp + i * T;
-        float dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t j = 0; j < n; ++j) dot += yi[j] * dyi[j];
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) dxi[j] = sc * yi[j] * (dyi[j] - dot);
-        std::fill(dxi + n, dxi + T, 0.0f);
+        softmax_row_backward(yp + i * T, dyp + i * T, dxp + i * T, std::min(T, i % S + off + 1), T, sc);
       }
     });
     return {dx, at::Tensor()};
@@ -297,29 +302,6 @@ struct CausalSoftmaxFn : torch::autograd::Function<CausalSoftmaxFn> {
 };
 
 // ------------------------------------------------------------------ causal attention
-// Row-wise scaled causal softmax of one [S, T] block, in place.
-void softmax_rows_inplace(float* p, int64_t S, int64_t T, float sc) {
-  const int64_t off = T - S;
-  for (int64_t i = 0; i < S; ++i) {
-    float* row = p + i * T;
-    const int64_t n = std::min(T, i + off + 1);
-    float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < n; ++j) m = row[j] > m ? row[j] : m;
-    m *= sc;
-    float s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) {
-      row[j] = exp_approx(row[j] * sc - m);
-      s += row[j];
-    }
-    const float inv = 1.0f / s;
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) row[j] *= inv;
-    std::fill(row + n, row + T, 0.0f);
-  }
-}
-
 struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                             double scale) {
@@ -333,7 +315,8 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
       for (int64_t i = b0; i < b1; ++i) {
         at::Tensor pi = p2[i];
         at::mm_out(pi, q2[i], k2[i].t());
-        softmax_rows_inplace(pi.data_ptr<float>(), S, T, sc);
+        float* pp = pi.data_ptr<float>();
+        for (int64_t r = 0; r < S; ++r) softmax_row(pp + r * T, pp + r * T, std::min(T, r + T - S + 1), T, sc);
         at::Tensor oi = o2[i];
         at::mm_out(oi, pi, v2[i]);
       }
@@ -361,17 +344,8 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
         at::mm_out(ds, doi, v2[i].t());     // dP = dO V^T
         float* dsp = ds.data_ptr<float>();
         const float* pp = pi.data_ptr<float>();
-        for (int64_t r = 0; r < S; ++r) {   // dS = scale * P (dP - rowsum(P dP))
-          const int64_t n = std::min(T, r + off + 1);
-          float* dr = dsp + r * T;
-          const float* pr = pp + r * T;
-          float dot = 0;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t j = 0; j < n; ++j) dot += pr[j] * dr[j];
-#pragma omp simd
-          for (int64_t j = 0; j < n; ++j) dr[j] = sc * pr[j] * (dr[j] - dot);
-          std::fill(dr + n, dr + T, 0.0f);
-        }
+        for (int64_t r = 0; r < S; ++r)  // dS = scale * P (dP - rowsum(P dP)), in place over dP
+          softmax_row_backward(pp + r * T, dsp + r * T, dsp + r * T, std::min(T, r + off + 1), T, sc);
         at::Tensor dqi = dq2[i], dki = dk2[i];
         at::mm_out(dqi, ds, k2[i]);         // dQ = dS K
         at::mm_out(dki, ds.t(), q2[i]);     // dK = dS^T Q

@@ -7,8 +7,6 @@
 #include <atomic>
 #include <mutex>
 #include <unordered_map>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>

@@ -29,8 +29,6 @@ void AdamW::step() {
   ++step_;
   const double bc1 = 1.0 - std::pow(opts_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
-  const double step_size = opts_.lr / bc1;
-  (void)step_size;
   for (auto& p : params_) {
     const at::Tensor& g = p.value.grad();
     if (!g.defined()) continue;

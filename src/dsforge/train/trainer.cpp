@@ -66,9 +66,11 @@ TensorMap rng_states(c10::Device device) {
 
 void restore_rng_states(const TensorMap& states, c10::Device device) {
   for (const auto& [name, state] : states) {
+    // A state written on another device (a GPU checkpoint resumed on CPU) is skipped before its
+    // generator is asked for, which would fail where that device does not exist.
+    if (name != "cpu" && c10::Device(name) != device) continue;
     at::Generator gen = name == "cpu" ? at::detail::getDefaultCPUGenerator()
                                       : at::globalContext().defaultGenerator(c10::Device(name));
-    if (name != "cpu" && c10::Device(name) != device) continue;  // written on another device
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(state);
   }
