@@ -11,6 +11,7 @@ PACKAGES=(
   wordnet-base            # the built-in default corpus (glosses)
   python3-torch           # reference implementations in tests and benchmarks only; dsforge never needs Python
   chromium                # headless browser that tests the HTML run report renders
+  iproute2                # `ip netns`: the two-host distributed test runs over a veth pair
 )
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${BUILD:-$HERE/build}"

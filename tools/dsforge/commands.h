@@ -13,6 +13,7 @@ namespace dsforge::cli {
 struct Context {
   std::function<int()> action;
   std::vector<std::string> overrides;  // --section.key=value, taken out of argv before parsing
+  std::vector<std::string> passthrough;  // the arguments after a bare "--"
 };
 
 void add_stage_commands(CLI::App& app, Context& ctx);
@@ -21,5 +22,6 @@ void add_model_commands(CLI::App& app, Context& ctx);
 void add_report_command(CLI::App& app, Context& ctx);
 void add_metrics_commands(CLI::App& app, Context& ctx);
 void add_finetune_command(CLI::App& app, Context& ctx);
+void add_launch_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

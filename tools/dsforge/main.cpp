@@ -14,9 +14,19 @@ int main(int argc, char** argv) {
   cli::Context ctx;
 
   // Run-config overrides (--train.lr=1e-3) are not CLI11 options: take them out of argv first.
+  // Everything after a bare "--" is another command line (`dsforge launch ... -- train ...`): kept whole.
   std::vector<char*> args;
+  bool passthrough = false;
   for (int i = 0; i < argc; ++i) {
     const char* a = argv[i];
+    if (passthrough) {
+      ctx.passthrough.emplace_back(a);
+      continue;
+    }
+    if (i > 0 && std::strcmp(a, "--") == 0) {
+      passthrough = true;
+      continue;
+    }
     const char* eq = std::strchr(a, '=');
     const char* dot = std::strchr(a, '.');
     if (i > 0 && std::strncmp(a, "--", 2) == 0 && eq && dot && dot < eq) ctx.overrides.emplace_back(a + 2);
@@ -29,6 +39,7 @@ int main(int argc, char** argv) {
   cli::add_report_command(app, ctx);
   cli::add_metrics_commands(app, ctx);
   cli::add_finetune_command(app, ctx);
+  cli::add_launch_command(app, ctx);
   try {
     app.parse(static_cast<int>(args.size()), args.data());
   } catch (const CLI::CallForHelp& e) {

@@ -92,6 +92,9 @@ std::vector<Field> fields(RunConfig& c) {
       {"train.spike_factor", &c.train.spike_factor, false},
       {"train.max_rollbacks", &c.train.max_rollbacks, false},
       {"train.peak_gflops", &c.train.peak_gflops, false},
+      {"dist.bucket_mb", &c.dist.bucket_mb, false},
+      {"dist.zero1", &c.dist.zero1, false},
+      {"dist.timeout_s", &c.dist.timeout_s, false},
       {"eval.batches", &c.eval.batches, false},
       {"generate.prompts", &c.generate.prompts, false},
       {"generate.max_new_tokens", &c.generate.max_new_tokens, false},
@@ -348,6 +351,8 @@ void validate(const RunConfig& c) {
   need(c.generate.top_p > 0 && c.generate.top_p <= 1, "generate.top_p", "must be in (0, 1]");
   need(c.generate.repetition_penalty > 0, "generate.repetition_penalty", "must be > 0 (1 = off)");
   need(c.generate.max_new_tokens >= 0, "generate.max_new_tokens", "must be >= 0");
+  need(c.dist.bucket_mb > 0, "dist.bucket_mb", "must be > 0");
+  need(c.dist.timeout_s > 0, "dist.timeout_s", "must be > 0 seconds");
   need(c.run.threads >= 0, "run.threads", "must be >= 0 (0 = all cores)");
   need(c.run.device == "cpu" || c.run.device == "auto" || c.run.device.rfind("cuda", 0) == 0, "run.device",
        "must be cpu, cuda, cuda:N or auto");

@@ -95,6 +95,11 @@ struct RunConfig {
     int64_t max_rollbacks = 3;        // spike rollbacks before the run stops with an error
     double peak_gflops = 0.0;         // matmul peak for MFU; 0 = measure it at start
   } train;
+  struct Dist {  // data-parallel training (launched by `dsforge launch`, torchrun, Slurm or mpirun)
+    double bucket_mb = 25.0;   // gradient all-reduce bucket size
+    bool zero1 = false;        // shard the optimizer state across ranks (ZeRO stage 1)
+    double timeout_s = 120.0;  // a collective waiting longer than this fails, naming the lost rank
+  } dist;
   struct Eval {
     int64_t batches = 40;  // validation batches for loss/perplexity (0 = the whole split)
   } eval;

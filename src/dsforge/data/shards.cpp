@@ -254,8 +254,12 @@ void TokenLoader::set_cursor(const LoaderCursor& c) {
   shuffle_epoch();
 }
 
-at::Tensor TokenLoader::next_batch(int64_t batch) {
-  at::Tensor out = at::empty({batch, window_}, at::kLong);
+at::Tensor TokenLoader::next_batch(int64_t batch) { return next_batch(batch, 0, batch); }
+
+at::Tensor TokenLoader::next_batch(int64_t batch, int64_t first, int64_t count) {
+  if (first < 0 || count < 0 || first + count > batch)
+    throw Error(fmt("loader: rows [", first, ", ", first + count, ") are not within a batch of ", batch));
+  at::Tensor out = at::empty({count, window_}, at::kLong);
   int64_t* dst = out.data_ptr<int64_t>();
   for (int64_t b = 0; b < batch; ++b) {
     if (cursor_.position >= n_windows_) {
@@ -263,8 +267,9 @@ at::Tensor TokenLoader::next_batch(int64_t batch) {
       cursor_.position = 0;
       shuffle_epoch();
     }
-    shard_.copy(static_cast<uint64_t>(order_[cursor_.position] * stride_), static_cast<uint64_t>(window_),
-                dst + b * window_);
+    if (b >= first && b < first + count)
+      shard_.copy(static_cast<uint64_t>(order_[cursor_.position] * stride_), static_cast<uint64_t>(window_),
+                  dst + (b - first) * window_);
     ++cursor_.position;
   }
   return out;

@@ -107,6 +107,9 @@ class TokenLoader {
   int64_t windows_per_epoch() const { return n_windows_; }
   // [batch, window] int64 tokens; advances the cursor (wrapping into the next epoch).
   at::Tensor next_batch(int64_t batch);
+  // Rows [first, first + count) of the next `batch` windows; the cursor moves past all `batch`
+  // (data parallelism: each rank reads its own disjoint rows of the same global batch).
+  at::Tensor next_batch(int64_t batch, int64_t first, int64_t count);
   const LoaderCursor& cursor() const { return cursor_; }
   void set_cursor(const LoaderCursor& c);
 

@@ -50,6 +50,9 @@ class CausalLmImpl : public torch::nn::Module {
   virtual void set_aux_alpha(double alpha) {}
   // Per MoE layer, the expert assignment counts of the last update_expert_bias() ([E] float64).
   virtual std::vector<at::Tensor> expert_loads() const { return {}; }
+  // Per MoE layer, the counts accumulating toward the next update_expert_bias() ([E] float64, shared
+  // storage: data parallelism sums them across ranks in place before the update).
+  virtual std::vector<at::Tensor> pending_expert_counts() { return {}; }
   // Label smoothing of the training losses (evaluation never smooths).
   void set_label_smoothing(double eps) { label_smoothing_ = eps; }
   double label_smoothing() const { return label_smoothing_; }

@@ -155,6 +155,12 @@ std::vector<at::Tensor> DeepseekV3Impl::expert_loads() const {
   return out;
 }
 
+std::vector<at::Tensor> DeepseekV3Impl::pending_expert_counts() {
+  std::vector<at::Tensor> out;
+  for (const auto& m : moe_layers()) out.push_back(m->load_counts());
+  return out;
+}
+
 void DeepseekV3Impl::set_dropout(const DropoutRates& rates) {
   dropout_ = rates;
   for (auto* layers : {&model->main_layers, &model->mtp_layers})

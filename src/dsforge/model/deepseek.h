@@ -94,6 +94,7 @@ class DeepseekV3Impl : public CausalLmImpl {
   double update_expert_bias(double gamma) override;
   void set_aux_alpha(double alpha) override;
   std::vector<at::Tensor> expert_loads() const override;
+  std::vector<at::Tensor> pending_expert_counts() override;
   void set_dropout(const DropoutRates& rates) override;
   std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
                                             const at::Tensor& key_pad) override;

@@ -16,6 +16,8 @@
 #include "dsforge/data/corpus.h"
 #include "dsforge/data/ingest.h"
 #include "dsforge/data/shards.h"
+#include "dsforge/dist/comm.h"
+#include "dsforge/dist/env.h"
 #include "dsforge/eval/lm_eval.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
@@ -66,8 +68,9 @@ std::string fixed(double v, int prec = 3) {
 }  // namespace
 
 void configure_threads(const RunConfig& cfg) {
+  // Ranks sharing a host share its cores (LOCAL_WORLD_SIZE), so they never oversubscribe them.
   const int n = cfg.run.threads > 0 ? static_cast<int>(cfg.run.threads)
-                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+                                    : dist::threads_per_rank(dist::dist_env_from_environment());
   at::set_num_threads(n);  // Debian's libtorch defaults to one intra-op thread
   at::globalContext().setFlushDenormal(true);
 }
@@ -191,18 +194,25 @@ int stage_train(const RunConfig& cfg) {
     throw DataError(fmt(manifest_path, ": shards were made with another tokenizer than ", tpath,
                         " (re-run `dsforge tokenize`)"));
   model::ModelConfig mcfg = run_model_config(cfg, tok);
-  write_file_atomic(run_path(cfg, "config.json"), model::model_config_to_json(mcfg));
-  if (mcfg.is_deepseek()) {
+  // Data parallelism when a launcher (dsforge launch, torchrun, Slurm, mpirun) started several ranks.
+  const dist::DistEnv env = dist::dist_env_from_environment();
+  std::unique_ptr<dist::Comm> comm;
+  if (env.world_size > 1) comm = dist::Comm::connect(env, cfg.dist.timeout_s);
+  const bool lead = env.rank == 0;
+  if (lead) write_file_atomic(run_path(cfg, "config.json"), model::model_config_to_json(mcfg));
+  if (lead && mcfg.is_deepseek()) {
     auto p = model::count_params_formula(mcfg);
     log_info("model: ", cfg.model.config, ": ", p.main_total, " parameters (+", p.mtp, " MTP), ", mcfg.num_hidden_layers,
              " layers, d=", mcfg.hidden_size, ", ", mcfg.n_routed_experts, " routed experts (top-", mcfg.num_experts_per_tok,
              ") + ", mcfg.n_shared_experts, " shared, MLA d_c=", mcfg.kv_lora_rank);
-  } else {
+  } else if (lead) {
     log_info("model: ", cfg.model.config, ": ", mcfg.model_type, ", ", mcfg.num_hidden_layers, " layers, d=", mcfg.hidden_size);
   }
   train::Trainer trainer(cfg, mcfg, manifest_path);
+  trainer.set_comm(comm.get());
   train::TrainResult r = trainer.fit();
   if (r.interrupted) return kInterrupted;
+  if (!lead) return kOk;
   const std::string model_dir = run_path(cfg, "model");
   model::save_pretrained(model_dir, *trainer.model());
   write_file_atomic(path_join(model_dir, "tokenizer.json"), read_file(tpath));

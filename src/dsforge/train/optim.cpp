@@ -9,14 +9,24 @@
 
 namespace dsforge::train {
 
-AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const AdamWOptions& opts)
+AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const AdamWOptions& opts,
+             const std::vector<bool>& owned)
     : opts_(opts) {
   for (const auto& [name, p] : named_params) {
     if (!p.requires_grad()) continue;
     const bool embedding = name.find("embed") != std::string::npos || name.find(".wte.") != std::string::npos ||
                            name.find(".wpe.") != std::string::npos;
-    params_.push_back({name, p, p.dim() >= 2 && !embedding, at::zeros_like(p), at::zeros_like(p)});
+    const bool mine = owned.empty() || owned.at(params_.size());
+    params_.push_back({name, p, p.dim() >= 2 && !embedding, mine ? at::zeros_like(p) : at::Tensor(),
+                       mine ? at::zeros_like(p) : at::Tensor()});
   }
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t n = 0;
+  for (const auto& p : params_)
+    if (p.exp_avg.defined()) n += 2 * p.exp_avg.numel() * static_cast<int64_t>(p.exp_avg.element_size());
+  return n;
 }
 
 void AdamW::zero_grad() {
@@ -31,7 +41,7 @@ void AdamW::step() {
   const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
   for (auto& p : params_) {
     const at::Tensor& g = p.value.grad();
-    if (!g.defined()) continue;
+    if (!g.defined() || !p.exp_avg.defined()) continue;
     // One fused pass: moments, bias-corrected update and decoupled decay (ATen ops off the fast path).
     kernels::adamw_update(p.value, g, p.exp_avg, p.exp_avg_sq,
                           {opts_.lr, opts_.beta1, opts_.beta2, opts_.eps, p.decay ? opts_.weight_decay : 0.0, bc1, bc2, 1.0});
@@ -41,6 +51,7 @@ void AdamW::step() {
 TensorMap AdamW::state_dict() const {
   TensorMap out;
   for (const auto& p : params_) {
+    if (!p.exp_avg.defined()) continue;
     out["exp_avg." + p.name] = p.exp_avg;
     out["exp_avg_sq." + p.name] = p.exp_avg_sq;
   }
@@ -57,6 +68,7 @@ void AdamW::load_state_dict(const TensorMap& state, const std::string& origin) {
     return it->second.to(like.device(), like.scalar_type());
   };
   for (auto& p : params_) {
+    if (!p.exp_avg.defined()) continue;
     p.exp_avg.copy_(get("exp_avg." + p.name, p.exp_avg));
     p.exp_avg_sq.copy_(get("exp_avg_sq." + p.name, p.exp_avg_sq));
   }

@@ -26,15 +26,22 @@ class AdamW {
  public:
   // Parameters with dim() >= 2 that are not embeddings get weight decay; norms, biases and
   // embeddings do not (the usual choice, and what DEEPSEEK.md §2.1 recommends).
-  AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const AdamWOptions& opts);
+  // `owned` (ZeRO-1): only parameters i with owned[i] get moments and updates here; another rank
+  // steps the rest. Empty = all.
+  AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const AdamWOptions& opts,
+        const std::vector<bool>& owned = {});
 
   void step();        // one update from the current .grad() of every parameter
   void zero_grad();
   void set_lr(double lr) { opts_.lr = lr; }
   double lr() const { return opts_.lr; }
   int64_t steps() const { return step_; }
+  void set_steps(int64_t s) { step_ = s; }
+  bool owns(size_t i) const { return params_[i].exp_avg.defined(); }
+  int64_t state_bytes() const;  // the moments this optimizer holds
 
-  // "exp_avg.<name>", "exp_avg_sq.<name>" and "step".
+  // "exp_avg.<name>", "exp_avg_sq.<name>" (owned parameters) and "step". load_state_dict reads the
+  // owned parameters' entries and ignores the others.
   TensorMap state_dict() const;
   void load_state_dict(const TensorMap& state, const std::string& origin);
 

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +17,9 @@
 #include "dsforge/core/log.h"
 #include "dsforge/core/safetensors.h"
 #include "dsforge/data/shards.h"
+#include "dsforge/dist/comm.h"
+#include "dsforge/dist/reducer.h"
+#include "dsforge/dist/zero.h"
 #include "dsforge/eval/lm_eval.h"
 #include "dsforge/log/metrics.h"
 #include "dsforge/log/tensorboard.h"
@@ -68,12 +73,19 @@ void restore_rng_states(const TensorMap& states, c10::Device device) {
   for (const auto& [name, state] : states) {
     // A state written on another device (a GPU checkpoint resumed on CPU) is skipped before its
     // generator is asked for, which would fail where that device does not exist.
+    if (name.rfind("cpu.rank", 0) == 0) continue;  // another rank's stream (data parallelism)
     if (name != "cpu" && c10::Device(name) != device) continue;
     at::Generator gen = name == "cpu" ? at::detail::getDefaultCPUGenerator()
                                       : at::globalContext().defaultGenerator(c10::Device(name));
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(state);
   }
+}
+
+std::string fixed_mb(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
 }
 
 // Loads of every MoE layer as fractions of the mean: for histograms, heatmaps and the balance scalars.
@@ -88,6 +100,16 @@ std::vector<std::vector<double>> relative_loads(const std::vector<at::Tensor>& l
   return out;
 }
 
+// Fault injection for tests: DSFORGE_KILL_RANK_AT=<rank>:<step> SIGKILLs that rank as it starts that step.
+int64_t kill_step_for_rank(int rank) {
+  const char* v = std::getenv("DSFORGE_KILL_RANK_AT");
+  if (!v) return -1;
+  int r = -1;
+  long long s = -1;
+  if (std::sscanf(v, "%d:%lld", &r, &s) != 2) return -1;
+  return r == rank ? static_cast<int64_t>(s) : -1;
+}
+
 }  // namespace
 
 void request_stop() { g_stop = SIGTERM; }
@@ -100,6 +122,15 @@ Trainer::Trainer(RunConfig cfg, model::ModelConfig model_cfg, std::string manife
 TrainResult Trainer::fit() {
   const auto& tc = cfg_.train;
   const std::string run_dir = cfg_.run.out_dir;
+  // Data parallelism: rank 0 leads (reads and writes files, logs); every rank computes.
+  dist::Comm* comm = comm_;
+  const int world = comm ? comm->world_size() : 1, rank = comm ? comm->rank() : 0;
+  const bool lead = rank == 0;
+  auto say = [&](const auto&... parts) {
+    if (lead) log_info(parts...);
+  };
+  if (comm) comm->agree("run config", to_toml(cfg_) + model::model_config_to_json(mcfg_));
+
   const data::Manifest manifest = data::read_manifest(manifest_path_);
   if (manifest.vocab_size != mcfg_.vocab_size)
     throw ConfigError(fmt(manifest_path_, ": shards use a vocabulary of ", manifest.vocab_size,
@@ -118,77 +149,224 @@ TrainResult Trainer::fit() {
   model_->set_dropout(dropout);
   LossScaler scaler(amp_dtype == at::kHalf);
 
-  // Micro-batch and accumulation from the memory budget; the global batch is batch_size x grad_accum_steps.
+  // Micro-batch and accumulation from the memory budget; the global batch is batch_size x grad_accum_steps,
+  // and each rank takes an equal share of every micro-batch.
+  if (tc.batch_size % world != 0)
+    throw ConfigError(fmt("key 'train.batch_size': ", tc.batch_size, " is not a multiple of the ", world,
+                          " ranks (each rank takes batch_size / ranks rows of every micro-batch)"));
   const int64_t D = model_->extra_target_tokens();
   const int64_t row_len = tc.seq_len + 1 + D, global_batch = tc.batch_size * tc.grad_accum_steps;
   int64_t micro = tc.batch_size, accum = tc.grad_accum_steps;
   if (tc.fit_micro_batch) {
+    const int local_ranks = comm ? comm->env().local_world_size : 1;
     const auto budget = static_cast<int64_t>(tc.memory_gb > 0 ? tc.memory_gb * (1LL << 30)
-                                                               : 0.6 * static_cast<double>(available_memory_bytes()));
+                                                               : 0.6 * static_cast<double>(available_memory_bytes()) / local_ranks);
     if (budget > 0) {
       const MemoryProbe probe = probe_training_memory(mcfg_, row_len, amp_dtype == at::kBFloat16, dropout);
-      const BatchPlan plan = plan_batch(probe, global_batch, budget);
-      micro = plan.micro_batch;
+      const BatchPlan plan = plan_batch(probe, global_batch / world, budget);
+      micro = plan.micro_batch * world;
       accum = plan.accum_steps;
-      log_info("train: ", plan.reason);
+      say("train: ", world > 1 ? "per rank: " : "", plan.reason);
     }
   }
+  const int64_t local_micro = micro / world;
 
   data::TokenLoader loader(train_shard, row_len, tc.seq_len, static_cast<uint64_t>(cfg_.run.seed));
   std::vector<std::pair<std::string, at::Tensor>> named;
-  for (auto& p : model_->named_parameters()) named.emplace_back(p.key(), p.value());
-  AdamW opt(named, {tc.lr, tc.beta1, tc.beta2, tc.eps, tc.weight_decay});
+  for (auto& p : model_->named_parameters())
+    if (p.value().requires_grad()) named.emplace_back(p.key(), p.value());
   std::vector<at::Tensor> params;
-  for (auto& [n, p] : named) params.push_back(p);
+  std::vector<int64_t> numels;
+  std::vector<std::vector<int64_t>> shapes;
+  for (auto& [n, p] : named) {
+    params.push_back(p);
+    numels.push_back(p.numel());
+    shapes.push_back(p.sizes().vec());
+  }
+  // ZeRO-1: this rank keeps the moments of its share of the parameters only.
+  const bool zero1 = comm && cfg_.dist.zero1;
+  std::vector<int> owner;
+  std::vector<bool> owned;
+  if (zero1) {
+    owner = dist::partition_params(numels, world);
+    for (int o : owner) owned.push_back(o == rank);
+  }
+  AdamW opt(named, {tc.lr, tc.beta1, tc.beta2, tc.eps, tc.weight_decay}, owned);
+  std::unique_ptr<dist::GradReducer> reducer;
+  if (comm) {
+    reducer = std::make_unique<dist::GradReducer>(*comm, params, cfg_.dist.bucket_mb);
+    int64_t full = 0;
+    for (const auto& p : params) full += 2 * p.numel() * static_cast<int64_t>(p.element_size());
+    say("dist: ", world, " ranks, ", local_micro, " rows per rank per micro-batch, ", reducer->bucket_count(),
+        " gradient buckets of <= ", cfg_.dist.bucket_mb, " MB; optimizer state ", fixed_mb(opt.state_bytes()),
+        " on this rank", zero1 ? fmt(" (ZeRO-1; plain DDP would hold ", fixed_mb(full), ")") : std::string());
+  }
 
-  // Fresh start or resume; the same restore serves loss-spike rollbacks.
+  // What a checkpoint restores, sent from rank 0 to the others after it read the files.
   const std::string cfg_hash = checkpoint_hash(cfg_);
   TrainResult result;
   result.micro_batch = micro;
   result.accum_steps = accum;
   int64_t step = 0;
-  auto restore = [&](const LoadedCheckpoint& ck, bool with_cursor) {
-    const nlohmann::json& st = ck.data.trainer_state;
-    const std::string saved_hash = st.value("config_hash", "");
-    if (saved_hash != cfg_hash)
-      throw CheckpointError(fmt(ck.dir, ": written by a run with another data/tokenizer/model/seq_len/seed config (hash ",
-                                saved_hash, ", this run ", cfg_hash, "); use another run.out_dir or delete the checkpoints"));
-    model::load_model_state(*model_, ck.data.model, ck.dir + "/model.safetensors");
-    opt.load_state_dict(ck.data.optimizer, ck.dir + "/optimizer.safetensors");
-    restore_rng_states(ck.data.rng, device);
-    scaler.restore(st.value("loss_scale", scaler.scale()), st.value("loss_scale_clean_steps", int64_t{0}));
-    step = st.at("step").get<int64_t>();
-    if (with_cursor) loader.set_cursor({st.at("loader_epoch").get<int64_t>(), st.at("loader_position").get<int64_t>()});
+  auto broadcast_model = [&] {
+    for (auto& [name, t] : model::model_state(*model_)) comm->broadcast(t, 0);
   };
-  if (auto loaded = load_latest_checkpoint(run_dir)) {
-    restore(*loaded, /*with_cursor=*/true);
-    result.checkpoint = loaded->dir;
-    if (loaded->data.trainer_state.value("early_stopped", false)) {
-      log_info("train: ", loaded->dir, " ended by early stopping at step ", step, "; nothing to do");
+  // Every rank's CPU random stream (dropout): "cpu" is rank 0's, "cpu.rank<r>" the others'.
+  auto gather_rng = [&] {
+    TensorMap states = rng_states(device);
+    if (!comm) return states;
+    at::Tensor mine = states.at("cpu");
+    for (int r = 1; r < world; ++r) {
+      at::Tensor t = rank == r ? mine.clone() : at::empty_like(mine);
+      comm->broadcast(t, r);
+      if (lead) states["cpu.rank" + std::to_string(r)] = t;
+    }
+    return states;
+  };
+  auto scatter_rng = [&](const TensorMap* states, int64_t at_step) {
+    if (lead && states) restore_rng_states(*states, device);
+    if (!comm) return;
+    at::Tensor mine = rng_states(c10::Device(c10::kCPU)).at("cpu");
+    for (int r = 1; r < world; ++r) {
+      at::Tensor t = at::empty_like(mine);
+      at::Tensor have = at::zeros({1}, at::kLong);
+      if (lead && states) {
+        auto it = states->find("cpu.rank" + std::to_string(r));
+        if (it != states->end() && it->second.sizes().equals(mine.sizes())) {
+          t.copy_(it->second);
+          have.fill_(1);
+        }
+      }
+      comm->broadcast(have, 0);
+      comm->broadcast(t, 0);
+      if (rank != r) continue;
+      if (have.item<int64_t>() == 1) {
+        at::Generator gen = at::detail::getDefaultCPUGenerator();
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(t);
+      } else {  // a checkpoint of fewer ranks: a fresh stream of its own
+        at::manual_seed(static_cast<uint64_t>(cfg_.run.seed) + 1000003ULL * static_cast<uint64_t>(r) +
+                        static_cast<uint64_t>(at_step));
+      }
+    }
+  };
+  // The full optimizer state on rank 0 (ZeRO-1 gathers the shards).
+  auto gather_optimizer = [&] {
+    if (!zero1) return opt.state_dict();
+    std::vector<at::Tensor> m(params.size()), v(params.size());
+    for (size_t i = 0; i < params.size(); ++i)
+      if (opt.owns(i)) {
+        m[i] = opt.params()[i].exp_avg;
+        v[i] = opt.params()[i].exp_avg_sq;
+      }
+    const auto options = params.front().options();
+    dist::broadcast_from_owners(*comm, m, owner, shapes, options);
+    dist::broadcast_from_owners(*comm, v, owner, shapes, options);
+    TensorMap out;
+    for (size_t i = 0; i < params.size(); ++i) {
+      out["exp_avg." + named[i].first] = m[i];
+      out["exp_avg_sq." + named[i].first] = v[i];
+    }
+    out["step"] = at::tensor(std::vector<int64_t>{opt.steps()}, at::kLong);
+    return out;
+  };
+  // Restores the newest checkpoint (rank 0 reads it; the others receive). Returns false when there is none.
+  bool early_stopped_ck = false;
+  auto restore_latest = [&](bool with_cursor) {
+    std::optional<LoadedCheckpoint> ck;
+    std::string error;
+    try {
+      if (lead) ck = load_latest_checkpoint(run_dir);
+      if (ck) {
+        const nlohmann::json& st = ck->data.trainer_state;
+        const std::string saved_hash = st.value("config_hash", "");
+        if (saved_hash != cfg_hash)
+          throw CheckpointError(fmt(ck->dir, ": written by a run with another data/tokenizer/model/seq_len/seed config (hash ",
+                                    saved_hash, ", this run ", cfg_hash, "); use another run.out_dir or delete the checkpoints"));
+        model::load_model_state(*model_, ck->data.model, ck->dir + "/model.safetensors");
+        opt.load_state_dict(ck->data.optimizer, ck->dir + "/optimizer.safetensors");
+      }
+    } catch (const std::exception& e) {
+      if (!comm) throw;
+      error = e.what();
+    }
+    if (comm) {
+      error = comm->share(error, 0);  // a refused checkpoint is refused on every rank
+      if (!error.empty()) throw CheckpointError(error);
+    }
+    // Scalars: found, step, loader epoch and position, loss scale and its clean steps, optimizer step, early stop.
+    at::Tensor sc = at::zeros({8}, at::kDouble);
+    if (ck) {
+      const nlohmann::json& st = ck->data.trainer_state;
+      double* d = sc.data_ptr<double>();
+      d[0] = 1;
+      d[1] = static_cast<double>(st.at("step").get<int64_t>());
+      d[2] = static_cast<double>(st.at("loader_epoch").get<int64_t>());
+      d[3] = static_cast<double>(st.at("loader_position").get<int64_t>());
+      d[4] = st.value("loss_scale", scaler.scale());
+      d[5] = static_cast<double>(st.value("loss_scale_clean_steps", int64_t{0}));
+      d[6] = static_cast<double>(opt.steps());
+      d[7] = st.value("early_stopped", false) ? 1 : 0;
+    }
+    if (comm) comm->broadcast(sc, 0);
+    const double* d = sc.data_ptr<double>();
+    if (d[0] == 0) return false;
+    if (comm) {
+      broadcast_model();
+      // Moments from rank 0's (full) file to their owners: all ranks in DDP, one rank under ZeRO-1.
+      for (size_t i = 0; i < params.size(); ++i)
+        for (const char* kind : {"exp_avg.", "exp_avg_sq."}) {
+          at::Tensor t = lead ? ck->data.optimizer.at(kind + named[i].first).to(params[i].options()) : at::empty_like(params[i]);
+          comm->broadcast(t, 0);
+          if (!lead && opt.owns(i))
+            (std::string(kind) == "exp_avg." ? opt.params()[i].exp_avg : opt.params()[i].exp_avg_sq).copy_(t);
+        }
+      opt.set_steps(static_cast<int64_t>(d[6]));
+    }
+    step = static_cast<int64_t>(d[1]);
+    scaler.restore(d[4], static_cast<int64_t>(d[5]));
+    if (with_cursor) loader.set_cursor({static_cast<int64_t>(d[2]), static_cast<int64_t>(d[3])});
+    scatter_rng(ck ? &ck->data.rng : nullptr, step);
+    early_stopped_ck = d[7] != 0;
+    if (ck) result.checkpoint = ck->dir;
+    return true;
+  };
+
+  // Fresh start or resume; the same restore serves loss-spike rollbacks.
+  if (restore_latest(/*with_cursor=*/true)) {
+    if (early_stopped_ck) {
+      say("train: ", result.checkpoint, " ended by early stopping at step ", step, "; nothing to do");
       result.start_step = result.final_step = step;
       result.early_stopped = true;
       return result;
     }
-    log_info("train: resuming from ", loaded->dir, " at step ", step);
+    say("train: resuming from ", result.checkpoint, " at step ", step, world > 1 ? fmt(" on ", world, " ranks") : std::string());
   } else {
     model_->init_weights(tc.init_std, static_cast<uint64_t>(cfg_.run.seed));
-    at::manual_seed(static_cast<uint64_t>(cfg_.run.seed));  // the dropout stream, saved in every checkpoint
-    log_info("train: fresh start, ", model::count_parameters(*model_), " parameters on ", device.str(), ", ", tc.precision);
+    if (comm) broadcast_model();
+    // The dropout stream, saved in every checkpoint; each rank draws its own.
+    at::manual_seed(static_cast<uint64_t>(cfg_.run.seed) + 1000003ULL * static_cast<uint64_t>(rank));
+    say("train: fresh start, ", model::count_parameters(*model_), " parameters on ", device.str(), ", ", tc.precision);
   }
   result.start_step = step;
   result.final_step = step;
   if (step >= tc.max_steps) {
-    log_info("train: already at step ", step, " of ", tc.max_steps, "; nothing to do");
+    say("train: already at step ", step, " of ", tc.max_steps, "; nothing to do");
     return result;
   }
 
-  log::MetricsWriter metrics(path_join(run_dir, "metrics.jsonl"));
-  log::TensorBoardWriter tb(path_join(run_dir, "tb"));
+  std::unique_ptr<log::MetricsWriter> metrics;
+  std::unique_ptr<log::TensorBoardWriter> tb;
+  if (lead) {
+    metrics = std::make_unique<log::MetricsWriter>(path_join(run_dir, "metrics.jsonl"));
+    tb = std::make_unique<log::TensorBoardWriter>(path_join(run_dir, "tb"));
+  }
   auto save = [&](int64_t at_step) {
     CheckpointData data;
+    data.optimizer = gather_optimizer();  // collectives first: every rank takes part
+    data.rng = gather_rng();
+    if (!lead) return;
     data.model = model::model_state(*model_);
-    data.optimizer = opt.state_dict();
-    data.rng = rng_states(device);
     data.model_config_json = model::model_config_to_json(mcfg_);
     data.trainer_state = {{"step", at_step},
                           {"loader_epoch", loader.cursor().epoch},
@@ -197,16 +375,19 @@ TrainResult Trainer::fit() {
                           {"early_stopped", result.early_stopped},
                           {"loss_scale", scaler.scale()},
                           {"loss_scale_clean_steps", scaler.clean_steps()},
-                          {"seed", cfg_.run.seed}};
+                          {"seed", cfg_.run.seed},
+                          {"world_size", world}};
     result.checkpoint = save_checkpoint(run_dir, at_step, data, tc.keep_checkpoints);
   };
 
   // Model FLOPs utilisation against the measured matmul peak of this device and precision.
   const double flops_per_token = model::train_flops_per_token(mcfg_, tc.seq_len);
-  const double peak_gflops = tc.peak_gflops > 0 ? tc.peak_gflops : measure_matmul_gflops(device, amp_dtype);
-  metrics.write(step, {{"peak_gflops", peak_gflops}, {"flops_per_token", flops_per_token},
-                       {"micro_batch", static_cast<double>(micro)}, {"accum_steps", static_cast<double>(accum)}},
-                "setup");
+  const double peak_gflops = (tc.peak_gflops > 0 ? tc.peak_gflops : measure_matmul_gflops(device, amp_dtype)) * world;
+  if (lead)
+    metrics->write(step, {{"peak_gflops", peak_gflops}, {"flops_per_token", flops_per_token},
+                          {"micro_batch", static_cast<double>(micro)}, {"accum_steps", static_cast<double>(accum)},
+                          {"world_size", static_cast<double>(world)}, {"optimizer_bytes", static_cast<double>(opt.state_bytes())}},
+                   "setup");
 
   // Early stopping keeps the best weights (by validation loss) in memory and on disk (checkpoints/best).
   double best_val = INFINITY;
@@ -218,31 +399,46 @@ TrainResult Trainer::fit() {
 
   SignalScope signals;
   ProgressLine progress;
+  const bool show_progress = lead && progress.enabled();
   model_->train();
   const int64_t tokens_per_step = global_batch * tc.seq_len;
   const Schedule schedule{tc.schedule, tc.warmup_steps, tc.max_steps, tc.lr, tc.min_lr_ratio, tc.decay_fraction};
+  const int64_t kill_at = kill_step_for_rank(rank);
   auto t_window = std::chrono::steady_clock::now();
   const auto t_start = t_window;
   const int64_t first_step = step;
   double loss_sum = 0, mtp_sum = 0, train_seconds = 0;
   int64_t loss_n = 0, consecutive_skips = 0, window_steps = 0;
   while (step < tc.max_steps) {
+    if (step == kill_at) std::raise(SIGKILL);
     const double lr = schedule_lr(schedule, step);
     opt.set_lr(lr);
     // Gradient accumulation: N micro-batches, each loss scaled by 1/N, give the gradient of one batch N
     // times larger (the windows are the same ones, in the same order). MoE loads accumulate over all.
+    // Across ranks, the reducer averages the gradients once, during the last micro-batch's backward.
     opt.zero_grad();
     double loss = 0, mtp = 0;
     for (int64_t m = 0; m < accum; ++m) {
-      at::Tensor batch = loader.next_batch(micro).to(device);  // (B, S + 1 + D)
+      at::Tensor batch = loader.next_batch(micro, rank * local_micro, local_micro).to(device);  // (B/W, S + 1 + D)
       model::LossOutput out;
       {
         AutocastScope autocast(device, amp_dtype);
         out = model_->loss(batch, tc.mtp_loss_weight * mtp_weight_factor(schedule, step));
       }
+      if (reducer) reducer->begin_backward(/*sync=*/m == accum - 1);
       scaler.scale_loss(accum > 1 ? out.total / static_cast<double>(accum) : out.total).backward();
       loss += out.main.item<double>() / static_cast<double>(accum);
       if (out.mtp.defined()) mtp += out.mtp.item<double>() / static_cast<double>(accum);
+    }
+    bool stop_requested = g_stop != 0;
+    if (comm) {
+      reducer->finish();
+      // Losses are means over ranks; a stop signal seen by any rank stops all of them at this step.
+      at::Tensor s = at::tensor(std::vector<double>{loss, mtp, stop_requested ? 1.0 : 0.0}, at::kDouble);
+      comm->allreduce_sum(s);
+      loss = s[0].item<double>() / world;
+      mtp = s[1].item<double>() / world;
+      stop_requested = s[2].item<double>() > 0;
     }
     if (step == spike_at_) {
       loss *= 100.0;
@@ -255,14 +451,14 @@ TrainResult Trainer::fit() {
       model_->update_expert_bias(0.0);  // drop this step's load counts
       if (scaler.enabled() && std::isfinite(loss)) {  // fp16 gradient overflow: a smaller scale, not a failure
         scaler.update(/*overflow=*/true);
-        log_info("train: step ", step, " skipped: fp16 gradient overflow, loss scale now ", scaler.scale());
+        say("train: step ", step, " skipped: fp16 gradient overflow, loss scale now ", scaler.scale());
         ++step;
         continue;
       }
       if (++consecutive_skips >= kMaxConsecutiveSkips)
         throw Error(fmt("train: ", consecutive_skips, " non-finite steps in a row ending at step ", step,
                         " (loss ", loss, ", grad norm ", gnorm, "); lower train.lr or check the data"));
-      log_info("train: step ", step, " skipped: non-finite loss or gradient");
+      say("train: step ", step, " skipped: non-finite loss or gradient");
       ++step;
       continue;
     }
@@ -276,18 +472,20 @@ TrainResult Trainer::fit() {
                         loss_ema / ema_weight, ") after ", tc.max_rollbacks,
                         " rollbacks (train.max_rollbacks); lower train.lr or inspect the data near this step"));
       progress.clear();
-      auto ck = load_latest_checkpoint(run_dir);
       const int64_t spike_step = step;
-      if (ck) restore(*ck, /*with_cursor=*/false);
-      log_info("train: loss spike at step ", spike_step, " (", loss, " > ", tc.spike_factor, " x running mean ",
-               loss_ema / ema_weight, "); ", ck ? "rolled back to " + ck->dir : std::string("no checkpoint yet, batch skipped"),
-               ", data up to here skipped");
-      metrics.write(spike_step, {{"loss", loss}, {"rolled_back_to", static_cast<double>(step)}}, "rollback");
-      if (!ck) ++step;
+      const bool rolled = restore_latest(/*with_cursor=*/false);
+      say("train: loss spike at step ", spike_step, " (", loss, " > ", tc.spike_factor, " x running mean ",
+          loss_ema / ema_weight, "); ", rolled ? "rolled back to " + result.checkpoint : std::string("no checkpoint yet, batch skipped"),
+          ", data up to here skipped");
+      if (lead) metrics->write(spike_step, {{"loss", loss}, {"rolled_back_to", static_cast<double>(step)}}, "rollback");
+      if (!rolled) ++step;
       continue;
     }
     opt.step();
+    if (zero1) dist::broadcast_from_owners(*comm, params, owner, shapes, params.front().options());
     scaler.update(/*overflow=*/false);
+    if (comm)  // the expert bias moves by the loads of the whole global batch
+      for (at::Tensor& counts : model_->pending_expert_counts()) comm->allreduce_sum(counts);
     const double load_ratio = model_->update_expert_bias(tc.bias_update_speed * bias_speed_factor(schedule, step));
     ++step;
     ++window_steps;
@@ -301,7 +499,7 @@ TrainResult Trainer::fit() {
     const double window_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_window).count();
     const double tps = static_cast<double>(window_steps * tokens_per_step) / std::max(window_s, 1e-9);
     const double mfu = tps * flops_per_token / (peak_gflops * 1e9);
-    if (progress.enabled()) {
+    if (show_progress) {
       const double done_s = train_seconds + window_s;
       const double per_step = done_s / static_cast<double>(std::max<int64_t>(step - first_step, 1));
       progress.update({step, tc.max_steps, loss, lr, gnorm, tps, mfu, per_step * static_cast<double>(tc.max_steps - step)});
@@ -310,77 +508,89 @@ TrainResult Trainer::fit() {
       result.last_loss = loss_sum / static_cast<double>(loss_n);
       result.tokens_per_second = tps;
       result.mfu = mfu;
-      std::map<std::string, double> m = {{"loss", result.last_loss}, {"lr", lr}, {"grad_norm", gnorm},
-                                         {"tokens_per_sec", tps}, {"mfu", mfu}};
-      if (D > 0) m["mtp_loss"] = mtp_sum / static_cast<double>(loss_n);
-      if (scaler.enabled()) m["loss_scale"] = scaler.scale();
-      const auto loads = relative_loads(model_->expert_loads());
-      if (!loads.empty()) {
-        // Balance: max/mean load and coefficient of variation, averaged over MoE layers.
-        double cv = 0;
-        std::vector<double> all;
-        for (const auto& l : loads) {
-          double var = 0;
-          for (double x : l) var += (x - 1.0) * (x - 1.0);
-          cv += std::sqrt(var / static_cast<double>(l.size()));
-          all.insert(all.end(), l.begin(), l.end());
+      if (lead) {
+        std::map<std::string, double> m = {{"loss", result.last_loss}, {"lr", lr}, {"grad_norm", gnorm},
+                                           {"tokens_per_sec", tps}, {"mfu", mfu}};
+        if (D > 0) m["mtp_loss"] = mtp_sum / static_cast<double>(loss_n);
+        if (scaler.enabled()) m["loss_scale"] = scaler.scale();
+        const auto loads = relative_loads(model_->expert_loads());
+        if (!loads.empty()) {
+          // Balance: max/mean load and coefficient of variation, averaged over MoE layers.
+          double cv = 0;
+          std::vector<double> all;
+          for (const auto& l : loads) {
+            double var = 0;
+            for (double x : l) var += (x - 1.0) * (x - 1.0);
+            cv += std::sqrt(var / static_cast<double>(l.size()));
+            all.insert(all.end(), l.begin(), l.end());
+          }
+          m["expert_load_max_over_mean"] = load_ratio;
+          m["expert_load_cv"] = cv / static_cast<double>(loads.size());
+          tb->add_histogram("train/expert_load", all, step);
+          metrics->write_raw(nlohmann::json{{"kind", "expert_load"}, {"step", step}, {"layers", loads}}.dump());
         }
-        m["expert_load_max_over_mean"] = load_ratio;
-        m["expert_load_cv"] = cv / static_cast<double>(loads.size());
-        tb.add_histogram("train/expert_load", all, step);
-        metrics.write_raw(nlohmann::json{{"kind", "expert_load"}, {"step", step}, {"layers", loads}}.dump());
+        metrics->write(step, m);
+        for (const auto& [k, v] : m) tb->add_scalar("train/" + k, v, step);
+        tb->flush();
+        progress.clear();
+        log_info(fmt("step ", step, "/", tc.max_steps, "  loss ", result.last_loss, "  lr ", lr, "  gnorm ", gnorm, "  ",
+                     static_cast<int64_t>(tps), " tok/s  MFU ", static_cast<int64_t>(1000 * mfu) / 10.0, "%"),
+                 loads.empty() ? "" : fmt("  load max/mean ", load_ratio));
       }
-      metrics.write(step, m);
-      for (const auto& [k, v] : m) tb.add_scalar("train/" + k, v, step);
-      tb.flush();
-      progress.clear();
-      log_info(fmt("step ", step, "/", tc.max_steps, "  loss ", result.last_loss, "  lr ", lr, "  gnorm ", gnorm, "  ",
-                   static_cast<int64_t>(tps), " tok/s  MFU ", static_cast<int64_t>(1000 * mfu) / 10.0, "%"),
-               loads.empty() ? "" : fmt("  load max/mean ", load_ratio));
       loss_sum = mtp_sum = 0;
       loss_n = window_steps = 0;
       train_seconds += window_s;
       t_window = std::chrono::steady_clock::now();
     }
     if (step % tc.eval_every == 0 || step == tc.max_steps) {
-      eval::LmEval ev = eval::evaluate_lm(model_, val_shard, tc.seq_len, tc.batch_size, cfg_.eval.batches);
-      metrics.write(step, {{"val_loss", ev.loss}, {"val_perplexity", ev.perplexity}}, "eval");
-      tb.add_scalar("val/loss", ev.loss, step);
-      tb.add_scalar("val/perplexity", ev.perplexity, step);
-      tb.flush();
-      progress.clear();
-      log_info("eval step ", step, ": val loss ", ev.loss, ", perplexity ", ev.perplexity);
+      // Rank 0 evaluates; every rank needs the loss for early stopping.
+      at::Tensor val = at::zeros({2}, at::kDouble);
+      if (lead) {
+        eval::LmEval ev = eval::evaluate_lm(model_, val_shard, tc.seq_len, tc.batch_size, cfg_.eval.batches);
+        val[0] = ev.loss;
+        val[1] = ev.perplexity;
+        metrics->write(step, {{"val_loss", ev.loss}, {"val_perplexity", ev.perplexity}}, "eval");
+        tb->add_scalar("val/loss", ev.loss, step);
+        tb->add_scalar("val/perplexity", ev.perplexity, step);
+        tb->flush();
+        progress.clear();
+        log_info("eval step ", step, ": val loss ", ev.loss, ", perplexity ", ev.perplexity);
+      }
+      if (comm) comm->broadcast(val, 0);
+      const double val_loss = val[0].item<double>();
       t_window = std::chrono::steady_clock::now();  // keep eval time out of throughput
       if (tc.early_stopping_patience > 0) {
-        if (ev.loss < best_val - tc.early_stopping_min_delta) {
-          best_val = ev.loss;
+        if (val_loss < best_val - tc.early_stopping_min_delta) {
+          best_val = val_loss;
           best_step = step;
           bad_evals = 0;
           best_state.clear();
           for (const auto& [k, t] : model::model_state(*model_)) best_state[k] = t.clone();
-          const std::string best_dir = path_join(run_dir, "checkpoints/best");
-          make_dirs(best_dir);
-          write_file_atomic(path_join(best_dir, "config.json"), model::model_config_to_json(mcfg_));
-          save_safetensors(path_join(best_dir, "model.safetensors"), best_state, {{"format", "pt"}, {"step", std::to_string(step)}});
+          if (lead) {
+            const std::string best_dir = path_join(run_dir, "checkpoints/best");
+            make_dirs(best_dir);
+            write_file_atomic(path_join(best_dir, "config.json"), model::model_config_to_json(mcfg_));
+            save_safetensors(path_join(best_dir, "model.safetensors"), best_state, {{"format", "pt"}, {"step", std::to_string(step)}});
+          }
         } else if (++bad_evals >= tc.early_stopping_patience) {
           model::load_model_state(*model_, best_state, "best weights");
           result.early_stopped = true;
           result.best_step = best_step;
-          log_info("train: early stopping at step ", step, ": val loss has not improved by ", tc.early_stopping_min_delta,
-                   " for ", bad_evals, " evaluations; restored the best weights (step ", best_step, ", val loss ", best_val, ")");
+          say("train: early stopping at step ", step, ": val loss has not improved by ", tc.early_stopping_min_delta,
+              " for ", bad_evals, " evaluations; restored the best weights (step ", best_step, ", val loss ", best_val, ")");
           save(step);
           result.final_step = step;
           return result;
         }
       }
     }
-    if (g_stop != 0 || step == stop_at_) {
+    if ((comm ? stop_requested : g_stop != 0) || step == stop_at_) {
       save(step);
       result.interrupted = true;
       result.final_step = step;
       progress.clear();
-      log_info("train: ", g_stop == SIGINT ? "SIGINT received" : g_stop == SIGTERM ? "SIGTERM received" : "stop requested",
-               "; checkpoint saved at step ", step, " in ", result.checkpoint, ". Run the same command again to resume.");
+      say("train: ", g_stop == SIGINT ? "SIGINT received" : g_stop == SIGTERM ? "SIGTERM received" : "stop requested",
+          "; checkpoint saved at step ", step, " in ", result.checkpoint, ". Run the same command again to resume.");
       return result;
     }
     if (step % tc.checkpoint_every == 0 || step == tc.max_steps) save(step);
@@ -388,7 +598,7 @@ TrainResult Trainer::fit() {
   result.final_step = step;
   progress.clear();
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  log_info("train: done at step ", step, " in ", format_duration(total_s));
+  say("train: done at step ", step, " in ", format_duration(total_s));
   return result;
 }
 

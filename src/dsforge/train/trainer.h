@@ -1,6 +1,10 @@
 // The training loop for every CausalLm (DeepSeek-V3, GPT-2, LSTM), readable top to bottom in
 // Trainer::fit() (trainer.cpp).
 //
+// Data-parallel runs (set_comm) keep every rank's parameters identical: rank 0's initial or restored
+// state is broadcast, gradients, losses, MoE load counts and the stop request are reduced, so every
+// rank takes the same decisions (skip, rollback, early stop, checkpoint) at the same step.
+//
 // Resume is exact: a checkpoint holds the weights (routing bias included), the optimizer moments and
 // step, the random generator states, the loss scale and the loader cursor; the batch sequence is a
 // pure function of (seed, cursor), so a run interrupted at step k continues with the same batches
@@ -16,6 +20,10 @@
 #include "dsforge/core/run_config.h"
 #include "dsforge/model/causal_lm.h"
 #include "dsforge/model/config.h"
+
+namespace dsforge::dist {
+class Comm;
+}
 
 namespace dsforge::train {
 
@@ -38,6 +46,11 @@ class Trainer {
  public:
   Trainer(RunConfig cfg, model::ModelConfig model_cfg, std::string manifest_path);
   TrainResult fit();
+  // Data parallelism over `comm` (not owned; null = one process): each rank takes batch_size / ranks
+  // rows of every micro-batch, gradients are averaged by a bucketed all-reduce overlapped with the
+  // backward pass, rank 0 reads and writes checkpoints and logs and sends restored state to the
+  // others; dist.zero1 shards the optimizer moments.
+  void set_comm(dist::Comm* comm) { comm_ = comm; }
   model::CausalLm& model() { return model_; }
   // Checkpoint and return as if interrupted once this step completes (tests, scripted pauses).
   void set_stop_at(int64_t step) { stop_at_ = step; }
@@ -50,6 +63,7 @@ class Trainer {
   std::string manifest_path_;
   model::CausalLm model_;
   int64_t stop_at_ = -1, spike_at_ = -1;
+  dist::Comm* comm_ = nullptr;
 };
 
 // Asks a running fit() to checkpoint and return (what the signal handler does); for tests.
