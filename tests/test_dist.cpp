@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
@@ -248,6 +249,41 @@ TEST_F(Dist, KilledRankStopsTheJobAndTheRestartResumes) {
   auto ref_l = losses(ref), run_l = losses(run);
   for (int64_t s = 1; s <= 6; ++s) EXPECT_NEAR(run_l.at(s), ref_l.at(s), 1e-5) << "step " << s;
   EXPECT_LT(max_param_diff(ref, run), 1e-5);
+}
+
+// SIGTERM to the launcher reaches every rank; they stop at the same step, rank 0 saves, exit 130,
+// and the same command resumes there.
+TEST_F(Dist, SigtermToTheLauncherCheckpointsAndResumes) {
+  const std::string run = fresh_run("sigterm");
+  const std::string log = path_join(run, "log.txt");
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    FILE* f = std::freopen(log.c_str(), "w", stdout);
+    (void)f;
+    const std::string out = "--run.out_dir=" + run;
+    execl(DSFORGE_CLI, DSFORGE_CLI, "launch", "--nproc-per-node", "2", "--master-port", "0", "--", "train", "--config",
+          config_.c_str(), out.c_str(), "--train.max_steps=100000", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  const std::string ck = path_join(run, "checkpoints");
+  while (std::chrono::steady_clock::now() < deadline && !(fs::exists(ck) && !fs::is_empty(ck)))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(fs::exists(ck)) << read_file(log);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130) << read_file(log);
+  const std::string text = read_file(log);
+  const std::string marker = "SIGTERM received; checkpoint saved at step ";
+  const auto pos = text.find(marker);
+  ASSERT_NE(pos, std::string::npos) << text;
+  const int64_t saved = std::stoll(text.substr(pos + marker.size()));
+  EXPECT_NE(text.find("launch: all ranks stopped on the signal"), std::string::npos) << text;
+  ASSERT_EQ(train(run, "--nproc-per-node 2 --master-port 0", fmt("--train.max_steps=", saved + 2)), 0) << log_of(run);
+  EXPECT_NE(log_of(run).find(fmt("at step ", saved, " on 2 ranks")), std::string::npos) << log_of(run);
 }
 
 // Without a launcher (ranks started by hand, as torchrun or Slurm would, rank 0 hosting the store):

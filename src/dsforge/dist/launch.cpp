@@ -111,7 +111,8 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
   }
 
   int result = 0;
-  bool failing = false;
+  bool failing = false, forwarded = false;
+  constexpr int kInterrupted = 130;  // a rank that saved a checkpoint on SIGINT/SIGTERM
   std::chrono::steady_clock::time_point deadline;
   auto signal_all = [&](int sig) {
     for (const auto& [pid, rank] : running) kill(pid, sig);
@@ -120,6 +121,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
     if (const int sig = g_forward.exchange(0)) {
       log_info("launch: forwarding ", sig == SIGINT ? "SIGINT" : "SIGTERM", " to ", running.size(), " rank(s)");
       signal_all(sig);
+      forwarded = true;
     }
     int status = 0;
     const pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -127,6 +129,10 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
       const int rank = running[pid];
       running.erase(pid);
       const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      if (forwarded && !failing && WIFEXITED(status) && WEXITSTATUS(status) == kInterrupted) {
+        result = kInterrupted;  // stopped as asked, checkpoint saved
+        continue;
+      }
       if (!ok && !failing) {
         failing = true;
         result = exit_code(status);
@@ -151,6 +157,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
   if (result == 0) log_info("launch: all ", o.nproc_per_node, " rank(s) on this node finished");
+  if (result == kInterrupted && !failing) log_info("launch: all ranks stopped on the signal; run the same command to resume");
   return result;
 }
 
