@@ -191,24 +191,15 @@ TEST(Cli, HtmlReportRendersInHeadlessChromium) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("metrics.jsonl"), std::string::npos) << bad.err;
 
-  if (std::system("command -v chromium >/dev/null 2>&1") != 0) GTEST_SKIP() << "chromium not installed (scripts/setup.sh installs it)";
-  const std::string dom = path_join(dir.path, "dom.html"), log = path_join(dir.path, "chromium.log");
-  const std::string cmd = "timeout 120 chromium --headless --no-sandbox --disable-gpu --enable-logging=stderr --v=0 "
-                          "--virtual-time-budget=3000 --user-data-dir=" + path_join(dir.path, "profile") +
-                          " --dump-dom file://" + path_join(run_dir, "report.html") + " >" + dom + " 2>" + log;
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(log);
-  const std::string rendered = read_file(dom), console = read_file(log);
+  const BrowserRender page = render_in_chromium(path_join(run_dir, "report.html"), dir.path);
+  if (!page.available) GTEST_SKIP() << "chromium not installed (scripts/setup.sh installs it)";
+  ASSERT_EQ(page.exit_code, 0) << page.console;
   // The page's own check: every chart laid out with a non-empty box.
-  auto attr = [&](const std::string& name) {
-    auto p = rendered.find(name + "=\"");
-    return p == std::string::npos ? -1 : std::stoi(rendered.substr(p + name.size() + 2));
-  };
-  const int total = attr("data-charts-total"), ok = attr("data-charts-rendered");
-  EXPECT_GE(total, 6) << rendered.substr(0, 400);
-  EXPECT_EQ(ok, total);
+  EXPECT_GE(page.charts_total, 6) << page.dom.substr(0, 400);
+  EXPECT_EQ(page.charts_rendered, page.charts_total);
   // No console errors or uncaught exceptions.
-  EXPECT_EQ(console.find("CONSOLE"), std::string::npos) << console;
-  EXPECT_EQ(console.find("Uncaught"), std::string::npos) << console;
+  EXPECT_EQ(page.console.find("CONSOLE"), std::string::npos) << page.console;
+  EXPECT_EQ(page.console.find("Uncaught"), std::string::npos) << page.console;
 }
 
 TEST(Cli, MetricsPrintJsonAndRefuseMisalignedFiles) {

@@ -589,3 +589,16 @@ TEST(TensorBoard, HistogramEventDecodes) {
     EXPECT_DOUBLE_EQ(pb_double(counts.substr(8 * i, 8)), want_counts[i]);
   }
 }
+
+TEST(TensorBoard, TextEventDecodes) {
+  const std::string md = "| gold \\ predicted | a | b |\n|---|---:|---:|\n| a | 3 | 1 |\n| b | 0 | 2 |\n";
+  auto event = pb_parse(log::encode_text_event("finetune/confusion", md, 3, 1.5));
+  EXPECT_EQ(event.find(2)->second.varint, 3u);
+  auto value = pb_parse(pb_parse(event.find(5)->second.bytes).find(1)->second.bytes);
+  EXPECT_EQ(value.find(1)->second.bytes, "finetune/confusion");
+  auto tensor = pb_parse(value.find(8)->second.bytes);
+  EXPECT_EQ(tensor.find(1)->second.varint, 7u);  // DT_STRING
+  EXPECT_EQ(tensor.find(8)->second.bytes, md);   // string_val
+  auto meta = pb_parse(value.find(9)->second.bytes);
+  EXPECT_EQ(pb_parse(meta.find(1)->second.bytes).find(1)->second.bytes, "text");  // plugin_data.plugin_name
+}

@@ -2,6 +2,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -21,6 +22,42 @@ struct TempDir {
 };
 
 inline std::string source_dir() { return DSFORGE_SOURCE_DIR; }
+
+// Opens an HTML report in headless Chromium; the page's script counts the charts that laid out.
+struct BrowserRender {
+  bool available = false;  // chromium installed
+  int exit_code = 0;
+  int charts_total = -1, charts_rendered = -1;
+  std::string dom, console;
+};
+inline BrowserRender render_in_chromium(const std::string& html_path, const std::string& work_dir) {
+  BrowserRender r;
+  if (std::system("command -v chromium >/dev/null 2>&1") != 0) return r;
+  r.available = true;
+  const std::string dom = work_dir + "/dom.html", log = work_dir + "/chromium.log";
+  const std::string cmd = "timeout 120 chromium --headless --no-sandbox --disable-gpu --enable-logging=stderr --v=0 "
+                          "--virtual-time-budget=3000 --user-data-dir=" + work_dir + "/profile --dump-dom file://" +
+                          html_path + " >" + dom + " 2>" + log;
+  r.exit_code = std::system(cmd.c_str());
+  auto slurp = [](const std::string& p) {
+    std::string s;
+    if (FILE* f = std::fopen(p.c_str(), "rb")) {
+      char buf[65536];
+      while (size_t n = std::fread(buf, 1, sizeof buf, f)) s.append(buf, n);
+      std::fclose(f);
+    }
+    return s;
+  };
+  r.dom = slurp(dom);
+  r.console = slurp(log);
+  auto attr = [&](const std::string& name) {
+    auto p = r.dom.find(name + "=\"");
+    return p == std::string::npos ? -1 : std::stoi(r.dom.substr(p + name.size() + 2));
+  };
+  r.charts_total = attr("data-charts-total");
+  r.charts_rendered = attr("data-charts-rendered");
+  return r;
+}
 inline std::string shared_data_dir() { return source_dir() + "/../shared/data"; }
 
 }  // namespace dsforge

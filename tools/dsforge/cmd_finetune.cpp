@@ -22,7 +22,7 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
   c->add_option("--task", a->task, "wordnet-lexname (gloss -> lexicographer file) or tsv (--train/--test files)")
       ->check(CLI::IsMember({"wordnet-lexname", "tsv"}))
       ->capture_default_str();
-  c->add_option("--train", a->train, "tsv task: training file, text<TAB>label per line");
+  c->add_option("--train", a->train, "tsv task: training file, text<TAB>label per line; wordnet-lexname: replaces the built-in training split");
   c->add_option("--test", a->test, "tsv task: test file");
   c->add_option("--out", a->out, "folder for finetune.json and classifier.safetensors");
   c->add_option("--wordnet-dir", a->wordnet_dir, "WordNet dict folder")->capture_default_str();
@@ -38,6 +38,10 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
       tasks::ClassifyData data;
       if (a->task == "wordnet-lexname") {
         data = tasks::wordnet_lexname_task(a->wordnet_dir, a->max_train, a->max_test, a->opt.seed);
+        if (!a->train.empty()) {  // e.g. the re-weighted file of `dsforge analyze --mine-hard`
+          data.name += " (train: " + a->train + ")";
+          data.train = tasks::read_tsv_examples(a->train);
+        }
       } else {
         if (a->train.empty() || a->test.empty()) throw ConfigError("finetune --task tsv: needs --train FILE and --test FILE");
         data.name = "tsv:" + a->train;

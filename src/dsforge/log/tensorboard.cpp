@@ -126,6 +126,27 @@ std::string encode_histogram_event(const std::string& tag, const std::vector<dou
   return e;
 }
 
+std::string encode_text_event(const std::string& tag, const std::string& markdown, int64_t step, double wall_time) {
+  std::string plugin;
+  put_bytes_field(plugin, 1, "text");  // PluginData.plugin_name
+  std::string meta;
+  put_bytes_field(meta, 1, plugin);    // SummaryMetadata.plugin_data
+  std::string tensor;
+  put_varint(tensor, 1 << 3 | 0);      // TensorProto.dtype
+  put_varint(tensor, 7);               // DT_STRING
+  put_bytes_field(tensor, 2, "");      // TensorProto.tensor_shape: a scalar
+  put_bytes_field(tensor, 8, markdown);  // TensorProto.string_val
+  std::string v;
+  put_bytes_field(v, 1, tag);     // Summary.Value.tag
+  put_bytes_field(v, 8, tensor);  // Summary.Value.tensor
+  put_bytes_field(v, 9, meta);    // Summary.Value.metadata
+  std::string summary;
+  put_bytes_field(summary, 1, v);
+  std::string e = event_header(wall_time, step);
+  put_bytes_field(e, 5, summary);
+  return e;
+}
+
 TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
   make_dirs(dir);
   char host[256] = "localhost";
@@ -144,6 +165,10 @@ void TensorBoardWriter::add_scalar(const std::string& tag, double value, int64_t
 
 void TensorBoardWriter::add_histogram(const std::string& tag, const std::vector<double>& values, int64_t step) {
   out_ << frame_record(encode_histogram_event(tag, values, step, now_seconds()));
+}
+
+void TensorBoardWriter::add_text(const std::string& tag, const std::string& markdown, int64_t step) {
+  out_ << frame_record(encode_text_event(tag, markdown, step, now_seconds()));
 }
 
 void TensorBoardWriter::flush() { out_.flush(); }

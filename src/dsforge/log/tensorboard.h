@@ -18,6 +18,8 @@ std::string encode_file_version_event(double wall_time);
 // `buckets` equal-width buckets over [min, max] of `values`.
 std::string encode_histogram_event(const std::string& tag, const std::vector<double>& values, int64_t step,
                                    double wall_time, int buckets = 30);
+// A text-plugin summary: a scalar DT_STRING tensor with plugin_data {plugin_name: "text"}.
+std::string encode_text_event(const std::string& tag, const std::string& markdown, int64_t step, double wall_time);
 // TFRecord framing of one payload.
 std::string frame_record(const std::string& payload);
 uint32_t masked_crc32c(const std::string& data);
@@ -28,6 +30,8 @@ class TensorBoardWriter {
   explicit TensorBoardWriter(const std::string& dir);
   void add_scalar(const std::string& tag, double value, int64_t step);
   void add_histogram(const std::string& tag, const std::vector<double>& values, int64_t step);
+  // Markdown shown by TensorBoard's text plugin (tables render as tables).
+  void add_text(const std::string& tag, const std::string& markdown, int64_t step);
   void flush();
   const std::string& path() const { return path_; }
 

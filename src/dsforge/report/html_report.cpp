@@ -182,6 +182,72 @@ std::string svg_heatmap(const std::string& title, const std::vector<std::vector<
   return svg + "</svg>";
 }
 
+std::string svg_bar_chart(const std::string& title, const std::vector<std::string>& labels, const std::vector<double>& values,
+                          const std::vector<double>& baseline, const std::string& x_label) {
+  const double bar = 16, gap = 4, left = 150, top = 34, plot_w = 360;
+  const double h = top + (bar + gap) * static_cast<double>(labels.size()) + 44, w = left + plot_w + 70;
+  double hi = 0;
+  for (double v : values) hi = std::max(hi, v);
+  for (double v : baseline) hi = std::max(hi, v);
+  hi = hi > 0 ? hi : 1;
+  std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", w, " ", h, "\" width=\"", w, "\" height=\"", h,
+                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
+  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+  for (double t : nice_ticks(0, hi, 4)) {
+    const double x = left + plot_w * t / hi;
+    svg += fmt("<line class=\"grid\" x1=\"", x, "\" x2=\"", x, "\" y1=\"", top - 4, "\" y2=\"", h - 36, "\"/>",
+               "<text class=\"tick\" x=\"", x, "\" y=\"", h - 22, "\" text-anchor=\"middle\">", num(t, 3), "</text>");
+  }
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const double y = top + (bar + gap) * static_cast<double>(i);
+    svg += fmt("<text class=\"tick\" x=\"", left - 6, "\" y=\"", y + bar - 4, "\" text-anchor=\"end\">", esc(labels[i]),
+               "</text><rect x=\"", left, "\" y=\"", y, "\" width=\"", std::max(0.5, plot_w * values[i] / hi), "\" height=\"",
+               bar, "\" fill=\"", kColors[0], "\"><title>", esc(labels[i]), ": ", num(values[i], 3), "</title></rect>");
+    if (i < baseline.size() && baseline[i] > 0)
+      svg += fmt("<line x1=\"", left + plot_w * baseline[i] / hi, "\" x2=\"", left + plot_w * baseline[i] / hi, "\" y1=\"", y - 1,
+                 "\" y2=\"", y + bar + 1, "\" stroke=\"", kColors[1], "\" stroke-width=\"2\"><title>baseline ", num(baseline[i], 3),
+                 "</title></line>");
+  }
+  svg += fmt("<text class=\"axis\" x=\"", left + plot_w / 2, "\" y=\"", h - 6, "\" text-anchor=\"middle\">", esc(x_label),
+             "</text>");
+  return svg + "</svg>";
+}
+
+std::string svg_confusion(const std::string& title, const std::vector<std::string>& labels,
+                          const std::vector<std::vector<int64_t>>& matrix) {
+  const size_t n = labels.size();
+  const double cell = std::clamp(540.0 / std::max<size_t>(n, 1), 9.0, 40.0), left = 150, top = 34;
+  const double w = left + cell * static_cast<double>(n) + 20, h = top + cell * static_cast<double>(n) + 40;
+  std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", w, " ", h, "\" width=\"", w, "\" height=\"", h,
+                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
+  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+  // Shade by the share of the gold row (recall per cell): white -> dark blue; counts in the cells when they fit.
+  for (size_t g = 0; g < n; ++g) {
+    int64_t row_total = 0;
+    for (int64_t v : matrix[g]) row_total += v;
+    const double y = top + cell * static_cast<double>(g);
+    if (cell >= 12)
+      svg += fmt("<text class=\"tick\" x=\"", left - 6, "\" y=\"", y + cell / 2 + 4, "\" text-anchor=\"end\">", esc(labels[g]),
+                 "</text>");
+    for (size_t p = 0; p < n; ++p) {
+      const double share = row_total > 0 ? static_cast<double>(matrix[g][p]) / static_cast<double>(row_total) : 0.0;
+      char fill[16];
+      std::snprintf(fill, sizeof fill, "#%02x%02x%02x", static_cast<int>(255 - 225 * share), static_cast<int>(255 - 175 * share),
+                    static_cast<int>(255 - 95 * share));
+      const double x = left + cell * static_cast<double>(p);
+      svg += fmt("<rect x=\"", x, "\" y=\"", y, "\" width=\"", cell - 1, "\" height=\"", cell - 1, "\" fill=\"", fill,
+                 "\"", g == p ? " stroke=\"#2ca02c\"" : "", "><title>gold ", esc(labels[g]), ", predicted ", esc(labels[p]), ": ",
+                 matrix[g][p], " (", num(100 * share, 3), "% of the class)</title></rect>");
+      if (cell >= 22 && matrix[g][p] > 0)
+        svg += fmt("<text class=\"tick\" x=\"", x + cell / 2, "\" y=\"", y + cell / 2 + 4, "\" text-anchor=\"middle\"",
+                   share > 0.5 ? " style=\"fill:#fff\"" : "", ">", matrix[g][p], "</text>");
+    }
+  }
+  svg += fmt("<text class=\"axis\" x=\"", left + cell * static_cast<double>(n) / 2, "\" y=\"", h - 10,
+             "\" text-anchor=\"middle\">predicted class (columns) for each gold class (rows)</text>");
+  return svg + "</svg>";
+}
+
 namespace {
 
 struct RunData {
@@ -250,7 +316,7 @@ std::string json_value_text(const json& v) {
 
 const char* kStyle = R"(
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h1{font-size:22px;margin:0 0 4px}h3{font-size:15px;margin:18px 0 6px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .sub{color:#666}.grid2{display:flex;flex-wrap:wrap;gap:12px}
 svg.chart{background:#fff;border:1px solid #e3e3e3;border-radius:4px}
 svg .title{font-size:14px;font-weight:600;text-anchor:middle}svg .tick,svg .legend{font-size:11px;fill:#444}
@@ -272,7 +338,95 @@ window.addEventListener('load', function () {
 
 }  // namespace
 
+json read_json(const std::string& path) {
+  try {
+    return json::parse(read_file(path));
+  } catch (const json::exception& e) {
+    throw DataError(fmt(path, ": not valid JSON (", e.what(), ")"));
+  }
+}
+
+// A fine-tuned classifier's results (finetune.json): metrics beside the baseline, per-class F1 bars,
+// the confusion matrix as a heatmap.
+std::string classification_section(const std::string& dir) {
+  const std::string path = path_join(dir, "finetune.json");
+  if (!file_exists(path)) return "";
+  const json j = read_json(path);
+  std::string body = "<h2>Classification: " + esc(j.value("task", "")) + "</h2>";
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (const char* k : {"accuracy", "macro_f1", "weighted_f1"}) {
+    if (!j.contains("model") || !j["model"].contains(k)) continue;
+    rows.emplace_back(k, num(j["model"][k].get<double>()) + "   (majority class '" + j.value("majority_label", "") + "': " +
+                             num(j["baseline_majority"].value(k, 0.0)) + ")");
+  }
+  rows.emplace_back("examples", fmt(j.value("train_examples", 0), " train, ", j.value("test_examples", 0), " test, ",
+                                    j.value("classes", 0), " classes"));
+  body += table(rows);
+  if (j.contains("per_class")) {
+    std::vector<std::string> labels;
+    std::vector<double> f1;
+    for (const auto& c : j["per_class"]) {
+      labels.push_back(c.value("label", "") + " (" + std::to_string(c.value("support", 0)) + ")");
+      f1.push_back(c.value("f1", 0.0));
+    }
+    body += "<div class=\"grid2\">" + svg_bar_chart("F1 per class (test support in brackets)", labels, f1, {}, "F1");
+  }
+  if (j.contains("confusion"))
+    body += svg_confusion("Confusion matrix", j["confusion"]["labels"].get<std::vector<std::string>>(),
+                          j["confusion"]["matrix"].get<std::vector<std::vector<int64_t>>>());
+  if (j.contains("per_class")) body += "</div>";
+  return body;
+}
+
+// `dsforge analyze` output (analysis.json): fit findings, hardest tokens/documents/examples, confusions.
+std::string analysis_section(const std::string& dir) {
+  const std::string path = path_join(dir, "analysis.json");
+  if (!file_exists(path)) return "";
+  const json j = read_json(path);
+  std::string body = "<h2>Error analysis</h2>";
+  if (j.contains("fit") && !j["fit"].empty()) {
+    std::vector<std::pair<std::string, std::string>> rows;
+    for (const auto& f : j["fit"]) rows.emplace_back(f.value("kind", ""), f.value("evidence", "") + ". " + f.value("suggestion", ""));
+    body += "<h3>Fit diagnosis</h3>" + table(rows);
+  }
+  auto list = [&](const char* title, const json& items, const char* text_key, const char* value_key) {
+    std::vector<std::pair<std::string, std::string>> rows;
+    for (const auto& it : items) {
+      const json& v = it[value_key];
+      rows.emplace_back(v.is_number() ? num(v.get<double>()) : json_value_text(v), json_value_text(it[text_key]));
+    }
+    return std::string("<h3>") + title + "</h3>" + table(rows);
+  };
+  if (j.contains("lm")) {
+    body += list("Tokens with the highest mean loss (nats)", j["lm"]["tokens"], "text", "mean_loss");
+    body += list("Documents with the highest mean loss (nats per token)", j["lm"]["documents"], "text", "mean_loss");
+  }
+  if (j.contains("classification")) {
+    const json& c = j["classification"];
+    std::vector<std::pair<std::string, std::string>> rows;
+    for (const auto& h : c["hardest"])
+      rows.emplace_back(h.value("loss", ""), "gold " + h.value("gold", "") + ", predicted " + h.value("pred", "") + ": " +
+                                                 h.value("text", ""));
+    body += "<h3>Hardest test examples (loss)</h3>" + table(rows);
+    body += list("Most confused pairs (count)", c["confused"], "pair", "count");
+  }
+  if (j.contains("mining")) {
+    const json& m = j["mining"];
+    body += "<h3>Hard-example mining</h3>" +
+            table({{"hard examples", fmt(m.value("hard", 0), " of ", m.value("examples", 0), " (loss >= ",
+                                         num(m.value("loss_threshold", 0.0)), ")")},
+                   {"lines written", std::to_string(m.value("written", 0))}});
+  }
+  return body;
+}
+
 std::string render_run_report(const std::string& run_dir) {
+  // A fine-tuning folder (finetune.json, no training log) gets the classification and analysis sections.
+  if (!file_exists(path_join(run_dir, "metrics.jsonl")) && file_exists(path_join(run_dir, "finetune.json")))
+    return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + esc(run_dir) +
+           "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body><h1>dsforge fine-tuning report</h1>" +
+           "<div class=\"sub\">" + esc(run_dir) + "</div>" + classification_section(run_dir) + analysis_section(run_dir) +
+           "</body></html>\n";
   const RunData d = read_metrics(path_join(run_dir, "metrics.jsonl"));
   std::string body;
   body += "<h1>dsforge run report</h1><div class=\"sub\">" + esc(run_dir) + "</div>";
@@ -338,6 +492,8 @@ std::string render_run_report(const std::string& run_dir) {
                                                               num(r.value("rolled_back_to", 0.0))));
     body += "<h2>Loss-spike rollbacks</h2>" + table(rows);
   }
+
+  body += classification_section(run_dir) + analysis_section(run_dir);
 
   const std::string samples_path = path_join(run_dir, "samples.json");
   if (file_exists(samples_path)) {

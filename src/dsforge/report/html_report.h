@@ -1,9 +1,11 @@
 // `dsforge report RUN_DIR`: one self-contained HTML file (inline SVG and CSS, no scripts fetched, no
 // server, no network) from what a run folder holds: loss curves (train, validation, MTP), learning
 // rate, throughput and MFU, an expert-load heatmap, rollbacks, the resolved config, final metrics,
-// data statistics and generated samples. Every figure is plain SVG, so the page renders the same in
+// data statistics and generated samples; a fine-tuned classifier's metrics, per-class F1 bars and
+// confusion heatmap (finetune.json); and `dsforge analyze`'s findings (analysis.json). Every figure is plain SVG, so the page renders the same in
 // any browser and in a headless one.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,10 +23,17 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
 // rows x cols of values, coloured on a diverging scale centred at `center` (1 = perfectly balanced load).
 std::string svg_heatmap(const std::string& title, const std::vector<std::vector<double>>& rows,
                         const std::vector<std::string>& row_labels, const std::string& col_label, double center);
+// Horizontal bars, one per label (with an optional baseline mark per bar).
+std::string svg_bar_chart(const std::string& title, const std::vector<std::string>& labels, const std::vector<double>& values,
+                          const std::vector<double>& baseline, const std::string& x_label);
+// A confusion matrix [gold][pred] as a heatmap shaded by each gold row's share, counts in the cells.
+std::string svg_confusion(const std::string& title, const std::vector<std::string>& labels,
+                          const std::vector<std::vector<int64_t>>& matrix);
 // Ticks covering [lo, hi]: 1, 2 or 5 times a power of ten apart, about `count` of them.
 std::vector<double> nice_ticks(double lo, double hi, int count = 5);
 
-// The report of `run_dir` as one HTML document; throws IoError when the folder has no metrics.jsonl.
+// The report of `run_dir` as one HTML document (a `dsforge finetune --out` folder works too); throws
+// IoError when the folder has neither metrics.jsonl nor finetune.json.
 std::string render_run_report(const std::string& run_dir);
 // Writes it (atomically) to `out` (default <run_dir>/report.html); returns the path.
 std::string write_run_report(const std::string& run_dir, const std::string& out = "");

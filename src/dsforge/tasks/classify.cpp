@@ -4,6 +4,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -16,6 +17,7 @@
 #include "dsforge/core/safetensors.h"
 #include "dsforge/data/corpus.h"
 #include "dsforge/eval/metrics_files.h"
+#include "dsforge/log/tensorboard.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "dsforge/train/optim.h"
@@ -167,19 +169,33 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
   }
   r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  // Test predictions, and the majority-class baseline (the most frequent training label).
+  // Predictions with their losses on both splits (error analysis mines the training ones), and the
+  // majority-class baseline (the most frequent training label).
   backbone->eval();
   at::NoGradGuard ng;
-  std::vector<std::string> pred, gold;
-  for (size_t b0 = 0; b0 < data.test.size(); b0 += static_cast<size_t>(opt.batch)) {
-    std::vector<const Example*> batch;
-    for (size_t i = b0; i < std::min(data.test.size(), b0 + static_cast<size_t>(opt.batch)); ++i) batch.push_back(&data.test[i]);
-    auto [x, mask] = encode_batch(tok, batch, opt.max_len, pad);
-    at::Tensor am = head(pooled(backbone, x, mask)).argmax(-1).contiguous();
-    for (size_t i = 0; i < batch.size(); ++i) {
-      pred.push_back(labels[static_cast<size_t>(am[static_cast<int64_t>(i)].item<int64_t>())]);
-      gold.push_back(batch[i]->label);
+  auto predict = [&](const std::vector<Example>& examples) {
+    std::vector<Prediction> out;
+    for (size_t b0 = 0; b0 < examples.size(); b0 += static_cast<size_t>(opt.batch)) {
+      std::vector<const Example*> batch;
+      for (size_t i = b0; i < std::min(examples.size(), b0 + static_cast<size_t>(opt.batch)); ++i) batch.push_back(&examples[i]);
+      auto [x, mask] = encode_batch(tok, batch, opt.max_len, pad);
+      at::Tensor logp = at::log_softmax(head(pooled(backbone, x, mask)), -1).contiguous();
+      at::Tensor am = logp.argmax(-1).contiguous();
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const auto row = static_cast<int64_t>(i);
+        auto it = label_index.find(batch[i]->label);
+        // A label the training split never showed has no logit: its loss is infinite.
+        const double loss = it == label_index.end() ? INFINITY : -logp[row][it->second].item<double>();
+        out.push_back({labels[static_cast<size_t>(am[row].item<int64_t>())], loss});
+      }
     }
+    return out;
+  };
+  r.test_predictions = predict(data.test);
+  std::vector<std::string> pred, gold;
+  for (size_t i = 0; i < data.test.size(); ++i) {
+    pred.push_back(r.test_predictions[i].label);
+    gold.push_back(data.test[i].label);
   }
   std::map<std::string, int64_t> freq;
   for (const auto& e : data.train) ++freq[e.label];
@@ -195,8 +211,48 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
     nlohmann::json lj = labels;
     save_safetensors(path_join(out_dir, "classifier.safetensors"), weights, {{"labels", lj.dump()}});
     write_file_atomic(path_join(out_dir, "finetune.json"), finetune_json(data, r) + "\n");
+    write_file_atomic(path_join(out_dir, "predictions.tsv"), predictions_tsv(data.test, r.test_predictions));
+    write_file_atomic(path_join(out_dir, "train_predictions.tsv"), predictions_tsv(data.train, predict(data.train)));
+    // TensorBoard: loss per epoch, accuracy and per-class F1 as scalars, the confusion matrix as a table.
+    log::TensorBoardWriter tb(path_join(out_dir, "tb"));
+    for (size_t e = 0; e < r.epoch_losses.size(); ++e) tb.add_scalar("finetune/train_loss", r.epoch_losses[e], static_cast<int64_t>(e + 1));
+    const auto epochs = static_cast<int64_t>(r.epoch_losses.size());
+    tb.add_scalar("finetune/accuracy", r.model.accuracy, epochs);
+    tb.add_scalar("finetune/macro_f1", r.model.macro.fmeasure, epochs);
+    for (size_t c = 0; c < r.model.labels.size(); ++c) tb.add_scalar("finetune/f1/" + r.model.labels[c], r.model.per_class[c].fmeasure, epochs);
+    tb.add_text("finetune/confusion", confusion_markdown(r.model), epochs);
+    tb.flush();
   }
   return r;
+}
+
+std::string predictions_tsv(const std::vector<Example>& examples, const std::vector<Prediction>& preds) {
+  auto clean = [](std::string t) {
+    for (char& ch : t)
+      if (ch == '\t' || ch == '\n' || ch == '\r') ch = ' ';
+    return t;
+  };
+  std::string out = "text\tgold\tpred\tloss\n";
+  char loss[32];
+  for (size_t i = 0; i < examples.size(); ++i) {
+    std::snprintf(loss, sizeof loss, "%.6g", preds[i].loss);
+    out += clean(examples[i].text) + "\t" + examples[i].label + "\t" + preds[i].label + "\t" + loss + "\n";
+  }
+  return out;
+}
+
+std::string confusion_markdown(const eval::ClassificationReport& c) {
+  std::string md = "| gold \\ predicted |";
+  for (const auto& l : c.labels) md += " " + l + " |";
+  md += "\n|---|";
+  for (size_t i = 0; i < c.labels.size(); ++i) md += "---:|";
+  md += "\n";
+  for (size_t g = 0; g < c.labels.size(); ++g) {
+    md += "| " + c.labels[g] + " |";
+    for (int64_t n : c.confusion[g]) md += " " + std::to_string(n) + " |";
+    md += "\n";
+  }
+  return md;
 }
 
 std::string finetune_json(const ClassifyData& data, const FinetuneResult& r) {
@@ -212,6 +268,13 @@ std::string finetune_json(const ClassifyData& data, const FinetuneResult& r) {
                               {"majority_label", r.majority_label},
                               {"epoch_train_loss", r.epoch_losses},
                               {"train_seconds", r.train_seconds}};
+  nlohmann::ordered_json per_class = nlohmann::ordered_json::array();
+  for (size_t c = 0; c < r.model.labels.size(); ++c)
+    per_class.push_back({{"label", r.model.labels[c]}, {"precision", r.model.per_class[c].precision},
+                         {"recall", r.model.per_class[c].recall}, {"f1", r.model.per_class[c].fmeasure},
+                         {"support", r.model.support[c]}});
+  j["per_class"] = per_class;
+  j["confusion"] = {{"labels", r.model.labels}, {"matrix", r.model.confusion}};
   return j.dump(2);
 }
 

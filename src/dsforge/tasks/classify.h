@@ -39,18 +39,28 @@ struct FinetuneOptions {
   uint64_t seed = 0;
 };
 
+struct Prediction {
+  std::string label;
+  double loss = 0;  // cross-entropy of the gold label (infinite for a label the training split lacks)
+};
+
 struct FinetuneResult {
   eval::ClassificationReport model, majority;
+  std::vector<Prediction> test_predictions;  // aligned with data.test
   std::string majority_label;
   std::vector<double> epoch_losses;
   double train_seconds = 0;
 };
 
 // Loads `model_dir` (config.json, model.safetensors, tokenizer.json), fine-tunes, evaluates on
-// data.test; with `out_dir`, writes finetune.json and classifier.safetensors there.
+// data.test; with `out_dir`, writes there finetune.json (metrics, per class, confusion matrix),
+// classifier.safetensors, predictions.tsv and train_predictions.tsv (text, gold, pred, loss: what
+// `dsforge analyze` reads) and tb/ (TensorBoard: losses, accuracy, per-class F1, confusion table).
 FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyData& data, const FinetuneOptions& opt,
                                    const std::string& out_dir = "");
 std::string finetune_json(const ClassifyData& data, const FinetuneResult& r);
 std::string finetune_table(const FinetuneResult& r);
+std::string predictions_tsv(const std::vector<Example>& examples, const std::vector<Prediction>& preds);
+std::string confusion_markdown(const eval::ClassificationReport& c);
 
 }  // namespace dsforge::tasks
