@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <nlohmann/json.hpp>
+#include <cmath>
 #include <random>
 
 #include "dsforge/core/error.h"
@@ -14,6 +15,7 @@
 #include "dsforge/model/config.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tasks/classify.h"
+#include "dsforge/tasks/regress.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "test_util.h"
 
@@ -86,4 +88,67 @@ TEST(Finetune, TsvAndWordnetInputs) {
   auto d = tasks::wordnet_lexname_task("/usr/share/wordnet", 500, 100, 0);
   EXPECT_EQ(d.train.size(), 500u);
   EXPECT_EQ(d.test.size(), 100u);
+}
+
+TEST(Regress, LeastSquaresRecoversExactCoefficients) {
+  std::vector<std::vector<double>> x;
+  std::vector<double> y;
+  for (int i = 0; i < 20; ++i) {
+    const double a = i * 0.5 - 3, b = (i * 7 % 11) - 5.0;
+    x.push_back({a, b});
+    y.push_back(3.0 + 2.0 * a - 1.0 * b);
+  }
+  const auto coef = tasks::least_squares_fit(x, y);
+  ASSERT_EQ(coef.size(), 3u);
+  EXPECT_NEAR(coef[0], 3.0, 1e-9);
+  EXPECT_NEAR(coef[1], 2.0, 1e-9);
+  EXPECT_NEAR(coef[2], -1.0, 1e-9);
+}
+
+TEST(Regress, MlpLearnsANonlinearTargetLeastSquaresCannot) {
+  tasks::RegressionData d;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> u(-2, 2);
+  for (int i = 0; i < 600; ++i) {
+    const double a = u(rng), b = u(rng);
+    d.x.push_back({a, b});
+    d.y.push_back(std::sin(2 * a) + b * b);
+  }
+  tasks::RegressOptions opt;
+  opt.hidden = 32;
+  opt.epochs = 150;
+  const auto r = tasks::train_regressor(d, opt);
+  EXPECT_EQ(r.test_rows, 120);
+  EXPECT_GT(r.mlp.r2, 0.9) << tasks::regress_table(r);
+  EXPECT_LT(r.least_squares.r2, 0.4) << tasks::regress_table(r);
+  EXPECT_NEAR(r.mean.r2, 0.0, 0.05);
+}
+
+// scikit-learn's diabetes set: ordinary least squares with an intercept on all 442 rows explains
+// R^2 = 0.5177 of the variance (LinearRegression().fit(X, y).score(X, y), also noted in SOURCE.md).
+TEST(Regress, DiabetesLeastSquaresMatchesThePublishedFit) {
+  const std::string dir = shared_data_dir() + "/sklearn_toy";
+  if (!file_exists(dir + "/diabetes_data_raw.csv")) GTEST_SKIP() << dir << " not present";
+  const auto d = tasks::read_regression_files(dir + "/diabetes_data_raw.csv", dir + "/diabetes_target.csv");
+  ASSERT_EQ(d.x.size(), 442u);
+  ASSERT_EQ(d.x[0].size(), 10u);
+  const auto fit = eval::regression_report(tasks::least_squares_predict(tasks::least_squares_fit(d.x, d.y), d.x), d.y);
+  EXPECT_NEAR(fit.r2, 0.51775, 5e-6);
+  const auto r = tasks::train_regressor(d, {});
+  EXPECT_GT(r.mlp.r2, r.mean.r2 + 0.3) << tasks::regress_table(r);
+  EXPECT_GT(r.least_squares.r2, 0.4) << tasks::regress_table(r);
+}
+
+TEST(Regress, BadFilesAreRefusedWithFileAndLine) {
+  TempDir dir;
+  const std::string f = path_join(dir.path, "x.csv"), t = path_join(dir.path, "y.csv");
+  write_file_atomic(f, "1 2 3\n4 5\n");
+  EXPECT_THROW_MSG(tasks::read_regression_files(f, ""), DataError, "x.csv:2: 2 columns, expected 3");
+  write_file_atomic(f, "1 2\n3 abc\n");
+  EXPECT_THROW_MSG(tasks::read_regression_files(f, ""), DataError, "x.csv:2: 'abc' is not a number");
+  write_file_atomic(f, "1 2\n3 4\n5 6\n");
+  write_file_atomic(t, "1\n2\n");
+  EXPECT_THROW_MSG(tasks::read_regression_files(f, t), DataError, "2 targets for 3 rows");
+  const auto d = tasks::read_regression_files(f, "");  // the last column is the target
+  EXPECT_EQ(d.y, (std::vector<double>{2, 4, 6}));
 }

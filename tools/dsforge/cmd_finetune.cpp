@@ -4,7 +4,9 @@
 
 #include "commands.h"
 #include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
 #include "dsforge/tasks/classify.h"
+#include "dsforge/tasks/regress.h"
 
 namespace dsforge::cli {
 
@@ -50,6 +52,37 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
       }
       const tasks::FinetuneResult r = tasks::finetune_classifier(a->model, data, a->opt, a->out);
       std::cout << tasks::finetune_table(r) << tasks::finetune_json(data, r) << "\n";
+      return 0;
+    };
+  });
+}
+
+void add_regress_command(CLI::App& app, Context& ctx) {
+  struct Args {
+    std::string features, target, out;
+    tasks::RegressOptions opt;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* c = app.add_subcommand("regress", "tabular regression with an MLP; MSE/MAE/RMSE/R^2 beside least squares and the mean");
+  c->add_option("--features", a->features, "rows of numbers (space, tab or comma separated)")->required()->check(CLI::ExistingFile);
+  c->add_option("--target", a->target, "one target per line (default: the last column of --features)")->check(CLI::ExistingFile);
+  c->add_option("--hidden", a->opt.hidden, "width of the two hidden layers")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--epochs", a->opt.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--batch", a->opt.batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--lr", a->opt.lr, "peak learning rate (cosine to 0)")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--weight-decay", a->opt.weight_decay, "AdamW weight decay")->capture_default_str();
+  c->add_option("--test-fraction", a->opt.test_fraction, "share of rows held out")->capture_default_str()->check(CLI::Range(0.05, 0.5));
+  c->add_option("--seed", a->opt.seed, "seed (split and initialisation)")->capture_default_str();
+  c->add_option("--out", a->out, "folder for regress.json");
+  c->callback([&ctx, a]() {
+    ctx.action = [a]() {
+      const tasks::RegressResult r = tasks::train_regressor(tasks::read_regression_files(a->features, a->target), a->opt);
+      const std::string j = tasks::regress_json(r);
+      if (!a->out.empty()) {
+        make_dirs(a->out);
+        write_file_atomic(path_join(a->out, "regress.json"), j + "\n");
+      }
+      std::cout << tasks::regress_table(r) << j << "\n";
       return 0;
     };
   });

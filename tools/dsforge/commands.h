@@ -24,5 +24,6 @@ void add_metrics_commands(CLI::App& app, Context& ctx);
 void add_finetune_command(CLI::App& app, Context& ctx);
 void add_launch_command(CLI::App& app, Context& ctx);
 void add_analyze_command(CLI::App& app, Context& ctx);
+void add_regress_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

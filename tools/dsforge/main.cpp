@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   cli::add_finetune_command(app, ctx);
   cli::add_launch_command(app, ctx);
   cli::add_analyze_command(app, ctx);
+  cli::add_regress_command(app, ctx);
   try {
     app.parse(static_cast<int>(args.size()), args.data());
   } catch (const CLI::CallForHelp& e) {
