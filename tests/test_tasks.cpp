@@ -13,9 +13,11 @@
 #include "dsforge/data/corpus.h"
 #include "dsforge/model/causal_lm.h"
 #include "dsforge/model/config.h"
+#include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tasks/classify.h"
 #include "dsforge/tasks/regress.h"
+#include "dsforge/tasks/seq2seq.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "test_util.h"
 
@@ -151,4 +153,117 @@ TEST(Regress, BadFilesAreRefusedWithFileAndLine) {
   EXPECT_THROW_MSG(tasks::read_regression_files(f, t), DataError, "2 targets for 3 rows");
   const auto d = tasks::read_regression_files(f, "");  // the last column is the target
   EXPECT_EQ(d.y, (std::vector<double>{2, 4, 6}));
+}
+
+// Beam search against exhaustive search: with a vocabulary of 5 and 3 new tokens there are 125
+// continuations; a beam that wide must return the one with the highest summed log-probability
+// (computed here by full forward passes, no cache), and beam 1 must equal greedy decoding.
+TEST(BeamSearch, WideBeamFindsTheExhaustiveBestAndBeamOneIsGreedy) {
+  for (const char* preset : {"nano", "gpt2-tiny", "lstm-tiny"}) {
+    SCOPED_TRACE(preset);
+    model::ModelConfig mc = model::model_config_from_preset(preset);
+    mc.vocab_size = 5;
+    model::CausalLm m = model::build_model(mc);
+    m->init_weights(0.6, 3);  // large weights: peaked, position-dependent distributions
+    m->eval();
+    const std::vector<int64_t> prompt = {1, 3, 2};
+    at::NoGradGuard ng;
+    double best = -INFINITY;
+    std::vector<int64_t> best_seq;
+    for (int64_t a = 0; a < 5; ++a)
+      for (int64_t b = 0; b < 5; ++b)
+        for (int64_t c = 0; c < 5; ++c) {
+          std::vector<int64_t> seq = prompt;
+          for (int64_t t : {a, b, c}) seq.push_back(t);
+          at::Tensor logp = at::log_softmax(m->forward(at::tensor(seq, at::kLong).unsqueeze(0)).to(at::kDouble), -1)[0];
+          double lp = 0;
+          for (int64_t i = 0; i < 3; ++i) lp += logp[2 + i][seq[3 + i]].item<double>();
+          if (lp > best) {
+            best = lp;
+            best_seq = {a, b, c};
+          }
+        }
+    model::BeamOptions o;
+    o.max_new_tokens = 3;
+    o.beam = 125;
+    const auto wide = model::beam_search(m, prompt, o);
+    EXPECT_EQ(wide.tokens, best_seq);
+    EXPECT_NEAR(wide.log_prob, best, 1e-4);
+    o.beam = 1;
+    model::SampleOptions g;
+    g.max_new_tokens = 3;
+    EXPECT_EQ(model::beam_search(m, prompt, o).tokens, model::generate(m, {prompt}, g)[0]);
+    // A narrow beam never beats the exhaustive optimum.
+    o.beam = 2;
+    EXPECT_LE(model::beam_search(m, prompt, o).log_prob, best + 1e-4);
+  }
+}
+
+TEST(BeamSearch, StopTokensEndHypotheses) {
+  model::ModelConfig mc = model::model_config_from_preset("nano");
+  mc.vocab_size = 5;
+  model::CausalLm m = model::build_model(mc);
+  m->init_weights(0.6, 5);
+  model::BeamOptions o;
+  o.max_new_tokens = 6;
+  o.beam = 3;
+  o.stop_tokens = {0, 1, 2, 3, 4};  // every token stops: the result is empty, scored by its one stop token
+  const auto r = model::beam_search(m, {1, 2}, o);
+  EXPECT_TRUE(r.tokens.empty());
+  at::NoGradGuard ng;
+  m->eval();
+  const double top = at::log_softmax(m->forward(at::tensor(std::vector<int64_t>{1, 2}, at::kLong).unsqueeze(0)), -1)[0][1].max().item<double>();
+  EXPECT_NEAR(r.log_prob, top, 1e-4);
+}
+
+// A tiny model fine-tuned on a fixed word -> definition dictionary reproduces it under greedy and
+// beam decoding (BLEU near 100), far above the copy-source baseline.
+TEST(Seq2Seq, FineTunedModelLearnsADictionaryAboveCopySource) {
+  TempDir dir;
+  const std::vector<tasks::Pair> dict = {{"cat", "a small animal that purrs"},     {"oak", "a tall tree with acorns"},
+                                  {"saw", "a tool with a toothed blade"},    {"rain", "water falling from clouds"},
+                                  {"bread", "food made of flour and water"}, {"river", "a large stream of water"}};
+  tasks::Seq2SeqData data;
+  data.name = "dictionary";
+  for (int rep = 0; rep < 40; ++rep)
+    for (const auto& p : dict) data.train.push_back(p);
+  data.test = dict;
+  std::vector<std::string> docs;
+  for (const auto& p : dict) docs.push_back(p.source + " " + p.target);
+  tok::BpeTokenizer::TrainOptions to;
+  to.vocab_size = 300;
+  auto tok = tok::BpeTokenizer::train(docs, to);
+  model::ModelConfig mc = model::model_config_from_preset("nano");
+  mc.vocab_size = tok.vocab_size();
+  model::CausalLm m = model::build_model(mc);
+  m->init_weights(0.02, 1);
+  const std::string model_dir = path_join(dir.path, "model");
+  model::save_pretrained(model_dir, *m);
+  tok.save(path_join(model_dir, "tokenizer.json"));
+
+  tasks::Seq2SeqOptions opt;
+  opt.epochs = 6;
+  opt.lr = 3e-3;
+  opt.beam = 3;
+  const std::string out = path_join(dir.path, "out");
+  const auto r = tasks::finetune_seq2seq(model_dir, data, opt, out);
+  EXPECT_GT(r.scores.at("greedy").bleu, 90) << tasks::seq2seq_table(r);
+  EXPECT_GT(r.scores.at("beam").bleu, 90) << tasks::seq2seq_table(r);
+  EXPECT_LT(r.scores.at("copy-source").bleu, 5) << tasks::seq2seq_table(r);
+  EXPECT_EQ(read_file(path_join(out, "reference.txt")).substr(0, 26), "a small animal that purrs\n");
+  auto j = nlohmann::json::parse(read_file(path_join(out, "seq2seq.json")));
+  EXPECT_TRUE(j.contains("copy-source"));
+  EXPECT_NE(j["bleu_signature"].get<std::string>().find("tok:13a"), std::string::npos);
+}
+
+TEST(Seq2Seq, ParallelFilesMustAlign) {
+  TempDir dir;
+  const std::string s = path_join(dir.path, "a.en"), t = path_join(dir.path, "a.de");
+  write_file_atomic(s, "a dog\na cat\n");
+  write_file_atomic(t, "ein Hund\n");
+  EXPECT_THROW_MSG(tasks::read_parallel(s, t), DataError, "a.en has 2 lines but");
+  write_file_atomic(t, "ein Hund\n\n");
+  EXPECT_THROW_MSG(tasks::read_parallel(s, t), DataError, "a.de:2: empty line");
+  write_file_atomic(t, "ein Hund\neine Katze\n");
+  EXPECT_EQ(tasks::read_parallel(s, t).size(), 2u);
 }

@@ -7,22 +7,30 @@
 #include "dsforge/core/io.h"
 #include "dsforge/tasks/classify.h"
 #include "dsforge/tasks/regress.h"
+#include "dsforge/tasks/seq2seq.h"
 
 namespace dsforge::cli {
 
 void add_finetune_command(CLI::App& app, Context& ctx) {
   struct Args {
     std::string model, task = "wordnet-lexname", train, test, out, wordnet_dir = "/usr/share/wordnet";
+    std::string train_source, train_target, test_source, test_target;
     int64_t max_train = 4000, max_test = 1000;
+    bool no_stem = false;
     tasks::FinetuneOptions opt;
+    tasks::Seq2SeqOptions gen;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* c = app.add_subcommand("finetune", "fine-tune a pretrained model with a classification head; report accuracy/F1 vs the majority class");
+  CLI::App* c = app.add_subcommand(
+      "finetune", "fine-tune a pretrained model: a classification head (accuracy/F1 vs the majority class) or source -> "
+                  "target generation (BLEU/chrF/ROUGE, greedy and beam search, vs copy-source)");
   c->add_option("--model", a->model, "model folder (config.json, model.safetensors, tokenizer.json), e.g. runs/quickstart/model")
       ->required()
       ->check(CLI::ExistingDirectory);
-  c->add_option("--task", a->task, "wordnet-lexname (gloss -> lexicographer file) or tsv (--train/--test files)")
-      ->check(CLI::IsMember({"wordnet-lexname", "tsv"}))
+  c->add_option("--task", a->task,
+                "classification: wordnet-lexname (gloss -> lexicographer file), tsv (--train/--test files); generation: "
+                "wordnet-define (word -> gloss), parallel (--train-source/--train-target/--test-source/--test-target)")
+      ->check(CLI::IsMember({"wordnet-lexname", "tsv", "wordnet-define", "parallel"}))
       ->capture_default_str();
   c->add_option("--train", a->train, "tsv task: training file, text<TAB>label per line; wordnet-lexname: replaces the built-in training split");
   c->add_option("--test", a->test, "tsv task: test file");
@@ -35,8 +43,40 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
   c->add_option("--lr", a->opt.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--max-len", a->opt.max_len, "tokens per text")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--seed", a->opt.seed, "seed")->capture_default_str();
+  c->add_option("--train-source", a->train_source, "parallel task: training sources, one per line");
+  c->add_option("--train-target", a->train_target, "parallel task: training targets, line-aligned");
+  c->add_option("--test-source", a->test_source, "parallel task: test sources");
+  c->add_option("--test-target", a->test_target, "parallel task: test references");
+  c->add_option("--beam", a->gen.beam, "generation: beam width (greedy is always decoded too; 1 = greedy only)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--max-source", a->gen.max_source, "generation: source tokens kept")->capture_default_str();
+  c->add_option("--max-target", a->gen.max_target, "generation: target tokens trained and generated")->capture_default_str();
+  c->add_option("--length-penalty", a->gen.length_penalty, "generation: beam score = log p / length^this")->capture_default_str();
+  c->add_flag("--no-stem", a->no_stem, "generation: ROUGE without the (English) Porter stemmer, for other target languages");
   c->callback([&ctx, a]() {
     ctx.action = [a]() {
+      if (a->task == "wordnet-define" || a->task == "parallel") {
+        tasks::Seq2SeqData data;
+        if (a->task == "wordnet-define") {
+          data = tasks::wordnet_define_task(a->wordnet_dir, a->max_train, a->max_test, a->opt.seed);
+        } else {
+          if (a->train_source.empty() || a->train_target.empty() || a->test_source.empty() || a->test_target.empty())
+            throw ConfigError("finetune --task parallel: needs --train-source, --train-target, --test-source and --test-target");
+          data.name = "parallel:" + a->train_source;
+          data.train = tasks::read_parallel(a->train_source, a->train_target, a->max_train);
+          data.test = tasks::read_parallel(a->test_source, a->test_target, a->max_test);
+        }
+        data.english_target = !a->no_stem;
+        tasks::Seq2SeqOptions gen = a->gen;
+        gen.epochs = a->opt.epochs;
+        gen.batch = a->opt.batch;
+        gen.lr = a->opt.lr;
+        gen.seed = a->opt.seed;
+        const tasks::Seq2SeqResult r = tasks::finetune_seq2seq(a->model, data, gen, a->out);
+        std::cout << tasks::seq2seq_table(r) << tasks::seq2seq_json(data, r) << "\n";
+        return 0;
+      }
       tasks::ClassifyData data;
       if (a->task == "wordnet-lexname") {
         data = tasks::wordnet_lexname_task(a->wordnet_dir, a->max_train, a->max_test, a->opt.seed);

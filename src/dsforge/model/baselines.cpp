@@ -112,6 +112,12 @@ struct Gpt2DecodeState : DecodeState {
   std::vector<at::Tensor> k, v;
   at::Tensor key_pad;    // [B, max_len] bool or undefined
   at::Tensor pad_count;  // [B, 1] left-pad lengths: positions restart at 0 on each row's first real token
+  void select_rows(const at::Tensor& rows) override {
+    for (auto* ts : {&k, &v})
+      for (auto& t : *ts) t = t.index_select(0, rows.to(t.device()));
+    if (key_pad.defined()) key_pad = key_pad.index_select(0, rows.to(key_pad.device()));
+    pad_count = pad_count.index_select(0, rows.to(pad_count.device()));
+  }
 };
 }  // namespace
 
@@ -174,6 +180,11 @@ namespace {
 struct LstmDecodeState : DecodeState {
   at::Tensor h, c;       // [layers, B, d]
   at::Tensor key_pad;    // [B, max_len] bool or undefined
+  void select_rows(const at::Tensor& rows) override {
+    h = h.index_select(1, rows.to(h.device()));
+    c = c.index_select(1, rows.to(c.device()));
+    if (key_pad.defined()) key_pad = key_pad.index_select(0, rows.to(key_pad.device()));
+  }
 };
 }  // namespace
 

@@ -26,6 +26,9 @@ struct LossOutput {
 // Per-model incremental decoding state (KV cache, recurrent state), created by start_decode().
 struct DecodeState {
   virtual ~DecodeState() = default;
+  // Keeps rows `rows` ([B'] int64, repeats allowed) of every cached tensor: beam search continues
+  // each hypothesis from its parent's state.
+  virtual void select_rows(const at::Tensor& rows) = 0;
   int64_t len = 0;      // positions consumed
   int64_t max_len = 0;
 };

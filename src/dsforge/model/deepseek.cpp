@@ -217,6 +217,11 @@ at::Tensor DeepseekV3Impl::forward_cached(const at::Tensor& tokens, KvCache& cac
 
 struct DeepseekDecodeState : DecodeState {
   KvCache cache;
+  void select_rows(const at::Tensor& rows) override {
+    for (auto& l : cache.layers)
+      for (at::Tensor* t : {&l.kv, &l.pe, &l.k, &l.v, &l.key_pad})
+        if (t->defined()) *t = t->index_select(0, rows.to(t->device()));
+  }
 };
 
 std::unique_ptr<DecodeState> DeepseekV3Impl::start_decode(int64_t batch, int64_t max_len, CacheMode mode,

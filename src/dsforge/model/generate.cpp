@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <unordered_set>
 
@@ -102,6 +104,91 @@ std::vector<std::vector<int64_t>> generate(CausalLm m, const std::vector<std::ve
   }
   if (was_training) m->train();
   return out;
+}
+
+BeamResult beam_search(CausalLm m, const std::vector<int64_t>& prompt, const BeamOptions& opts) {
+  if (prompt.empty()) throw Error("beam_search: empty prompt");
+  if (opts.beam < 1) throw Error(fmt("beam_search: beam ", opts.beam, " must be >= 1"));
+  at::NoGradGuard no_grad;
+  const bool was_training = m->is_training();
+  m->eval();
+  const auto device = m->parameters().front().device();
+  const auto P = static_cast<int64_t>(prompt.size());
+  const int64_t max_len = std::min(P + opts.max_new_tokens, m->config().max_position_embeddings);
+  if (P >= max_len)
+    throw Error(fmt("beam_search: prompt of ", P, " tokens leaves no room below max_position_embeddings = ",
+                    m->config().max_position_embeddings));
+  const int64_t steps = max_len - P;
+  auto is_stop = [&](int64_t id) { return std::find(opts.stop_tokens.begin(), opts.stop_tokens.end(), id) != opts.stop_tokens.end(); };
+  auto normalised = [&](double lp, size_t len) {
+    return lp / std::pow(static_cast<double>(std::max<size_t>(len, 1)), opts.length_penalty);
+  };
+
+  struct Hyp {
+    std::vector<int64_t> tokens;
+    double log_prob = 0;
+  };
+  std::vector<Hyp> live{Hyp{}}, finished;
+  auto state = m->start_decode(1, max_len, opts.cache_mode, at::Tensor());
+  at::Tensor input = at::tensor(prompt, at::kLong).unsqueeze(0).to(device);
+  for (int64_t step = 0; step < steps; ++step) {
+    at::Tensor logp = at::log_softmax(m->decode(input, *state).select(1, -1).to(at::kFloat), -1).cpu();  // [live, V]
+    const int64_t V = logp.size(1);
+    // Candidates: every live beam extended by every token; the best 2 x beam keep enough non-stop ones.
+    at::Tensor total = logp + at::tensor(std::vector<double>([&] {
+                                 std::vector<double> v;
+                                 for (const auto& h : live) v.push_back(h.log_prob);
+                                 return v;
+                               }()),
+                                         at::kDouble)
+                                  .to(at::kFloat)
+                                  .unsqueeze(1);
+    const int64_t k = std::min<int64_t>(2 * opts.beam, total.numel());
+    auto [vals, idx] = total.reshape({-1}).topk(k);
+    std::vector<Hyp> next;
+    std::vector<int64_t> parents, tokens;
+    for (int64_t c = 0; c < k && static_cast<int64_t>(next.size()) < opts.beam; ++c) {
+      const int64_t flat = idx[c].item<int64_t>(), parent = flat / V, token = flat % V;
+      Hyp h = live[static_cast<size_t>(parent)];
+      h.log_prob = vals[c].item<double>();
+      if (is_stop(token)) {
+        // A stop token ends the hypothesis; only candidates ranked within the beam may finish.
+        if (c < opts.beam) finished.push_back(h);
+        continue;
+      }
+      h.tokens.push_back(token);
+      next.push_back(std::move(h));
+      parents.push_back(parent);
+      tokens.push_back(token);
+    }
+    // Done when no live beam can still beat the worst of `beam` finished hypotheses (scores only fall).
+    if (static_cast<int64_t>(finished.size()) >= opts.beam) {
+      double worst = INFINITY;
+      for (const auto& f : finished) worst = std::min(worst, normalised(f.log_prob, f.tokens.size()));
+      double best_live = -INFINITY;
+      for (const auto& h : next)
+        best_live = std::max(best_live, opts.length_penalty > 0 ? normalised(h.log_prob, static_cast<size_t>(steps))
+                                                                : normalised(h.log_prob, h.tokens.size()));
+      if (next.empty() || best_live <= worst) {
+        live.clear();
+        break;
+      }
+    }
+    if (next.empty()) {
+      live.clear();
+      break;
+    }
+    live = std::move(next);
+    if (step + 1 == steps) break;
+    state->select_rows(at::tensor(parents, at::kLong));
+    input = at::tensor(tokens, at::kLong).unsqueeze(1).to(device);
+  }
+  for (auto& h : live) finished.push_back(std::move(h));  // reached the length limit
+  if (was_training) m->train();
+  const Hyp* best = nullptr;
+  for (const auto& f : finished)
+    if (!best || normalised(f.log_prob, f.tokens.size()) > normalised(best->log_prob, best->tokens.size())) best = &f;
+  return best ? BeamResult{best->tokens, best->log_prob} : BeamResult{};
 }
 
 }  // namespace dsforge::model

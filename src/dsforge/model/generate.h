@@ -36,4 +36,22 @@ std::vector<std::vector<int64_t>> generate(CausalLm m, const std::vector<std::ve
                                            const SampleOptions& opts,
                                            const std::function<void(int64_t row, int64_t id)>& on_token = nullptr);
 
+// Beam search for one prompt: keeps the `beam` best partial continuations by summed log-probability,
+// collects a hypothesis when it emits a stop token, and returns the finished hypothesis with the best
+// score / length^length_penalty (the stop token not included; unfinished beams count at
+// max_new_tokens). beam = 1 is greedy decoding. Each step reorders the cached state to the surviving
+// beams' parents (DecodeState::select_rows), so a step costs one cached forward of `beam` tokens.
+struct BeamOptions {
+  int64_t beam = 4;
+  int64_t max_new_tokens = 32;
+  double length_penalty = 1.0;
+  std::vector<int64_t> stop_tokens;
+  CacheMode cache_mode = CacheMode::kLatentAbsorbed;
+};
+struct BeamResult {
+  std::vector<int64_t> tokens;  // the continuation, without the stop token
+  double log_prob = 0;          // summed log-probability (stop token included when it ended)
+};
+BeamResult beam_search(CausalLm m, const std::vector<int64_t>& prompt, const BeamOptions& opts);
+
 }  // namespace dsforge::model
