@@ -17,6 +17,7 @@
 #include "dsforge/tasks/classify.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "test_util.h"
+#include "tiny_model.h"
 
 using namespace dsforge;
 
@@ -160,16 +161,7 @@ TEST(Analysis, HardExampleMiningRaisesTheRecallOfTheNeglectedClass) {
   for (int i = 0; i < 90; ++i) data.test.push_back(make(static_cast<size_t>(i % 3)));
   std::vector<std::string> docs;
   for (const auto& e : data.train) docs.push_back(e.text);
-  tok::BpeTokenizer::TrainOptions to;
-  to.vocab_size = 300;
-  auto tok = tok::BpeTokenizer::train(docs, to);
-  model::ModelConfig mc = model::model_config_from_preset("nano");
-  mc.vocab_size = tok.vocab_size();
-  model::CausalLm m = model::build_model(mc);
-  m->init_weights(0.02, 1);
-  const std::string model_dir = path_join(dir.path, "model");
-  model::save_pretrained(model_dir, *m);
-  tok.save(path_join(model_dir, "tokenizer.json"));
+  const std::string model_dir = save_tiny_model(dir.path, docs);
 
   tasks::FinetuneOptions opt;
   opt.epochs = 2;

@@ -15,11 +15,13 @@
 #include "dsforge/model/config.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
+#include "dsforge/report/html_report.h"
 #include "dsforge/tasks/classify.h"
 #include "dsforge/tasks/regress.h"
 #include "dsforge/tasks/seq2seq.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "test_util.h"
+#include "tiny_model.h"
 
 using namespace dsforge;
 
@@ -49,16 +51,7 @@ TEST(Finetune, ClassificationHeadLearnsAKeywordTask) {
   tasks::ClassifyData data = keyword_task(300, 90);
   std::vector<std::string> docs;
   for (const auto& e : data.train) docs.push_back(e.text);
-  tok::BpeTokenizer::TrainOptions to;
-  to.vocab_size = 300;
-  auto tok = tok::BpeTokenizer::train(docs, to);
-  model::ModelConfig mc = model::model_config_from_preset("nano");
-  mc.vocab_size = tok.vocab_size();
-  model::CausalLm m = model::build_model(mc);
-  m->init_weights(0.02, 1);
-  const std::string model_dir = path_join(dir.path, "model");
-  model::save_pretrained(model_dir, *m);
-  tok.save(path_join(model_dir, "tokenizer.json"));
+  const std::string model_dir = save_tiny_model(dir.path, docs);
 
   tasks::FinetuneOptions opt;
   opt.epochs = 6;
@@ -230,16 +223,7 @@ TEST(Seq2Seq, FineTunedModelLearnsADictionaryAboveCopySource) {
   data.test = dict;
   std::vector<std::string> docs;
   for (const auto& p : dict) docs.push_back(p.source + " " + p.target);
-  tok::BpeTokenizer::TrainOptions to;
-  to.vocab_size = 300;
-  auto tok = tok::BpeTokenizer::train(docs, to);
-  model::ModelConfig mc = model::model_config_from_preset("nano");
-  mc.vocab_size = tok.vocab_size();
-  model::CausalLm m = model::build_model(mc);
-  m->init_weights(0.02, 1);
-  const std::string model_dir = path_join(dir.path, "model");
-  model::save_pretrained(model_dir, *m);
-  tok.save(path_join(model_dir, "tokenizer.json"));
+  const std::string model_dir = save_tiny_model(dir.path, docs);
 
   tasks::Seq2SeqOptions opt;
   opt.epochs = 6;
@@ -254,6 +238,9 @@ TEST(Seq2Seq, FineTunedModelLearnsADictionaryAboveCopySource) {
   auto j = nlohmann::json::parse(read_file(path_join(out, "seq2seq.json")));
   EXPECT_TRUE(j.contains("copy-source"));
   EXPECT_NE(j["bleu_signature"].get<std::string>().find("tok:13a"), std::string::npos);
+  const std::string html = report::render_run_report(out);  // a generation folder has its own report
+  EXPECT_NE(html.find("Generation: dictionary"), std::string::npos);
+  EXPECT_NE(html.find("a small animal that purrs"), std::string::npos);
 }
 
 TEST(Seq2Seq, ParallelFilesMustAlign) {

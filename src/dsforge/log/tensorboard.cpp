@@ -41,6 +41,15 @@ std::string event_header(double wall_time, int64_t step) {
   return e;
 }
 
+// An Event holding a Summary of one Summary.Value (already encoded).
+std::string summary_event(const std::string& value, int64_t step, double wall_time) {
+  std::string summary;
+  put_bytes_field(summary, 1, value);  // Summary.value
+  std::string e = event_header(wall_time, step);
+  put_bytes_field(e, 5, summary);      // Event.summary
+  return e;
+}
+
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -73,11 +82,7 @@ std::string encode_scalar_event(const std::string& tag, float value, int64_t ste
   put_bytes_field(v, 1, tag);  // Summary.Value.tag
   put_varint(v, 2 << 3 | 5);   // Summary.Value.simple_value: float
   put_fixed(v, value);
-  std::string summary;
-  put_bytes_field(summary, 1, v);  // Summary.value
-  std::string e = event_header(wall_time, step);
-  put_bytes_field(e, 5, summary);  // Event.summary
-  return e;
+  return summary_event(v, step, wall_time);
 }
 
 std::string encode_histogram_event(const std::string& tag, const std::vector<double>& values, int64_t step,
@@ -119,11 +124,7 @@ std::string encode_histogram_event(const std::string& tag, const std::vector<dou
   std::string v;
   put_bytes_field(v, 1, tag);  // Summary.Value.tag
   put_bytes_field(v, 5, h);    // Summary.Value.histo
-  std::string summary;
-  put_bytes_field(summary, 1, v);
-  std::string e = event_header(wall_time, step);
-  put_bytes_field(e, 5, summary);
-  return e;
+  return summary_event(v, step, wall_time);
 }
 
 std::string encode_text_event(const std::string& tag, const std::string& markdown, int64_t step, double wall_time) {
@@ -140,11 +141,7 @@ std::string encode_text_event(const std::string& tag, const std::string& markdow
   put_bytes_field(v, 1, tag);     // Summary.Value.tag
   put_bytes_field(v, 8, tensor);  // Summary.Value.tensor
   put_bytes_field(v, 9, meta);    // Summary.Value.metadata
-  std::string summary;
-  put_bytes_field(summary, 1, v);
-  std::string e = event_header(wall_time, step);
-  put_bytes_field(e, 5, summary);
-  return e;
+  return summary_event(v, step, wall_time);
 }
 
 TensorBoardWriter::TensorBoardWriter(const std::string& dir) {

@@ -378,6 +378,43 @@ std::string classification_section(const std::string& dir) {
   return body;
 }
 
+// A generation fine-tune (seq2seq.json): scores per decoder beside copy-source, and the first outputs.
+std::string generation_section(const std::string& dir) {
+  const std::string path = path_join(dir, "seq2seq.json");
+  if (!file_exists(path)) return "";
+  const json j = read_json(path);
+  std::string body = "<h2>Generation: " + esc(j.value("task", "")) + "</h2><table><tr><th>decoder</th><th>BLEU</th>"
+                     "<th>chrF</th><th>ROUGE-1</th><th>ROUGE-2</th><th>ROUGE-L</th></tr>";
+  for (const char* name : {"greedy", "beam", "copy-source"}) {
+    if (!j.contains(name)) continue;
+    const json& s = j[name];
+    body += std::string("<tr><th>") + name + "</th>";
+    for (const char* k : {"bleu", "chrf", "rouge1", "rouge2", "rougeL"}) body += "<td>" + num(s.value(k, 0.0)) + "</td>";
+    body += "</tr>";
+  }
+  body += "</table><p class=\"sub\">" + esc(j.value("bleu_signature", "")) + "</p>";
+  auto lines = [&](const std::string& name) {
+    const std::string p = path_join(dir, name);
+    std::vector<std::string> out;
+    if (!file_exists(p)) return out;
+    const std::string text = read_file(p);
+    size_t start = 0;
+    for (size_t nl; out.size() < 8 && (nl = text.find('\n', start)) != std::string::npos; start = nl + 1)
+      out.push_back(text.substr(start, nl - start));
+    return out;
+  };
+  const auto src = lines("source.txt"), ref = lines("reference.txt"), greedy = lines("greedy.txt"), beam = lines("beam.txt");
+  if (!src.empty()) {
+    body += "<h3>First test examples</h3><table><tr><th>source</th><th>reference</th><th>greedy</th><th>beam</th></tr>";
+    for (size_t i = 0; i < src.size(); ++i) {
+      auto at = [&](const std::vector<std::string>& v) { return i < v.size() ? esc(v[i]) : std::string(); };
+      body += "<tr><td>" + at(src) + "</td><td>" + at(ref) + "</td><td>" + at(greedy) + "</td><td>" + at(beam) + "</td></tr>";
+    }
+    body += "</table>";
+  }
+  return body;
+}
+
 // `dsforge analyze` output (analysis.json): fit findings, hardest tokens/documents/examples, confusions.
 std::string analysis_section(const std::string& dir) {
   const std::string path = path_join(dir, "analysis.json");
@@ -422,10 +459,12 @@ std::string analysis_section(const std::string& dir) {
 
 std::string render_run_report(const std::string& run_dir) {
   // A fine-tuning folder (finetune.json, no training log) gets the classification and analysis sections.
-  if (!file_exists(path_join(run_dir, "metrics.jsonl")) && file_exists(path_join(run_dir, "finetune.json")))
+  if (!file_exists(path_join(run_dir, "metrics.jsonl")) &&
+      (file_exists(path_join(run_dir, "finetune.json")) || file_exists(path_join(run_dir, "seq2seq.json"))))
     return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + esc(run_dir) +
            "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body><h1>dsforge fine-tuning report</h1>" +
-           "<div class=\"sub\">" + esc(run_dir) + "</div>" + classification_section(run_dir) + analysis_section(run_dir) +
+           "<div class=\"sub\">" + esc(run_dir) + "</div>" + classification_section(run_dir) + generation_section(run_dir) +
+           analysis_section(run_dir) +
            "</body></html>\n";
   const RunData d = read_metrics(path_join(run_dir, "metrics.jsonl"));
   std::string body;
@@ -493,7 +532,7 @@ std::string render_run_report(const std::string& run_dir) {
     body += "<h2>Loss-spike rollbacks</h2>" + table(rows);
   }
 
-  body += classification_section(run_dir) + analysis_section(run_dir);
+  body += classification_section(run_dir) + generation_section(run_dir) + analysis_section(run_dir);
 
   const std::string samples_path = path_join(run_dir, "samples.json");
   if (file_exists(samples_path)) {

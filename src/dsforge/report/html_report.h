@@ -2,8 +2,9 @@
 // server, no network) from what a run folder holds: loss curves (train, validation, MTP), learning
 // rate, throughput and MFU, an expert-load heatmap, rollbacks, the resolved config, final metrics,
 // data statistics and generated samples; a fine-tuned classifier's metrics, per-class F1 bars and
-// confusion heatmap (finetune.json); and `dsforge analyze`'s findings (analysis.json). Every figure is plain SVG, so the page renders the same in
-// any browser and in a headless one.
+// confusion heatmap (finetune.json); a generation fine-tune's scores and first outputs (seq2seq.json);
+// and `dsforge analyze`'s findings (analysis.json). Every figure is plain SVG, so the page renders the
+// same in any browser and in a headless one.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -152,9 +152,7 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
       auto [x, mask] = encode_batch(tok, batch, opt.max_len, pad);
       std::vector<int64_t> y;
       for (const Example* e : batch) y.push_back(label_index.at(e->label));
-      const double lr = opt.lr * (step < warmup ? static_cast<double>(step + 1) / static_cast<double>(warmup)
-                                                : std::max(0.0, static_cast<double>(total_steps - step) /
-                                                                    static_cast<double>(total_steps - warmup)));
+      const double lr = train::warmup_linear_lr(step, warmup, total_steps, opt.lr);
       adam.set_lr(lr);
       adam.zero_grad();
       at::Tensor loss = at::cross_entropy_loss(head(pooled(backbone, x, mask)), at::tensor(y, at::kLong));

@@ -145,8 +145,7 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
           if (j + 1 >= first) ya[b][j] = ids[static_cast<size_t>(j + 1)];  // predict target tokens only
         }
       }
-      const double lr = opt.lr * (step < warmup ? static_cast<double>(step + 1) / static_cast<double>(warmup)
-                                                : std::max(0.0, static_cast<double>(total - step) / static_cast<double>(total - warmup)));
+      const double lr = train::warmup_linear_lr(step, warmup, total, opt.lr);
       adam.set_lr(lr);
       adam.zero_grad();
       at::Tensor logits = m->forward(x);

@@ -63,6 +63,8 @@ class AdamW {
 // Returns the norm before clipping.
 double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
 
+// Linear warmup from 0 to peak over `warmup` steps, then linear decay to 0 at `total` (fine-tuning).
+double warmup_linear_lr(int64_t step, int64_t warmup, int64_t total, double peak);
 // Linear warmup from 0 to peak over `warmup` steps, then cosine to min_ratio * peak at `total`.
 double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double peak, double min_ratio);
 
