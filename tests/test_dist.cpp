@@ -353,3 +353,12 @@ TEST_F(Dist, TwoHostsInNetworkNamespaces) {
   EXPECT_NE(log1.find("gloo on 10.231.0.2"), std::string::npos) << log1;
   EXPECT_LT(max_param_diff(ref, run), kTol);
 }
+
+// The whole pipeline under a launcher would have every rank write the same data files: refused.
+TEST_F(Dist, PipelineUnderALauncherIsRefused) {
+  const std::string run = fresh_run("pipeline");
+  const int code = run_shell(fmt("RANK=0 WORLD_SIZE=2 ", DSFORGE_CLI, " pipeline --config ", config_, " --run.out_dir=", run,
+                                 " >", run, "/log.txt 2>&1"));
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(log_of(run).find("Run the data stages once"), std::string::npos) << log_of(run);
+}

@@ -319,6 +319,9 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
 }
 
 int run_pipeline(const RunConfig& cfg) {
+  if (dist::dist_env_from_environment().world_size > 1)
+    throw ConfigError("pipeline: started as one of several ranks; every rank would write the same data files. Run the "
+                      "data stages once (dsforge data prepare, tokenizer train, tokenize), then `dsforge launch ... -- train`");
   configure_threads(cfg);
   log_info("pipeline: run folder ", cfg.run.out_dir, ", config ", cfg.source_path.empty() ? "(defaults)" : cfg.source_path);
   log_info("resolved config:\n", to_toml(cfg));
