@@ -243,6 +243,26 @@ TEST(Seq2Seq, FineTunedModelLearnsADictionaryAboveCopySource) {
   EXPECT_NE(html.find("a small animal that purrs"), std::string::npos);
 }
 
+TEST(Seq2Seq, PaddingReferenceSetsChangesNoScoreAndABetterReferenceCounts) {
+  const std::vector<std::string> hyps = {"the cat sat on the mat", "a dog ran in the park today"};
+  const auto one = tasks::score_generation(hyps, {{"the cat sat on a mat"}, {"a dog ran in a park"}}, true);
+  const auto padded = tasks::score_generation(hyps, {{"the cat sat on a mat", "the cat sat on a mat"},
+                                                     {"a dog ran in a park"}}, true);
+  EXPECT_DOUBLE_EQ(one.bleu, padded.bleu);
+  EXPECT_DOUBLE_EQ(one.chrf, padded.chrf);
+  EXPECT_DOUBLE_EQ(one.rougeL, padded.rougeL);
+  const auto better = tasks::score_generation(hyps, {{"the cat sat on a mat", "the cat sat on the mat"},
+                                                     {"a dog ran in a park"}}, true);
+  EXPECT_GT(better.bleu, one.bleu);
+  EXPECT_GT(better.rouge1, one.rouge1);
+  TempDir dir;
+  write_file_atomic(path_join(dir.path, "refs.tsv"), "id1\tfirst ref\tsecond ref\nid2\tonly one\n");
+  const auto refs = tasks::read_references(path_join(dir.path, "refs.tsv"), /*id_column=*/true);
+  EXPECT_EQ(refs, (std::vector<std::vector<std::string>>{{"first ref", "second ref"}, {"only one"}}));
+  write_file_atomic(path_join(dir.path, "bad.tsv"), "id1\tref\nid2\n");
+  EXPECT_THROW_MSG(tasks::read_references(path_join(dir.path, "bad.tsv"), true), DataError, "bad.tsv:2: no reference");
+}
+
 TEST(Seq2Seq, ParallelFilesMustAlign) {
   TempDir dir;
   const std::string s = path_join(dir.path, "a.en"), t = path_join(dir.path, "a.de");

@@ -14,7 +14,8 @@ namespace dsforge::cli {
 void add_finetune_command(CLI::App& app, Context& ctx) {
   struct Args {
     std::string model, task = "wordnet-lexname", train, test, out, wordnet_dir = "/usr/share/wordnet";
-    std::string train_source, train_target, test_source, test_target;
+    std::string train_source, train_target, test_source, test_target, test_references;
+    bool ref_id_column = false;
     int64_t max_train = 4000, max_test = 1000;
     bool no_stem = false;
     tasks::FinetuneOptions opt;
@@ -47,6 +48,9 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
   c->add_option("--train-target", a->train_target, "parallel task: training targets, line-aligned");
   c->add_option("--test-source", a->test_source, "parallel task: test sources");
   c->add_option("--test-target", a->test_target, "parallel task: test references");
+  c->add_option("--test-references", a->test_references,
+                "generation: several references per test pair, tab-separated on one line (scores use all of them)");
+  c->add_flag("--references-id-column", a->ref_id_column, "the first field of each --test-references line is an id");
   c->add_option("--beam", a->gen.beam, "generation: beam width (greedy is always decoded too; 1 = greedy only)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -68,6 +72,12 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
           data.test = tasks::read_parallel(a->test_source, a->test_target, a->max_test);
         }
         data.english_target = !a->no_stem;
+        if (!a->test_references.empty()) {
+          data.test_references = tasks::read_references(a->test_references, a->ref_id_column, a->max_test);
+          if (data.test_references.size() != data.test.size())
+            throw DataError(fmt(a->test_references, ": ", data.test_references.size(), " lines for ", data.test.size(),
+                                " test pairs"));
+        }
         tasks::Seq2SeqOptions gen = a->gen;
         gen.epochs = a->opt.epochs;
         gen.batch = a->opt.batch;

@@ -75,13 +75,42 @@ std::vector<Pair> read_parallel(const std::string& source_path, const std::strin
   return out;
 }
 
-GenerationScores score_generation(const std::vector<std::string>& hyps, const std::vector<std::string>& refs, bool stem) {
+std::vector<std::vector<std::string>> read_references(const std::string& path, bool id_column, int64_t max) {
+  std::vector<std::vector<std::string>> out;
+  const auto lines = eval::read_lines(path);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    std::vector<std::string> fields;
+    size_t start = 0;
+    for (size_t tab; (tab = lines[i].find('\t', start)) != std::string::npos; start = tab + 1)
+      fields.push_back(lines[i].substr(start, tab - start));
+    fields.push_back(lines[i].substr(start));
+    if (id_column) fields.erase(fields.begin());
+    fields.erase(std::remove(fields.begin(), fields.end(), std::string()), fields.end());
+    if (fields.empty()) throw DataError(fmt(path, ":", i + 1, ": no reference on this line"));
+    out.push_back(std::move(fields));
+    if (max > 0 && static_cast<int64_t>(out.size()) >= max) break;
+  }
+  return out;
+}
+
+GenerationScores score_generation(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs,
+                                  bool stem) {
+  if (refs.size() != hyps.size())
+    throw DataError(fmt("score_generation: ", hyps.size(), " outputs but ", refs.size(), " reference sets"));
+  size_t streams = 1;
+  for (const auto& r : refs) {
+    if (r.empty()) throw DataError("score_generation: a segment without references");
+    streams = std::max(streams, r.size());
+  }
+  std::vector<std::vector<std::string>> by_stream(streams, std::vector<std::string>(hyps.size()));
+  for (size_t i = 0; i < refs.size(); ++i)
+    for (size_t k = 0; k < streams; ++k) by_stream[k][i] = refs[i][k < refs[i].size() ? k : 0];
   GenerationScores s;
-  const eval::BleuScore b = eval::corpus_bleu(hyps, {refs});
+  const eval::BleuScore b = eval::corpus_bleu(hyps, by_stream);
   s.bleu = b.score;
   s.bleu_signature = b.signature;
-  s.chrf = eval::corpus_chrf(hyps, {refs}).score;
-  const auto r = eval::corpus_rouge(hyps, {refs}, {"rouge1", "rouge2", "rougeL"}, stem);
+  s.chrf = eval::corpus_chrf(hyps, by_stream).score;
+  const auto r = eval::corpus_rouge(hyps, by_stream, {"rouge1", "rouge2", "rougeL"}, stem);
   s.rouge1 = 100 * r.at("rouge1").fmeasure;
   s.rouge2 = 100 * r.at("rouge2").fmeasure;
   s.rougeL = 100 * r.at("rougeL").fmeasure;
@@ -168,6 +197,11 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
     sources.push_back(p.source);
     refs.push_back(p.target);
   }
+  std::vector<std::vector<std::string>> ref_sets = data.test_references;
+  if (ref_sets.empty())
+    for (const auto& t : refs) ref_sets.push_back({t});
+  if (ref_sets.size() != data.test.size())
+    throw DataError(fmt(data.name, ": ", ref_sets.size(), " reference sets for ", data.test.size(), " test pairs"));
   auto decode_all = [&](int64_t beam) {
     model::BeamOptions bo;
     bo.beam = beam;
@@ -187,8 +221,8 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
   r.outputs["greedy"] = decode_all(1);
   if (opt.beam > 1) r.outputs["beam"] = decode_all(opt.beam);
   r.decode_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-  for (const auto& [name, hyps] : r.outputs) r.scores[name] = score_generation(hyps, refs, data.english_target);
-  r.scores["copy-source"] = score_generation(sources, refs, data.english_target);
+  for (const auto& [name, hyps] : r.outputs) r.scores[name] = score_generation(hyps, ref_sets, data.english_target);
+  r.scores["copy-source"] = score_generation(sources, ref_sets, data.english_target);
 
   if (!out_dir.empty()) {
     make_dirs(out_dir);
@@ -201,7 +235,11 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
 }
 
 std::string seq2seq_json(const Seq2SeqData& data, const Seq2SeqResult& r) {
-  nlohmann::ordered_json j = {{"task", data.name}, {"train_pairs", data.train.size()}, {"test_pairs", data.test.size()}};
+  size_t refs = 0;
+  for (const auto& r : data.test_references) refs += r.size();
+  nlohmann::ordered_json j = {{"task", data.name}, {"train_pairs", data.train.size()}, {"test_pairs", data.test.size()},
+                              {"references_per_pair", data.test_references.empty() ? 1.0
+                                                                                   : static_cast<double>(refs) / data.test.size()}};
   for (const auto& [name, s] : r.scores)
     j[name] = {{"bleu", s.bleu}, {"chrf", s.chrf}, {"rouge1", s.rouge1}, {"rouge2", s.rouge2}, {"rougeL", s.rougeL}};
   if (!r.scores.empty()) j["bleu_signature"] = r.scores.begin()->second.bleu_signature;

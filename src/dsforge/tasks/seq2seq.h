@@ -20,6 +20,8 @@ struct Pair {
 struct Seq2SeqData {
   std::string name;
   std::vector<Pair> train, test;
+  // Several references per test pair (SciTLDR's all_targets.tsv); empty = test[i].target alone.
+  std::vector<std::vector<std::string>> test_references;
   bool english_target = true;  // ROUGE stems English words
 };
 
@@ -28,6 +30,8 @@ struct Seq2SeqData {
 Seq2SeqData wordnet_define_task(const std::string& wordnet_dir, int64_t max_train, int64_t max_test, uint64_t seed);
 // Line-aligned files; at most `max` pairs (0 = all). Errors name the files and the line counts.
 std::vector<Pair> read_parallel(const std::string& source_path, const std::string& target_path, int64_t max = 0);
+// One line per segment, its references separated by tabs (the first field dropped when `id_column`).
+std::vector<std::vector<std::string>> read_references(const std::string& path, bool id_column, int64_t max = 0);
 
 struct Seq2SeqOptions {
   int64_t epochs = 2;
@@ -46,7 +50,11 @@ struct GenerationScores {
   double rouge1 = 0, rouge2 = 0, rougeL = 0;  // F-measures, 0..100
   std::string bleu_signature;
 };
-GenerationScores score_generation(const std::vector<std::string>& hyps, const std::vector<std::string>& refs, bool stem);
+// refs[i]: the references of segment i (one or more). Segments with fewer references than the most
+// are padded by repeating their first one, which changes no score (BLEU clips by the best count over
+// references, chrF and ROUGE take the best reference).
+GenerationScores score_generation(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs,
+                                  bool stem);
 
 struct Seq2SeqResult {
   std::map<std::string, GenerationScores> scores;  // "greedy", "beam", "copy-source"
