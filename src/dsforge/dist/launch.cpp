@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+extern char** environ;
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -37,18 +39,29 @@ int exit_code(int status) {
   return 1;
 }
 
+// The launcher hosts the store's server thread, so the child of fork() may only call async-signal-safe
+// functions until it execs: argv and the environment are built here, before the fork.
 pid_t spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
-  std::vector<char*> argv;
   static const std::string self = "/proc/self/exe";
+  std::vector<char*> argv;
   argv.push_back(const_cast<char*>(self.c_str()));
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  std::vector<std::string> entries;
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    if (!env.count(kv.substr(0, kv.find('=')))) entries.push_back(kv);
+  }
+  for (const auto& [k, v] : env) entries.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& kv : entries) envp.push_back(kv.data());
+  envp.push_back(nullptr);
   const pid_t pid = fork();
   if (pid < 0) throw Error(fmt("dsforge launch: fork failed: ", std::strerror(errno)));
   if (pid == 0) {
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    execv(self.c_str(), argv.data());
-    std::fprintf(stderr, "dsforge launch: exec %s failed: %s\n", self.c_str(), std::strerror(errno));
+    execve(self.c_str(), argv.data(), envp.data());
+    static const char msg[] = "dsforge launch: exec /proc/self/exe failed\n";
+    (void)!write(2, msg, sizeof msg - 1);
     _exit(127);
   }
   return pid;
