@@ -193,6 +193,14 @@ TEST_F(Dist, TwoAndThreeRanksMatchOneProcess) {
   ASSERT_EQ(train(three, "--nproc-per-node 3 --master-port 0", accum + " --dist.zero1=true"), 0) << log_of(three);
   const std::string log2 = log_of(two), log3 = log_of(three);
   EXPECT_NE(log2.find("dist: 2 ranks, 3 rows per rank"), std::string::npos) << log2;
+  // Half-megabyte buckets: nano's 4 MB of gradients make several, and all but the last-filled start
+  // while autograd is still producing the others.
+  const auto pos = log2.find(" gradient buckets started their all-reduce during the backward pass");
+  ASSERT_NE(pos, std::string::npos) << log2;
+  const auto of = log2.rfind(" of ", pos), colon = log2.rfind("dist: ", of);
+  const int started = std::stoi(log2.substr(colon + 6)), buckets = std::stoi(log2.substr(of + 4));
+  EXPECT_GE(buckets, 4);
+  EXPECT_GE(started, buckets / 2) << log2.substr(colon, 120);
   EXPECT_NE(log3.find("ZeRO-1; plain DDP would hold"), std::string::npos) << log3;
   // One AdamW step moves a parameter by up to lr = 2e-3; a rank's gradient lost or counted twice shows
   // at that scale (the control below: one process on half the batch). Summation order differs between

@@ -198,7 +198,8 @@ TrainResult Trainer::fit() {
     int64_t full = 0;
     for (const auto& p : params) full += 2 * p.numel() * static_cast<int64_t>(p.element_size());
     say("dist: ", world, " ranks, ", local_micro, " rows per rank per micro-batch, ", reducer->bucket_count(),
-        " gradient buckets of <= ", cfg_.dist.bucket_mb, " MB; optimizer state ", fixed_mb(opt.state_bytes()),
+        reducer->bucket_count() == 1 ? " gradient bucket" : " gradient buckets", " of <= ", cfg_.dist.bucket_mb,
+        " MB; optimizer state ", fixed_mb(opt.state_bytes()),
         " on this rank", zero1 ? fmt(" (ZeRO-1; plain DDP would hold ", fixed_mb(full), ")") : std::string());
   }
 
@@ -433,6 +434,9 @@ TrainResult Trainer::fit() {
     bool stop_requested = g_stop != 0;
     if (comm) {
       reducer->finish();
+      if (step == first_step)
+        say("dist: ", reducer->launched_in_backward(), " of ", reducer->bucket_count(),
+            " gradient buckets started their all-reduce during the backward pass");
       // Losses are means over ranks; a stop signal seen by any rank stops all of them at this step.
       at::Tensor s = at::tensor(std::vector<double>{loss, mtp, stop_requested ? 1.0 : 0.0}, at::kDouble);
       comm->allreduce_sum(s);
