@@ -102,7 +102,7 @@ void GradReducer::finish() {
   launched_in_backward_ = in_backward;
   // Which parameters any rank has a gradient for: the others stay without one, as in one process.
   at::Tensor used = at::empty({static_cast<int64_t>(params_.size())}, at::kFloat);
-  for (size_t k = 0; k < params_.size(); ++k) used[static_cast<int64_t>(k)] = static_cast<float>(got_grad_[k]);
+  std::copy(got_grad_.begin(), got_grad_.end(), used.data_ptr<float>());
   Comm::Pending used_work = comm_.allreduce_sum_async(used);
   for (auto& b : buckets_) b.work.wait();
   used_work.wait();

@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <fstream>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -147,24 +146,21 @@ LmHardCases lm_hard_cases(model::CausalLm m, const std::string& shard_path, int6
   std::vector<int64_t> toks(static_cast<size_t>(n));
   shard.copy(0, static_cast<uint64_t>(n), toks.data());
   std::vector<double> loss_at(static_cast<size_t>(n), NAN);  // loss of predicting token i (i >= 1)
+  // The windows evaluate_lm scores: seq_len + 1 tokens, stride seq_len, in file order.
+  data::TokenLoader loader(shard_path, seq_len + 1, seq_len, 0, /*shuffle=*/false);
   const auto device = m->parameters().front().device();
-  const int64_t batch = 8;
-  std::vector<int64_t> starts;
-  for (int64_t s = 0; s + seq_len + 1 <= n; s += seq_len) starts.push_back(s);
-  for (size_t b0 = 0; b0 < starts.size(); b0 += batch) {
-    const size_t b1 = std::min(starts.size(), b0 + static_cast<size_t>(batch));
-    at::Tensor x = at::empty({static_cast<int64_t>(b1 - b0), seq_len + 1}, at::kLong);
-    for (size_t b = b0; b < b1; ++b)
-      std::memcpy(x[static_cast<int64_t>(b - b0)].data_ptr<int64_t>(), toks.data() + starts[b], sizeof(int64_t) * (seq_len + 1));
+  constexpr int64_t kBatch = 8;
+  for (int64_t w0 = 0; w0 < loader.windows_per_epoch(); w0 += kBatch) {
+    const int64_t rows = std::min(kBatch, loader.windows_per_epoch() - w0);
+    at::Tensor x = loader.next_batch(rows);
     at::Tensor logits = m->forward(x.narrow(1, 0, seq_len).to(device)).to(at::kFloat).cpu();
     at::Tensor ce = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), x.narrow(1, 1, seq_len).reshape({-1}), {},
                                            at::Reduction::None)
-                        .view({static_cast<int64_t>(b1 - b0), seq_len})
+                        .view({rows, seq_len})
                         .contiguous();
     auto acc = ce.accessor<float, 2>();
-    for (size_t b = b0; b < b1; ++b)
-      for (int64_t j = 0; j < seq_len; ++j)
-        loss_at[static_cast<size_t>(starts[b] + 1 + j)] = acc[static_cast<int64_t>(b - b0)][j];
+    for (int64_t b = 0; b < rows; ++b)
+      for (int64_t j = 0; j < seq_len; ++j) loss_at[static_cast<size_t>((w0 + b) * seq_len + 1 + j)] = acc[b][j];
   }
   LmHardCases out;
   std::map<int64_t, std::pair<double, int64_t>> per_token;

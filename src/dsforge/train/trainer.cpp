@@ -176,11 +176,9 @@ TrainResult Trainer::fit() {
   for (auto& p : model_->named_parameters())
     if (p.value().requires_grad()) named.emplace_back(p.key(), p.value());
   std::vector<at::Tensor> params;
-  std::vector<int64_t> numels;
   std::vector<std::vector<int64_t>> shapes;
   for (auto& [n, p] : named) {
     params.push_back(p);
-    numels.push_back(p.numel());
     shapes.push_back(p.sizes().vec());
   }
   // ZeRO-1: this rank keeps the moments of its share of the parameters only.
@@ -188,6 +186,8 @@ TrainResult Trainer::fit() {
   std::vector<int> owner;
   std::vector<bool> owned;
   if (zero1) {
+    std::vector<int64_t> numels;
+    for (const auto& p : params) numels.push_back(p.numel());
     owner = dist::partition_params(numels, world);
     for (int o : owner) owned.push_back(o == rank);
   }
@@ -437,12 +437,22 @@ TrainResult Trainer::fit() {
       if (step == first_step)
         say("dist: ", reducer->launched_in_backward(), " of ", reducer->bucket_count(),
             " gradient buckets started their all-reduce during the backward pass");
-      // Losses are means over ranks; a stop signal seen by any rank stops all of them at this step.
-      at::Tensor s = at::tensor(std::vector<double>{loss, mtp, stop_requested ? 1.0 : 0.0}, at::kDouble);
+      // One all-reduce per step: the losses (means over ranks), a stop signal any rank saw (all stop at this
+      // step), and the MoE expert-load counts (the bias update sees the whole global batch).
+      std::vector<at::Tensor> counts = model_->pending_expert_counts();
+      std::vector<at::Tensor> parts{at::tensor(std::vector<double>{loss, mtp, stop_requested ? 1.0 : 0.0}, at::kDouble)};
+      for (const auto& c : counts) parts.push_back(c.to(at::kCPU, at::kDouble).reshape(-1));
+      at::Tensor s = at::cat(parts);
       comm->allreduce_sum(s);
-      loss = s[0].item<double>() / world;
-      mtp = s[1].item<double>() / world;
-      stop_requested = s[2].item<double>() > 0;
+      const double* sp = s.data_ptr<double>();
+      loss = sp[0] / world;
+      mtp = sp[1] / world;
+      stop_requested = sp[2] > 0;
+      int64_t off = 3;
+      for (auto& c : counts) {
+        c.copy_(s.narrow(0, off, c.numel()).view(c.sizes()));
+        off += c.numel();
+      }
     }
     if (step == spike_at_) {
       loss *= 100.0;
@@ -488,8 +498,6 @@ TrainResult Trainer::fit() {
     opt.step();
     if (zero1) dist::broadcast_from_owners(*comm, params, owner, shapes, params.front().options());
     scaler.update(/*overflow=*/false);
-    if (comm)  // the expert bias moves by the loads of the whole global batch
-      for (at::Tensor& counts : model_->pending_expert_counts()) comm->allreduce_sum(counts);
     const double load_ratio = model_->update_expert_bias(tc.bias_update_speed * bias_speed_factor(schedule, step));
     ++step;
     ++window_steps;
