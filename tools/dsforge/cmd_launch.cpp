@@ -21,7 +21,7 @@ void add_launch_command(CLI::App& app, Context& ctx) {
       ->capture_default_str();
   c->footer("Everything after -- is the dsforge command each rank runs, e.g.\n"
             "  dsforge launch --nproc-per-node 2 -- train --config configs/run/quickstart.toml");
-  c->callback([&ctx, c, opts]() {
+  c->callback([&ctx, opts]() {
     if (!ctx.overrides.empty())
       throw CLI::ValidationError("--" + ctx.overrides.front(), "run-config overrides belong after --, to the ranks' command");
     std::vector<std::string> args = ctx.passthrough;

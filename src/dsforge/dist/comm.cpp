@@ -62,6 +62,7 @@ struct Comm::Impl {
 struct Comm::Pending::Impl {
   WorkPtr work;
   Comm* comm = nullptr;
+  std::string what;  // named in the error when it fails
 };
 
 Comm::Pending::Pending() = default;
@@ -76,8 +77,9 @@ void Comm::Pending::wait() {
     impl_->work->wait();
   } catch (const std::exception& e) {
     Comm* comm = impl_->comm;
+    const std::string what = impl_->what;
     impl_.reset();
-    comm->fail("gradient all-reduce", e);
+    comm->fail(what, e);
   }
   impl_.reset();
 }
@@ -128,24 +130,18 @@ std::unique_ptr<Comm> Comm::connect(const DistEnv& env, double timeout_s) {
   return comm;
 }
 
-void Comm::allreduce_sum(at::Tensor& t) {
-  std::vector<at::Tensor> ts{t};
-  try {
-    impl_->group->allreduce(ts)->wait();
-  } catch (const std::exception& e) {
-    fail("all-reduce", e);
-  }
-}
+void Comm::allreduce_sum(at::Tensor& t) { allreduce_sum_async(t).wait(); }
 
-Comm::Pending Comm::allreduce_sum_async(at::Tensor t) {
+Comm::Pending Comm::allreduce_sum_async(at::Tensor t, const std::string& what) {
   std::vector<at::Tensor> ts{std::move(t)};
   Pending p;
   p.impl_ = std::make_unique<Pending::Impl>();
   p.impl_->comm = this;
+  p.impl_->what = what;
   try {
     p.impl_->work = impl_->group->allreduce(ts);
   } catch (const std::exception& e) {
-    fail("all-reduce", e);
+    fail(what, e);
   }
   return p;
 }

@@ -56,7 +56,7 @@ class Comm {
     struct Impl;
     std::unique_ptr<Impl> impl_;
   };
-  Pending allreduce_sum_async(at::Tensor t);
+  Pending allreduce_sum_async(at::Tensor t, const std::string& what = "all-reduce");
 
   // Strings through the store. agree() throws ConfigError on every rank when `value` differs
   // between ranks, naming them; share() returns root's value on every rank.

@@ -4,8 +4,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char** environ;
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -17,6 +15,8 @@ extern char** environ;
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/log.h"
+
+extern char** environ;
 
 namespace dsforge::dist {
 namespace {

@@ -70,7 +70,7 @@ void GradReducer::on_grad(size_t k, const at::Tensor& grad) {
 void GradReducer::launch_ready() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
     Bucket& b = buckets_[next_launch_++];
-    b.work = comm_.allreduce_sum_async(b.flat);
+    b.work = comm_.allreduce_sum_async(b.flat, "gradient all-reduce");
     ++launched_in_backward_;
   }
 }

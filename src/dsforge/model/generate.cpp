@@ -135,14 +135,9 @@ BeamResult beam_search(CausalLm m, const std::vector<int64_t>& prompt, const Bea
     at::Tensor logp = at::log_softmax(m->decode(input, *state).select(1, -1).to(at::kFloat), -1).cpu();  // [live, V]
     const int64_t V = logp.size(1);
     // Candidates: every live beam extended by every token; the best 2 x beam keep enough non-stop ones.
-    at::Tensor total = logp + at::tensor(std::vector<double>([&] {
-                                 std::vector<double> v;
-                                 for (const auto& h : live) v.push_back(h.log_prob);
-                                 return v;
-                               }()),
-                                         at::kDouble)
-                                  .to(at::kFloat)
-                                  .unsqueeze(1);
+    std::vector<float> scores;
+    for (const auto& h : live) scores.push_back(static_cast<float>(h.log_prob));
+    const at::Tensor total = logp + at::tensor(scores).unsqueeze(1);
     const int64_t k = std::min<int64_t>(2 * opts.beam, total.numel());
     auto [vals, idx] = total.reshape({-1}).topk(k);
     std::vector<Hyp> next;

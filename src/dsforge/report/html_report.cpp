@@ -480,12 +480,8 @@ std::string render_run_report(const std::string& run_dir) {
       if (k != "kind" && k != "step") finals.emplace_back(k, json_value_text(v));
   const std::string eval_path = path_join(run_dir, "eval.json");
   if (file_exists(eval_path)) {
-    try {
-      const json ev = json::parse(read_file(eval_path));
-      for (const auto& [k, v] : ev.items()) finals.emplace_back("eval.json " + k, json_value_text(v));
-    } catch (const json::exception& e) {
-      throw DataError(fmt(eval_path, ": not valid JSON (", e.what(), ")"));
-    }
+    const json ev = read_json(eval_path);
+    for (const auto& [k, v] : ev.items()) finals.emplace_back("eval.json " + k, json_value_text(v));
   }
   body += "<h2>Final metrics</h2>" + table(finals);
   if (!d.setup.is_null()) {
@@ -537,27 +533,18 @@ std::string render_run_report(const std::string& run_dir) {
   const std::string samples_path = path_join(run_dir, "samples.json");
   if (file_exists(samples_path)) {
     body += "<h2>Samples</h2>";
-    try {
-      const json samples = json::parse(read_file(samples_path));
-      for (const auto& s : samples)
-        body += "<p class=\"sample\"><span class=\"prompt\">" + esc(s.value("prompt", "")) + "</span>" +
-                esc(s.value("completion", "")) + "</p>";
-    } catch (const json::exception& e) {
-      throw DataError(fmt(samples_path, ": not valid JSON (", e.what(), ")"));
-    }
+    for (const auto& s : read_json(samples_path))
+      body += "<p class=\"sample\"><span class=\"prompt\">" + esc(s.value("prompt", "")) + "</span>" +
+              esc(s.value("completion", "")) + "</p>";
   }
   const std::string stats_path = path_join(run_dir, "data/stats.json");
   if (file_exists(stats_path)) {
     std::vector<std::pair<std::string, std::string>> rows;
-    try {
-      const json stats = json::parse(read_file(stats_path));
-      for (const auto& [k, v] : stats.items()) {
-        if (!v.is_object()) continue;
-        for (const auto& [k2, v2] : v.items())  // one level down: source.*, filters.*, split.*, train.*
-          if (!v2.is_structured()) rows.emplace_back(k + "." + k2, json_value_text(v2));
-      }
-    } catch (const json::exception& e) {
-      throw DataError(fmt(stats_path, ": not valid JSON (", e.what(), ")"));
+    const json stats = read_json(stats_path);
+    for (const auto& [k, v] : stats.items()) {
+      if (!v.is_object()) continue;
+      for (const auto& [k2, v2] : v.items())  // one level down: source.*, filters.*, split.*, train.*
+        if (!v2.is_structured()) rows.emplace_back(k + "." + k2, json_value_text(v2));
     }
     body += "<h2>Data</h2>" + table(rows);
   }

@@ -177,14 +177,16 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
       std::vector<const Example*> batch;
       for (size_t i = b0; i < std::min(examples.size(), b0 + static_cast<size_t>(opt.batch)); ++i) batch.push_back(&examples[i]);
       auto [x, mask] = encode_batch(tok, batch, opt.max_len, pad);
-      at::Tensor logp = at::log_softmax(head(pooled(backbone, x, mask)), -1).contiguous();
-      at::Tensor am = logp.argmax(-1).contiguous();
+      const at::Tensor logp = at::log_softmax(head(pooled(backbone, x, mask)), -1).contiguous();
+      const at::Tensor am = logp.argmax(-1).contiguous();
+      const auto lp = logp.accessor<float, 2>();
+      const auto best = am.accessor<int64_t, 1>();
       for (size_t i = 0; i < batch.size(); ++i) {
         const auto row = static_cast<int64_t>(i);
         auto it = label_index.find(batch[i]->label);
         // A label the training split never showed has no logit: its loss is infinite.
-        const double loss = it == label_index.end() ? INFINITY : -logp[row][it->second].item<double>();
-        out.push_back({labels[static_cast<size_t>(am[row].item<int64_t>())], loss});
+        const double loss = it == label_index.end() ? INFINITY : -static_cast<double>(lp[row][it->second]);
+        out.push_back({labels[static_cast<size_t>(best[row])], loss});
       }
     }
     return out;

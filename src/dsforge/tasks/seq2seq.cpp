@@ -14,6 +14,7 @@
 #include "dsforge/data/corpus.h"
 #include "dsforge/eval/metrics_files.h"
 #include "dsforge/eval/text_metrics.h"
+#include "dsforge/model/causal_lm.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tokenizer/bpe.h"
@@ -177,9 +178,7 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
       const double lr = train::warmup_linear_lr(step, warmup, total, opt.lr);
       adam.set_lr(lr);
       adam.zero_grad();
-      at::Tensor logits = m->forward(x);
-      at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), y.reshape({-1}), {},
-                                               at::Reduction::Mean, -100);
+      at::Tensor loss = model::next_token_loss(m->forward(x), y);  // -100 (source, padding) is ignored
       loss.backward();
       m->update_expert_bias(1e-3);
       train::clip_grad_norm(params, 1.0);
