@@ -23,6 +23,7 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "bench_util.h"
+#include "dsforge/core/cpu_allocator.h"
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/model/causal_lm.h"
@@ -62,6 +63,7 @@ model::ModelConfig gpt2_shape(int64_t layers, int64_t d, int64_t heads, int64_t 
 std::string g_profile;  // --profile FILE: a Chrome trace of the measured dsforge steps
 
 Run run_dsforge(const Case& k, int steps, int warmup) {
+  core::release_cpu_cache();  // the previous case's blocks must not count against this one
   reset_peak_rss();
   model::CausalLm m = model::build_model(k.config);
   m->init_weights(0.02, 0);
@@ -130,6 +132,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--profile")) g_profile = argv[i + 1];
   }
   at::set_num_threads(threads);
+  core::install_cpu_allocator();  // as the dsforge CLI does (DSFORGE_CPU_CACHE_MB=0: ATen's allocator)
   if (std::system("/usr/bin/python3 -c 'import torch' 2>/dev/null") != 0) {
     std::printf("bench_train_throughput: skipped, python3-torch is not installed (scripts/setup.sh installs it)\n");
     return 0;

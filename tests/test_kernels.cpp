@@ -76,6 +76,35 @@ TEST(Kernels, ElementwiseMatchAtenAndFiniteDifferences) {
   EXPECT_NEAR(xv.grad().item<double>(), (gelu64(v + h) - gelu64(v - h)) / (2 * h), 1e-5);
 }
 
+// Under bf16 autocast GELU and SwiGLU get bfloat16 tensors: computed in float32 and rounded once,
+// so each output is the exact (float64) result rounded to bfloat16, within one bf16 step (2^-8
+// relative) where float32 rounding lands on the other side of a rounding boundary; gradients likewise.
+// (float64, not ATen's float32 GELU: its 1 + tanh(z) loses digits to cancellation for negative inputs.)
+TEST(Kernels, ElementwiseBf16IsTheFloatResultRoundedOnce) {
+  at::manual_seed(4);
+  at::Tensor x = (at::randn({8, 515}) * 3).to(at::kBFloat16), u = at::randn({8, 515}).to(at::kBFloat16);
+  at::Tensor w = at::randn({8, 515}).to(at::kBFloat16);
+  auto check = [](const at::Tensor& got, const at::Tensor& want_exact, const char* what) {
+    EXPECT_EQ(got.scalar_type(), at::kBFloat16) << what;
+    at::Tensor g = got.to(at::kFloat), r = want_exact.to(at::kFloat).to(at::kBFloat16).to(at::kFloat);
+    const double rel = ((g - r).abs() / r.abs().clamp_min(1e-3)).max().item<double>();
+    EXPECT_LE(rel, 1.0 / 128) << what;  // at most one bf16 step apart
+    const double exact = (g == r).to(at::kDouble).mean().item<double>();
+    EXPECT_GT(exact, 0.97) << what << ": only " << exact << " of the elements equal the rounded exact result";
+  };
+  at::Tensor xf = x.to(at::kDouble), uf = u.to(at::kDouble), wf = w.to(at::kDouble);
+  check(kernels::gelu_tanh(x), at::gelu(xf, "tanh"), "gelu");
+  check(kernels::silu_mul(x, u), at::silu(xf) * uf, "silu_mul");
+  // Gradients: the bf16 upstream gradient w times the float derivative at the same (bf16) input.
+  auto gb = grads_of([](auto& in) { return kernels::gelu_tanh(in[0]); }, {x}, w);
+  auto gr = grads_of([](auto& in) { return at::gelu(in[0], "tanh"); }, {xf}, wf);
+  check(gb[0], gr[0], "gelu grad");
+  auto sb = grads_of([](auto& in) { return kernels::silu_mul(in[0], in[1]); }, {x, u}, w);
+  auto sr = grads_of([](auto& in) { return at::silu(in[0]) * in[1]; }, {xf, uf}, wf);
+  check(sb[0], sr[0], "silu_mul d gate");
+  check(sb[1], sr[1], "silu_mul d up");
+}
+
 TEST(Kernels, RmsNormMatchesAten) {
   at::manual_seed(2);
   at::Tensor x = at::randn({3, 5, 96}), g = at::randn({96}) + 1, w = at::randn({3, 5, 96});

@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "commands.h"
+#include "dsforge/core/cpu_allocator.h"
 #include "dsforge/core/error.h"
 
 int main(int argc, char** argv) {
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    core::install_cpu_allocator();  // large tensors reuse their pages from step to step
     return ctx.action ? ctx.action() : 0;
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "dsforge: error: %s\n", e.what());

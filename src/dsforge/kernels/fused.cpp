@@ -15,11 +15,15 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// The helpers below must inline into the loops that call them or those loops stay scalar; GCC's
+// inliner gives up on them inside the large autograd functions, so they are forced.
+#define DSFORGE_ALWAYS_INLINE inline __attribute__((always_inline))
+
 // exp(x) = 2^n e^r with n = round(x / ln 2), |r| <= ln2 / 2, and Cephes' degree-5 polynomial for
 // e^r (relative error below 2e-7 over the float range). Written without library calls so the
 // loops below vectorise; inputs below -87 give ~1e-38 instead of a denormal or zero, which only
 // matters for probabilities already far below float resolution of their row's sum.
-inline float exp_approx(float x) {
+DSFORGE_ALWAYS_INLINE float exp_approx(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float fn = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
   const float r = x - fn * 0.693359375f - fn * -2.12194440e-4f;
@@ -36,7 +40,17 @@ inline float exp_approx(float x) {
   return y * scale;
 }
 
-inline float sigmoid(float t) { return 1.0f / (1.0f + exp_approx(-t)); }
+DSFORGE_ALWAYS_INLINE float sigmoid(float t) { return 1.0f / (1.0f + exp_approx(-t)); }
+
+// Element-wise kernels also take bfloat16 (all operands the same dtype).
+bool elementwise_fast_path(std::initializer_list<const at::Tensor*> ts) {
+  if (!fused_enabled()) return false;
+  const auto dt = (*ts.begin())->scalar_type();
+  if (dt != at::kFloat && dt != at::kBFloat16) return false;
+  for (const at::Tensor* t : ts)
+    if (!t->defined() || t->scalar_type() != dt || !t->device().is_cpu() || !t->is_contiguous()) return false;
+  return true;
+}
 
 bool fast_path(std::initializer_list<const at::Tensor*> ts) {
   if (!fused_enabled()) return false;
@@ -112,69 +126,124 @@ struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
   }
 };
 
+// ------------------------------------------------------------------ element storage
+// The element-wise kernels read and write float32 or bfloat16 and compute in float32. bfloat16 is
+// the upper half of a float32: widening is a shift, narrowing rounds to nearest even (NaN stays NaN).
+// Written on raw uint16_t so the loops vectorise like the float ones.
+DSFORGE_ALWAYS_INLINE float load(const float* p, int64_t i) { return p[i]; }
+DSFORGE_ALWAYS_INLINE float load(const uint16_t* p, int64_t i) {
+  const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+DSFORGE_ALWAYS_INLINE void store(float* p, int64_t i, float v) { p[i] = v; }
+DSFORGE_ALWAYS_INLINE void store(uint16_t* p, int64_t i, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  p[i] = static_cast<uint16_t>(v != v ? 0x7fc0u : rounded);
+}
+
+template <typename T>
+T* ptr(const at::Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+
+// Runs f.template operator()<T>() with T = float or uint16_t (bfloat16 bits) for t's dtype.
+template <typename F>
+void dispatch_storage(const at::Tensor& t, F&& f) {
+  if (t.scalar_type() == at::kBFloat16) f(uint16_t{});
+  else f(float{});
+}
+
 // ------------------------------------------------------------------ GELU (tanh form)
 constexpr float kGeluK = 1.5957691216057308f;  // 2 sqrt(2 / pi): 0.5 (1 + tanh(z)) = sigmoid(2 z)
 constexpr float kGeluC = 0.044715f;
 
+// The loops are plain function templates: GCC does not vectorise them inside generic lambdas.
+template <typename T>
+void gelu_forward(const T* x, T* y, int64_t b, int64_t e) {
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
+    const float v = load(x, i);
+    store(y, i, v * sigmoid(kGeluK * (v + kGeluC * v * v * v)));
+  }
+}
+
+template <typename T>
+void gelu_backward(const T* x, const T* dy, T* dx, int64_t b, int64_t e) {
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
+    const float v = load(x, i);
+    const float s = sigmoid(kGeluK * (v + kGeluC * v * v * v));
+    store(dx, i, load(dy, i) * (s + v * s * (1.0f - s) * kGeluK * (1.0f + 3.0f * kGeluC * v * v)));
+  }
+}
+
 struct GeluFn : torch::autograd::Function<GeluFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x) {
     at::Tensor y = at::empty_like(x);
-    const float* xp = x.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
-#pragma omp simd
-      for (int64_t i = b; i < e; ++i) {
-        const float v = xp[i];
-        yp[i] = v * sigmoid(kGeluK * (v + kGeluC * v * v * v));
-      }
+    dispatch_storage(x, [&](auto tag) {
+      using T = decltype(tag);
+      at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) { gelu_forward(ptr<T>(x), ptr<T>(y), b, e); });
     });
     ctx->save_for_backward({x});
     return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     at::Tensor x = ctx->get_saved_variables()[0];
-    at::Tensor dy = grad_out[0].contiguous();
+    at::Tensor dy = grad_out[0].to(x.scalar_type()).contiguous();
     at::Tensor dx = at::empty_like(x);
-    const float *xp = x.data_ptr<float>(), *dyp = dy.data_ptr<float>();
-    float* dxp = dx.data_ptr<float>();
-    at::parallel_for(0, x.numel(), kGrain, [&](int64_t b, int64_t e) {
-#pragma omp simd
-      for (int64_t i = b; i < e; ++i) {
-        const float v = xp[i];
-        const float s = sigmoid(kGeluK * (v + kGeluC * v * v * v));
-        dxp[i] = dyp[i] * (s + v * s * (1.0f - s) * kGeluK * (1.0f + 3.0f * kGeluC * v * v));
-      }
+    dispatch_storage(x, [&](auto tag) {
+      using T = decltype(tag);
+      at::parallel_for(0, x.numel(), kGrain,
+                       [&](int64_t b, int64_t e) { gelu_backward(ptr<T>(x), ptr<T>(dy), ptr<T>(dx), b, e); });
     });
     return {dx};
   }
 };
 
 // ------------------------------------------------------------------ SwiGLU product
+template <typename T>
+void silu_mul_forward(const T* gate, const T* up, T* y, int64_t b, int64_t e) {
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
+    const float g = load(gate, i);
+    store(y, i, g * sigmoid(g) * load(up, i));
+  }
+}
+
+template <typename T>
+void silu_mul_backward(const T* gate, const T* up, const T* dy, T* dg, T* du, int64_t b, int64_t e) {
+#pragma omp simd
+  for (int64_t i = b; i < e; ++i) {
+    const float g = load(gate, i), u = load(up, i), d = load(dy, i), s = sigmoid(g);
+    store(dg, i, d * u * s * (1.0f + g * (1.0f - s)));
+    store(du, i, d * g * s);
+  }
+}
+
 struct SiluMulFn : torch::autograd::Function<SiluMulFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
     at::Tensor y = at::empty_like(gate);
-    const float *gp = gate.data_ptr<float>(), *up_ = up.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
-    at::parallel_for(0, gate.numel(), kGrain, [&](int64_t b, int64_t e) {
-#pragma omp simd
-      for (int64_t i = b; i < e; ++i) yp[i] = gp[i] * sigmoid(gp[i]) * up_[i];
+    dispatch_storage(gate, [&](auto tag) {
+      using T = decltype(tag);
+      at::parallel_for(0, gate.numel(), kGrain,
+                       [&](int64_t b, int64_t e) { silu_mul_forward(ptr<T>(gate), ptr<T>(up), ptr<T>(y), b, e); });
     });
     ctx->save_for_backward({gate, up});
     return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
-    at::Tensor gate = saved[0], up = saved[1], dy = grad_out[0].contiguous();
+    at::Tensor gate = saved[0], up = saved[1], dy = grad_out[0].to(gate.scalar_type()).contiguous();
     at::Tensor dg = at::empty_like(gate), du = at::empty_like(up);
-    const float *gp = gate.data_ptr<float>(), *up_ = up.data_ptr<float>(), *dyp = dy.data_ptr<float>();
-    float *dgp = dg.data_ptr<float>(), *dup = du.data_ptr<float>();
-    at::parallel_for(0, gate.numel(), kGrain, [&](int64_t b, int64_t e) {
-#pragma omp simd
-      for (int64_t i = b; i < e; ++i) {
-        const float g = gp[i], s = sigmoid(g);
-        dgp[i] = dyp[i] * up_[i] * s * (1.0f + g * (1.0f - s));
-        dup[i] = dyp[i] * g * s;
-      }
+    dispatch_storage(gate, [&](auto tag) {
+      using T = decltype(tag);
+      at::parallel_for(0, gate.numel(), kGrain, [&](int64_t b, int64_t e) {
+        silu_mul_backward(ptr<T>(gate), ptr<T>(up), ptr<T>(dy), ptr<T>(dg), ptr<T>(du), b, e);
+      });
     });
     return {dg, du};
   }
@@ -241,7 +310,7 @@ struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
 
 // ------------------------------------------------------------------ scaled causal softmax
 // One row: y[:n] = softmax(scale * x[:n]), y[n:] = 0 (the masked keys). x and y may alias.
-inline void softmax_row(const float* x, float* y, int64_t n, int64_t T, float sc) {
+DSFORGE_ALWAYS_INLINE void softmax_row(const float* x, float* y, int64_t n, int64_t T, float sc) {
   float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)
   for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
@@ -259,7 +328,7 @@ inline void softmax_row(const float* x, float* y, int64_t n, int64_t T, float sc
 }
 
 // Its backward: dx = scale * y * (dy - sum(y * dy)); dx may alias dy.
-inline void softmax_row_backward(const float* y, const float* dy, float* dx, int64_t n, int64_t T, float sc) {
+DSFORGE_ALWAYS_INLINE void softmax_row_backward(const float* y, const float* dy, float* dx, int64_t n, int64_t T, float sc) {
   float dot = 0;
 #pragma omp simd reduction(+ : dot)
   for (int64_t j = 0; j < n; ++j) dot += y[j] * dy[j];
@@ -376,12 +445,12 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, do
 }
 
 at::Tensor gelu_tanh(const at::Tensor& x) {
-  if (!fast_path({&x})) return at::gelu(x, "tanh");
+  if (!elementwise_fast_path({&x})) return at::gelu(x, "tanh");
   return GeluFn::apply(x);
 }
 
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
-  if (!fast_path({&gate, &up}) || !gate.sizes().equals(up.sizes())) return at::silu(gate) * up;
+  if (!elementwise_fast_path({&gate, &up}) || !gate.sizes().equals(up.sizes())) return at::silu(gate) * up;
   return SiluMulFn::apply(gate, up);
 }
 

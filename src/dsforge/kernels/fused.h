@@ -8,6 +8,8 @@
 //   silu_mul       silu(gate) * up, the SwiGLU product, and both derivatives.
 //   rms_norm       x * rsqrt(mean(x^2) + eps) * w over the last dimension, saving only the per-row scale.
 //
+// gelu_tanh and silu_mul also run on bfloat16 tensors (what bf16 autocast hands them), computing in
+// float32 and rounding once on the way out, several times faster than ATen's bfloat16 kernels.
 // Every function falls back to the equivalent ATen composition where the fast path does not apply
 // (not float32, not CPU, not contiguous), so results never depend on where a tensor lives.
 // Tests compare each against that composition and against finite differences.
