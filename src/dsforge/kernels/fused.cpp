@@ -2,7 +2,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <atomic>
 
 #include <cmath>
 #include <cstdlib>
@@ -371,23 +376,60 @@ struct CausalSoftmaxFn : torch::autograd::Function<CausalSoftmaxFn> {
 };
 
 // ------------------------------------------------------------------ causal attention
+// Row-major C[M, N] = op(A) op(B) + beta C. Where the build found the system BLAS (the libblas.so.3
+// libtorch itself uses, DSFORGE_HAVE_BLAS) straight to sgemm, column-major, as the same product
+// transposed with the operands swapped: no tensor views or operator dispatch per product. Otherwise
+// through at::mm_out on views of the same memory.
+#ifdef DSFORGE_HAVE_BLAS
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc);
+#endif
+
+void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+             int64_t ldb, float beta, float* C, int64_t ldc) {
+#ifdef DSFORGE_HAVE_BLAS
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const float alpha = 1.0f;
+  sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+#else
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  auto view = [&](const float* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+    at::Tensor t = at::from_blob(const_cast<float*>(p), {trans ? cols : rows, trans ? rows : cols}, {ld, 1}, opts);
+    return trans ? t.t() : t;
+  };
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  if (beta == 0.0f) at::mm_out(c, view(A, M, K, lda, trans_a), view(B, K, N, ldb, trans_b));
+  else c.addmm_(view(A, M, K, lda, trans_a), view(B, K, N, ldb, trans_b), beta, 1.0f);
+#endif
+}
+
+// One (batch, head) slice per task, its products single-threaded with the scores in cache. Query rows
+// go in blocks of kQueryBlock; a block's products stop at the last key its last row can see, so the
+// masked upper triangle costs (almost) no multiplications: at S = T = 256, 10/16 of the full products.
+constexpr int64_t kQueryBlock = 64;
+
 struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                             double scale) {
     at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), T = k.size(2), Dv = v.size(3);
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), D = q.size(3), T = k.size(2), Dv = v.size(3), off = T - S;
     at::Tensor p = at::empty({B, H, S, T}, q.options()), out = at::empty({B, H, S, Dv}, q.options());
-    at::Tensor q2 = q.view({B * H, S, -1}), k2 = k.view({B * H, T, -1}), v2 = v.view({B * H, T, Dv});
-    at::Tensor p2 = p.view({B * H, S, T}), o2 = out.view({B * H, S, Dv});
+    const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+    float *pp = p.data_ptr<float>(), *op = out.data_ptr<float>();
     const float sc = static_cast<float>(scale);
     at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t i = b0; i < b1; ++i) {
-        at::Tensor pi = p2[i];
-        at::mm_out(pi, q2[i], k2[i].t());
-        float* pp = pi.data_ptr<float>();
-        for (int64_t r = 0; r < S; ++r) softmax_row(pp + r * T, pp + r * T, std::min(T, r + T - S + 1), T, sc);
-        at::Tensor oi = o2[i];
-        at::mm_out(oi, pi, v2[i]);
+        const float *qi = qp + i * S * D, *ki = kp + i * T * D, *vi = vp + i * T * Dv;
+        float *pi = pp + i * S * T, *oi = op + i * S * Dv;
+        for (int64_t r0 = 0; r0 < S; r0 += kQueryBlock) {
+          const int64_t r1 = std::min(S, r0 + kQueryBlock), c = std::min(T, r1 + off);
+          gemm_rm(false, true, r1 - r0, c, D, qi + r0 * D, D, ki, D, 0.0f, pi + r0 * T, T);  // P = Q K^T
+          for (int64_t r = r0; r < r1; ++r) softmax_row(pi + r * T, pi + r * T, std::min(T, r + off + 1), T, sc);
+          gemm_rm(false, false, r1 - r0, Dv, c, pi + r0 * T, T, vi, Dv, 0.0f, oi + r0 * Dv, Dv);  // O = P V
+        }
       }
     });
     ctx->save_for_backward({q, k, v, p});
@@ -398,29 +440,116 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
     auto saved = ctx->get_saved_variables();
     at::Tensor q = saved[0], k = saved[1], v = saved[2], p = saved[3], dout = grad_out[0].contiguous();
     const float sc = static_cast<float>(ctx->saved_data["scale"].toDouble());
-    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), T = k.size(2), Dv = v.size(3);
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), D = q.size(3), T = k.size(2), Dv = v.size(3), off = T - S;
     at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
-    at::Tensor q2 = q.view({B * H, S, -1}), k2 = k.view({B * H, T, -1}), v2 = v.view({B * H, T, Dv});
-    at::Tensor p2 = p.view({B * H, S, T}), do2 = dout.view({B * H, S, Dv});
-    at::Tensor dq2 = dq.view({B * H, S, -1}), dk2 = dk.view({B * H, T, -1}), dv2 = dv.view({B * H, T, Dv});
-    const int64_t off = T - S;
+    const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>(), *pp = p.data_ptr<float>(),
+                *dop = dout.data_ptr<float>();
+    float *dqp = dq.data_ptr<float>(), *dkp = dk.data_ptr<float>(), *dvp = dv.data_ptr<float>();
     at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
-      at::Tensor ds = at::empty({S, T}, q.options());
+      std::vector<float> ds_buf(static_cast<size_t>(kQueryBlock * T));
+      float* ds = ds_buf.data();
       for (int64_t i = b0; i < b1; ++i) {
-        at::Tensor pi = p2[i], doi = do2[i];
-        at::Tensor dvi = dv2[i];
-        at::mm_out(dvi, pi.t(), doi);       // dV = P^T dO
-        at::mm_out(ds, doi, v2[i].t());     // dP = dO V^T
-        float* dsp = ds.data_ptr<float>();
-        const float* pp = pi.data_ptr<float>();
-        for (int64_t r = 0; r < S; ++r)  // dS = scale * P (dP - rowsum(P dP)), in place over dP
-          softmax_row_backward(pp + r * T, dsp + r * T, dsp + r * T, std::min(T, r + off + 1), T, sc);
-        at::Tensor dqi = dq2[i], dki = dk2[i];
-        at::mm_out(dqi, ds, k2[i]);         // dQ = dS K
-        at::mm_out(dki, ds.t(), q2[i]);     // dK = dS^T Q
+        const float *qi = qp + i * S * D, *ki = kp + i * T * D, *vi = vp + i * T * Dv, *pi = pp + i * S * T,
+                    *doi = dop + i * S * Dv;
+        float *dqi = dqp + i * S * D, *dki = dkp + i * T * D, *dvi = dvp + i * T * Dv;
+        // Last block first: it sees every key, so its products (beta = 0) initialise all of dK and dV.
+        const int64_t n_blocks = (S + kQueryBlock - 1) / kQueryBlock;
+        for (int64_t blk = n_blocks - 1; blk >= 0; --blk) {
+          const int64_t r0 = blk * kQueryBlock, r1 = std::min(S, r0 + kQueryBlock), rows = r1 - r0;
+          const int64_t c = blk == n_blocks - 1 ? T : std::min(T, r1 + off);
+          const float beta = blk == n_blocks - 1 ? 0.0f : 1.0f;
+          gemm_rm(true, false, c, Dv, rows, pi + r0 * T, T, doi + r0 * Dv, Dv, beta, dvi, Dv);  // dV += P^T dO
+          gemm_rm(false, true, rows, c, Dv, doi + r0 * Dv, Dv, vi, Dv, 0.0f, ds, T);            // dP = dO V^T
+          for (int64_t r = r0; r < r1; ++r)  // dS = scale * P (dP - rowsum(P dP)), in place over dP
+            softmax_row_backward(pi + r * T, ds + (r - r0) * T, ds + (r - r0) * T, std::min(T, r + off + 1), c, sc);
+          gemm_rm(false, false, rows, D, c, ds, T, ki, D, 0.0f, dqi + r0 * D, D);  // dQ = dS K
+          gemm_rm(true, false, c, D, rows, ds, T, qi + r0 * D, D, beta, dki, D);   // dK += dS^T Q
+        }
       }
     });
     return {dq, dk, dv, at::Tensor()};
+  }
+};
+
+// ------------------------------------------------------------------ routed SwiGLU experts
+// Rows [o_e, o_e + n_e) of x (tokens grouped by expert) go through expert e:
+// y = (silu(x Wg^T) * (x Wu^T)) Wd^T, weights w = {Wg_0, Wu_0, Wd_0, Wg_1, ...}. One expert per task,
+// the busiest first, each expert's products single-threaded with its activations in cache: one
+// autograd node instead of four per expert, and no per-product thread start-up for these small GEMMs.
+// Keeps g = x Wg^T and u = x Wu^T for backward; experts that got no tokens get no gradient.
+template <typename F>
+void for_each_expert_busiest_first(const std::vector<int64_t>& counts, F&& f) {
+  std::vector<int64_t> order;
+  for (int64_t e = 0; e < static_cast<int64_t>(counts.size()); ++e)
+    if (counts[static_cast<size_t>(e)] > 0) order.push_back(e);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return counts[static_cast<size_t>(a)] > counts[static_cast<size_t>(b)]; });
+  std::atomic<size_t> next{0};
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), static_cast<int64_t>(order.size()));
+  at::parallel_for(0, std::max<int64_t>(workers, 1), 1, [&](int64_t, int64_t) {
+    for (size_t i; (i = next++) < order.size();) f(order[i]);
+  });
+}
+
+std::vector<int64_t> offsets_of(const std::vector<int64_t>& counts) {
+  std::vector<int64_t> o(counts.size() + 1, 0);
+  for (size_t e = 0; e < counts.size(); ++e) o[e + 1] = o[e] + counts[e];
+  return o;
+}
+
+struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const std::vector<int64_t>& counts,
+                            at::TensorList w) {
+    at::Tensor x = x_in.contiguous();
+    const int64_t M = x.size(0), d = x.size(1), I = w[0].size(0);
+    const auto off = offsets_of(counts);
+    at::Tensor g = at::empty({M, I}, x.options()), u = at::empty({M, I}, x.options()), y = at::empty({M, d}, x.options());
+    for_each_expert_busiest_first(counts, [&](int64_t e) {
+      const int64_t o = off[static_cast<size_t>(e)], n = counts[static_cast<size_t>(e)];
+      at::Tensor xe = x.narrow(0, o, n), ge = g.narrow(0, o, n), ue = u.narrow(0, o, n), ye = y.narrow(0, o, n);
+      at::mm_out(ge, xe, w[3 * e].t());
+      at::mm_out(ue, xe, w[3 * e + 1].t());
+      at::Tensor he = at::empty({n, I}, x.options());
+      silu_mul_forward(ge.data_ptr<float>(), ue.data_ptr<float>(), he.data_ptr<float>(), 0, n * I);
+      at::mm_out(ye, he, w[3 * e + 2].t());
+    });
+    std::vector<at::Tensor> saved = {x, g, u};
+    saved.insert(saved.end(), w.begin(), w.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["counts"] = counts;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &g = saved[1], &u = saved[2];
+    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+    const auto off = offsets_of(counts);
+    at::Tensor dy = grad_out[0].contiguous();
+    const int64_t I = g.size(1), E = static_cast<int64_t>(counts.size());
+    at::Tensor dx = at::empty_like(x);  // every row belongs to an expert with rows
+    variable_list grads(static_cast<size_t>(2 + 3 * E));  // x, counts, then one per weight
+    for_each_expert_busiest_first(counts, [&](int64_t e) {
+      const int64_t o = off[static_cast<size_t>(e)], n = counts[static_cast<size_t>(e)];
+      const at::Tensor &wg = saved[static_cast<size_t>(3 + 3 * e)], &wu = saved[static_cast<size_t>(4 + 3 * e)],
+                       &wd = saved[static_cast<size_t>(5 + 3 * e)];
+      at::Tensor xe = x.narrow(0, o, n), ge = g.narrow(0, o, n), ue = u.narrow(0, o, n), dye = dy.narrow(0, o, n);
+      at::Tensor he = at::empty({n, I}, x.options()), dh = at::empty({n, I}, x.options());
+      silu_mul_forward(ge.data_ptr<float>(), ue.data_ptr<float>(), he.data_ptr<float>(), 0, n * I);
+      at::Tensor dwd = at::mm(dye.t(), he);  // [d, I]
+      at::mm_out(dh, dye, wd);                // [n, I]
+      at::Tensor dg = he, du = at::empty({n, I}, x.options());  // he is no longer needed: reuse it
+      silu_mul_backward(ge.data_ptr<float>(), ue.data_ptr<float>(), dh.data_ptr<float>(), dg.data_ptr<float>(),
+                        du.data_ptr<float>(), 0, n * I);
+      at::Tensor dxe = dx.narrow(0, o, n);
+      at::mm_out(dxe, dg, wg);
+      dxe.addmm_(du, wu);
+      grads[static_cast<size_t>(2 + 3 * e)] = at::mm(dg.t(), xe);
+      grads[static_cast<size_t>(3 + 3 * e)] = at::mm(du.t(), xe);
+      grads[static_cast<size_t>(4 + 3 * e)] = dwd;
+    });
+    grads[0] = dx;
+    return grads;
   }
 };
 
@@ -472,6 +601,26 @@ at::Tensor causal_softmax(const at::Tensor& scores, double scale) {
     return at::softmax((scores.to(ct) * scale).masked_fill(k > q, -INFINITY), -1);
   }
   return CausalSoftmaxFn::apply(scores, scale);
+}
+
+bool autocast_on() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+  return at::autocast::is_cpu_enabled();
+#endif
+}
+
+bool grouped_swiglu_applies(const at::Tensor& x, at::TensorList weights) {
+  if (!fast_path({&x}) || x.dim() != 2 || weights.size() % 3 != 0 || autocast_on()) return false;
+  for (const at::Tensor& w : weights)
+    if (!fast_path({&w}) || w.dim() != 2) return false;
+  return true;
+}
+
+at::Tensor grouped_swiglu(const at::Tensor& x, const std::vector<int64_t>& counts, at::TensorList weights) {
+  TORCH_CHECK(weights.size() == 3 * counts.size(), "grouped_swiglu: expected 3 weights per expert");
+  return GroupedSwiGluFn::apply(x, counts, weights);
 }
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {

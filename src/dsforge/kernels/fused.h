@@ -35,6 +35,14 @@ at::Tensor causal_softmax(const at::Tensor& scores, double scale);
 // each batched product being split across cores separately.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
 
+// Routed SwiGLU experts over tokens grouped by expert: the first counts[0] rows of x go through
+// expert 0, the next counts[1] through expert 1, ...; weights = {gate_0, up_0, down_0, gate_1, ...}
+// ([I, d], [I, d], [d, I], bias-free). Returns the [rows, d] outputs in the same order. Applies to
+// float32 CPU tensors outside autocast (grouped_swiglu_applies); callers run the experts one by one
+// otherwise. Experts with no rows get no gradient, as when they are not called.
+bool grouped_swiglu_applies(const at::Tensor& x, at::TensorList weights);
+at::Tensor grouped_swiglu(const at::Tensor& x, const std::vector<int64_t>& counts, at::TensorList weights);
+
 // Optimizer pieces: the squared L2 norm of a tensor (double accumulation, no copy), and one AdamW
 // update of a float32 parameter in a single pass: g = grad * grad_scale; m, v updated; decoupled decay.
 double sum_of_squares(const at::Tensor& t);

@@ -250,14 +250,24 @@ at::Tensor DeepseekMoeImpl::forward(const at::Tensor& x) {
   at::Tensor counts = at::bincount(flat_idx, {}, E).to(at::kCPU);
   const int64_t* cnt = counts.data_ptr<int64_t>();
   at::Tensor x_sorted = flat.index_select(0, token_of);            // (N*K, d)
-  // One split (its backward is one concatenation) rather than a narrow per expert (each of whose
+  // float32 outside autocast: all experts in one fused node (kernels::grouped_swiglu). Otherwise one
+  // split (its backward is one concatenation) rather than a narrow per expert (each of whose
   // backward passes would materialise and add a full-size gradient).
-  const std::vector<at::Tensor> parts = x_sorted.split_with_sizes(c10::IntArrayRef(cnt, static_cast<size_t>(E)));
-  std::vector<at::Tensor> outs;
-  outs.reserve(static_cast<size_t>(E));
-  for (int64_t e = 0; e < E; ++e)
-    if (cnt[e] > 0) outs.push_back(expert_list_[static_cast<size_t>(e)](parts[static_cast<size_t>(e)]));  // idle experts do no work
-  at::Tensor y_sorted = at::cat(outs, 0) * w_sorted;
+  at::Tensor y_sorted;
+  std::vector<at::Tensor> weights;
+  weights.reserve(static_cast<size_t>(3 * E));
+  for (auto& ex : expert_list_)
+    for (const auto& w : {ex->gate_proj->weight, ex->up_proj->weight, ex->down_proj->weight}) weights.push_back(w);
+  if (kernels::grouped_swiglu_applies(x_sorted, weights)) {
+    y_sorted = kernels::grouped_swiglu(x_sorted, std::vector<int64_t>(cnt, cnt + E), weights) * w_sorted;
+  } else {
+    const std::vector<at::Tensor> parts = x_sorted.split_with_sizes(c10::IntArrayRef(cnt, static_cast<size_t>(E)));
+    std::vector<at::Tensor> outs;
+    outs.reserve(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e)
+      if (cnt[e] > 0) outs.push_back(expert_list_[static_cast<size_t>(e)](parts[static_cast<size_t>(e)]));  // idle experts do no work
+    y_sorted = at::cat(outs, 0) * w_sorted;
+  }
   at::Tensor y = at::zeros_like(flat).index_add(0, token_of, y_sorted);
   if (shared_experts) y = y + shared_experts(flat);
 
