@@ -105,6 +105,28 @@ TEST(Kernels, ElementwiseBf16IsTheFloatResultRoundedOnce) {
   check(sb[1], sr[1], "silu_mul d up");
 }
 
+// bf16 logits (the LM head under autocast) are read as they are: the loss is the float32 loss of the
+// same values, and the gradient (bf16, like the logits) the float32 gradient rounded once.
+TEST(Kernels, CrossEntropyReadsBf16LogitsDirectly) {
+  at::manual_seed(6);
+  at::Tensor logits = (at::randn({29, 301}) * 3).to(at::kBFloat16), targets = at::randint(301, {29}, at::kLong);
+  targets[4] = -100;
+  at::Tensor lf = logits.to(at::kDouble);
+  for (double eps : {0.0, 0.1}) {
+    at::Tensor lb = logits.clone().requires_grad_(true), lr = lf.clone().requires_grad_(true);
+    at::Tensor loss = kernels::cross_entropy(lb, targets, eps);
+    at::Tensor ref = at::cross_entropy_loss(lr, targets, {}, at::Reduction::Mean, -100, eps);
+    EXPECT_EQ(loss.scalar_type(), at::kFloat);
+    EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-5 * ref.item<double>());
+    (loss * 0.5).backward();
+    (ref * 0.5).backward();
+    EXPECT_EQ(lb.grad().scalar_type(), at::kBFloat16);
+    at::Tensor want = lr.grad().to(at::kFloat).to(at::kBFloat16).to(at::kFloat), got = lb.grad().to(at::kFloat);
+    EXPECT_LE((got - want).abs().max().item<double>(), want.abs().max().item<double>() / 128) << "eps " << eps;
+    EXPECT_EQ(got[4].abs().sum().item<double>(), 0.0);
+  }
+}
+
 // The fused routed experts against running each expert's SwiGLU on its rows: outputs, the gradient
 // of the input and of every weight; an expert with no rows gets no gradient at all.
 TEST(Kernels, GroupedSwiGluMatchesExpertByExpert) {

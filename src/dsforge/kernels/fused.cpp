@@ -66,71 +66,6 @@ bool fast_path(std::initializer_list<const at::Tensor*> ts) {
 
 constexpr int64_t kGrain = 16384;  // elements per parallel chunk
 
-// ------------------------------------------------------------------ cross-entropy
-// Per row: m = max x, s = sum exp(x - m), lse = m + log s; loss = (1 - e)(lse - x_t) + e (lse - mean x).
-// Gradient / N: softmax - (1 - e) onehot(t) - e / V.
-struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets, double eps,
-                            int64_t ignore_index) {
-    const int64_t N = logits.size(0), V = logits.size(1);
-    const bool need_grad = ctx != nullptr;
-    at::Tensor grad = need_grad ? at::empty_like(logits) : at::Tensor();
-    at::Tensor tg = targets.to(at::kLong).contiguous();
-    const int64_t* t = tg.data_ptr<int64_t>();
-    int64_t n_valid = 0;
-    for (int64_t i = 0; i < N; ++i) {
-      if (t[i] == ignore_index) continue;
-      if (t[i] < 0 || t[i] >= V) throw std::out_of_range("cross_entropy: target " + std::to_string(t[i]) + " outside [0, " + std::to_string(V) + ")");
-      ++n_valid;
-    }
-    const float inv_n = n_valid > 0 ? 1.0f / static_cast<float>(n_valid) : 0.0f;
-    std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
-    const float* x0 = logits.data_ptr<float>();
-    float* g0 = need_grad ? grad.data_ptr<float>() : nullptr;
-    const float fe = static_cast<float>(eps);
-    at::parallel_for(0, N, std::max<int64_t>(1, kGrain / V), [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(need_grad ? 0 : static_cast<size_t>(V));
-      for (int64_t i = begin; i < end; ++i) {
-        const float* x = x0 + i * V;
-        float* g = need_grad ? g0 + i * V : scratch.data();
-        if (t[i] == ignore_index) {
-          if (need_grad) std::fill(g, g + V, 0.0f);
-          continue;
-        }
-        float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
-        for (int64_t j = 0; j < V; ++j) m = x[j] > m ? x[j] : m;
-        float s = 0, sx = 0;
-#pragma omp simd reduction(+ : s, sx)
-        for (int64_t j = 0; j < V; ++j) {
-          const float e = exp_approx(x[j] - m);
-          g[j] = e;
-          s += e;
-          sx += x[j];
-        }
-        const double lse = static_cast<double>(m) + std::log(static_cast<double>(s));
-        row_loss[static_cast<size_t>(i)] = (1.0 - eps) * (lse - x[t[i]]) + eps * (lse - static_cast<double>(sx) / static_cast<double>(V));
-        if (!need_grad) continue;
-        const float scale = inv_n / s, shift = fe * inv_n / static_cast<float>(V);
-#pragma omp simd
-        for (int64_t j = 0; j < V; ++j) g[j] = g[j] * scale - shift;
-        g[t[i]] -= (1.0f - fe) * inv_n;
-      }
-    });
-    double total = 0;
-    for (double l : row_loss) total += l;
-    if (need_grad) ctx->save_for_backward({grad});
-    return at::scalar_tensor(n_valid > 0 ? total / static_cast<double>(n_valid) : 0.0, logits.options());
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
-    at::Tensor g = ctx->get_saved_variables()[0];
-    const float go = grad_out[0].item<float>();
-    if (go != 1.0f) g.mul_(go);  // the buffer is ours and used once: scale in place
-    return {g, at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-};
-
 // ------------------------------------------------------------------ element storage
 // The element-wise kernels read and write float32 or bfloat16 and compute in float32. bfloat16 is
 // the upper half of a float32: widening is a shift, narrowing rounds to nearest even (NaN stays NaN).
@@ -161,6 +96,80 @@ void dispatch_storage(const at::Tensor& t, F&& f) {
   if (t.scalar_type() == at::kBFloat16) f(uint16_t{});
   else f(float{});
 }
+
+// ------------------------------------------------------------------ cross-entropy
+// Per row: m = max x, s = sum exp(x - m), lse = m + log s; loss = (1 - e)(lse - x_t) + e (lse - mean x).
+// Gradient / N: softmax - (1 - e) onehot(t) - e / V. Logits may be bfloat16 (the LM head under bf16
+// autocast): read as float32, the gradient rounded to bfloat16 once, no float32 copy of the logits.
+template <typename T>
+double cross_entropy_row(const T* x, T* g, float* e_buf, int64_t V, int64_t target, float eps, float inv_n) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < V; ++j) m = std::max(m, load(x, j));
+  float s = 0, sx = 0;
+#pragma omp simd reduction(+ : s, sx)
+  for (int64_t j = 0; j < V; ++j) {
+    const float xj = load(x, j), e = exp_approx(xj - m);
+    e_buf[j] = e;
+    s += e;
+    sx += xj;
+  }
+  const double lse = static_cast<double>(m) + std::log(static_cast<double>(s));
+  const double loss = (1.0 - eps) * (lse - load(x, target)) + eps * (lse - static_cast<double>(sx) / static_cast<double>(V));
+  if (g) {
+    const float scale = inv_n / s, shift = eps * inv_n / static_cast<float>(V), hit = (1.0f - eps) * inv_n;
+#pragma omp simd
+    for (int64_t j = 0; j < V; ++j) store(g, j, e_buf[j] * scale - shift - (j == target ? hit : 0.0f));
+  }
+  return loss;
+}
+
+struct CrossEntropyFn : torch::autograd::Function<CrossEntropyFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets, double eps,
+                            int64_t ignore_index) {
+    const int64_t N = logits.size(0), V = logits.size(1);
+    const bool need_grad = ctx != nullptr;
+    at::Tensor grad = need_grad ? at::empty_like(logits) : at::Tensor();
+    at::Tensor tg = targets.to(at::kLong).contiguous();
+    const int64_t* t = tg.data_ptr<int64_t>();
+    int64_t n_valid = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      if (t[i] == ignore_index) continue;
+      if (t[i] < 0 || t[i] >= V) throw std::out_of_range("cross_entropy: target " + std::to_string(t[i]) + " outside [0, " + std::to_string(V) + ")");
+      ++n_valid;
+    }
+    const float inv_n = n_valid > 0 ? 1.0f / static_cast<float>(n_valid) : 0.0f;
+    std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
+    dispatch_storage(logits, [&](auto tag) {
+      using T = decltype(tag);
+      const T* x0 = ptr<T>(logits);
+      T* g0 = need_grad ? ptr<T>(grad) : nullptr;
+      at::parallel_for(0, N, std::max<int64_t>(1, kGrain / V), [&](int64_t begin, int64_t end) {
+        std::vector<float> e_buf(static_cast<size_t>(V));
+        for (int64_t i = begin; i < end; ++i) {
+          T* g = need_grad ? g0 + i * V : nullptr;
+          if (t[i] == ignore_index) {
+            if (g) std::fill(g, g + V, T{});
+            continue;
+          }
+          row_loss[static_cast<size_t>(i)] =
+              cross_entropy_row(x0 + i * V, g, e_buf.data(), V, t[i], static_cast<float>(eps), inv_n);
+        }
+      });
+    });
+    double total = 0;
+    for (double l : row_loss) total += l;
+    if (need_grad) ctx->save_for_backward({grad});
+    return at::scalar_tensor(n_valid > 0 ? total / static_cast<double>(n_valid) : 0.0, logits.options().dtype(at::kFloat));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    at::Tensor g = ctx->get_saved_variables()[0];
+    const float go = grad_out[0].item<float>();
+    if (go != 1.0f) g.mul_(go);  // the buffer is ours and used once: scale in place
+    return {g, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 // ------------------------------------------------------------------ GELU (tanh form)
 constexpr float kGeluK = 1.5957691216057308f;  // 2 sqrt(2 / pi): 0.5 (1 + tanh(z)) = sigmoid(2 z)
@@ -565,7 +574,7 @@ bool fused_enabled() {
 
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing, int64_t ignore_index) {
   at::Tensor flat = logits.reshape({-1, logits.size(-1)});
-  if (!fast_path({&flat}))
+  if (!elementwise_fast_path({&flat}))
     return at::cross_entropy_loss(flat.to(flat.scalar_type() == at::kDouble ? at::kDouble : at::kFloat),
                                   targets.reshape({-1}), {}, at::Reduction::Mean, ignore_index, label_smoothing);
   if (flat.requires_grad() && at::GradMode::is_enabled())

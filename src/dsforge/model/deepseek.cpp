@@ -279,8 +279,8 @@ int64_t count_parameters(const torch::nn::Module& m) {
 }
 
 at::Tensor next_token_loss(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing) {
-  return kernels::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(compute_dtype(logits)), targets.reshape({-1}),
-                                label_smoothing);
+  // The kernel reads bfloat16 logits as they are and computes in float32 (other dtypes are converted).
+  return kernels::cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}), label_smoothing);
 }
 
 }  // namespace dsforge::model
