@@ -1,6 +1,8 @@
 // Training throughput against PyTorch: the same model, step and thread count trained by dsforge and
 // by bench/train_throughput_ref.py (python3-torch, eager), alternating run by run, printing tokens/s,
 // the ratio, peak RSS of each, and model FLOPs utilisation against the matmul peak measured first.
+// "ratio" is best against best over the rounds; "paired" the median over rounds of dsforge's run over
+// the PyTorch run right after it, which cancels most of a shared machine's slow drifts.
 //
 //   ./build/bench_train_throughput [--steps 8] [--rounds 2] [--threads 2] [--only gpt2-4L] [--profile trace.json]
 //
@@ -11,6 +13,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -152,13 +155,14 @@ int main(int argc, char** argv) {
   };
   const std::string dir = fmt("/tmp/dsforge-bench-train-", getpid());
   make_dirs(dir);
-  std::printf("%-30s %-5s %12s %12s %7s %9s %9s %10s %10s\n", "model", "prec", "dsforge t/s", "pytorch t/s", "ratio",
-              "MFU ds", "MFU pt", "RSS ds MB", "RSS pt MB");
+  std::printf("%-30s %-5s %12s %12s %7s %7s %9s %9s %10s %10s\n", "model", "prec", "dsforge t/s", "pytorch t/s", "ratio",
+              "paired", "MFU ds", "MFU pt", "RSS ds MB", "RSS pt MB");
   for (const Case& k : cases) {
     if (!only.empty() && (k.name + " " + k.precision).find(only) == std::string::npos) continue;  // e.g. "4L", "fp32", "V8192 bf16"
     const std::string cfg_path = path_join(dir, "config.json");
     write_file_atomic(cfg_path, model::model_config_to_json(k.config));
     Run best_ds, best_pt;
+    std::vector<double> paired;  // dsforge / PyTorch within each round: adjacent runs share the machine's state
     for (int r = 0; r < rounds; ++r) {  // alternate so both see the same machine state
       Run ds = run_dsforge(k, steps, 2), pt = run_pytorch(k, steps, 2, threads, cfg_path);
       if (ds.params != pt.params)
@@ -166,13 +170,17 @@ int main(int argc, char** argv) {
                     static_cast<long long>(pt.params));
       if (ds.tokens_per_s > best_ds.tokens_per_s) best_ds = ds;
       if (pt.tokens_per_s > best_pt.tokens_per_s) best_pt = pt;
+      paired.push_back(ds.tokens_per_s / pt.tokens_per_s);
     }
+    std::sort(paired.begin(), paired.end());
+    const size_t mid = paired.size() / 2;
+    const double median = paired.size() % 2 ? paired[mid] : 0.5 * (paired[mid - 1] + paired[mid]);
     peak32 = std::max(peak32, train::measure_matmul_gflops(cpu, at::kFloat));
     peak16 = std::max(peak16, train::measure_matmul_gflops(cpu, at::kBFloat16));
     const double flops = model::train_flops_per_token(k.config, k.seq);
     const double peak = (k.precision == "bf16" ? peak16 : peak32) * 1e9;
-    std::printf("%-30s %-5s %12.0f %12.0f %6.2fx %8.1f%% %8.1f%% %10.0f %10.0f\n", k.name.c_str(), k.precision.c_str(),
-                best_ds.tokens_per_s, best_pt.tokens_per_s, best_ds.tokens_per_s / best_pt.tokens_per_s,
+    std::printf("%-30s %-5s %12.0f %12.0f %6.2fx %6.2fx %8.1f%% %8.1f%% %10.0f %10.0f\n", k.name.c_str(), k.precision.c_str(),
+                best_ds.tokens_per_s, best_pt.tokens_per_s, best_ds.tokens_per_s / best_pt.tokens_per_s, median,
                 100 * best_ds.tokens_per_s * flops / peak, 100 * best_pt.tokens_per_s * flops / peak, best_ds.peak_mb,
                 best_pt.peak_mb);
     std::fflush(stdout);

@@ -210,6 +210,38 @@ TEST(Kernels, CausalSoftmaxAndAttentionMatchTheMaskedComposition) {
   }
 }
 
+// As the models call it: q, k, v transposed views of [B, S, H, D] projections (v a narrow of a wider
+// one), the output reshaped to [B, S, H * Dv], and enough queries for several blocks of 64 (S = 150,
+// with and without a prefix of 20 cached keys): read in place, values and gradients as the composition.
+TEST(Kernels, CausalAttentionOnStridedViewsAcrossQueryBlocks) {
+  at::manual_seed(8);
+  const int64_t B = 2, H = 3, S = 150, D = 8, Dv = 5;
+  for (int64_t T : {S, S + 20}) {
+    at::Tensor qp = at::randn({B, S, H, D}), kp = at::randn({B, T, H, D}), vp = at::randn({B, T, H, Dv + 4});
+    at::Tensor w = at::randn({B, S, H * Dv});
+    at::Tensor mask = at::full({S, T}, -INFINITY).triu(T - S + 1);
+    const double scale = 0.3;
+    auto views = [&](const std::vector<at::Tensor>& in) {
+      return std::vector<at::Tensor>{in[0].transpose(1, 2), in[1].transpose(1, 2), in[2].narrow(-1, 2, Dv).transpose(1, 2)};
+    };
+    auto ref = [&](const std::vector<at::Tensor>& in) {
+      auto t = views(in);
+      at::Tensor o = at::matmul(at::softmax(at::matmul(t[0], t[1].transpose(-2, -1)) * scale + mask, -1), t[2]);
+      return o.transpose(1, 2).reshape({B, S, H * Dv});
+    };
+    auto fused = [&](const std::vector<at::Tensor>& in) {
+      auto t = views(in);
+      EXPECT_FALSE(t[0].is_contiguous());
+      return kernels::causal_attention(t[0], t[1], t[2], scale).transpose(1, 2).reshape({B, S, H * Dv});
+    };
+    expect_close(fused({qp, kp, vp}), ref({qp, kp, vp}), 1e-5, "attention");
+    auto gf = grads_of(fused, {qp, kp, vp}, w), gr = grads_of(ref, {qp, kp, vp}, w);
+    expect_close(gf[0], gr[0], 1e-5, "d q");
+    expect_close(gf[1], gr[1], 1e-5, "d k");
+    expect_close(gf[2], gr[2], 1e-5, "d v");
+  }
+}
+
 TEST(Kernels, AdamWUpdateAndSumOfSquaresMatchTheirFormulas) {
   at::manual_seed(4);
   at::Tensor p = at::randn({1000}), g = at::randn({1000}), m = at::randn({1000}) * 0.1, v = at::rand({1000}) * 0.1;

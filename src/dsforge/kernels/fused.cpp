@@ -420,24 +420,43 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const 
 // masked upper triangle costs (almost) no multiplications: at S = T = 256, 10/16 of the full products.
 constexpr int64_t kQueryBlock = 64;
 
+// A [B, H, rows, cols] tensor whose last dimension is contiguous, read as B * H row-major matrices:
+// slice i = (b, h) starts at b * stride(0) + h * stride(1), its rows stride(2) apart. Attention's
+// operands are usually transposed views of [B, S, H, D] projections: read in place, no copies.
+struct Slices {
+  float* base;
+  int64_t H, s0, s1, ld;
+  explicit Slices(const at::Tensor& t)
+      : base(t.data_ptr<float>()), H(t.size(1)), s0(t.stride(0)), s1(t.stride(1)), ld(t.stride(2)) {}
+  float* operator[](int64_t i) const { return base + (i / H) * s0 + (i % H) * s1; }
+};
+
+bool rows_contiguous(const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) >= t.size(3); }
+at::Tensor rows_contiguous_or_copy(const at::Tensor& t) { return rows_contiguous(t) ? t : t.contiguous(); }
+
+// [B, H, S, D] with the memory layout of [B, S, H, D]: what the callers reshape to [B, S, H * D] next.
+at::Tensor empty_heads_interleaved(int64_t B, int64_t H, int64_t S, int64_t D, const at::TensorOptions& o) {
+  return at::empty({B, S, H, D}, o).transpose(1, 2);
+}
+
 struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                             double scale) {
-    at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+    at::Tensor q = rows_contiguous_or_copy(q_in), k = rows_contiguous_or_copy(k_in), v = rows_contiguous_or_copy(v_in);
     const int64_t B = q.size(0), H = q.size(1), S = q.size(2), D = q.size(3), T = k.size(2), Dv = v.size(3), off = T - S;
-    at::Tensor p = at::empty({B, H, S, T}, q.options()), out = at::empty({B, H, S, Dv}, q.options());
-    const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
-    float *pp = p.data_ptr<float>(), *op = out.data_ptr<float>();
+    at::Tensor p = at::empty({B, H, S, T}, q.options()), out = empty_heads_interleaved(B, H, S, Dv, q.options());
+    const Slices qs(q), ks(k), vs(v), os(out);
+    float* pp = p.data_ptr<float>();
     const float sc = static_cast<float>(scale);
     at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t i = b0; i < b1; ++i) {
-        const float *qi = qp + i * S * D, *ki = kp + i * T * D, *vi = vp + i * T * Dv;
-        float *pi = pp + i * S * T, *oi = op + i * S * Dv;
+        const float *qi = qs[i], *ki = ks[i], *vi = vs[i];
+        float *pi = pp + i * S * T, *oi = os[i];
         for (int64_t r0 = 0; r0 < S; r0 += kQueryBlock) {
           const int64_t r1 = std::min(S, r0 + kQueryBlock), c = std::min(T, r1 + off);
-          gemm_rm(false, true, r1 - r0, c, D, qi + r0 * D, D, ki, D, 0.0f, pi + r0 * T, T);  // P = Q K^T
+          gemm_rm(false, true, r1 - r0, c, D, qi + r0 * qs.ld, qs.ld, ki, ks.ld, 0.0f, pi + r0 * T, T);  // P = Q K^T
           for (int64_t r = r0; r < r1; ++r) softmax_row(pi + r * T, pi + r * T, std::min(T, r + off + 1), T, sc);
-          gemm_rm(false, false, r1 - r0, Dv, c, pi + r0 * T, T, vi, Dv, 0.0f, oi + r0 * Dv, Dv);  // O = P V
+          gemm_rm(false, false, r1 - r0, Dv, c, pi + r0 * T, T, vi, vs.ld, 0.0f, oi + r0 * os.ld, os.ld);  // O = P V
         }
       }
     });
@@ -447,32 +466,32 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
-    at::Tensor q = saved[0], k = saved[1], v = saved[2], p = saved[3], dout = grad_out[0].contiguous();
+    at::Tensor q = saved[0], k = saved[1], v = saved[2], p = saved[3], dout = rows_contiguous_or_copy(grad_out[0]);
     const float sc = static_cast<float>(ctx->saved_data["scale"].toDouble());
     const int64_t B = q.size(0), H = q.size(1), S = q.size(2), D = q.size(3), T = k.size(2), Dv = v.size(3), off = T - S;
-    at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
-    const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>(), *pp = p.data_ptr<float>(),
-                *dop = dout.data_ptr<float>();
-    float *dqp = dq.data_ptr<float>(), *dkp = dk.data_ptr<float>(), *dvp = dv.data_ptr<float>();
+    at::Tensor dq = empty_heads_interleaved(B, H, S, D, q.options()), dk = empty_heads_interleaved(B, H, T, D, q.options()),
+               dv = empty_heads_interleaved(B, H, T, Dv, q.options());
+    const Slices qs(q), ks(k), vs(v), dos(dout), dqs(dq), dks(dk), dvs(dv);
+    const float* pp = p.data_ptr<float>();
     at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
       std::vector<float> ds_buf(static_cast<size_t>(kQueryBlock * T));
       float* ds = ds_buf.data();
       for (int64_t i = b0; i < b1; ++i) {
-        const float *qi = qp + i * S * D, *ki = kp + i * T * D, *vi = vp + i * T * Dv, *pi = pp + i * S * T,
-                    *doi = dop + i * S * Dv;
-        float *dqi = dqp + i * S * D, *dki = dkp + i * T * D, *dvi = dvp + i * T * Dv;
+        const float *qi = qs[i], *ki = ks[i], *vi = vs[i], *pi = pp + i * S * T, *doi = dos[i];
+        float *dqi = dqs[i], *dki = dks[i], *dvi = dvs[i];
         // Last block first: it sees every key, so its products (beta = 0) initialise all of dK and dV.
         const int64_t n_blocks = (S + kQueryBlock - 1) / kQueryBlock;
         for (int64_t blk = n_blocks - 1; blk >= 0; --blk) {
           const int64_t r0 = blk * kQueryBlock, r1 = std::min(S, r0 + kQueryBlock), rows = r1 - r0;
           const int64_t c = blk == n_blocks - 1 ? T : std::min(T, r1 + off);
           const float beta = blk == n_blocks - 1 ? 0.0f : 1.0f;
-          gemm_rm(true, false, c, Dv, rows, pi + r0 * T, T, doi + r0 * Dv, Dv, beta, dvi, Dv);  // dV += P^T dO
-          gemm_rm(false, true, rows, c, Dv, doi + r0 * Dv, Dv, vi, Dv, 0.0f, ds, T);            // dP = dO V^T
+          const float *qb = qi + r0 * qs.ld, *dob = doi + r0 * dos.ld;
+          gemm_rm(true, false, c, Dv, rows, pi + r0 * T, T, dob, dos.ld, beta, dvi, dvs.ld);  // dV += P^T dO
+          gemm_rm(false, true, rows, c, Dv, dob, dos.ld, vi, vs.ld, 0.0f, ds, T);            // dP = dO V^T
           for (int64_t r = r0; r < r1; ++r)  // dS = scale * P (dP - rowsum(P dP)), in place over dP
             softmax_row_backward(pi + r * T, ds + (r - r0) * T, ds + (r - r0) * T, std::min(T, r + off + 1), c, sc);
-          gemm_rm(false, false, rows, D, c, ds, T, ki, D, 0.0f, dqi + r0 * D, D);  // dQ = dS K
-          gemm_rm(true, false, c, D, rows, ds, T, qi + r0 * D, D, beta, dki, D);   // dK += dS^T Q
+          gemm_rm(false, false, rows, D, c, ds, T, ki, ks.ld, 0.0f, dqi + r0 * dqs.ld, dqs.ld);  // dQ = dS K
+          gemm_rm(true, false, c, D, rows, ds, T, qb, qs.ld, beta, dki, dks.ld);                  // dK += dS^T Q
         }
       }
     });
@@ -639,7 +658,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
       !q.device().is_cpu() || q.dim() != 4 || k.size(2) < q.size(2))
     return at::matmul(causal_softmax(at::matmul(q, k.transpose(-2, -1)), scale).to(v.scalar_type()), v);
   // Under bf16 autocast the projections are bf16 but attention is a small share of the FLOPs: run it
-  // in float32 through the fused kernel (one conversion each way) rather than unfused in bf16.
+  // in float32 through the fused kernel (one conversion each way, layouts kept) rather than unfused in bf16.
   if (low) return CausalAttentionFn::apply(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), scale).to(dt);
   return CausalAttentionFn::apply(q, k, v, scale);
 }
