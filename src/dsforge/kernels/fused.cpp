@@ -532,14 +532,18 @@ struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn> {
     const int64_t M = x.size(0), d = x.size(1), I = w[0].size(0);
     const auto off = offsets_of(counts);
     at::Tensor g = at::empty({M, I}, x.options()), u = at::empty({M, I}, x.options()), y = at::empty({M, d}, x.options());
+    const float* xp = x.data_ptr<float>();
+    float *gp = g.data_ptr<float>(), *up = u.data_ptr<float>(), *yp = y.data_ptr<float>();
     for_each_expert_busiest_first(counts, [&](int64_t e) {
       const int64_t o = off[static_cast<size_t>(e)], n = counts[static_cast<size_t>(e)];
-      at::Tensor xe = x.narrow(0, o, n), ge = g.narrow(0, o, n), ue = u.narrow(0, o, n), ye = y.narrow(0, o, n);
-      at::mm_out(ge, xe, w[3 * e].t());
-      at::mm_out(ue, xe, w[3 * e + 1].t());
-      at::Tensor he = at::empty({n, I}, x.options());
-      silu_mul_forward(ge.data_ptr<float>(), ue.data_ptr<float>(), he.data_ptr<float>(), 0, n * I);
-      at::mm_out(ye, he, w[3 * e + 2].t());
+      const float *xe = xp + o * d, *wg = w[3 * e].data_ptr<float>(), *wu = w[3 * e + 1].data_ptr<float>(),
+                  *wd = w[3 * e + 2].data_ptr<float>();
+      float *ge = gp + o * I, *ue = up + o * I;
+      gemm_rm(false, true, n, I, d, xe, d, wg, d, 0.0f, ge, I);  // g = x Wg^T
+      gemm_rm(false, true, n, I, d, xe, d, wu, d, 0.0f, ue, I);  // u = x Wu^T
+      std::vector<float> he(static_cast<size_t>(n * I));
+      silu_mul_forward(ge, ue, he.data(), 0, n * I);
+      gemm_rm(false, true, n, d, I, he.data(), I, wd, I, 0.0f, yp + o * d, d);  // y = h Wd^T
     });
     std::vector<at::Tensor> saved = {x, g, u};
     saved.insert(saved.end(), w.begin(), w.end());
@@ -557,24 +561,31 @@ struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn> {
     const int64_t I = g.size(1), E = static_cast<int64_t>(counts.size());
     at::Tensor dx = at::empty_like(x);  // every row belongs to an expert with rows
     variable_list grads(static_cast<size_t>(2 + 3 * E));  // x, counts, then one per weight
+    const int64_t d = x.size(1);
+    const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>(), *up = u.data_ptr<float>(), *dyp = dy.data_ptr<float>();
+    float* dxp = dx.data_ptr<float>();
+    for (int64_t e = 0; e < E; ++e)  // weight gradients are allocated here, outside the parallel region
+      if (counts[static_cast<size_t>(e)] > 0)
+        for (int64_t j = 0; j < 3; ++j) grads[static_cast<size_t>(2 + 3 * e + j)] = at::empty_like(saved[static_cast<size_t>(3 + 3 * e + j)]);
     for_each_expert_busiest_first(counts, [&](int64_t e) {
       const int64_t o = off[static_cast<size_t>(e)], n = counts[static_cast<size_t>(e)];
-      const at::Tensor &wg = saved[static_cast<size_t>(3 + 3 * e)], &wu = saved[static_cast<size_t>(4 + 3 * e)],
-                       &wd = saved[static_cast<size_t>(5 + 3 * e)];
-      at::Tensor xe = x.narrow(0, o, n), ge = g.narrow(0, o, n), ue = u.narrow(0, o, n), dye = dy.narrow(0, o, n);
-      at::Tensor he = at::empty({n, I}, x.options()), dh = at::empty({n, I}, x.options());
-      silu_mul_forward(ge.data_ptr<float>(), ue.data_ptr<float>(), he.data_ptr<float>(), 0, n * I);
-      at::Tensor dwd = at::mm(dye.t(), he);  // [d, I]
-      at::mm_out(dh, dye, wd);                // [n, I]
-      at::Tensor dg = he, du = at::empty({n, I}, x.options());  // he is no longer needed: reuse it
-      silu_mul_backward(ge.data_ptr<float>(), ue.data_ptr<float>(), dh.data_ptr<float>(), dg.data_ptr<float>(),
-                        du.data_ptr<float>(), 0, n * I);
-      at::Tensor dxe = dx.narrow(0, o, n);
-      at::mm_out(dxe, dg, wg);
-      dxe.addmm_(du, wu);
-      grads[static_cast<size_t>(2 + 3 * e)] = at::mm(dg.t(), xe);
-      grads[static_cast<size_t>(3 + 3 * e)] = at::mm(du.t(), xe);
-      grads[static_cast<size_t>(4 + 3 * e)] = dwd;
+      const float *wg = saved[static_cast<size_t>(3 + 3 * e)].data_ptr<float>(),
+                  *wu = saved[static_cast<size_t>(4 + 3 * e)].data_ptr<float>(),
+                  *wd = saved[static_cast<size_t>(5 + 3 * e)].data_ptr<float>();
+      const float *xe = xp + o * d, *ge = gp + o * I, *ue = up + o * I, *dye = dyp + o * d;
+      float *dwg = grads[static_cast<size_t>(2 + 3 * e)].data_ptr<float>(),
+            *dwu = grads[static_cast<size_t>(3 + 3 * e)].data_ptr<float>(),
+            *dwd = grads[static_cast<size_t>(4 + 3 * e)].data_ptr<float>();
+      std::vector<float> he(static_cast<size_t>(n * I)), dh(he.size()), du(he.size());
+      silu_mul_forward(ge, ue, he.data(), 0, n * I);
+      gemm_rm(true, false, d, I, n, dye, d, he.data(), I, 0.0f, dwd, I);  // dWd = dy^T h
+      gemm_rm(false, false, n, I, d, dye, d, wd, I, 0.0f, dh.data(), I);   // dh = dy Wd
+      float* dg = he.data();                                              // h is no longer needed
+      silu_mul_backward(ge, ue, dh.data(), dg, du.data(), 0, n * I);
+      gemm_rm(false, false, n, d, I, dg, I, wg, d, 0.0f, dxp + o * d, d);         // dx = dg Wg
+      gemm_rm(false, false, n, d, I, du.data(), I, wu, d, 1.0f, dxp + o * d, d);  //    + du Wu
+      gemm_rm(true, false, I, d, n, dg, I, xe, d, 0.0f, dwg, d);                  // dWg = dg^T x
+      gemm_rm(true, false, I, d, n, du.data(), I, xe, d, 0.0f, dwu, d);           // dWu = du^T x
     });
     grads[0] = dx;
     return grads;
