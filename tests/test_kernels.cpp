@@ -242,6 +242,30 @@ TEST(Kernels, CausalAttentionOnStridedViewsAcrossQueryBlocks) {
   }
 }
 
+// Rotary embedding on a strided view (the rope part of a [B, S, H, d_nope + d_rope] projection) at an
+// offset position against the slice-and-stack composition, values and gradients; backward is the
+// inverse rotation, so a rotation followed by its gradient pass with dy = y returns x.
+TEST(Kernels, RopeOnAStridedViewMatchesTheComposition) {
+  at::manual_seed(9);
+  const int64_t B = 2, S = 7, H = 3, dn = 5, dr = 8, P = 20, start = 4;
+  at::Tensor theta = at::rand({P, dr / 2}) * 6.0;
+  at::Tensor cos = theta.cos(), sin = theta.sin();
+  at::Tensor proj = at::randn({B, S, H, dn + dr}), w = at::randn({B, S, H, dr});
+  auto fused = [&](const std::vector<at::Tensor>& in) { return kernels::rope(in[0].narrow(-1, dn, dr), cos, sin, start); };
+  auto ref = [&](const std::vector<at::Tensor>& in) {
+    at::Tensor x = in[0].narrow(-1, dn, dr);
+    at::Tensor c = cos.narrow(0, start, S).view({1, S, 1, dr / 2}), s = sin.narrow(0, start, S).view({1, S, 1, dr / 2});
+    at::Tensor even = x.slice(-1, 0, c10::nullopt, 2), odd = x.slice(-1, 1, c10::nullopt, 2);
+    return at::stack({even * c - odd * s, even * s + odd * c}, -1).flatten(-2);
+  };
+  ASSERT_TRUE(kernels::rope_applies(proj.narrow(-1, dn, dr), cos, sin, start));
+  EXPECT_FALSE(kernels::rope_applies(proj.narrow(-1, dn, dr), cos, sin, P - S + 1));  // past the table
+  expect_close(fused({proj}), ref({proj}), 1e-6, "rope");
+  auto gf = grads_of(fused, {proj}, w), gr = grads_of(ref, {proj}, w);
+  expect_close(gf[0], gr[0], 1e-6, "rope grad");
+  EXPECT_EQ(gf[0].narrow(-1, 0, dn).abs().sum().item<double>(), 0.0);  // the non-rope part gets nothing
+}
+
 TEST(Kernels, AdamWUpdateAndSumOfSquaresMatchTheirFormulas) {
   at::manual_seed(4);
   at::Tensor p = at::randn({1000}), g = at::randn({1000}), m = at::randn({1000}) * 0.1, v = at::rand({1000}) * 0.1;

@@ -499,6 +499,74 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
   }
 };
 
+// ------------------------------------------------------------------ rotary embedding
+// Rotates interleaved pairs (x[2i], x[2i+1]) of each last-dim vector of x [B, S, ..., d] by the angle of
+// its position p = start + s (dim 1): y = (x_e c - x_o s, x_e s + x_o c) with c, s from the [P, d/2]
+// tables. Backward rotates by -angle. x may be a strided view (a narrow of a projection) with a
+// contiguous last dimension: read in place. Replaces two slices, four products, a stack and their
+// backward passes per call.
+struct RopeRows {
+  int64_t rows, d;
+  std::vector<int64_t> sizes, strides;  // of the dims before the last
+  explicit RopeRows(const at::Tensor& x) : d(x.size(-1)) {
+    rows = x.numel() / d;
+    for (int64_t i = 0; i + 1 < x.dim(); ++i) {
+      sizes.push_back(x.size(i));
+      strides.push_back(x.stride(i));
+    }
+  }
+  // Element offset of row r in x, and its position index along dim 1.
+  int64_t offset(int64_t r, int64_t* s) const {
+    int64_t off = 0;
+    for (int64_t i = static_cast<int64_t>(sizes.size()) - 1; i >= 0; --i) {
+      const int64_t k = r % sizes[static_cast<size_t>(i)];
+      r /= sizes[static_cast<size_t>(i)];
+      off += k * strides[static_cast<size_t>(i)];
+      if (i == 1) *s = k;
+    }
+    return off;
+  }
+};
+
+void rope_rotate(const at::Tensor& x, at::Tensor& y, const at::Tensor& cos, const at::Tensor& sin, int64_t start,
+                 float direction) {
+  const RopeRows rr(x);
+  const int64_t half = rr.d / 2;
+  const float *xp = x.data_ptr<float>(), *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, rr.rows, std::max<int64_t>(1, kGrain / rr.d), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      int64_t s = 0;
+      const float* xr = xp + rr.offset(r, &s);
+      const float *c = cp + (start + s) * half, *sn = sp + (start + s) * half;
+      float* yr = yp + r * rr.d;
+      for (int64_t i = 0; i < half; ++i) {
+        const float xe = xr[2 * i], xo = xr[2 * i + 1], si = direction * sn[i];
+        yr[2 * i] = xe * c[i] - xo * si;
+        yr[2 * i + 1] = xe * si + xo * c[i];
+      }
+    }
+  });
+}
+
+struct RopeFn : torch::autograd::Function<RopeFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            int64_t start) {
+    at::Tensor y = at::empty(x.sizes(), x.options());
+    rope_rotate(x, y, cos, sin, start, 1.0f);
+    ctx->save_for_backward({cos, sin});
+    ctx->saved_data["start"] = start;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor dy = grad_out[0].stride(-1) == 1 ? grad_out[0] : grad_out[0].contiguous();
+    at::Tensor dx = at::empty(dy.sizes(), dy.options());
+    rope_rotate(dy, dx, saved[0], saved[1], ctx->saved_data["start"].toInt(), -1.0f);
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 // ------------------------------------------------------------------ routed SwiGLU experts
 // Rows [o_e, o_e + n_e) of x (tokens grouped by expert) go through expert e:
 // y = (silu(x Wg^T) * (x Wu^T)) Wd^T, weights w = {Wg_0, Wu_0, Wd_0, Wg_1, ...}. One expert per task,
@@ -640,6 +708,17 @@ at::Tensor causal_softmax(const at::Tensor& scores, double scale) {
     return at::softmax((scores.to(ct) * scale).masked_fill(k > q, -INFINITY), -1);
   }
   return CausalSoftmaxFn::apply(scores, scale);
+}
+
+bool rope_applies(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t start) {
+  return fast_path({&cos, &sin}) && fused_enabled() && x.scalar_type() == at::kFloat && x.device().is_cpu() &&
+         x.dim() >= 2 && x.stride(-1) == 1 && x.size(-1) % 2 == 0 && cos.dim() == 2 && cos.size(1) * 2 == x.size(-1) &&
+         sin.sizes().equals(cos.sizes()) && start >= 0 && start + x.size(1) <= cos.size(0);
+}
+
+at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t start) {
+  TORCH_CHECK(rope_applies(x, cos, sin, start), "rope: no fast path for these tensors (check rope_applies first)");
+  return RopeFn::apply(x, cos, sin, start);
 }
 
 bool autocast_on() {

@@ -35,6 +35,12 @@ at::Tensor causal_softmax(const at::Tensor& scores, double scale);
 // each batched product being split across cores separately.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
 
+// Rotary embedding of interleaved pairs of the last dim of x [B, S, ..., d] at positions start + s
+// (s along dim 1), with cos/sin tables [P, d/2]: y_2i = x_2i c - x_2i+1 s, y_2i+1 = x_2i s + x_2i+1 c.
+// Applies (rope_applies) to float32 CPU x with a contiguous last dim, read in place from strided views.
+bool rope_applies(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t start);
+at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t start);
+
 // Routed SwiGLU experts over tokens grouped by expert: the first counts[0] rows of x go through
 // expert 0, the next counts[1] through expert 1, ...; weights = {gate_0, up_0, down_0, gate_1, ...}
 // ([I, d], [I, d], [d, I], bias-free). Returns the [rows, d] outputs in the same order. Applies to

@@ -54,6 +54,7 @@ RopeTables make_rope_tables(const ModelConfig& c, int64_t max_pos) {
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTables& rope, int64_t start_pos) {
+  if (kernels::rope_applies(x, rope.cos, rope.sin, start_pos)) return kernels::rope(x, rope.cos, rope.sin, start_pos);
   const int64_t S = x.size(1);
   std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
   shape[1] = S;
