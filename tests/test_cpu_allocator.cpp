@@ -26,10 +26,11 @@ long minor_faults() {
   return u.ru_minflt;
 }
 
-// Frees every cached block, then restores the default limit when the test ends.
+// Frees every cached block, then restores the limit in force before the test.
 struct FreshCache {
+  size_t limit = core::cpu_cache_stats().limit_bytes;
   FreshCache() { core::release_cpu_cache(); }
-  ~FreshCache() { core::set_cpu_cache_limit(size_t{1024} << 20); }
+  ~FreshCache() { core::set_cpu_cache_limit(limit); }
 };
 }  // namespace
 

@@ -46,7 +46,6 @@ class BlockCache {
         Block& b = blocks_.at(p);
         free_.erase(it);
         by_age_.erase(b.stamp);
-        b.free = false;
         cached_ -= b.size;
         live_ += b.size;
         ++hits_;
@@ -61,7 +60,7 @@ class BlockCache {
     }
     TORCH_CHECK(p, "dsforge CPU allocator: cannot allocate ", n, " bytes (", std::strerror(errno), ")");
     std::lock_guard<std::mutex> lock(mu_);
-    blocks_[p] = Block{size, 0, false};
+    blocks_[p] = Block{size, 0};
     live_ += size;
     return p;
   }
@@ -72,7 +71,6 @@ class BlockCache {
     auto it = blocks_.find(p);
     if (it == blocks_.end()) return false;
     Block& b = it->second;
-    b.free = true;
     b.stamp = ++clock_;
     live_ -= b.size;
     cached_ += b.size;
@@ -103,7 +101,6 @@ class BlockCache {
   struct Block {
     size_t size;
     uint64_t stamp;  // when it was last freed (orders eviction)
-    bool free;
   };
 
   // A fresh anonymous mapping. From 2 MB up the start is 2 MB-aligned and the range advised as

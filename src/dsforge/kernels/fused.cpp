@@ -48,19 +48,16 @@ DSFORGE_ALWAYS_INLINE float exp_approx(float x) {
 DSFORGE_ALWAYS_INLINE float sigmoid(float t) { return 1.0f / (1.0f + exp_approx(-t)); }
 
 // Element-wise kernels also take bfloat16 (all operands the same dtype).
-bool elementwise_fast_path(std::initializer_list<const at::Tensor*> ts) {
+// Whether a kernel's fast path applies: fused kernels on, every tensor defined, CPU, contiguous and
+// float32 (or, for the kernels that take it, all bfloat16).
+bool fast_path(std::initializer_list<const at::Tensor*> ts, bool allow_bf16 = false) {
   if (!fused_enabled()) return false;
-  const auto dt = (*ts.begin())->scalar_type();
-  if (dt != at::kFloat && dt != at::kBFloat16) return false;
+  const at::Tensor* first = *ts.begin();
+  if (!first->defined()) return false;
+  const auto dt = first->scalar_type();
+  if (dt != at::kFloat && !(allow_bf16 && dt == at::kBFloat16)) return false;
   for (const at::Tensor* t : ts)
     if (!t->defined() || t->scalar_type() != dt || !t->device().is_cpu() || !t->is_contiguous()) return false;
-  return true;
-}
-
-bool fast_path(std::initializer_list<const at::Tensor*> ts) {
-  if (!fused_enabled()) return false;
-  for (const at::Tensor* t : ts)
-    if (!t->defined() || t->scalar_type() != at::kFloat || !t->device().is_cpu() || !t->is_contiguous()) return false;
   return true;
 }
 
@@ -672,7 +669,7 @@ bool fused_enabled() {
 
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing, int64_t ignore_index) {
   at::Tensor flat = logits.reshape({-1, logits.size(-1)});
-  if (!elementwise_fast_path({&flat}))
+  if (!fast_path({&flat}, /*allow_bf16=*/true))
     return at::cross_entropy_loss(flat.to(flat.scalar_type() == at::kDouble ? at::kDouble : at::kFloat),
                                   targets.reshape({-1}), {}, at::Reduction::Mean, ignore_index, label_smoothing);
   if (flat.requires_grad() && at::GradMode::is_enabled())
@@ -681,12 +678,12 @@ at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, do
 }
 
 at::Tensor gelu_tanh(const at::Tensor& x) {
-  if (!elementwise_fast_path({&x})) return at::gelu(x, "tanh");
+  if (!fast_path({&x}, /*allow_bf16=*/true)) return at::gelu(x, "tanh");
   return GeluFn::apply(x);
 }
 
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
-  if (!elementwise_fast_path({&gate, &up}) || !gate.sizes().equals(up.sizes())) return at::silu(gate) * up;
+  if (!fast_path({&gate, &up}, /*allow_bf16=*/true) || !gate.sizes().equals(up.sizes())) return at::silu(gate) * up;
   return SiluMulFn::apply(gate, up);
 }
 
@@ -711,7 +708,7 @@ at::Tensor causal_softmax(const at::Tensor& scores, double scale) {
 }
 
 bool rope_applies(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t start) {
-  return fast_path({&cos, &sin}) && fused_enabled() && x.scalar_type() == at::kFloat && x.device().is_cpu() &&
+  return fast_path({&cos, &sin}) && x.scalar_type() == at::kFloat && x.device().is_cpu() &&
          x.dim() >= 2 && x.stride(-1) == 1 && x.size(-1) % 2 == 0 && cos.dim() == 2 && cos.size(1) * 2 == x.size(-1) &&
          sin.sizes().equals(cos.sizes()) && start >= 0 && start + x.size(1) <= cos.size(0);
 }
@@ -721,16 +718,16 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
   return RopeFn::apply(x, cos, sin, start);
 }
 
-bool autocast_on() {
+bool autocast_enabled(c10::DeviceType t) {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  return at::autocast::is_autocast_enabled(at::kCPU);
+  return at::autocast::is_autocast_enabled(t);  // libtorch 2.4 folded the per-device queries into one
 #else
-  return at::autocast::is_cpu_enabled();
+  return t == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
 #endif
 }
 
 bool grouped_swiglu_applies(const at::Tensor& x, at::TensorList weights) {
-  if (!fast_path({&x}) || x.dim() != 2 || weights.size() % 3 != 0 || autocast_on()) return false;
+  if (!fast_path({&x}) || x.dim() != 2 || weights.size() % 3 != 0 || autocast_enabled(c10::DeviceType::CPU)) return false;
   for (const at::Tensor& w : weights)
     if (!fast_path({&w}) || w.dim() != 2) return false;
   return true;

@@ -8,8 +8,8 @@
 //   silu_mul       silu(gate) * up, the SwiGLU product, and both derivatives.
 //   rms_norm       x * rsqrt(mean(x^2) + eps) * w over the last dimension, saving only the per-row scale.
 //
-// gelu_tanh and silu_mul also run on bfloat16 tensors (what bf16 autocast hands them), computing in
-// float32 and rounding once on the way out, several times faster than ATen's bfloat16 kernels.
+// cross_entropy, gelu_tanh and silu_mul also run on bfloat16 tensors (what bf16 autocast hands them),
+// computing in float32 and rounding once on the way out, several times faster than ATen's bf16 kernels.
 // Every function falls back to the equivalent ATen composition where the fast path does not apply
 // (not float32, not CPU, not contiguous), so results never depend on where a tensor lives.
 // Tests compare each against that composition and against finite differences.
@@ -57,6 +57,9 @@ struct AdamWStep {
 };
 void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
                   const AdamWStep& s);
+
+// Whether autocast is on for device type t (the query differs across libtorch versions).
+bool autocast_enabled(c10::DeviceType t);
 
 // Whether the fused paths are enabled (DSFORGE_FUSED=0 in the environment turns them off, for A/B runs).
 bool fused_enabled();

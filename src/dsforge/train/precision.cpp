@@ -5,22 +5,15 @@
 #include <torch/version.h>
 
 #include "dsforge/core/error.h"
+#include "dsforge/kernels/fused.h"
 
-// libtorch 2.4 folded the per-device autocast setters into device-typed ones.
+// libtorch 2.4 folded the per-device autocast setters into device-typed ones (the query: kernels::autocast_enabled).
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 #define DSFORGE_AUTOCAST_DEVICE_API 1
 #endif
 
 namespace dsforge::train {
 namespace {
-
-bool autocast_enabled(c10::DeviceType t) {
-#ifdef DSFORGE_AUTOCAST_DEVICE_API
-  return at::autocast::is_autocast_enabled(t);
-#else
-  return t == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
-#endif
-}
 
 void set_autocast(c10::DeviceType t, bool on, c10::ScalarType dtype) {
 #ifdef DSFORGE_AUTOCAST_DEVICE_API
@@ -77,7 +70,7 @@ c10::ScalarType autocast_dtype(const std::string& precision, c10::Device device)
 AutocastScope::AutocastScope(c10::Device device, c10::ScalarType dtype) : type_(device.type()), prev_dtype_(dtype) {
   if (dtype == at::kFloat) return;
   active_ = true;
-  prev_enabled_ = autocast_enabled(type_);
+  prev_enabled_ = kernels::autocast_enabled(type_);
   prev_dtype_ = autocast_get_dtype(type_);
   set_autocast(type_, true, dtype);
   at::autocast::increment_nesting();
