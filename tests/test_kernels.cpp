@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <dlfcn.h>
 
 #include "dsforge/kernels/fused.h"
 #include "test_util.h"
@@ -239,6 +240,43 @@ TEST(Kernels, CausalAttentionOnStridedViewsAcrossQueryBlocks) {
     expect_close(gf[0], gr[0], 1e-5, "d q");
     expect_close(gf[1], gr[1], 1e-5, "d k");
     expect_close(gf[2], gr[2], 1e-5, "d v");
+  }
+}
+
+// Under bf16 autocast attention gets bfloat16 q, k, v: bfloat16 products with float32 accumulation
+// (oneDNN's bf16 GEMM, which Debian's libtorch loads), P and dS rounded to bfloat16 as autocast's own
+// matmuls would, dK and dV accumulated over the query blocks in float32. Against the float64
+// composition on the same bfloat16 inputs: every value and gradient within a few bf16 steps (the
+// errors measured here are 0.005-0.012 on values of magnitude ~2-3).
+TEST(Kernels, CausalAttentionInBf16MatchesTheFloat64Composition) {
+  if (dlopen("libdnnl.so.2", RTLD_NOW | RTLD_NOLOAD)) EXPECT_TRUE(kernels::bf16_gemm_available());
+  at::manual_seed(10);
+  const int64_t B = 2, H = 3, S = 150, D = 16, Dv = 8;
+  for (int64_t T : {S, S + 20}) {
+    at::Tensor qp = at::randn({B, S, H, D}).to(at::kBFloat16), kp = at::randn({B, T, H, D}).to(at::kBFloat16);
+    at::Tensor vp = at::randn({B, T, H, Dv + 4}).to(at::kBFloat16), w = at::randn({B, H, S, Dv}, at::kDouble);
+    at::Tensor mask = at::full({S, T}, -INFINITY, at::kDouble).triu(T - S + 1);
+    const double scale = 0.25;
+    auto views = [&](const std::vector<at::Tensor>& in) {
+      return std::vector<at::Tensor>{in[0].transpose(1, 2), in[1].transpose(1, 2), in[2].narrow(-1, 2, Dv).transpose(1, 2)};
+    };
+    auto ref = [&](const std::vector<at::Tensor>& in) {
+      auto t = views(in);
+      return at::matmul(at::softmax(at::matmul(t[0], t[1].transpose(-2, -1)) * scale + mask, -1), t[2]);
+    };
+    auto fused = [&](const std::vector<at::Tensor>& in) {
+      auto t = views(in);
+      at::Tensor o = kernels::causal_attention(t[0], t[1], t[2], scale);
+      EXPECT_EQ(o.scalar_type(), at::kBFloat16);
+      return o.to(at::kDouble);
+    };
+    std::vector<at::Tensor> in16 = {qp, kp, vp}, in64 = {qp.to(at::kDouble), kp.to(at::kDouble), vp.to(at::kDouble)};
+    expect_close(fused(in16), ref(in64), 2e-2, "attention");
+    auto gf = grads_of(fused, in16, w), gr = grads_of(ref, in64, w);
+    EXPECT_EQ(gf[0].scalar_type(), at::kBFloat16);
+    expect_close(gf[0], gr[0], 2e-2, "d q");
+    expect_close(gf[1], gr[1], 2e-2, "d k");
+    expect_close(gf[2], gr[2], 2e-2, "d v");
   }
 }
 

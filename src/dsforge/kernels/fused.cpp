@@ -6,6 +6,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/version.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <atomic>
 
@@ -13,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 namespace dsforge::kernels {
 namespace {
@@ -320,8 +323,10 @@ struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
 };
 
 // ------------------------------------------------------------------ scaled causal softmax
-// One row: y[:n] = softmax(scale * x[:n]), y[n:] = 0 (the masked keys). x and y may alias.
-DSFORGE_ALWAYS_INLINE void softmax_row(const float* x, float* y, int64_t n, int64_t T, float sc) {
+// One row: y[:n] = softmax(scale * x[:n]), y[n:] = 0 (the masked keys). x is overwritten with the
+// unnormalised exponentials; y may alias it (float32) or be bfloat16 storage.
+template <typename Y>
+DSFORGE_ALWAYS_INLINE void softmax_row(float* x, Y* y, int64_t n, int64_t T, float sc) {
   float m = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : m)
   for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
@@ -329,23 +334,24 @@ DSFORGE_ALWAYS_INLINE void softmax_row(const float* x, float* y, int64_t n, int6
   float s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < n; ++j) {
-    y[j] = exp_approx(x[j] * sc - m);
-    s += y[j];
+    x[j] = exp_approx(x[j] * sc - m);
+    s += x[j];
   }
   const float inv = 1.0f / s;
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) y[j] *= inv;
-  std::fill(y + n, y + T, 0.0f);
+  for (int64_t j = 0; j < n; ++j) store(y, j, x[j] * inv);
+  std::fill(y + n, y + T, Y{});
 }
 
-// Its backward: dx = scale * y * (dy - sum(y * dy)); dx may alias dy.
-DSFORGE_ALWAYS_INLINE void softmax_row_backward(const float* y, const float* dy, float* dx, int64_t n, int64_t T, float sc) {
+// Its backward: dx = scale * y * (dy - sum(y * dy)); dx may alias dy (float32) or be bfloat16 storage.
+template <typename Y, typename DX>
+DSFORGE_ALWAYS_INLINE void softmax_row_backward(const Y* y, const float* dy, DX* dx, int64_t n, int64_t T, float sc) {
   float dot = 0;
 #pragma omp simd reduction(+ : dot)
-  for (int64_t j = 0; j < n; ++j) dot += y[j] * dy[j];
+  for (int64_t j = 0; j < n; ++j) dot += load(y, j) * dy[j];
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) dx[j] = sc * y[j] * (dy[j] - dot);
-  std::fill(dx + n, dx + T, 0.0f);
+  for (int64_t j = 0; j < n; ++j) store(dx, j, sc * load(y, j) * (dy[j] - dot));
+  std::fill(dx + n, dx + T, DX{});
 }
 
 struct CausalSoftmaxFn : torch::autograd::Function<CausalSoftmaxFn> {
@@ -358,7 +364,8 @@ struct CausalSoftmaxFn : torch::autograd::Function<CausalSoftmaxFn> {
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / T), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
         const int64_t n = std::min(T, i % S + off + 1);  // visible keys of this query
-        softmax_row(xp + i * T, yp + i * T, n, T, sc);
+        std::copy(xp + i * T, xp + i * T + n, yp + i * T);  // softmax_row works in place
+        softmax_row(yp + i * T, yp + i * T, n, T, sc);
       }
     });
     ctx->save_for_backward({y});
@@ -412,6 +419,24 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const 
 #endif
 }
 
+// The same with bfloat16 operands and a float32 result, through oneDNN's dnnl_gemm_bf16bf16f32 (row-major,
+// AVX512-BF16 dot products where the CPU has them): about twice sgemm's speed single-threaded on
+// attention's shapes here (165-200 vs 80-110 GFLOP/s). libtorch links oneDNN dynamically on Debian; the
+// symbol is looked up at run time, so a libtorch that hides it (oneDNN linked statically) simply
+// leaves bfloat16 attention on the float32 kernel (bf16_gemm_available() says which).
+using Bf16Gemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                         float, float*, int64_t);
+Bf16Gemm bf16_gemm_fn() {
+  static const Bf16Gemm f = reinterpret_cast<Bf16Gemm>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+  return f;
+}
+
+void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+             const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int status = bf16_gemm_fn()(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  if (status != 0) throw std::runtime_error("dnnl_gemm_bf16bf16f32 failed with status " + std::to_string(status));
+}
+
 // One (batch, head) slice per task, its products single-threaded with the scores in cache. Query rows
 // go in blocks of kQueryBlock; a block's products stop at the last key its last row can see, so the
 // masked upper triangle costs (almost) no multiplications: at S = T = 256, 10/16 of the full products.
@@ -420,12 +445,13 @@ constexpr int64_t kQueryBlock = 64;
 // A [B, H, rows, cols] tensor whose last dimension is contiguous, read as B * H row-major matrices:
 // slice i = (b, h) starts at b * stride(0) + h * stride(1), its rows stride(2) apart. Attention's
 // operands are usually transposed views of [B, S, H, D] projections: read in place, no copies.
+template <typename T>
 struct Slices {
-  float* base;
+  T* base;
   int64_t H, s0, s1, ld;
   explicit Slices(const at::Tensor& t)
-      : base(t.data_ptr<float>()), H(t.size(1)), s0(t.stride(0)), s1(t.stride(1)), ld(t.stride(2)) {}
-  float* operator[](int64_t i) const { return base + (i / H) * s0 + (i % H) * s1; }
+      : base(ptr<T>(t)), H(t.size(1)), s0(t.stride(0)), s1(t.stride(1)), ld(t.stride(2)) {}
+  T* operator[](int64_t i) const { return base + (i / H) * s0 + (i % H) * s1; }
 };
 
 bool rows_contiguous(const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) >= t.size(3); }
@@ -436,24 +462,46 @@ at::Tensor empty_heads_interleaved(int64_t B, int64_t H, int64_t S, int64_t D, c
   return at::empty({B, S, H, D}, o).transpose(1, 2);
 }
 
-struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
+// rows x cols float32 results (leading dimension ldf) into T storage (leading dimension ldt).
+template <typename T>
+void store_rows(const float* f, int64_t ldf, T* t, int64_t ldt, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) store(t + r * ldt, j, f[r * ldf + j]);
+  }
+}
+
+// T = float: float32 throughout, products written straight into their destinations. T = uint16_t
+// (bfloat16, what bf16 autocast hands attention): bfloat16 operands, float32 accumulation, scores and
+// softmax in float32; P is kept (and multiplied) in bfloat16 as autocast's own matmul would, dK and dV
+// accumulate over the query blocks in float32 and are rounded once at the end.
+template <typename T>
+struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn<T>> {
+  static constexpr bool kFloat = std::is_same<T, float>::value;
+
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                             double scale) {
     at::Tensor q = rows_contiguous_or_copy(q_in), k = rows_contiguous_or_copy(k_in), v = rows_contiguous_or_copy(v_in);
-    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), D = q.size(3), T = k.size(2), Dv = v.size(3), off = T - S;
-    at::Tensor p = at::empty({B, H, S, T}, q.options()), out = empty_heads_interleaved(B, H, S, Dv, q.options());
-    const Slices qs(q), ks(k), vs(v), os(out);
-    float* pp = p.data_ptr<float>();
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), D = q.size(3), T_ = k.size(2), Dv = v.size(3), off = T_ - S;
+    at::Tensor p = at::empty({B, H, S, T_}, q.options()), out = empty_heads_interleaved(B, H, S, Dv, q.options());
+    const Slices<T> qs(q), ks(k), vs(v), os(out);
+    T* pp = ptr<T>(p);
     const float sc = static_cast<float>(scale);
     at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<float> buf(kFloat ? 0 : static_cast<size_t>(kQueryBlock * (T_ + Dv)));  // scores, then outputs
       for (int64_t i = b0; i < b1; ++i) {
-        const float *qi = qs[i], *ki = ks[i], *vi = vs[i];
-        float *pi = pp + i * S * T, *oi = os[i];
+        const T *qi = qs[i], *ki = ks[i], *vi = vs[i];
+        T *pi = pp + i * S * T_, *oi = os[i];
         for (int64_t r0 = 0; r0 < S; r0 += kQueryBlock) {
-          const int64_t r1 = std::min(S, r0 + kQueryBlock), c = std::min(T, r1 + off);
-          gemm_rm(false, true, r1 - r0, c, D, qi + r0 * qs.ld, qs.ld, ki, ks.ld, 0.0f, pi + r0 * T, T);  // P = Q K^T
-          for (int64_t r = r0; r < r1; ++r) softmax_row(pi + r * T, pi + r * T, std::min(T, r + off + 1), T, sc);
-          gemm_rm(false, false, r1 - r0, Dv, c, pi + r0 * T, T, vi, vs.ld, 0.0f, oi + r0 * os.ld, os.ld);  // O = P V
+          const int64_t r1 = std::min(S, r0 + kQueryBlock), c = std::min(T_, r1 + off);
+          float* scores = kFloat ? reinterpret_cast<float*>(pi + r0 * T_) : buf.data();
+          gemm_rm(false, true, r1 - r0, c, D, qi + r0 * qs.ld, qs.ld, ki, ks.ld, 0.0f, scores, T_);  // Q K^T
+          for (int64_t r = r0; r < r1; ++r)
+            softmax_row(scores + (r - r0) * T_, pi + r * T_, std::min(T_, r + off + 1), T_, sc);
+          float* o = kFloat ? reinterpret_cast<float*>(oi + r0 * os.ld) : buf.data() + kQueryBlock * T_;
+          const int64_t ldo = kFloat ? os.ld : Dv;
+          gemm_rm(false, false, r1 - r0, Dv, c, pi + r0 * T_, T_, vi, vs.ld, 0.0f, o, ldo);  // O = P V
+          if (!kFloat) store_rows(o, ldo, oi + r0 * os.ld, os.ld, r1 - r0, Dv);
         }
       }
     });
@@ -461,34 +509,51 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
     ctx->saved_data["scale"] = scale;
     return out;
   }
+
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
     at::Tensor q = saved[0], k = saved[1], v = saved[2], p = saved[3], dout = rows_contiguous_or_copy(grad_out[0]);
     const float sc = static_cast<float>(ctx->saved_data["scale"].toDouble());
-    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), D = q.size(3), T = k.size(2), Dv = v.size(3), off = T - S;
-    at::Tensor dq = empty_heads_interleaved(B, H, S, D, q.options()), dk = empty_heads_interleaved(B, H, T, D, q.options()),
-               dv = empty_heads_interleaved(B, H, T, Dv, q.options());
-    const Slices qs(q), ks(k), vs(v), dos(dout), dqs(dq), dks(dk), dvs(dv);
-    const float* pp = p.data_ptr<float>();
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), D = q.size(3), T_ = k.size(2), Dv = v.size(3), off = T_ - S;
+    at::Tensor dq = empty_heads_interleaved(B, H, S, D, q.options()), dk = empty_heads_interleaved(B, H, T_, D, q.options()),
+               dv = empty_heads_interleaved(B, H, T_, Dv, q.options());
+    const Slices<T> qs(q), ks(k), vs(v), dos(dout), dqs(dq), dks(dk), dvs(dv);
+    const T* pp = ptr<T>(p);
     at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<float> ds_buf(static_cast<size_t>(kQueryBlock * T));
-      float* ds = ds_buf.data();
+      // dP in float32; dS in T (in place over dP for float32); for bfloat16 also the float32 dQ block
+      // and the dK, dV accumulators.
+      const int64_t acc = kFloat ? 0 : kQueryBlock * D + T_ * (D + Dv);
+      std::vector<float> fbuf(static_cast<size_t>(kQueryBlock * T_ + acc));
+      std::vector<T> tbuf(kFloat ? 0 : static_cast<size_t>(kQueryBlock * T_));
+      float* dp = fbuf.data();
+      T* ds = kFloat ? reinterpret_cast<T*>(dp) : tbuf.data();
+      float *dq_blk = dp + kQueryBlock * T_, *dk_acc = dq_blk + kQueryBlock * D, *dv_acc = dk_acc + T_ * D;
       for (int64_t i = b0; i < b1; ++i) {
-        const float *qi = qs[i], *ki = ks[i], *vi = vs[i], *pi = pp + i * S * T, *doi = dos[i];
-        float *dqi = dqs[i], *dki = dks[i], *dvi = dvs[i];
+        const T *qi = qs[i], *ki = ks[i], *vi = vs[i], *pi = pp + i * S * T_, *doi = dos[i];
+        T *dqi = dqs[i], *dki = dks[i], *dvi = dvs[i];
+        float* dk_out = kFloat ? reinterpret_cast<float*>(dki) : dk_acc;
+        float* dv_out = kFloat ? reinterpret_cast<float*>(dvi) : dv_acc;
+        const int64_t ldk = kFloat ? dks.ld : D, ldv = kFloat ? dvs.ld : Dv;
         // Last block first: it sees every key, so its products (beta = 0) initialise all of dK and dV.
         const int64_t n_blocks = (S + kQueryBlock - 1) / kQueryBlock;
         for (int64_t blk = n_blocks - 1; blk >= 0; --blk) {
           const int64_t r0 = blk * kQueryBlock, r1 = std::min(S, r0 + kQueryBlock), rows = r1 - r0;
-          const int64_t c = blk == n_blocks - 1 ? T : std::min(T, r1 + off);
+          const int64_t c = blk == n_blocks - 1 ? T_ : std::min(T_, r1 + off);
           const float beta = blk == n_blocks - 1 ? 0.0f : 1.0f;
-          const float *qb = qi + r0 * qs.ld, *dob = doi + r0 * dos.ld;
-          gemm_rm(true, false, c, Dv, rows, pi + r0 * T, T, dob, dos.ld, beta, dvi, dvs.ld);  // dV += P^T dO
-          gemm_rm(false, true, rows, c, Dv, dob, dos.ld, vi, vs.ld, 0.0f, ds, T);            // dP = dO V^T
-          for (int64_t r = r0; r < r1; ++r)  // dS = scale * P (dP - rowsum(P dP)), in place over dP
-            softmax_row_backward(pi + r * T, ds + (r - r0) * T, ds + (r - r0) * T, std::min(T, r + off + 1), c, sc);
-          gemm_rm(false, false, rows, D, c, ds, T, ki, ks.ld, 0.0f, dqi + r0 * dqs.ld, dqs.ld);  // dQ = dS K
-          gemm_rm(true, false, c, D, rows, ds, T, qb, qs.ld, beta, dki, dks.ld);                  // dK += dS^T Q
+          const T *qb = qi + r0 * qs.ld, *dob = doi + r0 * dos.ld;
+          gemm_rm(true, false, c, Dv, rows, pi + r0 * T_, T_, dob, dos.ld, beta, dv_out, ldv);  // dV += P^T dO
+          gemm_rm(false, true, rows, c, Dv, dob, dos.ld, vi, vs.ld, 0.0f, dp, T_);              // dP = dO V^T
+          for (int64_t r = r0; r < r1; ++r)  // dS = scale * P (dP - rowsum(P dP))
+            softmax_row_backward(pi + r * T_, dp + (r - r0) * T_, ds + (r - r0) * T_, std::min(T_, r + off + 1), c, sc);
+          float* dqo = kFloat ? reinterpret_cast<float*>(dqi + r0 * dqs.ld) : dq_blk;
+          const int64_t ldq = kFloat ? dqs.ld : D;
+          gemm_rm(false, false, rows, D, c, ds, T_, ki, ks.ld, 0.0f, dqo, ldq);  // dQ = dS K
+          if (!kFloat) store_rows(dqo, ldq, dqi + r0 * dqs.ld, dqs.ld, rows, D);
+          gemm_rm(true, false, c, D, rows, ds, T_, qb, qs.ld, beta, dk_out, ldk);  // dK += dS^T Q
+        }
+        if (!kFloat) {
+          store_rows(dk_acc, D, dki, dks.ld, T_, D);
+          store_rows(dv_acc, Dv, dvi, dvs.ld, T_, Dv);
         }
       }
     });
@@ -659,6 +724,8 @@ struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn> {
 
 }  // namespace
 
+bool bf16_gemm_available() { return bf16_gemm_fn() != nullptr; }
+
 bool fused_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("DSFORGE_FUSED");
@@ -744,10 +811,11 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   if (!fused_enabled() || (dt != at::kFloat && !low) || k.scalar_type() != dt || v.scalar_type() != dt ||
       !q.device().is_cpu() || q.dim() != 4 || k.size(2) < q.size(2))
     return at::matmul(causal_softmax(at::matmul(q, k.transpose(-2, -1)), scale).to(v.scalar_type()), v);
-  // Under bf16 autocast the projections are bf16 but attention is a small share of the FLOPs: run it
-  // in float32 through the fused kernel (one conversion each way, layouts kept) rather than unfused in bf16.
-  if (low) return CausalAttentionFn::apply(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), scale).to(dt);
-  return CausalAttentionFn::apply(q, k, v, scale);
+  if (dt == at::kBFloat16 && bf16_gemm_fn()) return CausalAttentionFn<uint16_t>::apply(q, k, v, scale);
+  // Otherwise (float16, or no bfloat16 GEMM at hand) in float32 through the fused kernel: one conversion
+  // each way, layouts kept, rather than unfused in low precision.
+  if (low) return CausalAttentionFn<float>::apply(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), scale).to(dt);
+  return CausalAttentionFn<float>::apply(q, k, v, scale);
 }
 
 double sum_of_squares(const at::Tensor& t) {

@@ -32,8 +32,11 @@ at::Tensor causal_softmax(const at::Tensor& scores, double scale);
 // Causal attention softmax(scale q k^T + mask) v for q [B, H, S, D], k [B, H, T, D], v [B, H, T, Dv]
 // -> [B, H, S, Dv]. One (batch, head) slice per task: its two products, the masked softmax between
 // them and, going back, its four products run on one core with the scores in cache, instead of
-// each batched product being split across cores separately.
+// each batched product being split across cores separately. bfloat16 inputs (bf16 autocast) use
+// bfloat16 products with float32 accumulation where oneDNN's bf16 GEMM is at hand
+// (bf16_gemm_available()), float32 otherwise.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
+bool bf16_gemm_available();
 
 // Rotary embedding of interleaved pairs of the last dim of x [B, S, ..., d] at positions start + s
 // (s along dim 1), with cos/sin tables [P, d/2]: y_2i = x_2i c - x_2i+1 s, y_2i+1 = x_2i s + x_2i+1 c.
