@@ -5,6 +5,7 @@
 // the PyTorch run right after it, which cancels most of a shared machine's slow drifts.
 //
 //   ./build/bench_train_throughput [--steps 8] [--rounds 2] [--threads 2] [--only gpt2-4L] [--profile trace.json]
+//                                  [--dsforge-only 1]   (no PyTorch runs: for profiling dsforge with perf)
 //
 // The step: random tokens [B, T + 1 (+ MTP depth)], zero_grad, forward + loss (bf16 autocast when
 // asked), backward, clip to norm 1, AdamW, and the expert-bias update for DeepSeek.
@@ -127,12 +128,14 @@ Run run_pytorch(const Case& k, int steps, int warmup, int threads, const std::st
 int main(int argc, char** argv) {
   int steps = 8, rounds = 2, threads = 2;
   std::string only;
+  bool dsforge_only = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
     else if (!std::strcmp(argv[i], "--profile")) g_profile = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--dsforge-only")) dsforge_only = std::atoi(argv[i + 1]) != 0;
   }
   at::set_num_threads(threads);
   core::install_cpu_allocator();  // as the dsforge CLI does (DSFORGE_CPU_CACHE_MB=0: ATen's allocator)
@@ -164,7 +167,12 @@ int main(int argc, char** argv) {
     Run best_ds, best_pt;
     std::vector<double> paired;  // dsforge / PyTorch within each round: adjacent runs share the machine's state
     for (int r = 0; r < rounds; ++r) {  // alternate so both see the same machine state
-      Run ds = run_dsforge(k, steps, 2), pt = run_pytorch(k, steps, 2, threads, cfg_path);
+      Run ds = run_dsforge(k, steps, 2);
+      if (dsforge_only) {
+        std::printf("%-30s %-5s %12.0f\n", k.name.c_str(), k.precision.c_str(), ds.tokens_per_s);
+        continue;
+      }
+      Run pt = run_pytorch(k, steps, 2, threads, cfg_path);
       if (ds.params != pt.params)
         std::printf("warning: parameter counts differ (dsforge %lld, pytorch %lld)\n", static_cast<long long>(ds.params),
                     static_cast<long long>(pt.params));
@@ -172,6 +180,7 @@ int main(int argc, char** argv) {
       if (pt.tokens_per_s > best_pt.tokens_per_s) best_pt = pt;
       paired.push_back(ds.tokens_per_s / pt.tokens_per_s);
     }
+    if (dsforge_only) continue;
     std::sort(paired.begin(), paired.end());
     const size_t mid = paired.size() / 2;
     const double median = paired.size() % 2 ? paired[mid] : 0.5 * (paired[mid - 1] + paired[mid]);

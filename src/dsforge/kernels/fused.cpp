@@ -7,6 +7,9 @@
 #include <torch/version.h>
 
 #include <dlfcn.h>
+#ifdef DSFORGE_HAVE_OPENMP
+#include <omp.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -437,6 +440,18 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const 
   if (status != 0) throw std::runtime_error("dnnl_gemm_bf16bf16f32 failed with status " + std::to_string(status));
 }
 
+// OpenBLAS's OpenMP build sizes its threading by omp_get_max_threads(), which inside a parallel region
+// still reports the outer team's size: a product called from one of the kernels' tasks then takes the
+// threaded path for some shapes, and OpenBLAS serves one threaded call at a time, so the tasks'
+// products run one after another (measured: 512x96x256 products from two tasks ran at 104 GFLOP/s in
+// all, against 98 from one task and 187 with OPENBLAS_NUM_THREADS=1). Every task that calls a GEMM
+// first says it has one thread; the setting belongs to the task and ends with it.
+DSFORGE_ALWAYS_INLINE void blas_single_threaded_in_this_task() {
+#ifdef DSFORGE_HAVE_OPENMP
+  if (omp_in_parallel()) omp_set_num_threads(1);
+#endif
+}
+
 // One (batch, head) slice per task, its products single-threaded with the scores in cache. Query rows
 // go in blocks of kQueryBlock; a block's products stop at the last key its last row can see, so the
 // masked upper triangle costs (almost) no multiplications: at S = T = 256, 10/16 of the full products.
@@ -488,6 +503,7 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn<T>> {
     T* pp = ptr<T>(p);
     const float sc = static_cast<float>(scale);
     at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
+      blas_single_threaded_in_this_task();
       std::vector<float> buf(kFloat ? 0 : static_cast<size_t>(kQueryBlock * (T_ + Dv)));  // scores, then outputs
       for (int64_t i = b0; i < b1; ++i) {
         const T *qi = qs[i], *ki = ks[i], *vi = vs[i];
@@ -520,6 +536,7 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn<T>> {
     const Slices<T> qs(q), ks(k), vs(v), dos(dout), dqs(dq), dks(dk), dvs(dv);
     const T* pp = ptr<T>(p);
     at::parallel_for(0, B * H, 1, [&](int64_t b0, int64_t b1) {
+      blas_single_threaded_in_this_task();
       // dP in float32; dS in T (in place over dP for float32); for bfloat16 also the float32 dQ block
       // and the dK, dV accumulators.
       const int64_t acc = kFloat ? 0 : kQueryBlock * D + T_ * (D + Dv);
@@ -645,6 +662,7 @@ void for_each_expert_busiest_first(const std::vector<int64_t>& counts, F&& f) {
   std::atomic<size_t> next{0};
   const int64_t workers = std::min<int64_t>(at::get_num_threads(), static_cast<int64_t>(order.size()));
   at::parallel_for(0, std::max<int64_t>(workers, 1), 1, [&](int64_t, int64_t) {
+    blas_single_threaded_in_this_task();
     for (size_t i; (i = next++) < order.size();) f(order[i]);
   });
 }
