@@ -3,6 +3,7 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
+#include <malloc.h>
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -192,6 +193,11 @@ bool install_cpu_allocator() {
     const size_t limit = limit_from_env();
     if (limit == 0) return false;
     BlockCache::instance().set_limit(limit);
+    // Blocks below the cache's threshold stay with glibc; keep it from handing them back to the kernel
+    // after every step (its dynamic thresholds trim heap tops and mmap mid-sized blocks, each
+    // reuse then faulting its pages in again: ~4000 page faults per DeepSeek micro step).
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     static auto* allocator = new CachingCpuAllocator;  // never destroyed, like the cache
     c10::SetCPUAllocator(allocator, /*priority=*/1);   // above ATen's own registration (0)
     return c10::GetCPUAllocator() == allocator;
