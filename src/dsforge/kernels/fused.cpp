@@ -429,8 +429,17 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const 
 // leaves bfloat16 attention on the float32 kernel (bf16_gemm_available() says which).
 using Bf16Gemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t,
                          float, float*, int64_t);
+// A oneDNN without a bf16 GEMM for this CPU answers dnnl_unimplemented: one small product with a
+// known result decides, once, before any kernel relies on it.
 Bf16Gemm bf16_gemm_fn() {
-  static const Bf16Gemm f = reinterpret_cast<Bf16Gemm>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+  static const Bf16Gemm f = [] {
+    auto g = reinterpret_cast<Bf16Gemm>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+    if (!g) return g;
+    const uint16_t a[4] = {0x3f80, 0x4000, 0x4040, 0x4080}, b[4] = {0x3f80, 0x3f80, 0x4000, 0xbf80};  // [1 2; 3 4], [1 1; 2 -1]
+    float c[4] = {0, 0, 0, 0};
+    const bool ok = g('N', 'N', 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2) == 0 && c[0] == 5 && c[1] == -1 && c[2] == 11 && c[3] == -1;
+    return ok ? g : nullptr;
+  }();
   return f;
 }
 
