@@ -155,6 +155,7 @@ int main(int argc, char** argv) {
       {"gpt2-4L/256/T256/B8/V8192", gpt2_shape(4, 256, 4, 8192), 8, 256, "bf16"},
       {"gpt2-6L/384/T256/B8/V16384", gpt2_shape(6, 384, 6, 16384), 8, 256, "bf16"},
       {"deepseek-micro/T256/B8", model::model_config_from_preset("micro"), 8, 256, "fp32"},
+      {"deepseek-micro/T256/B8", model::model_config_from_preset("micro"), 8, 256, "bf16"},
   };
   const std::string dir = fmt("/tmp/dsforge-bench-train-", getpid());
   make_dirs(dir);

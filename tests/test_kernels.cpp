@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 
 #include "dsforge/kernels/fused.h"
+#include "dsforge/train/precision.h"
 #include "test_util.h"
 
 using namespace dsforge;
@@ -169,6 +170,53 @@ TEST(Kernels, GroupedSwiGluMatchesExpertByExpert) {
     const bool idle = counts[i / 3] == 0;
     EXPECT_EQ(fused[2 + i].defined(), !idle) << "weight " << i;
     if (!idle) expect_close(fused[2 + i], ref[2 + i], 1e-5, "d weight");
+  }
+}
+
+// Under bf16 autocast (as the trainer runs DeepSeek with train.precision = bf16) the same node runs
+// bfloat16 products with float32 accumulation: against the float64 expert-by-expert composition on the
+// bf16-rounded x and weights, within a few bf16 steps; y is bfloat16 like an autocast linear's output,
+// the weight gradients float32 like the weights, idle experts still get none.
+TEST(Kernels, GroupedSwiGluUnderBf16AutocastMatchesFloat64) {
+  if (!kernels::bf16_gemm_available()) GTEST_SKIP() << "this libtorch exposes no bf16 GEMM";
+  at::manual_seed(6);
+  const int64_t d = 40, I = 24;
+  const std::vector<int64_t> counts = {70, 0, 33, 1, 50};
+  const int64_t E = static_cast<int64_t>(counts.size()), M = 154;
+  at::Tensor x = at::randn({M, d}), w_out = at::randn({M, d}, at::kDouble);
+  std::vector<at::Tensor> ws, ws64;
+  for (int64_t e = 0; e < E; ++e)
+    for (auto shape : {std::vector<int64_t>{I, d}, std::vector<int64_t>{I, d}, std::vector<int64_t>{d, I}}) {
+      ws.push_back((at::randn(shape) * 0.3).requires_grad_(true));
+      ws64.push_back(ws.back().detach().to(at::kBFloat16).to(at::kDouble).requires_grad_(true));
+    }
+  at::Tensor xi = x.clone().requires_grad_(true), x64 = x.to(at::kBFloat16).to(at::kDouble).requires_grad_(true);
+  at::Tensor y;
+  {
+    train::AutocastScope autocast(c10::Device(c10::kCPU), at::kBFloat16);
+    ASSERT_TRUE(kernels::grouped_swiglu_applies(xi, ws));
+    y = kernels::grouped_swiglu(xi, counts, ws);
+  }
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  (y.to(at::kDouble) * w_out).sum().backward();
+  std::vector<at::Tensor> outs;
+  int64_t o = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    at::Tensor xe = x64.narrow(0, o, counts[static_cast<size_t>(e)]);
+    o += counts[static_cast<size_t>(e)];
+    outs.push_back(at::linear(at::silu(at::linear(xe, ws64[3 * e])) * at::linear(xe, ws64[3 * e + 1]), ws64[3 * e + 2]));
+  }
+  at::Tensor y64 = at::cat(outs, 0);
+  (y64 * w_out).sum().backward();
+  expect_close(y, y64, 2e-2, "outputs");
+  EXPECT_EQ(xi.grad().scalar_type(), at::kFloat);
+  expect_close(xi.grad(), x64.grad(), 2e-2, "d x");
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const bool idle = counts[i / 3] == 0;
+    EXPECT_EQ(ws[i].grad().defined(), !idle) << "weight " << i;
+    if (idle) continue;
+    EXPECT_EQ(ws[i].grad().scalar_type(), at::kFloat);
+    expect_close(ws[i].grad(), ws64[i].grad(), 2e-2, "d weight");
   }
 }
 

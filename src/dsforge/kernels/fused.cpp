@@ -222,8 +222,8 @@ struct GeluFn : torch::autograd::Function<GeluFn> {
 };
 
 // ------------------------------------------------------------------ SwiGLU product
-template <typename T>
-void silu_mul_forward(const T* gate, const T* up, T* y, int64_t b, int64_t e) {
+template <typename T, typename Y>
+void silu_mul_forward(const T* gate, const T* up, Y* y, int64_t b, int64_t e) {
 #pragma omp simd
   for (int64_t i = b; i < e; ++i) {
     const float g = load(gate, i);
@@ -231,8 +231,8 @@ void silu_mul_forward(const T* gate, const T* up, T* y, int64_t b, int64_t e) {
   }
 }
 
-template <typename T>
-void silu_mul_backward(const T* gate, const T* up, const T* dy, T* dg, T* du, int64_t b, int64_t e) {
+template <typename T, typename DY, typename D>
+void silu_mul_backward(const T* gate, const T* up, const DY* dy, D* dg, D* du, int64_t b, int64_t e) {
 #pragma omp simd
   for (int64_t i = b; i < e; ++i) {
     const float g = load(gate, i), u = load(up, i), d = load(dy, i), s = sigmoid(g);
@@ -682,30 +682,50 @@ std::vector<int64_t> offsets_of(const std::vector<int64_t>& counts) {
   return o;
 }
 
-struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn> {
+// T = float: float32 throughout, products written straight into g, u, y, dx and the weight gradients.
+// T = uint16_t (bfloat16, under bf16 autocast): x and the weights are rounded to bfloat16 once per call
+// (as autocast's casts would), products accumulate in float32, g and u are kept in float32, h and the
+// gradients fed to products are rounded to bfloat16, and the weight gradients come out of the products
+// in float32, the master weights' own dtype, with no cast nodes in between. y is bfloat16, as an
+// autocast linear's output would be; dx has x's dtype.
+template <typename T>
+struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn<T>> {
+  static constexpr bool kFloat = std::is_same<T, float>::value;
+  static constexpr at::ScalarType kType = kFloat ? at::kFloat : at::kBFloat16;
+
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const std::vector<int64_t>& counts,
-                            at::TensorList w) {
-    at::Tensor x = x_in.contiguous();
+                            at::TensorList w_in) {
+    at::Tensor x = x_in.to(kType).contiguous();
+    std::vector<at::Tensor> w;
+    for (const at::Tensor& t : w_in) w.push_back(t.to(kType).contiguous());
     const int64_t M = x.size(0), d = x.size(1), I = w[0].size(0);
     const auto off = offsets_of(counts);
-    at::Tensor g = at::empty({M, I}, x.options()), u = at::empty({M, I}, x.options()), y = at::empty({M, d}, x.options());
-    const float* xp = x.data_ptr<float>();
-    float *gp = g.data_ptr<float>(), *up = u.data_ptr<float>(), *yp = y.data_ptr<float>();
+    const auto fopts = x.options().dtype(at::kFloat);
+    at::Tensor g = at::empty({M, I}, fopts), u = at::empty({M, I}, fopts), y = at::empty({M, d}, x.options());
+    const T* xp = ptr<T>(x);
+    float *gp = ptr<float>(g), *up = ptr<float>(u);
+    T* yp = ptr<T>(y);
     for_each_expert_busiest_first(counts, [&](int64_t e) {
       const int64_t o = off[static_cast<size_t>(e)], n = counts[static_cast<size_t>(e)];
-      const float *xe = xp + o * d, *wg = w[3 * e].data_ptr<float>(), *wu = w[3 * e + 1].data_ptr<float>(),
-                  *wd = w[3 * e + 2].data_ptr<float>();
+      const T *xe = xp + o * d, *wg = ptr<T>(w[3 * e]), *wu = ptr<T>(w[3 * e + 1]), *wd = ptr<T>(w[3 * e + 2]);
       float *ge = gp + o * I, *ue = up + o * I;
       gemm_rm(false, true, n, I, d, xe, d, wg, d, 0.0f, ge, I);  // g = x Wg^T
       gemm_rm(false, true, n, I, d, xe, d, wu, d, 0.0f, ue, I);  // u = x Wu^T
-      std::vector<float> he(static_cast<size_t>(n * I));
+      std::vector<T> he(static_cast<size_t>(n * I));
       silu_mul_forward(ge, ue, he.data(), 0, n * I);
-      gemm_rm(false, true, n, d, I, he.data(), I, wd, I, 0.0f, yp + o * d, d);  // y = h Wd^T
+      std::vector<float> ye(kFloat ? 0 : static_cast<size_t>(n * d));
+      float* yo = kFloat ? reinterpret_cast<float*>(yp + o * d) : ye.data();
+      gemm_rm(false, true, n, d, I, he.data(), I, wd, I, 0.0f, yo, d);  // y = h Wd^T
+      if (!kFloat) store_rows(yo, d, yp + o * d, d, n, d);
     });
     std::vector<at::Tensor> saved = {x, g, u};
     saved.insert(saved.end(), w.begin(), w.end());
     ctx->save_for_backward(saved);
     ctx->saved_data["counts"] = counts;
+    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x_in.scalar_type());
+    std::vector<int64_t> w_dtypes;
+    for (const at::Tensor& t : w_in) w_dtypes.push_back(static_cast<int64_t>(t.scalar_type()));
+    ctx->saved_data["w_dtypes"] = w_dtypes;
     return y;
   }
 
@@ -713,38 +733,42 @@ struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &g = saved[1], &u = saved[2];
     const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+    const std::vector<int64_t> w_dtypes = ctx->saved_data["w_dtypes"].toIntVector();
+    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
     const auto off = offsets_of(counts);
-    at::Tensor dy = grad_out[0].contiguous();
-    const int64_t I = g.size(1), E = static_cast<int64_t>(counts.size());
-    at::Tensor dx = at::empty_like(x);  // every row belongs to an expert with rows
+    at::Tensor dy = grad_out[0].to(kType).contiguous();
+    const int64_t I = g.size(1), E = static_cast<int64_t>(counts.size()), d = x.size(1);
+    // Every row belongs to an expert with rows; float32 for bfloat16 (the sum of two products), cast below.
+    at::Tensor dx = at::empty(x.sizes(), x.options().dtype(at::kFloat));
     variable_list grads(static_cast<size_t>(2 + 3 * E));  // x, counts, then one per weight
-    const int64_t d = x.size(1);
-    const float *xp = x.data_ptr<float>(), *gp = g.data_ptr<float>(), *up = u.data_ptr<float>(), *dyp = dy.data_ptr<float>();
-    float* dxp = dx.data_ptr<float>();
+    const T *xp = ptr<T>(x), *dyp = ptr<T>(dy);
+    const float *gp = ptr<float>(g), *up = ptr<float>(u);
+    float* dxp = ptr<float>(dx);
     for (int64_t e = 0; e < E; ++e)  // weight gradients are allocated here, outside the parallel region
       if (counts[static_cast<size_t>(e)] > 0)
-        for (int64_t j = 0; j < 3; ++j) grads[static_cast<size_t>(2 + 3 * e + j)] = at::empty_like(saved[static_cast<size_t>(3 + 3 * e + j)]);
+        for (int64_t j = 0; j < 3; ++j)
+          grads[static_cast<size_t>(2 + 3 * e + j)] = at::empty(saved[static_cast<size_t>(3 + 3 * e + j)].sizes(), dx.options());
     for_each_expert_busiest_first(counts, [&](int64_t e) {
       const int64_t o = off[static_cast<size_t>(e)], n = counts[static_cast<size_t>(e)];
-      const float *wg = saved[static_cast<size_t>(3 + 3 * e)].data_ptr<float>(),
-                  *wu = saved[static_cast<size_t>(4 + 3 * e)].data_ptr<float>(),
-                  *wd = saved[static_cast<size_t>(5 + 3 * e)].data_ptr<float>();
-      const float *xe = xp + o * d, *ge = gp + o * I, *ue = up + o * I, *dye = dyp + o * d;
-      float *dwg = grads[static_cast<size_t>(2 + 3 * e)].data_ptr<float>(),
-            *dwu = grads[static_cast<size_t>(3 + 3 * e)].data_ptr<float>(),
-            *dwd = grads[static_cast<size_t>(4 + 3 * e)].data_ptr<float>();
-      std::vector<float> he(static_cast<size_t>(n * I)), dh(he.size()), du(he.size());
+      auto wt = [&](int64_t j) { return ptr<T>(saved[static_cast<size_t>(3 + 3 * e + j)]); };
+      auto gr = [&](int64_t j) { return ptr<float>(grads[static_cast<size_t>(2 + 3 * e + j)]); };
+      const T *wg = wt(0), *wu = wt(1), *wd = wt(2), *xe = xp + o * d, *dye = dyp + o * d;
+      const float *ge = gp + o * I, *ue = up + o * I;
+      std::vector<T> he(static_cast<size_t>(n * I)), dg(he.size()), du(he.size());
+      std::vector<float> dh(he.size());
       silu_mul_forward(ge, ue, he.data(), 0, n * I);
-      gemm_rm(true, false, d, I, n, dye, d, he.data(), I, 0.0f, dwd, I);  // dWd = dy^T h
-      gemm_rm(false, false, n, I, d, dye, d, wd, I, 0.0f, dh.data(), I);   // dh = dy Wd
-      float* dg = he.data();                                              // h is no longer needed
-      silu_mul_backward(ge, ue, dh.data(), dg, du.data(), 0, n * I);
-      gemm_rm(false, false, n, d, I, dg, I, wg, d, 0.0f, dxp + o * d, d);         // dx = dg Wg
+      gemm_rm(true, false, d, I, n, dye, d, he.data(), I, 0.0f, gr(2), I);  // dWd = dy^T h
+      gemm_rm(false, false, n, I, d, dye, d, wd, I, 0.0f, dh.data(), I);     // dh = dy Wd
+      silu_mul_backward(ge, ue, dh.data(), dg.data(), du.data(), 0, n * I);
+      gemm_rm(false, false, n, d, I, dg.data(), I, wg, d, 0.0f, dxp + o * d, d);  // dx = dg Wg
       gemm_rm(false, false, n, d, I, du.data(), I, wu, d, 1.0f, dxp + o * d, d);  //    + du Wu
-      gemm_rm(true, false, I, d, n, dg, I, xe, d, 0.0f, dwg, d);                  // dWg = dg^T x
-      gemm_rm(true, false, I, d, n, du.data(), I, xe, d, 0.0f, dwu, d);           // dWu = du^T x
+      gemm_rm(true, false, I, d, n, dg.data(), I, xe, d, 0.0f, gr(0), d);         // dWg = dg^T x
+      gemm_rm(true, false, I, d, n, du.data(), I, xe, d, 0.0f, gr(1), d);         // dWu = du^T x
     });
-    grads[0] = dx;
+    grads[0] = dx.to(x_dtype);
+    for (int64_t j = 0; j < 3 * E; ++j)
+      if (grads[static_cast<size_t>(2 + j)].defined())
+        grads[static_cast<size_t>(2 + j)] = grads[static_cast<size_t>(2 + j)].to(static_cast<at::ScalarType>(w_dtypes[static_cast<size_t>(j)]));
     return grads;
   }
 };
@@ -820,16 +844,40 @@ bool autocast_enabled(c10::DeviceType t) {
 #endif
 }
 
+c10::ScalarType autocast_dtype_of(c10::DeviceType t) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::get_autocast_dtype(t);
+#else
+  return t == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+#endif
+}
+
+namespace {
+// Under CPU autocast the grouped experts run in bfloat16 when autocast's dtype is bfloat16 and the
+// bf16 GEMM is at hand; any other autocast leaves them to the per-expert ATen path.
+bool grouped_in_bf16() {
+  return autocast_enabled(c10::DeviceType::CPU) && autocast_dtype_of(c10::DeviceType::CPU) == at::kBFloat16 &&
+         bf16_gemm_available();
+}
+}  // namespace
+
 bool grouped_swiglu_applies(const at::Tensor& x, at::TensorList weights) {
-  if (!fast_path({&x}) || x.dim() != 2 || weights.size() % 3 != 0 || autocast_enabled(c10::DeviceType::CPU)) return false;
+  if (!fused_enabled() || x.dim() != 2 || weights.size() % 3 != 0) return false;
+  const bool bf16 = grouped_in_bf16();
+  if (autocast_enabled(c10::DeviceType::CPU) && !bf16) return false;
+  auto ok = [&](const at::Tensor& t) {
+    return t.defined() && t.device().is_cpu() && (t.scalar_type() == at::kFloat || (bf16 && t.scalar_type() == at::kBFloat16));
+  };
+  if (!ok(x)) return false;
   for (const at::Tensor& w : weights)
-    if (!fast_path({&w}) || w.dim() != 2) return false;
+    if (!ok(w) || w.dim() != 2) return false;
   return true;
 }
 
 at::Tensor grouped_swiglu(const at::Tensor& x, const std::vector<int64_t>& counts, at::TensorList weights) {
   TORCH_CHECK(weights.size() == 3 * counts.size(), "grouped_swiglu: expected 3 weights per expert");
-  return GroupedSwiGluFn::apply(x, counts, weights);
+  if (grouped_in_bf16()) return GroupedSwiGluFn<uint16_t>::apply(x, counts, weights);
+  return GroupedSwiGluFn<float>::apply(x, counts, weights);
 }
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {

@@ -47,8 +47,10 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
 // Routed SwiGLU experts over tokens grouped by expert: the first counts[0] rows of x go through
 // expert 0, the next counts[1] through expert 1, ...; weights = {gate_0, up_0, down_0, gate_1, ...}
 // ([I, d], [I, d], [d, I], bias-free). Returns the [rows, d] outputs in the same order. Applies to
-// float32 CPU tensors outside autocast (grouped_swiglu_applies); callers run the experts one by one
-// otherwise. Experts with no rows get no gradient, as when they are not called.
+// float32 CPU tensors outside autocast, and under bf16 CPU autocast (float32 or bfloat16 tensors; the
+// products then run in bfloat16 with float32 accumulation and the output is bfloat16, as autocast's
+// linears give) where bf16_gemm_available() (grouped_swiglu_applies); callers run the experts one by
+// one otherwise. Experts with no rows get no gradient, as when they are not called.
 bool grouped_swiglu_applies(const at::Tensor& x, at::TensorList weights);
 at::Tensor grouped_swiglu(const at::Tensor& x, const std::vector<int64_t>& counts, at::TensorList weights);
 
@@ -61,8 +63,9 @@ struct AdamWStep {
 void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
                   const AdamWStep& s);
 
-// Whether autocast is on for device type t (the query differs across libtorch versions).
+// Whether autocast is on for device type t, and its dtype (the queries differ across libtorch versions).
 bool autocast_enabled(c10::DeviceType t);
+c10::ScalarType autocast_dtype_of(c10::DeviceType t);
 
 // Whether the fused paths are enabled (DSFORGE_FUSED=0 in the environment turns them off, for A/B runs).
 bool fused_enabled();

@@ -251,8 +251,8 @@ at::Tensor DeepseekMoeImpl::forward(const at::Tensor& x) {
   at::Tensor counts = at::bincount(flat_idx, {}, E).to(at::kCPU);
   const int64_t* cnt = counts.data_ptr<int64_t>();
   at::Tensor x_sorted = flat.index_select(0, token_of);            // (N*K, d)
-  // float32 outside autocast: all experts in one fused node (kernels::grouped_swiglu). Otherwise one
-  // split (its backward is one concatenation) rather than a narrow per expert (each of whose
+  // float32, or under bf16 autocast: all experts in one fused node (kernels::grouped_swiglu). Otherwise
+  // one split (its backward is one concatenation) rather than a narrow per expert (each of whose
   // backward passes would materialise and add a full-size gradient).
   at::Tensor y_sorted;
   std::vector<at::Tensor> weights;

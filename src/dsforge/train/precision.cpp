@@ -7,7 +7,8 @@
 #include "dsforge/core/error.h"
 #include "dsforge/kernels/fused.h"
 
-// libtorch 2.4 folded the per-device autocast setters into device-typed ones (the query: kernels::autocast_enabled).
+// libtorch 2.4 folded the per-device autocast setters into device-typed ones (the queries:
+// kernels::autocast_enabled, kernels::autocast_dtype_of).
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 #define DSFORGE_AUTOCAST_DEVICE_API 1
 #endif
@@ -27,14 +28,6 @@ void set_autocast(c10::DeviceType t, bool on, c10::ScalarType dtype) {
     at::autocast::set_autocast_gpu_dtype(dtype);
     at::autocast::set_enabled(on);
   }
-#endif
-}
-
-c10::ScalarType autocast_get_dtype(c10::DeviceType t) {
-#ifdef DSFORGE_AUTOCAST_DEVICE_API
-  return at::autocast::get_autocast_dtype(t);
-#else
-  return t == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
 #endif
 }
 
@@ -71,7 +64,7 @@ AutocastScope::AutocastScope(c10::Device device, c10::ScalarType dtype) : type_(
   if (dtype == at::kFloat) return;
   active_ = true;
   prev_enabled_ = kernels::autocast_enabled(type_);
-  prev_dtype_ = autocast_get_dtype(type_);
+  prev_dtype_ = kernels::autocast_dtype_of(type_);
   set_autocast(type_, true, dtype);
   at::autocast::increment_nesting();
 }
