@@ -107,6 +107,45 @@ TEST(Kernels, ElementwiseBf16IsTheFloatResultRoundedOnce) {
   check(sb[1], sr[1], "silu_mul d up");
 }
 
+// Under bf16 autocast MLA's norms and rotary embeddings get bf16 projections: RMSNorm (float32 weight)
+// and RoPE (float32 tables, on a strided view) read and write bf16 and compute in float32, each output
+// the float64 result rounded once; the gradients likewise, the weight's gradient float32.
+TEST(Kernels, RmsNormAndRopeTakeBf16) {
+  at::manual_seed(7);
+  auto rounded_once = [](const at::Tensor& got, const at::Tensor& want, double tol, const char* what) {
+    EXPECT_EQ(got.scalar_type(), at::kBFloat16) << what;
+    expect_close(got, want.to(at::kBFloat16), tol, what);
+  };
+  at::Tensor x = (at::randn({8, 300}) * 2).to(at::kBFloat16), g = at::rand({300}) + 0.5;
+  at::Tensor w = at::randn({8, 300}).to(at::kBFloat16);
+  auto rms_ref = [](const std::vector<at::Tensor>& in) {
+    return in[0] * at::rsqrt(in[0].pow(2).mean(-1, true) + 1e-6) * in[1];
+  };
+  std::vector<at::Tensor> in16 = {x, g}, in64 = {x.to(at::kDouble), g.to(at::kDouble)};
+  auto rms = [](const std::vector<at::Tensor>& in) { return kernels::rms_norm(in[0], in[1], 1e-6); };
+  rounded_once(rms(in16), rms_ref(in64), 1.0 / 128, "rms_norm");
+  auto gb = grads_of(rms, in16, w), gr = grads_of(rms_ref, in64, w.to(at::kDouble));
+  rounded_once(gb[0], gr[0], 1.0 / 64, "rms_norm d x");
+  EXPECT_EQ(gb[1].scalar_type(), at::kFloat);
+  expect_close(gb[1], gr[1], 1e-5, "rms_norm d weight");
+
+  const int64_t B = 2, S = 7, H = 3, dn = 5, dr = 8, P = 20, start = 4;
+  at::Tensor theta = at::rand({P, dr / 2}) * 6.0;
+  at::Tensor cos = theta.cos(), sin = theta.sin();
+  at::Tensor proj = at::randn({B, S, H, dn + dr}).to(at::kBFloat16), wr = at::randn({B, S, H, dr}).to(at::kBFloat16);
+  auto rope = [&](const std::vector<at::Tensor>& in) { return kernels::rope(in[0].narrow(-1, dn, dr), cos, sin, start); };
+  auto rope_ref = [&](const std::vector<at::Tensor>& in) {
+    at::Tensor xr = in[0].narrow(-1, dn, dr);
+    at::Tensor c = cos.narrow(0, start, S).view({1, S, 1, dr / 2}).to(at::kDouble), s = sin.narrow(0, start, S).view({1, S, 1, dr / 2}).to(at::kDouble);
+    at::Tensor even = xr.slice(-1, 0, c10::nullopt, 2), odd = xr.slice(-1, 1, c10::nullopt, 2);
+    return at::stack({even * c - odd * s, even * s + odd * c}, -1).flatten(-2);
+  };
+  ASSERT_TRUE(kernels::rope_applies(proj.narrow(-1, dn, dr), cos, sin, start));
+  rounded_once(rope({proj}), rope_ref({proj.to(at::kDouble)}), 1.0 / 128, "rope");
+  auto rb = grads_of(rope, {proj}, wr), rr = grads_of(rope_ref, {proj.to(at::kDouble)}, wr.to(at::kDouble));
+  rounded_once(rb[0], rr[0], 1.0 / 128, "rope d x");
+}
+
 // bf16 logits (the LM head under autocast) are read as they are: the loss is the float32 loss of the
 // same values, and the gradient (bf16, like the logits) the float32 gradient rounded once.
 TEST(Kernels, CrossEntropyReadsBf16LogitsDirectly) {

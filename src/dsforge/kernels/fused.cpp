@@ -269,57 +269,71 @@ struct SiluMulFn : torch::autograd::Function<SiluMulFn> {
 // ------------------------------------------------------------------ RMSNorm
 // y = x r w with r = 1 / sqrt(mean(x^2) + eps) per row. Backward:
 //   dx = r (dy w) - x r^3 / d * sum(dy w x),  dw = sum over rows of dy x r.
+// x, y, dy and dx are float32 or bfloat16 (under autocast the norms inside attention get bf16
+// projections); w, r and dw are float32, the arithmetic float32.
+template <typename T>
+void rms_norm_rows(const T* xp, const float* wp, T* yp, float* rp, int64_t d, float eps, int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) {
+    const T* xi = xp + i * d;
+    float ss = 0;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t j = 0; j < d; ++j) ss += load(xi, j) * load(xi, j);
+    const float ri = 1.0f / std::sqrt(ss / static_cast<float>(d) + eps);
+    rp[i] = ri;
+    T* yi = yp + i * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) store(yi, j, load(xi, j) * ri * wp[j]);
+  }
+}
+
+template <typename T>
+void rms_norm_backward_rows(const T* xp, const float* wp, const float* rp, const T* dyp, T* dxp, float* pw, int64_t d,
+                            int64_t b, int64_t e) {
+  for (int64_t i = b; i < e; ++i) {
+    const T *xi = xp + i * d, *dyi = dyp + i * d;
+    const float ri = rp[i];
+    float dot = 0;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < d; ++j) dot += load(dyi, j) * wp[j] * load(xi, j);
+    const float c = ri * ri * ri * dot / static_cast<float>(d);
+    T* dxi = dxp + i * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) {
+      const float xj = load(xi, j), dyj = load(dyi, j);
+      store(dxi, j, ri * dyj * wp[j] - xj * c);
+      pw[j] += dyj * xj * ri;
+    }
+  }
+}
+
 struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, double eps) {
     const int64_t d = x.size(-1), rows = x.numel() / d;
-    at::Tensor y = at::empty_like(x), r = at::empty({rows}, x.options());
-    const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
-    float *yp = y.data_ptr<float>(), *rp = r.data_ptr<float>();
-    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / d), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float* xi = xp + i * d;
-        float ss = 0;
-#pragma omp simd reduction(+ : ss)
-        for (int64_t j = 0; j < d; ++j) ss += xi[j] * xi[j];
-        const float ri = 1.0f / std::sqrt(ss / static_cast<float>(d) + static_cast<float>(eps));
-        rp[i] = ri;
-        float* yi = yp + i * d;
-#pragma omp simd
-        for (int64_t j = 0; j < d; ++j) yi[j] = xi[j] * ri * wp[j];
-      }
+    at::Tensor y = at::empty_like(x), r = at::empty({rows}, x.options().dtype(at::kFloat));
+    dispatch_storage(x, [&](auto tag) {
+      using T = decltype(tag);
+      at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / d), [&](int64_t b, int64_t e) {
+        rms_norm_rows(ptr<T>(x), ptr<float>(w), ptr<T>(y), ptr<float>(r), d, static_cast<float>(eps), b, e);
+      });
     });
     ctx->save_for_backward({x, w, r});
     return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
-    at::Tensor x = saved[0], w = saved[1], r = saved[2], dy = grad_out[0].contiguous();
+    at::Tensor x = saved[0], w = saved[1], r = saved[2], dy = grad_out[0].to(x.scalar_type()).contiguous();
     const int64_t d = x.size(-1), rows = x.numel() / d;
     at::Tensor dx = at::empty_like(x);
-    const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>(), *rp = r.data_ptr<float>(), *dyp = dy.data_ptr<float>();
-    float* dxp = dx.data_ptr<float>();
     // dw: one partial sum per fixed block of rows (deterministic for any thread count), summed after.
     const int64_t block = std::max<int64_t>(1, kGrain / d), n_blocks = (rows + block - 1) / block;
-    at::Tensor partial = at::zeros({n_blocks, d}, x.options());
-    float* pp = partial.data_ptr<float>();
-    at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t blk = b0; blk < b1; ++blk) {
-        float* pw = pp + blk * d;
-        for (int64_t i = blk * block; i < std::min(rows, (blk + 1) * block); ++i) {
-          const float *xi = xp + i * d, *dyi = dyp + i * d;
-          const float ri = rp[i];
-          float dot = 0;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t j = 0; j < d; ++j) dot += dyi[j] * wp[j] * xi[j];
-          const float c = ri * ri * ri * dot / static_cast<float>(d);
-          float* dxi = dxp + i * d;
-#pragma omp simd
-          for (int64_t j = 0; j < d; ++j) {
-            dxi[j] = ri * dyi[j] * wp[j] - xi[j] * c;
-            pw[j] += dyi[j] * xi[j] * ri;
-          }
-        }
-      }
+    at::Tensor partial = at::zeros({n_blocks, d}, w.options());
+    dispatch_storage(x, [&](auto tag) {
+      using T = decltype(tag);
+      at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t blk = b0; blk < b1; ++blk)
+          rms_norm_backward_rows(ptr<T>(x), ptr<float>(w), ptr<float>(r), ptr<T>(dy), ptr<T>(dx), ptr<float>(partial) + blk * d,
+                                 d, blk * block, std::min(rows, (blk + 1) * block));
+      });
     });
     return {dx, partial.sum(0), at::Tensor()};
   }
@@ -616,24 +630,32 @@ struct RopeRows {
   }
 };
 
+template <typename T>
+void rope_rotate_rows(const RopeRows& rr, const T* xp, T* yp, const float* cp, const float* sp, int64_t start, float direction,
+                      int64_t b, int64_t e) {
+  const int64_t half = rr.d / 2;
+  for (int64_t r = b; r < e; ++r) {
+    int64_t s = 0;
+    const T* xr = xp + rr.offset(r, &s);
+    const float *c = cp + (start + s) * half, *sn = sp + (start + s) * half;
+    T* yr = yp + r * rr.d;
+    for (int64_t i = 0; i < half; ++i) {
+      const float xe = load(xr, 2 * i), xo = load(xr, 2 * i + 1), si = direction * sn[i];
+      store(yr, 2 * i, xe * c[i] - xo * si);
+      store(yr, 2 * i + 1, xe * si + xo * c[i]);
+    }
+  }
+}
+
+// x float32 or bfloat16 (under autocast the projections are bf16), y the same; tables float32.
 void rope_rotate(const at::Tensor& x, at::Tensor& y, const at::Tensor& cos, const at::Tensor& sin, int64_t start,
                  float direction) {
   const RopeRows rr(x);
-  const int64_t half = rr.d / 2;
-  const float *xp = x.data_ptr<float>(), *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
-  at::parallel_for(0, rr.rows, std::max<int64_t>(1, kGrain / rr.d), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      int64_t s = 0;
-      const float* xr = xp + rr.offset(r, &s);
-      const float *c = cp + (start + s) * half, *sn = sp + (start + s) * half;
-      float* yr = yp + r * rr.d;
-      for (int64_t i = 0; i < half; ++i) {
-        const float xe = xr[2 * i], xo = xr[2 * i + 1], si = direction * sn[i];
-        yr[2 * i] = xe * c[i] - xo * si;
-        yr[2 * i + 1] = xe * si + xo * c[i];
-      }
-    }
+  dispatch_storage(x, [&](auto tag) {
+    using T = decltype(tag);
+    at::parallel_for(0, rr.rows, std::max<int64_t>(1, kGrain / rr.d), [&](int64_t b, int64_t e) {
+      rope_rotate_rows(rr, ptr<T>(x), ptr<T>(y), ptr<float>(cos), ptr<float>(sin), start, direction, b, e);
+    });
   });
 }
 
@@ -806,7 +828,7 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  if (!fast_path({&x, &weight}) || weight.numel() != x.size(-1)) {
+  if (!fast_path({&x}, /*allow_bf16=*/true) || !fast_path({&weight}) || weight.numel() != x.size(-1)) {
     const auto ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     at::Tensor xf = x.to(ct);
     return (xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight.to(ct)).to(x.scalar_type());
@@ -826,7 +848,7 @@ at::Tensor causal_softmax(const at::Tensor& scores, double scale) {
 }
 
 bool rope_applies(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t start) {
-  return fast_path({&cos, &sin}) && x.scalar_type() == at::kFloat && x.device().is_cpu() &&
+  return fast_path({&cos, &sin}) && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16) && x.device().is_cpu() &&
          x.dim() >= 2 && x.stride(-1) == 1 && x.size(-1) % 2 == 0 && cos.dim() == 2 && cos.size(1) * 2 == x.size(-1) &&
          sin.sizes().equals(cos.sizes()) && start >= 0 && start + x.size(1) <= cos.size(0);
 }

@@ -6,7 +6,8 @@
 //                  produced in the forward pass, so backward is free and no log-softmax is kept.
 //   gelu_tanh      x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), the GPT-2 "gelu_new", and its derivative.
 //   silu_mul       silu(gate) * up, the SwiGLU product, and both derivatives.
-//   rms_norm       x * rsqrt(mean(x^2) + eps) * w over the last dimension, saving only the per-row scale.
+//   rms_norm       x * rsqrt(mean(x^2) + eps) * w over the last dimension, saving only the per-row scale
+//                  (x float32 or bfloat16, w float32).
 //
 // cross_entropy, gelu_tanh and silu_mul also run on bfloat16 tensors (what bf16 autocast hands them),
 // computing in float32 and rounding once on the way out, several times faster than ATen's bf16 kernels.
@@ -40,7 +41,8 @@ bool bf16_gemm_available();
 
 // Rotary embedding of interleaved pairs of the last dim of x [B, S, ..., d] at positions start + s
 // (s along dim 1), with cos/sin tables [P, d/2]: y_2i = x_2i c - x_2i+1 s, y_2i+1 = x_2i s + x_2i+1 c.
-// Applies (rope_applies) to float32 CPU x with a contiguous last dim, read in place from strided views.
+// Applies (rope_applies) to float32 or bfloat16 CPU x with a contiguous last dim (float32 tables), read in
+// place from strided views; bfloat16 is rotated in float32 and rounded once.
 bool rope_applies(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t start);
 at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, int64_t start);
 
