@@ -23,6 +23,27 @@ std::vector<at::Tensor> grads_of(const std::function<at::Tensor(const std::vecto
   return out;
 }
 
+// Routed-expert weights {gate, up, down} per expert ([I, d], [I, d], [d, I]), leaves requiring grad.
+std::vector<at::Tensor> expert_weights(int64_t E, int64_t d, int64_t I) {
+  std::vector<at::Tensor> ws;
+  for (int64_t e = 0; e < E; ++e)
+    for (auto shape : {std::vector<int64_t>{I, d}, std::vector<int64_t>{I, d}, std::vector<int64_t>{d, I}})
+      ws.push_back((at::randn(shape) * 0.3).requires_grad_(true));
+  return ws;
+}
+
+// The experts one by one in ATen over rows of x grouped by expert (counts[e] rows for expert e).
+at::Tensor experts_one_by_one(const at::Tensor& x, const std::vector<int64_t>& counts, const std::vector<at::Tensor>& ws) {
+  std::vector<at::Tensor> outs;
+  int64_t o = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    at::Tensor xe = x.narrow(0, o, counts[e]);
+    o += counts[e];
+    outs.push_back(at::linear(at::silu(at::linear(xe, ws[3 * e])) * at::linear(xe, ws[3 * e + 1]), ws[3 * e + 2]));
+  }
+  return at::cat(outs, 0);
+}
+
 void expect_close(const at::Tensor& a, const at::Tensor& b, double tol, const char* what) {
   const double err = (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
   const double scale = std::max(1.0, b.abs().max().item<double>());
@@ -176,27 +197,12 @@ TEST(Kernels, GroupedSwiGluMatchesExpertByExpert) {
   const std::vector<int64_t> counts = {7, 0, 13, 1, 5};
   const int64_t E = static_cast<int64_t>(counts.size()), M = 26;
   at::Tensor x = at::randn({M, d}), w_out = at::randn({M, d});
-  std::vector<at::Tensor> ws;
-  for (int64_t e = 0; e < E; ++e)
-    for (auto shape : {std::vector<int64_t>{I, d}, std::vector<int64_t>{I, d}, std::vector<int64_t>{d, I}})
-      ws.push_back((at::randn(shape) * 0.3).requires_grad_(true));
+  std::vector<at::Tensor> ws = expert_weights(E, d, I);
   ASSERT_TRUE(kernels::grouped_swiglu_applies(x, ws));
   auto run = [&](bool fused) {
     at::Tensor xi = x.clone().requires_grad_(true);
     for (auto& w : ws) w.mutable_grad() = at::Tensor();
-    at::Tensor y;
-    if (fused) {
-      y = kernels::grouped_swiglu(xi, counts, ws);
-    } else {
-      std::vector<at::Tensor> outs;
-      int64_t o = 0;
-      for (int64_t e = 0; e < E; ++e) {
-        at::Tensor xe = xi.narrow(0, o, counts[static_cast<size_t>(e)]);
-        o += counts[static_cast<size_t>(e)];
-        outs.push_back(at::linear(at::silu(at::linear(xe, ws[3 * e])) * at::linear(xe, ws[3 * e + 1]), ws[3 * e + 2]));
-      }
-      y = at::cat(outs, 0);
-    }
+    at::Tensor y = fused ? kernels::grouped_swiglu(xi, counts, ws) : experts_one_by_one(xi, counts, ws);
     (y * w_out).sum().backward();
     std::vector<at::Tensor> r = {y.detach(), xi.grad()};
     for (auto& w : ws) r.push_back(w.grad());
@@ -223,12 +229,8 @@ TEST(Kernels, GroupedSwiGluUnderBf16AutocastMatchesFloat64) {
   const std::vector<int64_t> counts = {70, 0, 33, 1, 50};
   const int64_t E = static_cast<int64_t>(counts.size()), M = 154;
   at::Tensor x = at::randn({M, d}), w_out = at::randn({M, d}, at::kDouble);
-  std::vector<at::Tensor> ws, ws64;
-  for (int64_t e = 0; e < E; ++e)
-    for (auto shape : {std::vector<int64_t>{I, d}, std::vector<int64_t>{I, d}, std::vector<int64_t>{d, I}}) {
-      ws.push_back((at::randn(shape) * 0.3).requires_grad_(true));
-      ws64.push_back(ws.back().detach().to(at::kBFloat16).to(at::kDouble).requires_grad_(true));
-    }
+  std::vector<at::Tensor> ws = expert_weights(E, d, I), ws64;
+  for (const at::Tensor& w : ws) ws64.push_back(w.detach().to(at::kBFloat16).to(at::kDouble).requires_grad_(true));
   at::Tensor xi = x.clone().requires_grad_(true), x64 = x.to(at::kBFloat16).to(at::kDouble).requires_grad_(true);
   at::Tensor y;
   {
@@ -238,14 +240,7 @@ TEST(Kernels, GroupedSwiGluUnderBf16AutocastMatchesFloat64) {
   }
   EXPECT_EQ(y.scalar_type(), at::kBFloat16);
   (y.to(at::kDouble) * w_out).sum().backward();
-  std::vector<at::Tensor> outs;
-  int64_t o = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    at::Tensor xe = x64.narrow(0, o, counts[static_cast<size_t>(e)]);
-    o += counts[static_cast<size_t>(e)];
-    outs.push_back(at::linear(at::silu(at::linear(xe, ws64[3 * e])) * at::linear(xe, ws64[3 * e + 1]), ws64[3 * e + 2]));
-  }
-  at::Tensor y64 = at::cat(outs, 0);
+  at::Tensor y64 = experts_one_by_one(x64, counts, ws64);
   (y64 * w_out).sum().backward();
   expect_close(y, y64, 2e-2, "outputs");
   EXPECT_EQ(xi.grad().scalar_type(), at::kFloat);
@@ -257,6 +252,13 @@ TEST(Kernels, GroupedSwiGluUnderBf16AutocastMatchesFloat64) {
     EXPECT_EQ(ws[i].grad().scalar_type(), at::kFloat);
     expect_close(ws[i].grad(), ws64[i].grad(), 2e-2, "d weight");
   }
+  // A bfloat16 x gets a bfloat16 gradient (autograd casts the node's float32 dx to the input's dtype).
+  at::Tensor xb = x.to(at::kBFloat16).requires_grad_(true);
+  {
+    train::AutocastScope autocast(c10::Device(c10::kCPU), at::kBFloat16);
+    kernels::grouped_swiglu(xb, counts, ws).to(at::kFloat).sum().backward();
+  }
+  EXPECT_EQ(xb.grad().scalar_type(), at::kBFloat16);
 }
 
 TEST(Kernels, RmsNormMatchesAten) {
@@ -336,7 +338,9 @@ TEST(Kernels, CausalAttentionOnStridedViewsAcrossQueryBlocks) {
 // composition on the same bfloat16 inputs: every value and gradient within a few bf16 steps (the
 // errors measured here are 0.005-0.012 on values of magnitude ~2-3).
 TEST(Kernels, CausalAttentionInBf16MatchesTheFloat64Composition) {
-  if (dlopen("libdnnl.so.2", RTLD_NOW | RTLD_NOLOAD)) EXPECT_TRUE(kernels::bf16_gemm_available());
+  if (dlopen("libdnnl.so.2", RTLD_NOW | RTLD_NOLOAD)) {
+    EXPECT_TRUE(kernels::bf16_gemm_available());
+  }
   at::manual_seed(10);
   const int64_t B = 2, H = 3, S = 150, D = 16, Dv = 8;
   for (int64_t T : {S, S + 20}) {

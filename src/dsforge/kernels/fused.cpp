@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <atomic>
-
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -53,7 +52,6 @@ DSFORGE_ALWAYS_INLINE float exp_approx(float x) {
 
 DSFORGE_ALWAYS_INLINE float sigmoid(float t) { return 1.0f / (1.0f + exp_approx(-t)); }
 
-// Element-wise kernels also take bfloat16 (all operands the same dtype).
 // Whether a kernel's fast path applies: fused kernels on, every tensor defined, CPU, contiguous and
 // float32 (or, for the kernels that take it, all bfloat16).
 bool fast_path(std::initializer_list<const at::Tensor*> ts, bool allow_bf16 = false) {
@@ -709,7 +707,8 @@ std::vector<int64_t> offsets_of(const std::vector<int64_t>& counts) {
 // (as autocast's casts would), products accumulate in float32, g and u are kept in float32, h and the
 // gradients fed to products are rounded to bfloat16, and the weight gradients come out of the products
 // in float32, the master weights' own dtype, with no cast nodes in between. y is bfloat16, as an
-// autocast linear's output would be; dx has x's dtype.
+// autocast linear's output would be. dx comes out in float32; autograd casts each returned gradient to
+// its input's dtype.
 template <typename T>
 struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn<T>> {
   static constexpr bool kFloat = std::is_same<T, float>::value;
@@ -744,10 +743,6 @@ struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn<T>> {
     saved.insert(saved.end(), w.begin(), w.end());
     ctx->save_for_backward(saved);
     ctx->saved_data["counts"] = counts;
-    ctx->saved_data["x_dtype"] = static_cast<int64_t>(x_in.scalar_type());
-    std::vector<int64_t> w_dtypes;
-    for (const at::Tensor& t : w_in) w_dtypes.push_back(static_cast<int64_t>(t.scalar_type()));
-    ctx->saved_data["w_dtypes"] = w_dtypes;
     return y;
   }
 
@@ -755,12 +750,10 @@ struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn<T>> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &g = saved[1], &u = saved[2];
     const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
-    const std::vector<int64_t> w_dtypes = ctx->saved_data["w_dtypes"].toIntVector();
-    const auto x_dtype = static_cast<at::ScalarType>(ctx->saved_data["x_dtype"].toInt());
     const auto off = offsets_of(counts);
     at::Tensor dy = grad_out[0].to(kType).contiguous();
     const int64_t I = g.size(1), E = static_cast<int64_t>(counts.size()), d = x.size(1);
-    // Every row belongs to an expert with rows; float32 for bfloat16 (the sum of two products), cast below.
+    // Every row belongs to an expert with rows; float32 (for bfloat16 the sum of two float32 products).
     at::Tensor dx = at::empty(x.sizes(), x.options().dtype(at::kFloat));
     variable_list grads(static_cast<size_t>(2 + 3 * E));  // x, counts, then one per weight
     const T *xp = ptr<T>(x), *dyp = ptr<T>(dy);
@@ -787,10 +780,7 @@ struct GroupedSwiGluFn : torch::autograd::Function<GroupedSwiGluFn<T>> {
       gemm_rm(true, false, I, d, n, dg.data(), I, xe, d, 0.0f, gr(0), d);         // dWg = dg^T x
       gemm_rm(true, false, I, d, n, du.data(), I, xe, d, 0.0f, gr(1), d);         // dWu = du^T x
     });
-    grads[0] = dx.to(x_dtype);
-    for (int64_t j = 0; j < 3 * E; ++j)
-      if (grads[static_cast<size_t>(2 + j)].defined())
-        grads[static_cast<size_t>(2 + j)] = grads[static_cast<size_t>(2 + j)].to(static_cast<at::ScalarType>(w_dtypes[static_cast<size_t>(j)]));
+    grads[0] = dx;
     return grads;
   }
 };
@@ -886,7 +876,7 @@ bool grouped_in_bf16() {
 bool grouped_swiglu_applies(const at::Tensor& x, at::TensorList weights) {
   if (!fused_enabled() || x.dim() != 2 || weights.size() % 3 != 0) return false;
   const bool bf16 = grouped_in_bf16();
-  if (autocast_enabled(c10::DeviceType::CPU) && !bf16) return false;
+  if (!bf16 && autocast_enabled(c10::DeviceType::CPU)) return false;
   auto ok = [&](const at::Tensor& t) {
     return t.defined() && t.device().is_cpu() && (t.scalar_type() == at::kFloat || (bf16 && t.scalar_type() == at::kBFloat16));
   };
