@@ -1,33 +1,50 @@
 # The two commands of the README: `make demo` and `make test`. Both run setup when needed.
+# `make demo` installs and builds only what the demo needs (the CLI); `make test` adds the test
+# packages and builds every target.
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 CONFIG ?= configs/run/quickstart.toml
 
-.PHONY: all setup configure build demo test bench clean
+.PHONY: all setup configure build build-cli demo test test-unit bench clean
 
 all: build
 
+$(BUILD)/.setup-demo-ok: scripts/setup.sh scripts/blas_check.cpp
+	bash scripts/setup.sh --demo
+	@mkdir -p $(BUILD) && touch $@
+
 $(BUILD)/.setup-ok: scripts/setup.sh scripts/blas_check.cpp
 	bash scripts/setup.sh
+	@mkdir -p $(BUILD) && touch $@ $(BUILD)/.setup-demo-ok
+
+setup: $(BUILD)/.setup-ok
+
+# Configured again after the full setup, so that the test framework installed by it is found.
+$(BUILD)/.configured-demo: $(BUILD)/.setup-demo-ok CMakeLists.txt
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 	@touch $@
 
-setup:
-	bash scripts/setup.sh
-	@mkdir -p $(BUILD) && touch $(BUILD)/.setup-ok
-
-$(BUILD)/CMakeCache.txt: $(BUILD)/.setup-ok CMakeLists.txt
+$(BUILD)/.configured: $(BUILD)/.setup-ok CMakeLists.txt
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	@touch $@ $(BUILD)/.configured-demo
 
-configure: $(BUILD)/CMakeCache.txt
+configure: $(BUILD)/.configured
 
-build: configure
+build-cli: $(BUILD)/.configured-demo
+	cmake --build $(BUILD) -j $(JOBS) --target dsforge
+
+build: $(BUILD)/.configured
 	cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+demo: build-cli
 	$(BUILD)/dsforge pipeline --config $(CONFIG)
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The fast subset: `ctest -L unit` (labels: unit, data, e2e, dist).
+test-unit: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
 
 bench: build
 	@for b in $(BUILD)/bench_*; do [ -x "$$b" ] && "$$b"; done

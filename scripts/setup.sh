@@ -3,16 +3,22 @@
 # Idempotent: a second run installs nothing and re-checks the BLAS in a few seconds.
 set -euo pipefail
 
+# What the library, the CLI and `make demo` need.
 PACKAGES=(
   build-essential cmake pkg-config ccache
   libtorch-dev libgloo-dev libopenblas0-openmp libopenblas-openmp-dev
-  nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libgtest-dev
+  nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libicu-dev libpcre2-dev
   wordnet-base            # the built-in default corpus (glosses)
+)
+# What `make test` and the benchmarks add (`setup.sh --demo` leaves them out).
+TEST_PACKAGES=(
+  libgtest-dev
   python3-torch           # reference implementations in tests and benchmarks only; dsforge never needs Python
   chromium                # headless browser that tests the HTML run report renders
   iproute2                # `ip netns`: the two-host distributed test runs over a veth pair
 )
+if [ "${1:-}" != "--demo" ]; then PACKAGES+=("${TEST_PACKAGES[@]}"); fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${BUILD:-$HERE/build}"
 MIN_GFLOPS="${DSFORGE_MIN_GFLOPS:-15}"

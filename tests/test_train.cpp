@@ -20,6 +20,7 @@
 #include "dsforge/train/optim.h"
 #include "dsforge/train/precision.h"
 #include "dsforge/train/progress.h"
+#include "dsforge/eval/lm_eval.h"
 #include "dsforge/train/trainer.h"
 #include "test_util.h"
 
@@ -188,7 +189,9 @@ TEST(Trainer, ResumeIsBitwiseExact) {
   b.run.out_dir = path_join(dir.path, "b");
   make_dirs(b.run.out_dir);
   Trainer first(b, mc, manifest);
-  first.set_stop_at(5);
+  TrainCallbacks stop5;
+  stop5.stop_after = [](int64_t step) { return step == 5; };
+  first.set_callbacks(stop5);
   TrainResult r1 = first.fit();
   EXPECT_TRUE(r1.interrupted);
   EXPECT_EQ(r1.final_step, 5);
@@ -305,6 +308,9 @@ TEST(Trainer, EarlyStoppingRestoresTheBestWeights) {
   r.train.early_stopping_min_delta = 100.0;  // only the first evaluation can count as an improvement
   make_dirs(r.run.out_dir);
   Trainer t(r, mc, manifest);
+  TrainCallbacks validate;
+  validate.evaluate = eval::lm_validator(t.model(), manifest, r.train.seq_len, r.train.batch_size, r.eval.batches);
+  t.set_callbacks(validate);
   TrainResult res = t.fit();
   EXPECT_TRUE(res.early_stopped);
   EXPECT_EQ(res.final_step, 4);
@@ -314,7 +320,10 @@ TEST(Trainer, EarlyStoppingRestoresTheBestWeights) {
   auto now = model::model_state(*t.model());
   for (const auto& [k, v] : best.tensors) EXPECT_TRUE(at::equal(v, now.at(k))) << k;
   // The same command again does not train past the early stop.
-  TrainResult again = Trainer(r, mc, manifest).fit();
+  Trainer t_again(r, mc, manifest);
+  validate.evaluate = eval::lm_validator(t_again.model(), manifest, r.train.seq_len, r.train.batch_size, r.eval.batches);
+  t_again.set_callbacks(validate);
+  TrainResult again = t_again.fit();
   EXPECT_TRUE(again.early_stopped);
   EXPECT_EQ(again.final_step, 4);
 }
@@ -367,8 +376,9 @@ TEST(Memory, PlanPicksTheLargestDivisorThatFits) {
 TEST(Memory, ProbePredictsTheMeasuredPeak) {
   model::ModelConfig mc = model::load_model_config("nano");
   mc.vocab_size = 512;
-  const int64_t row = 33 + mc.num_nextn_predict_layers;
-  MemoryProbe p = probe_training_memory(mc, row, /*bf16=*/false, {});
+  const int64_t row = model::training_row_length(mc, 32);
+  EXPECT_EQ(row, 32 + 1 + mc.num_nextn_predict_layers);
+  MemoryProbe p = probe_training_memory(mc, 32, /*bf16=*/false, {}, /*mtp_loss_weight=*/0.3);
   // A row's activations hold at least its logits and their gradient (S x V floats, twice).
   EXPECT_GT(p.per_row_bytes, 2 * 32 * 512 * 4);
   // Measure micro-batch 6 directly: the linear model from rows 1 and 2 must predict it within 10%.
@@ -402,7 +412,7 @@ TEST(Trainer, MemoryBudgetSplitsTheBatchWithTheSameResult) {
   const std::string manifest = tiny_manifest(cfg);
   const model::ModelConfig mc = tiny_nano();
   // A budget between what micro-batch 2 and micro-batch 4 need.
-  MemoryProbe p = probe_training_memory(mc, cfg.train.seq_len + 1 + mc.num_nextn_predict_layers, false, {});
+  MemoryProbe p = probe_training_memory(mc, cfg.train.seq_len, false, {}, cfg.train.mtp_loss_weight);
   auto need = [&](int64_t b) { return p.state_bytes + 1.1 * static_cast<double>(p.activation_base + b * p.per_row_bytes); };
   RunConfig full = cfg, split = cfg;
   full.run.out_dir = path_join(dir.path, "full");
@@ -434,8 +444,17 @@ TEST(Trainer, LossSpikeRollsBackToTheLastCheckpoint) {
   cfg.train.checkpoint_every = 12;
   cfg.train.spike_factor = 3.0;
   make_dirs(cfg.run.out_dir);
+  // The main loss of step 14 reported 100x too high, once.
+  auto spike_at_14 = [] {
+    TrainCallbacks cb;
+    auto fired = std::make_shared<bool>(false);
+    cb.on_step_loss = [fired](int64_t step, double& loss) {
+      if (step == 14 && !*fired) loss *= 100.0, *fired = true;
+    };
+    return cb;
+  };
   Trainer t(cfg, mc, manifest);
-  t.inject_loss_spike_at(14);
+  t.set_callbacks(spike_at_14());
   TrainResult r = t.fit();
   EXPECT_EQ(r.rollbacks, 1);
   EXPECT_EQ(r.final_step, 16);
@@ -459,7 +478,7 @@ TEST(Trainer, LossSpikeRollsBackToTheLastCheckpoint) {
   off.train.spike_factor = 0;
   make_dirs(off.run.out_dir);
   Trainer t2(off, mc, manifest);
-  t2.inject_loss_spike_at(14);
+  t2.set_callbacks(spike_at_14());
   EXPECT_EQ(t2.fit().rollbacks, 0);
 }
 
@@ -514,7 +533,7 @@ TEST(Progress, LineAndDurations) {
   EXPECT_EQ(format_duration(185), "3m05s");
   EXPECT_EQ(format_duration(3720), "1h02m");
   ProgressStats s{120, 800, 2.34567, 3e-3, 0.5, 9876.4, 0.4321, 185};
-  EXPECT_EQ(format_progress(s), "step 120/800  loss 2.3457  lr 3.00e-03  gnorm 0.500  9876 tok/s  MFU 43.2%  ETA 3m05s");
+  EXPECT_EQ(format_progress(s), "step 120/800  step loss 2.3457  lr 3.00e-03  gnorm 0.500  9876 tok/s  MFU 43.2%  ETA 3m05s");
 }
 
 TEST(Flops, Gpt2AndLstmTrainingFlopsPerToken) {

@@ -1,6 +1,10 @@
 // Helpers shared by the tests: temporary folders, message-checking throws, paths.
 #pragma once
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -59,6 +63,24 @@ inline BrowserRender render_in_chromium(const std::string& html_path, const std:
   return r;
 }
 inline std::string shared_data_dir() { return source_dir() + "/../shared/data"; }
+
+// A TCP port free on 127.0.0.1 right now (the kernel picks it): tests never hard-code ports, so
+// parallel test runs and other services cannot collide with them.
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
 
 }  // namespace dsforge
 

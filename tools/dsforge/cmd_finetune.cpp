@@ -17,7 +17,7 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
     std::string train_source, train_target, test_source, test_target, test_references;
     bool ref_id_column = false;
     int64_t max_train = 4000, max_test = 1000;
-    bool no_stem = false;
+    bool no_stem = false, json = false;
     tasks::FinetuneOptions opt;
     tasks::Seq2SeqOptions gen;
   };
@@ -58,8 +58,28 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
   c->add_option("--max-target", a->gen.max_target, "generation: target tokens trained and generated")->capture_default_str();
   c->add_option("--length-penalty", a->gen.length_penalty, "generation: beam score = log p / length^this")->capture_default_str();
   c->add_flag("--no-stem", a->no_stem, "generation: ROUGE without the (English) Porter stemmer, for other target languages");
-  c->callback([&ctx, a]() {
-    ctx.action = [a]() {
+  c->add_flag("--json", a->json, "print the full JSON result after the table (it is always written to --out)");
+  c->footer("The training loop's settings come from the run config: --train.beta2=0.98 --train.precision=bf16 "
+            "--train.grad_clip=0.5 --train.schedule=cosine ... (fine-tuning defaults: betas 0.9/0.999, clip 1, "
+            "5% warmup then linear decay to 0)");
+  c->callback([&ctx, a, c]() {
+    ctx.action = [&ctx, a, c]() {
+      a->opt.overrides = ctx.overrides;
+      a->gen.overrides = ctx.overrides;
+      // Flags of another task are refused, not ignored: a user who passes them expects them to act.
+      const std::vector<std::string> seq2seq_only = {"--train-source", "--train-target", "--test-source", "--test-target",
+                                                     "--test-references", "--references-id-column", "--beam",
+                                                     "--max-source", "--max-target", "--length-penalty", "--no-stem"};
+      std::vector<std::string> refused;
+      if (a->task == "wordnet-lexname") refused = {"--test"};
+      if (a->task == "tsv") refused = {"--wordnet-dir"};
+      if (a->task == "wordnet-lexname" || a->task == "tsv") refused.insert(refused.end(), seq2seq_only.begin(), seq2seq_only.end());
+      if (a->task == "wordnet-define") refused = {"--train", "--test", "--max-len", "--train-source", "--train-target",
+                                                  "--test-source", "--test-target"};
+      if (a->task == "parallel") refused = {"--train", "--test", "--max-len", "--wordnet-dir"};
+      for (const auto& flag : refused)
+        if (c->get_option(flag)->count() > 0)
+          throw ConfigError(fmt("finetune --task ", a->task, ": ", flag, " belongs to another task (see dsforge finetune --help)"));
       if (a->task == "wordnet-define" || a->task == "parallel") {
         tasks::Seq2SeqData data;
         if (a->task == "wordnet-define") {
@@ -84,7 +104,8 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
         gen.lr = a->opt.lr;
         gen.seed = a->opt.seed;
         const tasks::Seq2SeqResult r = tasks::finetune_seq2seq(a->model, data, gen, a->out);
-        std::cout << tasks::seq2seq_table(r) << tasks::seq2seq_json(data, r) << "\n";
+        std::cout << tasks::seq2seq_table(r);
+        if (a->json) std::cout << tasks::seq2seq_json(data, r) << "\n";
         return 0;
       }
       tasks::ClassifyData data;
@@ -101,7 +122,8 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
         data.test = tasks::read_tsv_examples(a->test, a->max_test);
       }
       const tasks::FinetuneResult r = tasks::finetune_classifier(a->model, data, a->opt, a->out);
-      std::cout << tasks::finetune_table(r) << tasks::finetune_json(data, r) << "\n";
+      std::cout << tasks::finetune_table(r);
+      if (a->json) std::cout << tasks::finetune_json(data, r) << "\n";
       return 0;
     };
   });
@@ -110,6 +132,7 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
 void add_regress_command(CLI::App& app, Context& ctx) {
   struct Args {
     std::string features, target, out;
+    bool json = false;
     tasks::RegressOptions opt;
   };
   auto a = std::make_shared<Args>();
@@ -124,15 +147,20 @@ void add_regress_command(CLI::App& app, Context& ctx) {
   c->add_option("--test-fraction", a->opt.test_fraction, "share of rows held out")->capture_default_str()->check(CLI::Range(0.05, 0.5));
   c->add_option("--seed", a->opt.seed, "seed (split and initialisation)")->capture_default_str();
   c->add_option("--out", a->out, "folder for regress.json");
+  c->add_flag("--json", a->json, "print the JSON result after the table");
   c->callback([&ctx, a]() {
-    ctx.action = [a]() {
-      const tasks::RegressResult r = tasks::train_regressor(tasks::read_regression_files(a->features, a->target), a->opt);
+    ctx.action = [&ctx, a]() {
+      a->opt.overrides = ctx.overrides;
+      const tasks::RegressionData data = tasks::read_regression_files(a->features, a->target);
+      for (const auto& h : data.header_lines) std::cerr << "regress: " << h << ": header row skipped\n";
+      const tasks::RegressResult r = tasks::train_regressor(data, a->opt);
       const std::string j = tasks::regress_json(r);
       if (!a->out.empty()) {
         make_dirs(a->out);
         write_file_atomic(path_join(a->out, "regress.json"), j + "\n");
       }
-      std::cout << tasks::regress_table(r) << j << "\n";
+      std::cout << tasks::regress_table(r);
+      if (a->json) std::cout << j << "\n";
       return 0;
     };
   });

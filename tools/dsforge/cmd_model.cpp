@@ -5,7 +5,9 @@
 
 #include "commands.h"
 #include "dsforge/core/error.h"
+#include "dsforge/pipeline/doctor.h"
 #include "dsforge/pipeline/model_tools.h"
+#include "dsforge/pipeline/stages.h"
 #include "dsforge/report/html_report.h"
 
 namespace dsforge::cli {
@@ -71,7 +73,24 @@ void add_report_command(CLI::App& app, Context& ctx) {
   r->add_option("--out", ra->out, "output file (default RUN_DIR/report.html)");
   r->callback([&ctx, ra]() {
     ctx.action = [ra]() {
-      std::cout << "wrote " << report::write_run_report(ra->run_dir, ra->out) << "\n";
+      const std::string written = report::write_run_report(ra->run_dir, ra->out);  // may throw: print after
+      std::cout << "wrote " << written << "\n";
+      return 0;
+    };
+  });
+}
+
+void add_doctor_command(CLI::App& app, Context& ctx) {
+  auto json = std::make_shared<bool>(false);
+  CLI::App* d = app.add_subcommand("doctor", "libtorch build, BLAS and its speed, CPUs and threads, and which fast paths are on");
+  d->add_flag("--json", *json, "print JSON");
+  d->callback([&ctx, json]() {
+    ctx.action = [&ctx, json]() {
+      RunConfig cfg;
+      for (const auto& o : ctx.overrides) apply_override(cfg, o);
+      validate(cfg);
+      pipeline::configure_threads(cfg);
+      std::cout << pipeline::doctor_report(*json);
       return 0;
     };
   });

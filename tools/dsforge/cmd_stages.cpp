@@ -100,15 +100,42 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
         };
       });
 
-  stage(app, "eval", "validation loss and perplexity of the trained model, beside the unigram baseline", *args)
-      ->callback([&ctx, args]() {
-        ctx.action = [&ctx, args]() {
-          auto cfg = resolve(*args, ctx);
-          pipeline::configure_threads(cfg);
-          pipeline::stage_eval(cfg);
-          return 0;
-        };
-      });
+  struct EvalArgs {
+    std::string model, text;
+    int64_t seq_len = 0, stride = 0, batch = 8;
+    bool json = false;
+  };
+  auto ea = std::make_shared<EvalArgs>();
+  CLI::App* ev = stage(app, "eval",
+                       "validation loss and perplexity of the run's model beside the unigram baseline; or, with --text, "
+                       "of any model folder on any text file", *args);
+  ev->add_option("-m,--model", ea->model, "model folder (default <run>/model)");
+  ev->add_option("--text", ea->text, "score this UTF-8 file (read as one stream) instead of the run's validation split")
+      ->check(CLI::ExistingFile);
+  ev->add_option("--seq-len", ea->seq_len, "window length (default: the seq_len the model was trained with)");
+  ev->add_option("--stride", ea->stride, "windows start every N tokens; N < seq-len gives each target more context "
+                                         "(default: seq-len, non-overlapping)");
+  ev->add_option("--batch", ea->batch, "windows per forward pass")->capture_default_str();
+  ev->add_flag("--json", ea->json, "print JSON");
+  ev->callback([&ctx, args, ea]() {
+    ctx.action = [&ctx, args, ea]() {
+      auto cfg = resolve(*args, ctx);
+      pipeline::configure_threads(cfg);
+      if (ea->text.empty()) {
+        if (!ea->model.empty() || ea->seq_len || ea->stride || ea->json)
+          throw ConfigError("eval: --model, --seq-len, --stride and --json go with --text FILE (without it, eval scores "
+                            "the run folder's validation split)");
+        pipeline::stage_eval(cfg);
+        return 0;
+      }
+      if (ea->model.empty() && args->config.empty())
+        throw ConfigError("eval --text: give --model DIR (a model folder), or --config RUN.toml for the run's model");
+      const std::string model = ea->model.empty() ? cfg.run.out_dir + "/model" : ea->model;
+      if (ea->batch < 1) throw ConfigError("--batch: must be at least 1");
+      std::cout << pipeline::eval_text(model, ea->text, ea->seq_len, ea->stride, ea->batch, ea->json);
+      return 0;
+    };
+  });
 
   struct GenArgs {
     std::string model, prompt_file;

@@ -16,6 +16,10 @@ struct Context {
   std::vector<std::string> passthrough;  // the arguments after a bare "--"
 };
 
+// "unknown command 'trian' (did you mean 'train'?)" when the leading words of `args` name no
+// subcommand where one is required; "" when they are fine (CLI11 reports everything else).
+std::string unknown_command_message(const CLI::App& app, const std::vector<char*>& args);
+
 void add_stage_commands(CLI::App& app, Context& ctx);
 void add_tokenizer_commands(CLI::App& app, Context& ctx);
 void add_model_commands(CLI::App& app, Context& ctx);
@@ -25,5 +29,6 @@ void add_finetune_command(CLI::App& app, Context& ctx);
 void add_launch_command(CLI::App& app, Context& ctx);
 void add_analyze_command(CLI::App& app, Context& ctx);
 void add_regress_command(CLI::App& app, Context& ctx);
+void add_doctor_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

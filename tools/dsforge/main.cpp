@@ -30,8 +30,17 @@ int main(int argc, char** argv) {
     }
     const char* eq = std::strchr(a, '=');
     const char* dot = std::strchr(a, '.');
-    if (i > 0 && std::strncmp(a, "--", 2) == 0 && eq && dot && dot < eq) ctx.overrides.emplace_back(a + 2);
-    else args.push_back(argv[i]);
+    const bool dashed = i > 0 && std::strncmp(a, "--", 2) == 0;
+    if (dashed && eq && dot && dot < eq) {
+      ctx.overrides.emplace_back(a + 2);
+    } else if (dashed && dot && !eq) {
+      // "--train.max_steps 10": overrides are one word, so say how to write it.
+      const std::string value = i + 1 < argc ? argv[i + 1] : "VALUE";
+      std::fprintf(stderr, "dsforge: error: override %s: write %s=%s (no space)\n", a, a, value.c_str());
+      return 2;
+    } else {
+      args.push_back(argv[i]);
+    }
   }
 
   cli::add_stage_commands(app, ctx);
@@ -43,6 +52,11 @@ int main(int argc, char** argv) {
   cli::add_launch_command(app, ctx);
   cli::add_analyze_command(app, ctx);
   cli::add_regress_command(app, ctx);
+  cli::add_doctor_command(app, ctx);
+  if (std::string hint = cli::unknown_command_message(app, args); !hint.empty()) {
+    std::fprintf(stderr, "dsforge: error: %s\n", hint.c_str());
+    return 2;
+  }
   try {
     app.parse(static_cast<int>(args.size()), args.data());
   } catch (const CLI::CallForHelp& e) {

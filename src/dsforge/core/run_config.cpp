@@ -3,6 +3,8 @@
 #include <toml++/toml.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -19,6 +21,7 @@ struct Field {
   std::string key;  // "section.name"
   FieldRef ref;
   bool in_hash;     // part of checkpoint_hash
+  bool input_path = false;  // a file or folder the run reads: relative values in a TOML file resolve against its folder
 };
 
 // The schema: every key of RunConfig, in file order.
@@ -29,8 +32,8 @@ std::vector<Field> fields(RunConfig& c) {
       {"run.threads", &c.run.threads, false},
       {"run.device", &c.run.device, false},
       {"data.source", &c.data.source, true},
-      {"data.wordnet_dir", &c.data.wordnet_dir, false},
-      {"data.paths", &c.data.paths, true},
+      {"data.wordnet_dir", &c.data.wordnet_dir, false, true},
+      {"data.paths", &c.data.paths, true, true},
       {"data.jsonl_field", &c.data.jsonl_field, true},
       {"data.invalid_utf8", &c.data.invalid_utf8, true},
       {"data.val_fraction", &c.data.val_fraction, true},
@@ -57,7 +60,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"tokenizer.special_tokens", &c.tokenizer.special_tokens, true},
       {"tokenizer.max_train_docs", &c.tokenizer.max_train_docs, true},
       {"tokenizer.pretokenizer", &c.tokenizer.pretokenizer, true},
-      {"model.config", &c.model.config, true},
+      {"model.config", &c.model.config, true, true},
       {"train.seq_len", &c.train.seq_len, true},
       {"train.batch_size", &c.train.batch_size, true},
       {"train.max_steps", &c.train.max_steps, false},
@@ -234,10 +237,15 @@ std::string value_text(const FieldRef& r) {
         using T = std::remove_pointer_t<decltype(p)>;
         if constexpr (std::is_same_v<T, int64_t>) return std::to_string(*p);
         else if constexpr (std::is_same_v<T, double>) {
-          std::ostringstream os;
-          os.precision(17);
-          os << *p;
-          std::string s = os.str();
+          // The shortest text that reads back as the same double: 0.003, not 0.0030000000000000001.
+          std::string s;
+          for (int prec = 6; prec <= 17; ++prec) {
+            std::ostringstream os;
+            os.precision(prec);
+            os << *p;
+            s = os.str();
+            if (std::strtod(s.c_str(), nullptr) == *p) break;
+          }
           if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
           return s;
         } else if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
@@ -251,9 +259,20 @@ std::string value_text(const FieldRef& r) {
       r);
 }
 
+RunConfig load_run_config_impl(const std::string& path, const std::vector<std::string>& overrides, bool resolve_paths);
+
 }  // namespace
 
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides) {
+  return load_run_config_impl(path, overrides, /*resolve_paths=*/true);
+}
+
+RunConfig load_saved_run_config(const std::string& path) {
+  return load_run_config_impl(path, {}, /*resolve_paths=*/false);
+}
+
+namespace {
+RunConfig load_run_config_impl(const std::string& path, const std::vector<std::string>& overrides, bool resolve_paths) {
   if (!file_exists(path)) throw ConfigError(fmt(path, ": config file not found"));
   RunConfig cfg;
   cfg.source_path = path;
@@ -264,6 +283,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
     throw ConfigError(fmt(path, ":", e.source().begin.line, ":", e.source().begin.column, ": ", e.description()));
   }
   auto fs = fields(cfg);
+  std::set<std::string> explicitly_set;
   for (const auto& [section, node] : tbl) {
     const std::string sec(section.str());
     const toml::table* st = node.as_table();
@@ -274,11 +294,42 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
       Field* f = find_field(fs, key);
       if (!f) throw ConfigError(unknown_key_message(where, key, fs));
       set_from_toml(*f, value, where);
+      explicitly_set.insert(key);
     }
+  }
+  // Relative input paths written in the file resolve against the file's folder, so that a recipe works
+  // from any working directory. Overrides given on the command line stay relative to the shell's folder.
+  const std::filesystem::path base = std::filesystem::path(path).parent_path();
+  auto resolve = [&](std::string& p) {
+    if (p.empty() || std::filesystem::path(p).is_absolute()) return;
+    p = (base / p).lexically_normal().string();
+  };
+  for (auto& f : fs) {
+    if (!resolve_paths || !f.input_path || !explicitly_set.count(f.key)) continue;
+    if (f.key == "model.config" && is_model_preset_name(cfg.model.config)) continue;
+    if (auto* s = std::get_if<std::string*>(&f.ref)) resolve(**s);
+    if (auto* v = std::get_if<std::vector<std::string>*>(&f.ref))
+      for (auto& p : **v) resolve(p);
   }
   for (const auto& o : overrides) apply_override(cfg, o);
   validate(cfg);
   return cfg;
+}
+}  // namespace
+
+bool is_model_preset_name(const std::string& value) {
+  return value.find('/') == std::string::npos && value.find(".json") == std::string::npos;
+}
+
+std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b) {
+  RunConfig ca = a, cb = b;
+  auto fa = fields(ca), fb = fields(cb);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < fa.size(); ++i) {
+    const std::string va = value_text(fa[i].ref), vb = value_text(fb[i].ref);
+    if (va != vb) out.push_back(fmt(fa[i].key, " (", va, " -> ", vb, ")"));
+  }
+  return out;
 }
 
 void apply_override(RunConfig& cfg, const std::string& assignment) {

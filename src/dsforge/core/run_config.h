@@ -57,7 +57,7 @@ struct RunConfig {
     std::string pretokenizer = "gpt2";  // or "deepseek-v3": digit groups of 1-3, CJK runs isolated
   } tokenizer;
   struct Model {
-    std::string config = "configs/model/deepseek-nano.json";  // HF-style config.json or a preset name
+    std::string config = "nano";  // a preset (nano, micro, mini, gpt2-tiny, ...) or an HF-style config.json
   } model;
   struct Train {
     int64_t seq_len = 128;
@@ -116,14 +116,22 @@ struct RunConfig {
   std::string source_path;  // the TOML file this came from ("" for defaults)
 };
 
-// Parses `path` (must exist) and applies `overrides` ("section.key=value").
+// Parses `path` (must exist) and applies `overrides` ("section.key=value"). Relative input paths in the
+// file (model.config, data.paths, data.wordnet_dir) resolve against the file's folder; run.out_dir and
+// the overrides stay relative to the working directory.
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// A run folder's saved config.toml, read as written (its paths are already resolved).
+RunConfig load_saved_run_config(const std::string& path);
 // Applies one "section.key=value" override; throws ConfigError naming the key.
 void apply_override(RunConfig& cfg, const std::string& assignment);
 // Range checks; throws ConfigError naming the key.
 void validate(const RunConfig& cfg);
 // Canonical TOML of every resolved value.
 std::string to_toml(const RunConfig& cfg);
+// "key (a -> b)" for every key whose value differs between `a` and `b`, in schema order.
+std::vector<std::string> differing_keys(const RunConfig& a, const RunConfig& b);
+// Whether model.config names a built-in preset ("nano", "gpt2-tiny") rather than a file.
+bool is_model_preset_name(const std::string& value);
 // Hash of the fields that define what a checkpoint means (data, tokenizer, model, seq_len, seed).
 std::string checkpoint_hash(const RunConfig& cfg);
 // Hash of every key of one section plus the seed: what a stage's outputs depend on (data, augment).

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/platform.h"
 
 namespace dsforge::dist {
 namespace {
@@ -67,7 +68,8 @@ DistEnv dist_env_from_environment() {
 }
 
 int threads_per_rank(const DistEnv& env) {
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // The CPUs this process may use (affinity mask, cgroup quota), not the machine's.
+  const int cores = usable_cpus().count;
   return std::max(1, cores / std::max(1, env.local_world_size));
 }
 

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,9 +57,14 @@ pid_t spawn(const std::vector<std::string>& args, const std::map<std::string, st
   std::vector<char*> envp;
   for (auto& kv : entries) envp.push_back(kv.data());
   envp.push_back(nullptr);
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) throw Error(fmt("dsforge launch: fork failed: ", std::strerror(errno)));
   if (pid == 0) {
+    // A rank dies with its launcher (even one killed by SIGKILL), releasing its ports, instead of
+    // training on as an orphan. The check after prctl closes the race with a launcher that already died.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(137);
     execve(self.c_str(), argv.data(), envp.data());
     static const char msg[] = "dsforge launch: exec /proc/self/exe failed\n";
     (void)!write(2, msg, sizeof msg - 1);

@@ -33,12 +33,30 @@ struct Point {
   double value;
 };
 
+// When the learning rate fell below half its peak while the training loss was still falling fast (more
+// than 5% over the `w` logging intervals before), the evidence for "the schedule ended, not the model".
+std::optional<std::string> schedule_cut(const std::vector<Point>& train, const std::vector<Point>& lrs, size_t w) {
+  if (lrs.size() < 3) return std::nullopt;
+  const auto peak = std::max_element(lrs.begin(), lrs.end(), [](const Point& a, const Point& b) { return a.value < b.value; });
+  if (lrs.back().value > 0.5 * peak->value) return std::nullopt;  // no decay to speak of
+  const auto half = std::find_if(peak, lrs.end(), [&](const Point& p) { return p.value <= 0.5 * peak->value; });
+  size_t i = 0;  // the training point at the cut
+  while (i + 1 < train.size() && train[i + 1].step <= half->step) ++i;
+  if (i < w) return std::nullopt;
+  const Point a = train[i - w], b = train[i];
+  const double drop = (a.value - b.value) / std::max(a.value, 1e-12);
+  if (drop <= 0.05) return std::nullopt;
+  return fmt("training loss fell ", num(100 * drop), "% over the ", b.step - a.step, " steps before the learning rate dropped below "
+             "half its peak at step ", half->step, " (", num(a.value), " -> ", num(b.value), "), then flattened as it decayed to ",
+             num(lrs.back().value), " at step ", lrs.back().step);
+}
+
 }  // namespace
 
-std::vector<Finding> diagnose_fit(const std::string& metrics_jsonl) {
+std::vector<Finding> diagnose_fit(const std::string& metrics_jsonl, const std::string& eval_json) {
   std::ifstream in(metrics_jsonl);
   if (!in) throw IoError(fmt(metrics_jsonl, ": cannot open"));
-  std::vector<Point> train, val, gnorm;
+  std::vector<Point> train, val, gnorm, lrs;
   std::vector<int64_t> rollbacks;
   std::string line;
   int64_t line_no = 0;
@@ -59,6 +77,7 @@ std::vector<Finding> diagnose_fit(const std::string& metrics_jsonl) {
     if (kind == "train") {
       get("loss", train);
       get("grad_norm", gnorm);
+      get("lr", lrs);
     } else if (kind == "eval") {
       get("val_loss", val);
     } else if (kind == "rollback") {
@@ -114,24 +133,48 @@ std::vector<Finding> diagnose_fit(const std::string& metrics_jsonl) {
                      "back automatically"});
     }
   }
+  // Worse than the unigram baseline of eval.json: the model has not learned even word frequencies.
+  if (!eval_json.empty() && file_exists(eval_json)) {
+    const auto j = nlohmann::json::parse(read_file(eval_json), nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("val_perplexity") && j.contains("unigram_perplexity")) {
+      const double ppl = j["val_perplexity"].get<double>(), uni = j["unigram_perplexity"].get<double>();
+      if (ppl > uni)
+        out.push_back({"under-fitting",
+                       fmt("validation perplexity ", num(ppl), " is ", num(ppl / uni), "x higher than the unigram baseline's ",
+                           num(uni), " (", eval_json, ")"),
+                       "train longer (train.max_steps): the model predicts worse than word frequencies alone"});
+    }
+  }
   // Under-fitting: the training loss still falls fast over the last fifth of the run.
+  bool judged_trend = false;
   if (train.size() >= 5) {
+    judged_trend = true;
     const size_t w = std::max<size_t>(1, train.size() / 5);  // logging intervals in the last fifth
     const Point a = train[train.size() - 1 - w], b = train.back();
     const double drop = (a.value - b.value) / std::max(a.value, 1e-12);
-    if (drop > 0.05)
+    if (drop > 0.05) {
       out.push_back({"under-fitting",
                      fmt("training loss still fell ", num(100 * drop), "% over the last ", b.step - a.step, " steps (",
                          num(a.value), " at step ", a.step, " -> ", num(b.value), " at step ", b.step, ")"),
                      "train longer (train.max_steps) or with a larger model; the curve has not flattened"});
+    } else if (const auto cut = schedule_cut(train, lrs, w)) {
+      // Flat at the end, but only because the learning rate decayed while the loss was still falling.
+      out.push_back({"under-fitting", *cut,
+                     "the learning-rate schedule ended while the loss was still falling: train longer (train.max_steps)"});
+    }
+  }
+  if (out.empty() && !judged_trend) {
+    out.push_back({"too few points to judge",
+                   fmt("only ", train.size(), " logged training point", train.size() == 1 ? "" : "s", " (loss ",
+                       num(train.front().value), " -> ", num(train.back().value), ")"),
+                   "log more often (train.log_every) or train longer before judging the fit"});
+    return out;
   }
   if (out.empty())
     out.push_back({"healthy",
                    fmt("training loss ", num(train.front().value), " -> ", num(train.back().value),
                        val.empty() ? std::string() : fmt(", validation loss ", num(val.back().value), " at the end"),
-                       "; no rise in validation loss, no spikes",
-                       train.size() >= 5 ? ", the curve has flattened"
-                                         : fmt("; only ", train.size(), " logged points, too few to judge the trend")),
+                       "; no rise in validation loss, no spikes, the curve has flattened"),
                    "nothing to change; more data or a larger model is the way to a lower loss"});
   return out;
 }
@@ -347,16 +390,18 @@ std::string analysis_text(const std::vector<Finding>& fit, const LmHardCases* lm
 std::string analyze_run(const std::string& run_dir, int64_t top_k) {
   const std::string metrics = path_join(run_dir, "metrics.jsonl");
   if (!file_exists(metrics)) throw DataError(fmt(run_dir, ": no metrics.jsonl (not a training run folder)"));
-  const std::vector<Finding> fit = diagnose_fit(metrics);
+  const std::vector<Finding> fit = diagnose_fit(metrics, path_join(run_dir, "eval.json"));
   std::optional<LmHardCases> lm;
   const std::string model_dir = path_join(run_dir, "model"), manifest_path = path_join(run_dir, "shards/manifest.json");
   if (file_exists(path_join(model_dir, "config.json")) && file_exists(manifest_path)) {
-    const RunConfig cfg = file_exists(path_join(run_dir, "config.toml")) ? load_run_config(path_join(run_dir, "config.toml"))
-                                                                         : RunConfig{};
+    const RunConfig cfg = file_exists(path_join(run_dir, "config.toml"))
+                              ? load_saved_run_config(path_join(run_dir, "config.toml"))
+                              : RunConfig{};
+    const model::TrainingInfo info = model::load_training_info(model_dir);
     const data::Manifest manifest = data::read_manifest(manifest_path);
     const auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
     lm = lm_hard_cases(model::load_pretrained(model_dir), path_join(run_dir, "shards/" + manifest.val.files.at(0)),
-                       cfg.train.seq_len, top_k, /*min_count=*/5, manifest.eot_id,
+                       info.seq_len > 0 ? info.seq_len : cfg.train.seq_len, top_k, /*min_count=*/5, manifest.eot_id,
                        [&](const std::vector<int32_t>& ids) { return tok.decode(ids); });
   }
   write_file_atomic(path_join(run_dir, "analysis.json"), analysis_json(fit, lm ? &*lm : nullptr, nullptr) + "\n");

@@ -22,11 +22,12 @@
 namespace dsforge::eval {
 
 struct Finding {
-  std::string kind;        // "over-fitting", "under-fitting", "instability", "healthy"
+  std::string kind;        // "over-fitting", "under-fitting", "instability", "healthy", "too few points to judge"
   std::string evidence;    // steps and values
   std::string suggestion;
 };
-std::vector<Finding> diagnose_fit(const std::string& metrics_jsonl);
+// `eval_json` (optional): the run's eval.json; a model worse than its unigram baseline is under-fitting.
+std::vector<Finding> diagnose_fit(const std::string& metrics_jsonl, const std::string& eval_json = "");
 
 struct HardItem {
   std::string text;   // the token or the document

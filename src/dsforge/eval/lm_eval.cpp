@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <filesystem>
 #include <vector>
 
+#include "dsforge/core/error.h"
 #include "dsforge/data/shards.h"
 
 namespace dsforge::eval {
@@ -18,11 +20,13 @@ void finish(LmEval& r, double nats) {
 }  // namespace
 
 LmEval evaluate_lm(model::CausalLm m, const std::string& shard_path, int64_t seq_len, int64_t batch,
-                   int64_t max_batches, const std::vector<int64_t>* token_bytes) {
+                   int64_t max_batches, const std::vector<int64_t>* token_bytes, int64_t stride) {
+  if (stride <= 0) stride = seq_len;
+  if (stride > seq_len) throw Error(fmt("eval: stride ", stride, " exceeds seq_len ", seq_len, " (tokens would be skipped)"));
   at::NoGradGuard no_grad;
   const bool was_training = m->is_training();
   m->eval();
-  data::TokenLoader loader(shard_path, seq_len + 1, seq_len, 0, /*shuffle=*/false);
+  data::TokenLoader loader(shard_path, seq_len + 1, stride, 0, /*shuffle=*/false);
   const int64_t n_windows = loader.windows_per_epoch();
   int64_t n_batches = (n_windows + batch - 1) / batch;
   if (max_batches > 0) n_batches = std::min(n_batches, max_batches);
@@ -31,10 +35,27 @@ LmEval evaluate_lm(model::CausalLm m, const std::string& shard_path, int64_t seq
   int64_t count = 0, served = 0, bytes = 0;
   for (int64_t b = 0; b < n_batches; ++b) {
     const int64_t rows = std::min(batch, n_windows - served);
+    const int64_t first_window = served;
     at::Tensor tokens = loader.next_batch(rows).to(device);
     served += rows;
     at::Tensor x = tokens.narrow(1, 0, seq_len), y = tokens.narrow(1, 1, seq_len);
     at::Tensor logits = m->forward(x).to(at::kFloat);
+    if (stride < seq_len) {
+      // Window 0 scores every target; later windows only the `stride` targets no earlier window scored.
+      const int64_t skip = seq_len - stride;
+      if (first_window == 0 && rows > 0) {
+        at::Tensor ce0 = at::cross_entropy_loss(logits[0].narrow(0, 0, skip), y[0].narrow(0, 0, skip), {},
+                                                at::Reduction::Sum);
+        sum += ce0.item<double>();
+        count += skip;
+        if (token_bytes) {
+          at::Tensor yc = y[0].narrow(0, 0, skip).to(at::kCPU).contiguous();
+          for (int64_t i = 0; i < yc.numel(); ++i) bytes += token_bytes->at(static_cast<size_t>(yc.data_ptr<int64_t>()[i]));
+        }
+      }
+      logits = logits.narrow(1, skip, stride);
+      y = y.narrow(1, skip, stride);
+    }
     at::Tensor ce = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), y.reshape({-1}), {},
                                            at::Reduction::Sum);
     sum += ce.item<double>();
@@ -51,6 +72,16 @@ LmEval evaluate_lm(model::CausalLm m, const std::string& shard_path, int64_t seq
   r.bytes = bytes;
   finish(r, sum);
   return r;
+}
+
+std::function<train::Scalars(int64_t)> lm_validator(model::CausalLm m, const std::string& manifest_path, int64_t seq_len,
+                                                    int64_t batch, int64_t max_batches) {
+  const data::Manifest manifest = data::read_manifest(manifest_path);
+  const std::string val = (std::filesystem::path(manifest_path).parent_path() / manifest.val.files.at(0)).string();
+  return [m, val, seq_len, batch, max_batches](int64_t) {
+    const LmEval ev = evaluate_lm(m, val, seq_len, batch, max_batches);
+    return train::Scalars{{"val_loss", ev.loss}, {"val_perplexity", ev.perplexity}};
+  };
 }
 
 LmEval unigram_baseline(const std::string& train_shard, const std::string& eval_shard, int64_t vocab_size,

@@ -6,6 +6,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/version.h>
 
+#include "dsforge/core/log.h"
+
 #include <dlfcn.h>
 #ifdef DSFORGE_HAVE_OPENMP
 #include <omp.h>
@@ -443,14 +445,21 @@ using Bf16Gemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const uin
                          float, float*, int64_t);
 // A oneDNN without a bf16 GEMM for this CPU answers dnnl_unimplemented: one small product with a
 // known result decides, once, before any kernel relies on it.
+const char* bf16_gemm_missing_reason = "";
 Bf16Gemm bf16_gemm_fn() {
   static const Bf16Gemm f = [] {
     auto g = reinterpret_cast<Bf16Gemm>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
-    if (!g) return g;
-    const uint16_t a[4] = {0x3f80, 0x4000, 0x4040, 0x4080}, b[4] = {0x3f80, 0x3f80, 0x4000, 0xbf80};  // [1 2; 3 4], [1 1; 2 -1]
-    float c[4] = {0, 0, 0, 0};
-    const bool ok = g('N', 'N', 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2) == 0 && c[0] == 5 && c[1] == -1 && c[2] == 11 && c[3] == -1;
-    return ok ? g : nullptr;
+    if (!g) {
+      bf16_gemm_missing_reason = "oneDNN's dnnl_gemm_bf16bf16f32 is not exported by this libtorch";
+    } else {
+      const uint16_t a[4] = {0x3f80, 0x4000, 0x4040, 0x4080}, b[4] = {0x3f80, 0x3f80, 0x4000, 0xbf80};  // [1 2; 3 4], [1 1; 2 -1]
+      float c[4] = {0, 0, 0, 0};
+      const bool ok = g('N', 'N', 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2) == 0 && c[0] == 5 && c[1] == -1 && c[2] == 11 && c[3] == -1;
+      if (!ok) bf16_gemm_missing_reason = "oneDNN's dnnl_gemm_bf16bf16f32 failed its probe product (no bf16 GEMM for this CPU)";
+      if (!ok) g = nullptr;
+    }
+    if (!g) log_info("kernels: ", bf16_gemm_missing_reason, "; bf16 attention and experts compute in float32");
+    return g;
   }();
   return f;
 }
@@ -792,9 +801,32 @@ bool bf16_gemm_available() { return bf16_gemm_fn() != nullptr; }
 bool fused_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("DSFORGE_FUSED");
-    return !(v && std::string(v) == "0");
+    const bool off = v && std::string(v) == "0";
+    if (off) log_info("kernels: DSFORGE_FUSED=0: the fused kernels are off, every op runs as its ATen composition");
+    return !off;
   }();
   return on;
+}
+
+std::vector<FastPath> fast_paths() {
+  std::vector<FastPath> out;
+  out.push_back({"fused kernels", fused_enabled(), fused_enabled() ? "cross-entropy, GELU, SwiGLU, RMSNorm, RoPE, "
+                                                                     "attention, grouped experts, AdamW"
+                                                                   : "DSFORGE_FUSED=0 in the environment"});
+#ifdef DSFORGE_HAVE_BLAS
+  out.push_back({"direct sgemm", true, "attention products call the system libblas.so.3 directly"});
+#else
+  out.push_back({"direct sgemm", false, "no BLAS found at build time: attention products go through at::mm_out"});
+#endif
+  const bool bf16 = bf16_gemm_available();
+  out.push_back({"bf16 GEMM", bf16, bf16 ? "oneDNN dnnl_gemm_bf16bf16f32 (bf16 attention and experts)" : bf16_gemm_missing_reason});
+#ifdef DSFORGE_HAVE_OPENMP
+  out.push_back({"single-threaded BLAS per task", true, "kernel tasks set OpenMP's thread count to 1 for their products"});
+#else
+  out.push_back({"single-threaded BLAS per task", false,
+                 "built without OpenMP: a threaded BLAS may serialise the tasks' products"});
+#endif
+  return out;
 }
 
 at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets, double label_smoothing, int64_t ignore_index) {

@@ -17,6 +17,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <vector>
 
 namespace dsforge::kernels {
@@ -71,5 +72,14 @@ c10::ScalarType autocast_dtype_of(c10::DeviceType t);
 
 // Whether the fused paths are enabled (DSFORGE_FUSED=0 in the environment turns them off, for A/B runs).
 bool fused_enabled();
+
+// Each fast path of the kernels, whether it is active here, and why not when it is not
+// (`dsforge doctor` prints them; each path also logs once when its premise fails).
+struct FastPath {
+  std::string name;
+  bool active = false;
+  std::string detail;
+};
+std::vector<FastPath> fast_paths();
 
 }  // namespace dsforge::kernels

@@ -70,6 +70,10 @@ ModelConfig baseline_config_from_json(const nlohmann::json& j, const std::string
 
 }  // namespace
 
+int64_t mtp_depth(const ModelConfig& c) { return c.is_deepseek() ? c.num_nextn_predict_layers : 0; }
+int64_t training_row_length(const ModelConfig& c, int64_t seq_len) { return seq_len + 1 + mtp_depth(c); }
+int64_t training_positions(const ModelConfig& c, int64_t seq_len) { return seq_len + mtp_depth(c); }
+
 ModelConfig model_config_from_preset(const std::string& name) {
   ModelConfig c;  // defaults are nano
   if (name == "nano") return c;

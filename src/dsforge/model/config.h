@@ -71,6 +71,13 @@ struct ModelConfig {
   }
 };
 
+// The one sequence contract. A training row holds seq_len inputs, their next-token targets, and one
+// more target per MTP depth: seq_len + 1 + D tokens. The model reads the first seq_len + D of them
+// (the MTP modules look D tokens ahead), so max_position_embeddings must cover training_positions().
+int64_t mtp_depth(const ModelConfig& c);
+int64_t training_row_length(const ModelConfig& c, int64_t seq_len);
+int64_t training_positions(const ModelConfig& c, int64_t seq_len);
+
 // nano, micro, mini (DeepSeek-V3); gpt2-tiny, gpt2-small (the 124M GPT-2); lstm-tiny.
 ModelConfig model_config_from_preset(const std::string& name);
 ModelConfig model_config_from_json(const std::string& text, const std::string& origin);

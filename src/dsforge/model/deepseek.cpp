@@ -97,9 +97,11 @@ std::vector<at::Tensor> DeepseekV3Impl::mtp_logits(const at::Tensor& tokens, con
 
 LossOutput DeepseekV3Impl::loss(const at::Tensor& tokens, double mtp_weight) {
   const int64_t D = c_.num_nextn_predict_layers, L = tokens.size(1);
-  if (L < 2) throw Error("model.loss: need at least 2 tokens per row");
-  // Rows carry D extra tokens for the MTP targets when they can; otherwise MTP gets fewer slots.
-  const int64_t S = L - 1 - D >= 1 ? L - 1 - D : L - 1;
+  // Rows are training_row_length(seq_len) = S + 1 + D tokens: the D extra tokens are the MTP targets.
+  if (L - 1 - D < 1)
+    throw Error(fmt("model.loss: rows of ", L, " tokens; with ", D, " MTP depth(s) a row needs seq_len + 1 + ", D,
+                    " tokens (model::training_row_length)"));
+  const int64_t S = L - 1 - D;
   at::Tensor x = tokens.narrow(1, 0, S), y = tokens.narrow(1, 1, S);
   at::Tensor h = hidden(x);
   at::Tensor logits = lm_head(h);

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <nlohmann/json.hpp>
+
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 
@@ -52,6 +54,26 @@ CausalLm load_pretrained(const std::string& dir) {
   const std::string w = path_join(dir, "model.safetensors");
   load_model_state(*m, load_safetensors(w).tensors, w);
   return m;
+}
+
+void save_training_info(const std::string& dir, const TrainingInfo& info) {
+  const nlohmann::ordered_json j = {{"seq_len", info.seq_len}, {"steps", info.steps}};
+  write_file_atomic(path_join(dir, "dsforge_training.json"), j.dump(2) + "\n");
+}
+
+TrainingInfo load_training_info(const std::string& dir) {
+  const std::string path = path_join(dir, "dsforge_training.json");
+  TrainingInfo info;
+  if (!file_exists(path)) return info;
+  try {
+    const auto j = nlohmann::json::parse(read_file(path));
+    info.seq_len = j.at("seq_len").get<int64_t>();
+    info.steps = j.value("steps", int64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(fmt(path, ": expected {\"seq_len\": N, \"steps\": N} (", e.what(), ")"));
+  }
+  if (info.seq_len < 1) throw CheckpointError(fmt(path, ": seq_len must be at least 1, got ", info.seq_len));
+  return info;
 }
 
 }  // namespace dsforge::model

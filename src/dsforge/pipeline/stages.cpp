@@ -12,6 +12,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/utf8.h"
 #include "dsforge/data/augment.h"
 #include "dsforge/data/corpus.h"
 #include "dsforge/data/ingest.h"
@@ -21,6 +22,7 @@
 #include "dsforge/eval/lm_eval.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
+#include "dsforge/pipeline/run_folder.h"
 #include "dsforge/report/html_report.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "dsforge/train/trainer.h"
@@ -50,13 +52,24 @@ std::string shard_identity(const RunConfig& cfg) {
   return hex64(fnv1a64(id));
 }
 
-model::ModelConfig run_model_config(const RunConfig& cfg, const tok::BpeTokenizer& tok) {
+model::ModelConfig run_model_config(const RunConfig& cfg, int64_t vocab_size, int64_t eot_id) {
   model::ModelConfig m = model::load_model_config(cfg.model.config);
-  m.vocab_size = tok.vocab_size();
-  m.bos_token_id = m.eos_token_id = tok.eot_id();
-  m.max_position_embeddings = std::max<int64_t>(m.max_position_embeddings, cfg.train.seq_len + 1);
+  m.vocab_size = vocab_size;
+  m.bos_token_id = m.eos_token_id = eot_id;
   model::validate(m, cfg.model.config);
+  const int64_t positions = model::training_positions(m, cfg.train.seq_len);
+  if (m.max_position_embeddings < positions)
+    throw ConfigError(fmt(cfg.model.config, ": max_position_embeddings is ", m.max_position_embeddings, ", but train.seq_len = ",
+                          cfg.train.seq_len, " needs ", positions, " positions per row",
+                          positions > cfg.train.seq_len ? " (the MTP depths read ahead)" : "",
+                          ": raise max_position_embeddings in the model config, or lower train.seq_len"));
   return m;
+}
+
+// "<what>: not found (made by `dsforge <command> --config <recipe>`)".
+std::string missing(const RunConfig& cfg, const std::string& what, const std::string& command) {
+  return fmt(what, ": not found (made by `dsforge ", command, cfg.source_path.empty() ? "" : " --config " + cfg.source_path,
+             "`)");
 }
 
 std::string fixed(double v, int prec = 3) {
@@ -76,8 +89,7 @@ void configure_threads(const RunConfig& cfg) {
 }
 
 void stage_prepare(const RunConfig& cfg) {
-  make_dirs(cfg.run.out_dir);
-  write_file_atomic(run_path(cfg, "config.toml"), to_toml(cfg));
+  claim_run_folder(cfg, "data prepare");
   data::prepare_corpus(cfg);
 }
 
@@ -134,6 +146,7 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
 }
 
 void stage_augment(const RunConfig& cfg) {
+  claim_run_folder(cfg, "data augment");
   const std::string out = run_path(cfg, "data/train_augmented.txt"), stamp = run_path(cfg, "data/AUGMENT_DONE");
   const std::string hash = hex64(fnv1a64(read_file(run_path(cfg, "data/DONE")) + section_hash(cfg, "augment")));
   if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out)) {
@@ -147,7 +160,8 @@ void stage_augment(const RunConfig& cfg) {
 void stage_tokenizer(const RunConfig& cfg) {
   const std::string out = run_path(cfg, "tokenizer.json"), stamp = run_path(cfg, "tokenizer.DONE");
   if (!file_exists(run_path(cfg, "data/DONE")))
-    throw DataError(fmt(cfg.run.out_dir, ": no prepared corpus (run `dsforge data prepare` first)"));
+    throw DataError(missing(cfg, fmt(cfg.run.out_dir, ": the prepared corpus (data/)"), "data prepare"));
+  claim_run_folder(cfg, "tokenizer train");
   const int64_t vocab = tokenizer_vocab_size(cfg);
   const std::string hash = tokenizer_inputs_hash(cfg, vocab);
   if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out)) {
@@ -177,6 +191,8 @@ void stage_tokenizer(const RunConfig& cfg) {
 
 void stage_tokenize(const RunConfig& cfg) {
   const std::string tpath = run_path(cfg, "tokenizer.json");
+  if (!file_exists(tpath)) throw DataError(missing(cfg, tpath, "tokenizer train"));
+  claim_run_folder(cfg, "tokenize");
   auto tok = tok::BpeTokenizer::load(tpath);
   const std::string augmented = cfg.augment.enabled ? run_path(cfg, "data/train_augmented.txt") : "";
   if (!augmented.empty() && !file_exists(augmented))
@@ -187,17 +203,24 @@ void stage_tokenize(const RunConfig& cfg) {
 
 int stage_train(const RunConfig& cfg) {
   const std::string tpath = run_path(cfg, "tokenizer.json");
-  auto tok = tok::BpeTokenizer::load(tpath);
   const std::string manifest_path = run_path(cfg, "shards/manifest.json");
+  if (!file_exists(tpath)) throw DataError(missing(cfg, tpath, "tokenizer train"));
+  if (!file_exists(manifest_path)) throw DataError(missing(cfg, manifest_path, "tokenize"));
+  // Data parallelism when a launcher (dsforge launch, torchrun, Slurm, mpirun) started several ranks.
+  // The ranks agree on their config first, so that every rank takes the run folder's verdict together.
+  const dist::DistEnv env = dist::dist_env_from_environment();
+  std::unique_ptr<dist::Comm> comm;
+  if (env.world_size > 1) {
+    comm = dist::Comm::connect(env, cfg.dist.timeout_s);
+    comm->agree("run config", to_toml(cfg));
+  }
+  claim_run_folder(cfg, "train");
+  auto tok = tok::BpeTokenizer::load(tpath);
   data::Manifest manifest = data::read_manifest(manifest_path);
   if (manifest.tokenizer_hash != shard_identity(cfg))
     throw DataError(fmt(manifest_path, ": shards were made with another tokenizer than ", tpath,
                         " (re-run `dsforge tokenize`)"));
-  model::ModelConfig mcfg = run_model_config(cfg, tok);
-  // Data parallelism when a launcher (dsforge launch, torchrun, Slurm, mpirun) started several ranks.
-  const dist::DistEnv env = dist::dist_env_from_environment();
-  std::unique_ptr<dist::Comm> comm;
-  if (env.world_size > 1) comm = dist::Comm::connect(env, cfg.dist.timeout_s);
+  model::ModelConfig mcfg = run_model_config(cfg, tok.vocab_size(), tok.eot_id());
   const bool lead = env.rank == 0;
   if (lead) write_file_atomic(run_path(cfg, "config.json"), model::model_config_to_json(mcfg));
   if (lead && mcfg.is_deepseek()) {
@@ -210,51 +233,29 @@ int stage_train(const RunConfig& cfg) {
   }
   train::Trainer trainer(cfg, mcfg, manifest_path);
   trainer.set_comm(comm.get());
+  train::TrainCallbacks callbacks;
+  callbacks.evaluate = eval::lm_validator(trainer.model(), manifest_path, cfg.train.seq_len, cfg.train.batch_size,
+                                          cfg.eval.batches);
+  trainer.set_callbacks(callbacks);
   train::TrainResult r = trainer.fit();
   if (r.interrupted) return kInterrupted;
   if (!lead) return kOk;
   const std::string model_dir = run_path(cfg, "model");
   model::save_pretrained(model_dir, *trainer.model());
   write_file_atomic(path_join(model_dir, "tokenizer.json"), read_file(tpath));
+  model::save_training_info(model_dir, {cfg.train.seq_len, r.final_step});
   log_info("train: final model in ", model_dir);
   return kOk;
 }
 
-void stage_eval(const RunConfig& cfg) {
-  const std::string model_dir = run_path(cfg, "model");
-  auto m = model::load_pretrained(model_dir);
-  const std::string manifest_path = run_path(cfg, "shards/manifest.json");
-  data::Manifest manifest = data::read_manifest(manifest_path);
-  const std::string shard_dir = run_path(cfg, "shards");
-  const std::string val = path_join(shard_dir, manifest.val.files.at(0));
-  const std::string train = path_join(shard_dir, manifest.train.files.at(0));
-  // Bytes per token for bits per byte: what each id decodes to; a special token (the document
-  // separator) counts as the one newline it replaced.
-  auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
-  std::vector<int64_t> token_bytes(static_cast<size_t>(manifest.vocab_size), 1);
-  const auto n_special = static_cast<int64_t>(tok.special_tokens().size());  // special ids come first
-  for (int64_t id = n_special; id < std::min<int64_t>(tok.vocab_size(), manifest.vocab_size); ++id)
-    token_bytes[static_cast<size_t>(id)] = static_cast<int64_t>(tok.token_bytes(static_cast<int32_t>(id)).size());
-  eval::LmEval ev = eval::evaluate_lm(m, val, cfg.train.seq_len, cfg.train.batch_size, 0, &token_bytes);
-  eval::LmEval uni = eval::unigram_baseline(train, val, manifest.vocab_size, &token_bytes);
-  nlohmann::ordered_json j = {{"val_loss", ev.loss},
-                              {"val_perplexity", ev.perplexity},
-                              {"val_bits_per_byte", ev.bits_per_byte},
-                              {"val_tokens", ev.tokens},
-                              {"val_bytes", ev.bytes},
-                              {"unigram_bits_per_byte", uni.bits_per_byte},
-                              {"unigram_loss", uni.loss},
-                              {"unigram_perplexity", uni.perplexity},
-                              {"perplexity_ratio_vs_unigram", ev.perplexity / uni.perplexity}};
-  write_file_atomic(run_path(cfg, "eval.json"), j.dump(2) + "\n");
-  log_info("eval: validation loss ", fixed(ev.loss, 4), " nats/token, perplexity ", fixed(ev.perplexity, 2), ", ",
-           fixed(ev.bits_per_byte, 3), " bits/byte over ", ev.tokens, " tokens (", ev.bytes, " bytes)");
-  log_info("eval: unigram baseline (same tokenizer, same split) perplexity ", fixed(uni.perplexity, 2), " -> model is ",
-           fixed(uni.perplexity / ev.perplexity, 1), "x lower");
-}
-
 void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
-  const std::string model_dir = model_dir_in.empty() ? run_path(cfg, "model") : model_dir_in;
+  const bool own_model = model_dir_in.empty();
+  const std::string model_dir = own_model ? run_path(cfg, "model") : model_dir_in;
+  if (own_model) {
+    if (!file_exists(path_join(model_dir, "config.json"))) throw DataError(missing(cfg, fmt(model_dir, ": the trained model"), "train"));
+  } else {
+    check_model_dir(model_dir);
+  }
   auto m = model::load_pretrained(model_dir);
   auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
   model::SampleOptions opts;
@@ -277,42 +278,47 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
     if (ids.empty()) throw ConfigError(fmt("generate: prompt '", p, "' encodes to no tokens"));
     prompts.emplace_back(ids.begin(), ids.end());
   }
-  auto text_of = [&](const std::vector<int64_t>& ids) {
+  // The bytes of the sampled ids. A byte-level BPE sample may stop inside a UTF-8 character, or
+  // produce bytes that never form one: whatever is shown or saved is repaired (U+FFFD).
+  auto bytes_of = [&](const std::vector<int64_t>& ids) {
     std::vector<int32_t> keep;
     for (int64_t id : ids)
       if (id != tok.eot_id()) keep.push_back(static_cast<int32_t>(id));
     return tok.decode(keep);
   };
-  // The run's own model keeps its samples for the report.
+  // The run's own model keeps its samples for the report, when they follow the run's recipe; any other
+  // settings (another seed, other prompts, the defaults) only print.
+  const bool save = own_model && matches_saved_recipe(cfg);
+  if (own_model && !save)
+    log_info("generate: samples.json left as it is: these settings differ from ", run_path(cfg, "config.toml"));
   auto save_samples = [&](const std::vector<std::string>& completions) {
-    if (!model_dir_in.empty()) return;
+    if (!save) return;
     nlohmann::json j = nlohmann::json::array();
     for (size_t i = 0; i < completions.size(); ++i)
       j.push_back({{"prompt", cfg.generate.prompts[i]}, {"completion", completions[i]}});
     write_file_atomic(run_path(cfg, "samples.json"), j.dump(2) + "\n");
   };
-  if (prompts.size() == 1) {  // stream token by token
+  if (prompts.size() == 1) {  // stream token by token, whole characters only
     std::printf("  %s", cfg.generate.prompts[0].c_str());
     std::fflush(stdout);
-    std::vector<int64_t> pending;  // a UTF-8 character may span tokens: print whole characters
+    std::string pending;
     auto all = model::generate(m, prompts, opts, [&](int64_t, int64_t id) {
-      pending.push_back(id);
-      std::string text = text_of(pending);
-      const auto last = static_cast<unsigned char>(text.empty() ? 0 : text.back());
-      if (last < 0x80) {
-        std::fputs(text.c_str(), stdout);
-        std::fflush(stdout);
-        pending.clear();
-      }
+      if (id == tok.eot_id()) return;
+      pending += tok.decode({static_cast<int32_t>(id)});
+      const size_t n = complete_utf8_prefix(pending);
+      if (n == 0) return;
+      std::fputs(data::repair_utf8(std::string_view(pending).substr(0, n)).c_str(), stdout);
+      std::fflush(stdout);
+      pending.erase(0, n);
     });
-    std::printf("%s\n", text_of(pending).c_str());
-    save_samples({text_of(all[0])});
+    std::printf("%s\n", data::repair_utf8(pending).c_str());
+    save_samples({data::repair_utf8(bytes_of(all[0]))});
     return;
   }
   auto outs = model::generate(m, prompts, opts);  // all prompts decode together, left-padded
   std::vector<std::string> completions;
   for (size_t i = 0; i < outs.size(); ++i) {
-    completions.push_back(text_of(outs[i]));
+    completions.push_back(data::repair_utf8(bytes_of(outs[i])));
     std::printf("  %s%s\n", cfg.generate.prompts[i].c_str(), completions.back().c_str());
   }
   save_samples(completions);
@@ -325,6 +331,10 @@ int run_pipeline(const RunConfig& cfg) {
   configure_threads(cfg);
   log_info("pipeline: run folder ", cfg.run.out_dir, ", config ", cfg.source_path.empty() ? "(defaults)" : cfg.source_path);
   log_info("resolved config:\n", to_toml(cfg));
+  // Everything a later stage needs is checked before the first one runs.
+  check_inputs(cfg);
+  claim_run_folder(cfg, "pipeline");
+  run_model_config(cfg, tokenizer_vocab_size(cfg), 0);
   stage_prepare(cfg);
   if (cfg.augment.enabled) stage_augment(cfg);
   stage_tokenizer(cfg);

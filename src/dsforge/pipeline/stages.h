@@ -38,7 +38,14 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
 void stage_tokenizer(const RunConfig& cfg);
 void stage_tokenize(const RunConfig& cfg);
 int stage_train(const RunConfig& cfg);  // kInterrupted when stopped by a signal (checkpoint saved)
+// Validation loss/perplexity/bits per byte of <run>/model beside the unigram baseline -> eval.json.
+// The windows are the model's training seq_len (recorded in the model folder).
 void stage_eval(const RunConfig& cfg);
+// Loss, perplexity and bits per byte of any model folder on any UTF-8 text file, read as one stream
+// (streamed through the tokenizer, bounded memory). seq_len 0 = the model's training seq_len;
+// stride 0 = seq_len (see eval::evaluate_lm for what each target sees). Returns the JSON it reports.
+std::string eval_text(const std::string& model_dir, const std::string& text_path, int64_t seq_len, int64_t stride,
+                      int64_t batch, bool as_json);
 // Prints "<prompt><completion>" per prompt (cfg.generate), streaming tokens as they come.
 void stage_generate(const RunConfig& cfg, const std::string& model_dir = "");
 // prepare -> tokenizer -> tokenize -> train -> eval -> generate.

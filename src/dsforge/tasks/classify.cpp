@@ -20,6 +20,8 @@
 #include "dsforge/log/tensorboard.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tokenizer/bpe.h"
+#include "dsforge/core/shuffle.h"
+#include "dsforge/tasks/finetune_run.h"
 #include "dsforge/train/optim.h"
 
 namespace dsforge::tasks {
@@ -47,8 +49,7 @@ std::vector<Example> read_tsv_examples(const std::string& path, int64_t max) {
 namespace {
 void subsample(std::vector<Example>& v, int64_t max, uint64_t seed) {
   if (max <= 0 || static_cast<int64_t>(v.size()) <= max) return;
-  std::mt19937_64 rng(seed);
-  std::shuffle(v.begin(), v.end(), rng);
+  shuffle_in_place(v, seed);
   v.resize(static_cast<size_t>(max));
 }
 }  // namespace
@@ -98,6 +99,73 @@ at::Tensor pooled(model::CausalLm& m, const at::Tensor& x, const at::Tensor& mas
   return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, true).clamp_min(1.0);
 }
 
+// The backbone and its classification head as one module: "model.*" and "score.*".
+struct ClassifierModule : torch::nn::Module {
+  ClassifierModule(model::CausalLm b, int64_t d, int64_t classes) {
+    backbone = register_module("model", std::move(b));
+    head = register_module("score", torch::nn::Linear(torch::nn::LinearOptions(d, classes)));
+  }
+  model::CausalLm backbone;
+  torch::nn::Linear head{nullptr};
+};
+
+// Fine-tuning a classifier as a task of the one training loop: cross-entropy of the head over the
+// pooled hidden states of a batch of examples.
+class ClassifyTask : public train::TrainTask {
+ public:
+  ClassifyTask(std::shared_ptr<ClassifierModule> m, const tok::BpeTokenizer& tok, const std::vector<Example>& train,
+               const std::map<std::string, int64_t>& label_index, const FinetuneOptions& opt, double bias_speed,
+               std::string identity)
+      : m_(std::move(m)), tok_(tok), train_(train), label_index_(label_index), max_len_(opt.max_len),
+        pad_(std::max<int64_t>(tok.eot_id(), 0)), bias_speed_(bias_speed), identity_(std::move(identity)),
+        stream_(static_cast<int64_t>(train.size()), opt.seed) {}
+
+  torch::nn::Module& module() override { return *m_; }
+  void init_weights(double std, uint64_t seed) override {  // the backbone is pretrained: only the head starts fresh
+    at::NoGradGuard ng;
+    auto gen = at::detail::createCPUGenerator(seed);
+    m_->head->weight.normal_(0.0, std, gen);
+    m_->head->bias.zero_();
+  }
+  std::string describe() const override {
+    return fmt(model::count_parameters(*m_), " parameters, ", m_->head->weight.size(0), " classes, ", train_.size(),
+               " training examples");
+  }
+  std::string config_json() const override { return model::model_config_to_json(m_->backbone->config()); }
+  std::string identity() const override { return identity_; }
+  train::MicroLoss micro_batch_loss(int64_t rows, int64_t first, int64_t count, int64_t, c10::Device device) override {
+    std::vector<const Example*> batch;
+    std::vector<int64_t> y;
+    for (int64_t i : stream_.next(rows, first, count)) {
+      batch.push_back(&train_[static_cast<size_t>(i)]);
+      y.push_back(label_index_.at(batch.back()->label));
+    }
+    auto [x, mask] = encode_batch(tok_, batch, max_len_, pad_);
+    at::Tensor loss = at::cross_entropy_loss(m_->head(pooled(m_->backbone, x.to(device), mask.to(device))),
+                                             at::tensor(y, at::kLong).to(device));
+    return {loss, loss, at::Tensor()};
+  }
+  nlohmann::json data_position() const override { return stream_.position(); }
+  void set_data_position(const nlohmann::json& p) override { stream_.set_position(p); }
+  std::vector<at::Tensor> step_sums() override { return m_->backbone->pending_expert_counts(); }
+  train::Scalars after_step(int64_t) override {
+    m_->backbone->update_expert_bias(bias_speed_);  // keep MoE routing balanced while fine-tuning
+    return {};
+  }
+  void discard_step() override { m_->backbone->update_expert_bias(0.0); }
+  int64_t tokens_per_row() const override { return max_len_; }
+
+ private:
+  std::shared_ptr<ClassifierModule> m_;
+  const tok::BpeTokenizer& tok_;
+  const std::vector<Example>& train_;
+  const std::map<std::string, int64_t>& label_index_;
+  int64_t max_len_, pad_;
+  double bias_speed_;
+  std::string identity_;
+  ExampleStream stream_;
+};
+
 }  // namespace
 
 FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyData& data, const FinetuneOptions& opt,
@@ -119,52 +187,21 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
   if (unseen > 0) log_info("finetune: ", unseen, " test examples have labels absent from the training split");
 
   const int64_t d = backbone->config().hidden_size, C = static_cast<int64_t>(labels.size());
-  torch::nn::Linear head(torch::nn::LinearOptions(d, C));
-  {
-    at::NoGradGuard ng;
-    auto gen = at::detail::createCPUGenerator(opt.seed);
-    head->weight.normal_(0.0, 0.02, gen);
-    head->bias.zero_();
-  }
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (auto& p : backbone->named_parameters()) named.emplace_back(p.key(), p.value());
-  named.emplace_back("head.weight", head->weight);
-  named.emplace_back("head.bias", head->bias);
-  std::vector<at::Tensor> params;
-  for (auto& [n, p] : named) params.push_back(p);
-  train::AdamW adam(named, {opt.lr, 0.9, 0.999, 1e-8, opt.weight_decay});
-
+  auto classifier = std::make_shared<ClassifierModule>(backbone, d, C);
+  torch::nn::Linear head = classifier->head;
+  FinetuneSchedule sched;
+  sched.examples = static_cast<int64_t>(data.train.size());
+  sched.epochs = opt.epochs;
+  sched.batch = opt.batch;
+  sched.lr = opt.lr;
+  sched.weight_decay = opt.weight_decay;
+  sched.seed = opt.seed;
+  RunConfig cfg = finetune_run_config(sched, opt.overrides, out_dir.empty() ? "" : path_join(out_dir, "train"));
+  ClassifyTask task(classifier, tok, data.train, label_index, opt, cfg.train.bias_update_speed,
+                    fmt("classify|", model_dir, "|", data.name, "|", data.train.size(), "|", labels.size()));
   FinetuneResult r;
-  std::vector<const Example*> order;
-  for (const auto& e : data.train) order.push_back(&e);
-  const int64_t steps_per_epoch = (static_cast<int64_t>(order.size()) + opt.batch - 1) / opt.batch;
-  const int64_t total_steps = steps_per_epoch * opt.epochs, warmup = std::max<int64_t>(1, total_steps / 20);
-  std::mt19937_64 rng(opt.seed);
-  int64_t step = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  backbone->train();
-  for (int64_t epoch = 0; epoch < opt.epochs; ++epoch) {
-    std::shuffle(order.begin(), order.end(), rng);
-    double loss_sum = 0;
-    for (int64_t s = 0; s < steps_per_epoch; ++s, ++step) {
-      const size_t b0 = static_cast<size_t>(s * opt.batch), b1 = std::min(order.size(), b0 + static_cast<size_t>(opt.batch));
-      std::vector<const Example*> batch(order.begin() + static_cast<long>(b0), order.begin() + static_cast<long>(b1));
-      auto [x, mask] = encode_batch(tok, batch, opt.max_len, pad);
-      std::vector<int64_t> y;
-      for (const Example* e : batch) y.push_back(label_index.at(e->label));
-      const double lr = train::warmup_linear_lr(step, warmup, total_steps, opt.lr);
-      adam.set_lr(lr);
-      adam.zero_grad();
-      at::Tensor loss = at::cross_entropy_loss(head(pooled(backbone, x, mask)), at::tensor(y, at::kLong));
-      loss.backward();
-      backbone->update_expert_bias(1e-3);  // keep MoE routing balanced while fine-tuning
-      train::clip_grad_norm(params, 1.0);
-      adam.step();
-      loss_sum += loss.item<double>();
-    }
-    r.epoch_losses.push_back(loss_sum / static_cast<double>(steps_per_epoch));
-    log_info("finetune: epoch ", epoch + 1, "/", opt.epochs, " train loss ", r.epoch_losses.back());
-  }
+  r.epoch_losses = run_finetune(task, cfg, (sched.examples + opt.batch - 1) / opt.batch, "finetune");
   r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // Predictions with their losses on both splits (error analysis mines the training ones), and the

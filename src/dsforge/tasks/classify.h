@@ -37,6 +37,9 @@ struct FinetuneOptions {
   double weight_decay = 0.01;
   int64_t max_len = 64;     // tokens per text (truncated)
   uint64_t seed = 0;
+  // Run-config overrides for the training loop ("train.beta2=0.98", "train.precision=bf16"); see
+  // tasks/finetune_run.h for the fine-tuning defaults they change.
+  std::vector<std::string> overrides;
 };
 
 struct Prediction {

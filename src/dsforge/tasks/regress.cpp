@@ -13,6 +13,9 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/eval/metrics_files.h"
+#include "dsforge/core/shuffle.h"
+#include "dsforge/model/causal_lm.h"
+#include "dsforge/tasks/finetune_run.h"
 #include "dsforge/train/optim.h"
 
 namespace dsforge::tasks {
@@ -43,11 +46,28 @@ at::Tensor to_tensor(const std::vector<std::vector<double>>& rows) {
 
 }  // namespace
 
+// Whether a line is a header: its first row, when a field of it is not a number (column names, or
+// scikit-learn's "178,13,class_0,class_1,class_2" count line).
+static bool is_header(const std::vector<std::string>& lines, size_t i) {
+  for (size_t k = 0; k < i; ++k)
+    if (lines[k].find_first_not_of(" \t\r") != std::string::npos) return false;  // not the first row
+  try {
+    parse_numbers(lines[i], "", 0);
+    return false;
+  } catch (const DataError&) {
+    return true;
+  }
+}
+
 RegressionData read_regression_files(const std::string& features_path, const std::string& target_path) {
   RegressionData d;
   const auto lines = eval::read_lines(features_path);
   for (size_t i = 0; i < lines.size(); ++i) {
     if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (is_header(lines, i)) {
+      d.header_lines.push_back(features_path + ":" + std::to_string(i + 1));
+      continue;
+    }
     auto row = parse_numbers(lines[i], features_path, i + 1);
     if (!d.x.empty() && row.size() != d.x[0].size() + (target_path.empty() ? 1 : 0))
       throw DataError(fmt(features_path, ":", i + 1, ": ", row.size(), " columns, expected ",
@@ -64,6 +84,10 @@ RegressionData read_regression_files(const std::string& features_path, const std
     const auto t = eval::read_lines(target_path);
     for (size_t i = 0; i < t.size(); ++i) {
       if (t[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+      if (is_header(t, i)) {
+        d.header_lines.push_back(target_path + ":" + std::to_string(i + 1));
+        continue;
+      }
       const auto v = parse_numbers(t[i], target_path, i + 1);
       if (v.size() != 1) throw DataError(fmt(target_path, ":", i + 1, ": expected one number, found ", v.size()));
       d.y.push_back(v[0]);
@@ -94,13 +118,62 @@ std::vector<double> least_squares_predict(const std::vector<double>& coef, const
   return out;
 }
 
+namespace {
+
+// Two hidden GELU layers and a linear output.
+struct MlpModule : torch::nn::Module {
+  MlpModule(int64_t d, int64_t h) {
+    l1 = register_module("l1", torch::nn::Linear(d, h));
+    l2 = register_module("l2", torch::nn::Linear(h, h));
+    l3 = register_module("l3", torch::nn::Linear(h, 1));
+  }
+  at::Tensor forward(const at::Tensor& x) { return l3(at::gelu(l2(at::gelu(l1(x))))).squeeze(1); }
+  torch::nn::Linear l1{nullptr}, l2{nullptr}, l3{nullptr};
+};
+
+// Regression as a task of the one training loop: mean squared error on standardised rows.
+class RegressTask : public train::TrainTask {
+ public:
+  RegressTask(std::shared_ptr<MlpModule> m, at::Tensor x, at::Tensor y, uint64_t seed, std::string identity)
+      : m_(std::move(m)), x_(std::move(x)), y_(std::move(y)), identity_(std::move(identity)), stream_(x_.size(0), seed) {}
+  torch::nn::Module& module() override { return *m_; }
+  void init_weights(double, uint64_t seed) override {  // PyTorch's default bound, 1/sqrt(fan_in), from the seed
+    at::NoGradGuard ng;
+    auto gen = at::detail::createCPUGenerator(seed);
+    for (auto* l : {&m_->l1, &m_->l2, &m_->l3}) {
+      const double bound = 1.0 / std::sqrt(static_cast<double>((*l)->weight.size(1)));
+      (*l)->weight.uniform_(-bound, bound, gen);
+      (*l)->bias.zero_();
+    }
+  }
+  std::string describe() const override { return fmt(model::count_parameters(*m_), " parameters, ", x_.size(0), " rows"); }
+  std::string config_json() const override {
+    return nlohmann::json{{"model_type", "mlp_regressor"}, {"features", x_.size(1)}, {"hidden", m_->l1->weight.size(0)}}.dump();
+  }
+  std::string identity() const override { return identity_; }
+  train::MicroLoss micro_batch_loss(int64_t rows, int64_t first, int64_t count, int64_t, c10::Device device) override {
+    at::Tensor idx = at::tensor(stream_.next(rows, first, count), at::kLong);
+    at::Tensor loss = at::mse_loss(m_->forward(x_.index_select(0, idx).to(device)), y_.index_select(0, idx).to(device));
+    return {loss, loss, at::Tensor()};
+  }
+  nlohmann::json data_position() const override { return stream_.position(); }
+  void set_data_position(const nlohmann::json& p) override { stream_.set_position(p); }
+
+ private:
+  std::shared_ptr<MlpModule> m_;
+  at::Tensor x_, y_;
+  std::string identity_;
+  ExampleStream stream_;
+};
+
+}  // namespace
+
 RegressResult train_regressor(const RegressionData& data, const RegressOptions& opt) {
   const size_t n = data.x.size();
   if (n < 10) throw DataError(fmt("regression: ", n, " rows; need at least 10"));
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t{0});
-  std::mt19937_64 rng(opt.seed);
-  std::shuffle(order.begin(), order.end(), rng);
+  shuffle_in_place(order, opt.seed);
   const auto every = static_cast<size_t>(std::max(2.0, std::round(1.0 / opt.test_fraction)));
   RegressionData train, test;
   for (size_t k = 0; k < n; ++k) {
@@ -127,38 +200,23 @@ RegressResult train_regressor(const RegressionData& data, const RegressOptions& 
   const double ymu = ytr.mean().item<double>(), ysd = std::max(ytr.std().item<double>(), 1e-12);
   ytr = ((ytr - ymu) / ysd).to(at::kFloat);
 
-  const int64_t d = r.features, h = opt.hidden;
-  torch::nn::Linear l1(d, h), l2(h, h), l3(h, 1);
-  {
-    at::NoGradGuard ng;
-    auto gen = at::detail::createCPUGenerator(opt.seed);
-    for (auto* l : {&l1, &l2, &l3}) {
-      const double bound = 1.0 / std::sqrt(static_cast<double>((*l)->weight.size(1)));
-      (*l)->weight.uniform_(-bound, bound, gen);
-      (*l)->bias.zero_();
-    }
-  }
-  auto forward = [&](const at::Tensor& x) { return l3(at::gelu(l2(at::gelu(l1(x))))).squeeze(1); };
-  std::vector<std::pair<std::string, at::Tensor>> named = {{"l1.weight", l1->weight}, {"l1.bias", l1->bias},
-                                                            {"l2.weight", l2->weight}, {"l2.bias", l2->bias},
-                                                            {"l3.weight", l3->weight}, {"l3.bias", l3->bias}};
-  train::AdamW adam(named, {opt.lr, 0.9, 0.999, 1e-8, opt.weight_decay});
-  const int64_t rows = xtr.size(0), steps_per_epoch = (rows + opt.batch - 1) / opt.batch;
-  const int64_t total = steps_per_epoch * opt.epochs;
-  auto gen = at::detail::createCPUGenerator(opt.seed + 1);
+  const int64_t d = r.features;
+  auto mlp = std::make_shared<MlpModule>(d, opt.hidden);
+  FinetuneSchedule sched;
+  sched.examples = xtr.size(0);
+  sched.epochs = opt.epochs;
+  sched.batch = opt.batch;
+  sched.lr = opt.lr;
+  sched.weight_decay = opt.weight_decay;
+  sched.seed = opt.seed;
+  sched.schedule = "cosine";  // to 0, no warmup, no clipping: what a small MLP on standardised data wants
+  sched.warmup_fraction = 0;
+  sched.grad_clip = 0;
+  RegressTask task(mlp, xtr, ytr, opt.seed + 1, fmt("regress|", r.train_rows, "|", d, "|", opt.hidden));
   const auto t0 = std::chrono::steady_clock::now();
-  int64_t step = 0;
-  for (int64_t e = 0; e < opt.epochs; ++e) {
-    at::Tensor perm = at::randperm(rows, gen, at::kLong);
-    for (int64_t s = 0; s < steps_per_epoch; ++s, ++step) {
-      at::Tensor idx = perm.narrow(0, s * opt.batch, std::min(opt.batch, rows - s * opt.batch));
-      adam.set_lr(opt.lr * 0.5 * (1.0 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(total))));
-      adam.zero_grad();
-      at::mse_loss(forward(xtr.index_select(0, idx)), ytr.index_select(0, idx)).backward();
-      adam.step();
-    }
-  }
+  run_finetune(task, finetune_run_config(sched, opt.overrides, ""), (sched.examples + opt.batch - 1) / opt.batch, "regress");
   r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto forward = [&](const at::Tensor& x) { return mlp->forward(x); };
   at::NoGradGuard ng;
   at::Tensor pred = (forward(xte).to(at::kDouble) * ysd + ymu).contiguous();
   r.mlp = eval::regression_report(std::vector<double>(pred.data_ptr<double>(), pred.data_ptr<double>() + pred.numel()), test.y);

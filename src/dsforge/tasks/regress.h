@@ -17,9 +17,11 @@ namespace dsforge::tasks {
 struct RegressionData {
   std::vector<std::vector<double>> x;  // rows of features
   std::vector<double> y;
+  std::vector<std::string> header_lines;  // "file:line" of each header row skipped
 };
 // Features: one row per line, numbers separated by spaces, tabs or commas; targets: one number per
-// line (the last column of each row when `target_path` is empty). Errors name file:line.
+// line (the last column of each row when `target_path` is empty). A first row with a field that is
+// not a number is a header and skipped (recorded in header_lines). Errors name file:line.
 RegressionData read_regression_files(const std::string& features_path, const std::string& target_path);
 
 // Ordinary least squares with an intercept: coefficients [intercept, w_1..w_d] (float64, QR).
@@ -34,6 +36,7 @@ struct RegressOptions {
   double weight_decay = 1e-2;
   double test_fraction = 0.2;  // every 1/test_fraction-th row, after a seeded shuffle
   uint64_t seed = 0;
+  std::vector<std::string> overrides;  // run-config overrides for the training loop (tasks/finetune_run.h)
 };
 
 struct RegressResult {

@@ -18,6 +18,8 @@
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tokenizer/bpe.h"
+#include "dsforge/core/shuffle.h"
+#include "dsforge/tasks/finetune_run.h"
 #include "dsforge/train/optim.h"
 
 namespace dsforge::tasks {
@@ -25,8 +27,7 @@ namespace {
 
 void subsample(std::vector<Pair>& v, int64_t max, uint64_t seed) {
   if (max <= 0 || static_cast<int64_t>(v.size()) <= max) return;
-  std::mt19937_64 rng(seed);
-  std::shuffle(v.begin(), v.end(), rng);
+  shuffle_in_place(v, seed);
   v.resize(static_cast<size_t>(max));
 }
 
@@ -118,6 +119,62 @@ GenerationScores score_generation(const std::vector<std::string>& hyps, const st
   return s;
 }
 
+namespace {
+
+// Fine-tuning source -> target as a task of the one training loop: `source <eot> target <eot>`
+// right-padded, the loss on the target tokens and the closing <eot> only.
+class Seq2SeqTask : public train::TrainTask {
+ public:
+  using Seqs = std::vector<std::pair<std::vector<int64_t>, int64_t>>;  // tokens, index of the first target token
+  Seq2SeqTask(model::CausalLm m, const Seqs& seqs, int64_t eot, double bias_speed, uint64_t seed, std::string identity)
+      : m_(std::move(m)), seqs_(seqs), eot_(eot), bias_speed_(bias_speed), identity_(std::move(identity)),
+        stream_(static_cast<int64_t>(seqs.size()), seed) {}
+
+  torch::nn::Module& module() override { return *m_; }
+  void init_weights(double, uint64_t) override {}  // pretrained: nothing starts fresh
+  std::string describe() const override {
+    return fmt(model::count_parameters(*m_), " parameters, ", seqs_.size(), " training pairs");
+  }
+  std::string config_json() const override { return model::model_config_to_json(m_->config()); }
+  std::string identity() const override { return identity_; }
+  train::MicroLoss micro_batch_loss(int64_t rows, int64_t first, int64_t count, int64_t, c10::Device device) override {
+    const std::vector<int64_t> idx = stream_.next(rows, first, count);
+    int64_t L = 2;
+    for (int64_t i : idx) L = std::max<int64_t>(L, static_cast<int64_t>(seqs_[static_cast<size_t>(i)].first.size()));
+    const auto B = static_cast<int64_t>(idx.size());
+    at::Tensor x = at::full({B, L - 1}, eot_, at::kLong), y = at::full({B, L - 1}, -100, at::kLong);
+    auto xa = x.accessor<int64_t, 2>();
+    auto ya = y.accessor<int64_t, 2>();
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& [ids, first_target] = seqs_[static_cast<size_t>(idx[static_cast<size_t>(b)])];
+      for (int64_t j = 0; j + 1 < static_cast<int64_t>(ids.size()); ++j) {
+        xa[b][j] = ids[static_cast<size_t>(j)];
+        if (j + 1 >= first_target) ya[b][j] = ids[static_cast<size_t>(j + 1)];  // predict target tokens only
+      }
+    }
+    at::Tensor loss = model::next_token_loss(m_->forward(x.to(device)), y.to(device));  // -100 (source, padding) ignored
+    return {loss, loss, at::Tensor()};
+  }
+  nlohmann::json data_position() const override { return stream_.position(); }
+  void set_data_position(const nlohmann::json& p) override { stream_.set_position(p); }
+  std::vector<at::Tensor> step_sums() override { return m_->pending_expert_counts(); }
+  train::Scalars after_step(int64_t) override {
+    m_->update_expert_bias(bias_speed_);
+    return {};
+  }
+  void discard_step() override { m_->update_expert_bias(0.0); }
+
+ private:
+  model::CausalLm m_;
+  const Seqs& seqs_;
+  int64_t eot_;
+  double bias_speed_;
+  std::string identity_;
+  ExampleStream stream_;
+};
+
+}  // namespace
+
 Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& data, const Seq2SeqOptions& opt,
                                const std::string& out_dir) {
   if (data.train.empty() || data.test.empty()) throw DataError(fmt(data.name, ": empty train or test split"));
@@ -143,52 +200,21 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
     s.push_back(eot);
     seqs.emplace_back(std::move(s), first);
   }
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (auto& p : m->named_parameters()) named.emplace_back(p.key(), p.value());
-  std::vector<at::Tensor> params;
-  for (auto& [n, p] : named) params.push_back(p);
-  train::AdamW adam(named, {opt.lr, 0.9, 0.999, 1e-8, opt.weight_decay});
+  FinetuneSchedule sched;
+  sched.examples = static_cast<int64_t>(seqs.size());
+  sched.epochs = opt.epochs;
+  sched.batch = opt.batch;
+  sched.lr = opt.lr;
+  sched.weight_decay = opt.weight_decay;
+  sched.seed = opt.seed;
+  RunConfig cfg = finetune_run_config(sched, opt.overrides, out_dir.empty() ? "" : path_join(out_dir, "train"));
+  Seq2SeqTask task(m, seqs, eot, cfg.train.bias_update_speed, opt.seed,
+                   fmt("seq2seq|", model_dir, "|", data.name, "|", seqs.size(), "|", max_src, "|", max_tgt));
   Seq2SeqResult r;
-  std::vector<size_t> order(seqs.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  const int64_t steps_per_epoch = (static_cast<int64_t>(order.size()) + opt.batch - 1) / opt.batch;
-  const int64_t total = steps_per_epoch * opt.epochs, warmup = std::max<int64_t>(1, total / 20);
-  std::mt19937_64 rng(opt.seed);
-  int64_t step = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  m->train();
-  for (int64_t epoch = 0; epoch < opt.epochs; ++epoch) {
-    std::shuffle(order.begin(), order.end(), rng);
-    double loss_sum = 0;
-    for (int64_t s = 0; s < steps_per_epoch; ++s, ++step) {
-      const size_t b0 = static_cast<size_t>(s * opt.batch), b1 = std::min(order.size(), b0 + static_cast<size_t>(opt.batch));
-      int64_t L = 0;
-      for (size_t i = b0; i < b1; ++i) L = std::max<int64_t>(L, static_cast<int64_t>(seqs[order[i]].first.size()));
-      const auto B = static_cast<int64_t>(b1 - b0);
-      at::Tensor x = at::full({B, L - 1}, eot, at::kLong), y = at::full({B, L - 1}, -100, at::kLong);
-      auto xa = x.accessor<int64_t, 2>();
-      auto ya = y.accessor<int64_t, 2>();
-      for (int64_t b = 0; b < B; ++b) {
-        const auto& [ids, first] = seqs[order[b0 + static_cast<size_t>(b)]];
-        for (int64_t j = 0; j + 1 < static_cast<int64_t>(ids.size()); ++j) {
-          xa[b][j] = ids[static_cast<size_t>(j)];
-          if (j + 1 >= first) ya[b][j] = ids[static_cast<size_t>(j + 1)];  // predict target tokens only
-        }
-      }
-      const double lr = train::warmup_linear_lr(step, warmup, total, opt.lr);
-      adam.set_lr(lr);
-      adam.zero_grad();
-      at::Tensor loss = model::next_token_loss(m->forward(x), y);  // -100 (source, padding) is ignored
-      loss.backward();
-      m->update_expert_bias(1e-3);
-      train::clip_grad_norm(params, 1.0);
-      adam.step();
-      loss_sum += loss.item<double>();
-    }
-    r.epoch_losses.push_back(loss_sum / static_cast<double>(steps_per_epoch));
-    log_info("seq2seq: epoch ", epoch + 1, "/", opt.epochs, " train loss ", r.epoch_losses.back());
-  }
+  r.epoch_losses = run_finetune(task, cfg, (sched.examples + opt.batch - 1) / opt.batch, "seq2seq");
   r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m->eval();
 
   // Decoding the test split: greedy (beam 1) and beam search.
   std::vector<std::string> sources, refs;

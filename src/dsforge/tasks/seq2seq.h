@@ -43,6 +43,7 @@ struct Seq2SeqOptions {
   int64_t beam = 4;           // 0 = greedy only
   double length_penalty = 1.0;
   uint64_t seed = 0;
+  std::vector<std::string> overrides;  // run-config overrides for the training loop (tasks/finetune_run.h)
 };
 
 struct GenerationScores {

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/platform.h"
 #include "dsforge/model/causal_lm.h"
 #include "dsforge/train/precision.h"
 
@@ -93,8 +94,9 @@ int64_t TensorMemoryTracker::current() const { return g_current.load(); }
 int64_t TensorMemoryTracker::peak() const { return g_peak.load(); }
 void TensorMemoryTracker::reset_peak() { g_peak = g_current.load(); }
 
-MemoryProbe probe_training_memory(const model::ModelConfig& mc, int64_t row_len, bool bf16,
-                                  const model::DropoutRates& dropout) {
+MemoryProbe probe_training_memory(const model::ModelConfig& mc, int64_t seq_len, bool bf16,
+                                  const model::DropoutRates& dropout, double mtp_loss_weight) {
+  const int64_t row_len = model::training_row_length(mc, seq_len);
   // The probe must not move the global random stream the run depends on.
   auto gen = at::detail::getDefaultCPUGenerator();
   at::Tensor rng_state;
@@ -126,7 +128,7 @@ MemoryProbe probe_training_memory(const model::ModelConfig& mc, int64_t row_len,
       tracker.reset_peak();
       {
         AutocastScope autocast(c10::Device(c10::kCPU), bf16 ? at::kBFloat16 : at::kFloat);
-        at::Tensor loss = m->loss(batch, 0.3).total;
+        at::Tensor loss = m->loss(batch, mtp_loss_weight).total;
         forward_bytes[i] = tracker.current() - base;
         loss.backward();
       }
@@ -162,7 +164,7 @@ BatchPlan plan_batch(const MemoryProbe& probe, int64_t global_batch, int64_t bud
     plan.micro_batch = b;
     plan.accum_steps = global_batch / b;
     plan.estimated_bytes = need(b);
-    plan.reason = fmt("micro-batch ", b, " x ", plan.accum_steps, " accumulation steps = global batch ", global_batch,
+    plan.reason = fmt("micro-batch ", b, " x ", plan.accum_steps, " accumulation steps = batch ", global_batch,
                       " (estimated ", need(b) >> 20, " MiB of a ", budget_bytes >> 20, " MiB budget; ",
                       probe.per_row_bytes >> 10, " KiB per row)");
     return plan;
@@ -172,18 +174,6 @@ BatchPlan plan_batch(const MemoryProbe& probe, int64_t global_batch, int64_t bud
                   " MiB; raise train.memory_gb or shrink the model or train.seq_len"));
 }
 
-int64_t available_memory_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("MemAvailable:", 0) == 0) {
-      std::istringstream ss(line.substr(13));
-      int64_t kb = 0;
-      ss >> kb;
-      return kb * 1024;
-    }
-  }
-  return 0;
-}
+int64_t available_memory_bytes() { return dsforge::available_memory_bytes(); }
 
 }  // namespace dsforge::train

@@ -33,9 +33,9 @@ struct MemoryProbe {
   int64_t bytes_for(int64_t micro_batch) const { return state_bytes + activation_base + micro_batch * per_row_bytes; }
 };
 
-// `row_len` tokens per row (seq_len + 1 + MTP depth).
-MemoryProbe probe_training_memory(const model::ModelConfig& mc, int64_t row_len, bool bf16,
-                                  const model::DropoutRates& dropout);
+// Rows of model::training_row_length(mc, seq_len) tokens, the loss weighted as the run weighs it.
+MemoryProbe probe_training_memory(const model::ModelConfig& mc, int64_t seq_len, bool bf16,
+                                  const model::DropoutRates& dropout, double mtp_loss_weight);
 
 struct BatchPlan {
   int64_t micro_batch = 1;

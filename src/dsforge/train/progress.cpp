@@ -39,7 +39,7 @@ std::string format_duration(double s) {
 
 std::string format_progress(const ProgressStats& s) {
   char buf[256];
-  std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.4f  lr %.2e  gnorm %.3f  %.0f tok/s  MFU %.1f%%  ETA %s",
+  std::snprintf(buf, sizeof buf, "step %lld/%lld  step loss %.4f  lr %.2e  gnorm %.3f  %.0f tok/s  MFU %.1f%%  ETA %s",
                 static_cast<long long>(s.step), static_cast<long long>(s.max_steps), s.loss, s.lr, s.grad_norm,
                 s.tokens_per_sec, 100.0 * s.mfu, format_duration(s.eta_s).c_str());
   return buf;

@@ -1,31 +1,43 @@
-// The training loop for every CausalLm (DeepSeek-V3, GPT-2, LSTM), readable top to bottom in
-// Trainer::fit() (trainer.cpp).
+// The one training loop, for every task (train/task.h): pre-training a language model (LmTask), the
+// fine-tuning tasks, and whatever comes later (distillation, continual learning, search trials).
+//
+// Read it top to bottom in trainer.cpp: fit() = setup, restore or initialise, then step / log /
+// evaluate / checkpoint until max_steps. The optimizer (AdamW, train.beta1/beta2/eps/weight_decay),
+// the schedule (train.schedule, warmup), clipping (train.grad_clip), precision (train.precision),
+// gradient accumulation and micro-batch fitting (train.memory_gb), loss-spike rollback, early stopping,
+// checkpoints (CheckpointManager), TensorBoard, metrics.jsonl and the progress line come from the run
+// config; data parallelism from DataParallel.
 //
 // Data-parallel runs (set_comm) keep every rank's parameters identical: rank 0's initial or restored
-// state is broadcast, gradients, losses, MoE load counts and the stop request are reduced, so every
-// rank takes the same decisions (skip, rollback, early stop, checkpoint) at the same step.
+// state is broadcast, gradients, losses, the task's step sums and the stop request are reduced, so
+// every rank takes the same decisions (skip, rollback, early stop, checkpoint) at the same step.
 //
-// Resume is exact: a checkpoint holds the weights (routing bias included), the optimizer moments and
-// step, the random generator states, the loss scale and the loader cursor; the batch sequence is a
-// pure function of (seed, cursor), so a run interrupted at step k continues with the same batches
-// and losses. SIGINT/SIGTERM finish the current step, write a checkpoint and return with
-// `interrupted` set. Before the first step the micro-batch is fitted to train.memory_gb.
+// Resume is exact: a checkpoint holds the weights, the optimizer moments and step, the random
+// generator states, the loss scale and the task's data position; a run interrupted at step k
+// continues with the same batches and losses. SIGINT/SIGTERM finish the current step, write a
+// checkpoint and return with `interrupted` set.
 //
-//   Trainer t(cfg, model_cfg, "runs/x/shards/manifest.json");
+//   LmTask task(cfg, model_cfg, train_shard);
+//   Trainer t(cfg, task);
+//   t.set_callbacks(callbacks);          // evaluate (validation loss), fault injection in tests
 //   TrainResult r = t.fit();
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "dsforge/core/run_config.h"
 #include "dsforge/model/causal_lm.h"
 #include "dsforge/model/config.h"
+#include "dsforge/train/task.h"
 
 namespace dsforge::dist {
 class Comm;
 }
 
 namespace dsforge::train {
+
+class LmTask;
 
 struct TrainResult {
   int64_t start_step = 0;   // 0 for a fresh run, k when resumed from step k
@@ -39,34 +51,46 @@ struct TrainResult {
   bool interrupted = false;
   bool early_stopped = false;
   int64_t best_step = -1;   // the step whose weights early stopping restored
+  double best_val_loss = 0;
   std::string checkpoint;   // the last checkpoint folder written
 };
 
 class Trainer {
  public:
-  Trainer(RunConfig cfg, model::ModelConfig model_cfg, std::string manifest_path);
+  // Any task; `cfg.run.out_dir` receives checkpoints/, metrics.jsonl and tb/.
+  Trainer(RunConfig cfg, TrainTask& task);
+  // Language-model pre-training on the shards of `manifest_path` (owns its LmTask).
+  Trainer(RunConfig cfg, model::ModelConfig model_cfg, const std::string& manifest_path);
+  ~Trainer();
+
   TrainResult fit();
   // Data parallelism over `comm` (not owned; null = one process): each rank takes batch_size / ranks
   // rows of every micro-batch, gradients are averaged by a bucketed all-reduce overlapped with the
-  // backward pass, rank 0 reads and writes checkpoints and logs and sends restored state to the
-  // others; dist.zero1 shards the optimizer moments.
+  // backward pass, rank 0 reads and writes checkpoints and logs; dist.zero1 shards the optimizer moments.
   void set_comm(dist::Comm* comm) { comm_ = comm; }
-  model::CausalLm& model() { return model_; }
-  // Checkpoint and return as if interrupted once this step completes (tests, scripted pauses).
-  void set_stop_at(int64_t step) { stop_at_ = step; }
-  // Fault injection for tests: report the main loss of this step 100x too high, once.
-  void inject_loss_spike_at(int64_t step) { spike_at_ = step; }
+  void set_callbacks(TrainCallbacks callbacks) { callbacks_ = std::move(callbacks); }
+  // The language model of the second constructor.
+  model::CausalLm& model();
 
  private:
+  struct Run;  // the state of one fit(): see trainer.cpp
+  void setup(Run& r);
+  bool restore(Run& r, bool with_position);
+  void start(Run& r);
+  enum class StepOutcome { kTrained, kSkipped, kRolledBack };
+  StepOutcome step(Run& r);
+  void log_interval(Run& r);
+  bool evaluate(Run& r);  // true when early stopping ends the run
+  void save(Run& r);
+
   RunConfig cfg_;
-  model::ModelConfig mcfg_;
-  std::string manifest_path_;
-  model::CausalLm model_;
-  int64_t stop_at_ = -1, spike_at_ = -1;
+  std::unique_ptr<LmTask> own_task_;
+  TrainTask* task_;
+  TrainCallbacks callbacks_;
   dist::Comm* comm_ = nullptr;
 };
 
-// Asks a running fit() to checkpoint and return (what the signal handler does); for tests.
+// Asks a running fit() to checkpoint and return (what the signal handler does).
 void request_stop();
 
 }  // namespace dsforge::train

@@ -1,0 +1,98 @@
+#include "dsforge/core/platform.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "dsforge/core/error.h"
+
+namespace dsforge {
+namespace {
+
+std::string first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// cgroup v2 (unified hierarchy) first, then v1's cfs quota and period.
+double cgroup_cpu_quota() {
+  if (double q = parse_cgroup_cpu_max(first_line("/sys/fs/cgroup/cpu.max")); q > 0) return q;
+  const std::string quota = first_line("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
+  const std::string period = first_line("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  if (quota.empty() || period.empty()) return 0;
+  const double q = std::atof(quota.c_str()), p = std::atof(period.c_str());
+  return q > 0 && p > 0 ? q / p : 0;
+}
+
+int64_t cgroup_memory_headroom() {
+  for (const auto& [limit_path, usage_path] :
+       {std::pair<std::string, std::string>{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+        {"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"}}) {
+    const std::string limit = first_line(limit_path);
+    if (limit.empty() || limit == "max") continue;
+    const double l = std::atof(limit.c_str()), u = std::atof(first_line(usage_path).c_str());
+    if (l <= 0 || l > 1e18) continue;  // v1 reports "no limit" as a huge number
+    return static_cast<int64_t>(std::max(0.0, l - u));
+  }
+  return 0;
+}
+
+}  // namespace
+
+double parse_cgroup_cpu_max(const std::string& text) {
+  std::istringstream ss(text);
+  std::string quota, period;
+  if (!(ss >> quota >> period) || quota == "max") return 0;
+  const double q = std::atof(quota.c_str()), p = std::atof(period.c_str());
+  return q > 0 && p > 0 ? q / p : 0;
+}
+
+CpuBudget usable_cpus() {
+  CpuBudget b;
+  b.machine = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  b.count = b.machine;
+  b.reason = fmt(b.machine, " CPUs (the whole machine)");
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    b.affinity = CPU_COUNT(&set);
+    if (b.affinity > 0 && b.affinity < b.count) {
+      b.count = b.affinity;
+      b.reason = fmt(b.count, " of ", b.machine, " CPUs (affinity mask)");
+    }
+  }
+  b.quota = cgroup_cpu_quota();
+  if (b.quota > 0) {
+    const int q = std::max(1, static_cast<int>(std::ceil(b.quota - 1e-9)));
+    if (q < b.count) {
+      b.count = q;
+      b.reason = fmt(b.count, " of ", b.machine, " CPUs (cgroup CPU quota ", b.quota, ")");
+    }
+  }
+  return b;
+}
+
+int64_t available_memory_bytes() {
+  int64_t avail = 0;
+  std::ifstream in("/proc/meminfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      std::istringstream ss(line.substr(13));
+      int64_t kb = 0;
+      ss >> kb;
+      avail = kb * 1024;
+      break;
+    }
+  }
+  const int64_t headroom = cgroup_memory_headroom();
+  if (headroom > 0 && (avail == 0 || headroom < avail)) return headroom;
+  return avail;
+}
+
+}  // namespace dsforge

@@ -1,0 +1,27 @@
+// What this process may use of the machine: CPUs (affinity mask and cgroup CPU quota) and memory
+// (MemAvailable and the cgroup memory limit). Containers, Slurm and `taskset` restrict both; sizing
+// threads or batches from the whole machine oversubscribes them.
+//
+//   CpuBudget c = usable_cpus();   // c.count, and c.reason: "2 of 64 CPUs (affinity mask)"
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace dsforge {
+
+struct CpuBudget {
+  int count = 1;          // CPUs this process may run on at once
+  int machine = 1;        // std::thread::hardware_concurrency()
+  int affinity = 0;       // CPUs in the affinity mask (0 = unknown)
+  double quota = 0;       // cgroup CPU quota in CPUs (0 = none)
+  std::string reason;     // what limited `count`, for logs and `dsforge doctor`
+};
+CpuBudget usable_cpus();
+
+// The smaller of MemAvailable and the cgroup's memory limit less its usage; 0 when unknown.
+int64_t available_memory_bytes();
+
+// cgroup "cpu.max" text ("max 100000" or "150000 100000") -> CPUs (0 = no quota). Exposed for tests.
+double parse_cgroup_cpu_max(const std::string& text);
+
+}  // namespace dsforge
