@@ -185,7 +185,7 @@ TEST(Ingest, BinaryFilesAreSkippedAndCounted) {
   write_file_atomic(path_join(dir.path, "image.png"), png);
   // Mostly invalid UTF-8 without any NUL byte is not text either.
   std::string noise;
-  for (int i = 0; i < 600; ++i) noise += "\xff\xfe\x80a";
+  for (int i = 0; i < 600; ++i) noise += "\xff\xfe\x80" "a";
   write_file_atomic(path_join(dir.path, "noise.dat"), noise);
   write_file_atomic(path_join(dir.path, "latin1.txt"), "caf\xE9 au lait\nna\xEFve text\n");  // text with a few bad bytes
   write_file_atomic(path_join(dir.path, "notes.txt"), "plain words\n");

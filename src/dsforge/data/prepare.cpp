@@ -172,7 +172,7 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
   }
 
   CorpusStats st = stats.finish();
-  nlohmann::json j;
+  nlohmann::ordered_json j;  // filters in the order they run
   j["source"] = dc.source;
   j["filters"] = {{"input", cc.input},
                   {"invalid_utf8", cc.invalid_utf8},

@@ -351,7 +351,10 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
     nlohmann::json j = nlohmann::json::array();
     for (size_t i = 0; i < completions.size(); ++i)
       j.push_back({{"prompt", cfg.generate.prompts[i]}, {"completion", completions[i]}});
-    write_file_atomic(run_path(cfg, "samples.json"), j.dump(2) + "\n");
+    // A barely trained byte-level model can emit a broken UTF-8 sequence: store it as U+FFFD
+    // rather than fail after the generation (strict JSON output refuses invalid bytes).
+    write_file_atomic(run_path(cfg, "samples.json"),
+                      j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   };
   if (prompts.size() == 1) {  // stream token by token
     std::printf("  %s", cfg.generate.prompts[0].c_str());
