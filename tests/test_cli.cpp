@@ -14,6 +14,8 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/data/shards.h"
+#include "dsforge/tokenizer/bpe.h"
 #include "test_util.h"
 
 using namespace dsforge;
@@ -235,4 +237,209 @@ TEST(Cli, MetricsPrintJsonAndRefuseMisalignedFiles) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_EQ(line_count(bad.err), 1u) << bad.err;
   EXPECT_NE(bad.err.find("r2.txt: 2 lines but"), std::string::npos) << bad.err;
+}
+
+namespace {
+// Original fixture text for documents of any shape: source files and a play script.
+const char* kPythonFile = R"(# Shapes and their areas, for a small geometry quiz.
+import math
+
+
+class Circle:
+    def __init__(self, radius):
+        self.radius = radius
+
+    def area(self):
+        return math.pi * self.radius ** 2
+
+    def perimeter(self):
+        return 2 * math.pi * self.radius
+
+
+class Rectangle:
+    def __init__(self, width, height):
+        self.width = width
+        self.height = height
+
+    def area(self):
+        return self.width * self.height
+
+    def perimeter(self):
+        return 2 * (self.width + self.height)
+
+
+def largest(shapes):
+    best = None
+    for shape in shapes:
+        if best is None or shape.area() > best.area():
+            best = shape
+    return best
+)";
+
+const char* kCppFile = R"(// A fixed-size stack that refuses to overflow.
+#include <array>
+#include <stdexcept>
+
+template <typename T, int N>
+class Stack {
+ public:
+    void push(const T& value) {
+        if (size_ == N) {
+            throw std::overflow_error("stack is full");
+        }
+        items_[size_++] = value;
+    }
+
+    T pop() {
+        if (size_ == 0) {
+            throw std::underflow_error("stack is empty");
+        }
+        return items_[--size_];
+    }
+
+    int size() const { return size_; }
+
+ private:
+    std::array<T, N> items_{};
+    int size_ = 0;
+};
+)";
+
+const char* kPlayFile = R"(THE LANTERN KEEPER
+A short play in one scene.
+
+Night. A lighthouse gallery. MARA trims a wick; TOBIAS climbs in, out of breath.
+
+TOBIAS. The boat is late again.
+    I counted every wave since supper.
+
+MARA. Then count the lamps instead.
+    Lamps, at least, come home when they are called.
+
+TOBIAS. And if the fog rolls in before it does?
+
+MARA. Then we light the second lamp,
+    and the third, and we keep them burning
+    until the sea gives back what it borrowed.
+
+TOBIAS. You say that every night.
+
+MARA. And every night it has been true.
+
+(A horn sounds, far off. They both turn to the window.)
+)";
+
+const char* kValFile = R"(def mean(values):
+    total = 0
+    for value in values:
+        total += value
+    return total / len(values)
+
+
+def spread(values):
+    low = min(values)
+    high = max(values)
+    return high - low
+)";
+
+const char* kTestFile = R"(MARA. Hold the rope.
+TOBIAS. I am holding it.
+    Both hands, as you taught me.
+)";
+}  // namespace
+
+// Documents of any shape, end to end: whole source files and a play as documents, byte for byte
+// through prepare -> tokenizer -> tokenize, then a short training run and multi-line generation.
+TEST(Cli, SourceTreeDocumentsRoundTripAndGenerateLines) {
+  TempDir dir;
+  make_dirs(path_join(dir.path, "tree/src"));
+  write_file_atomic(path_join(dir.path, "tree/src/shapes.py"), kPythonFile);
+  write_file_atomic(path_join(dir.path, "tree/src/stack.cpp"), kCppFile);
+  write_file_atomic(path_join(dir.path, "tree/lantern.txt"), kPlayFile);
+  write_file_atomic(path_join(dir.path, "valid.py"), kValFile);
+  write_file_atomic(path_join(dir.path, "test.txt"), kTestFile);
+  const std::string run = path_join(dir.path, "run");
+  const std::string cfg = path_join(dir.path, "tree.toml");
+  write_file_atomic(
+      cfg, fmt("[run]\nout_dir = \"", run, "\"\nthreads = 1\n",
+               "[data]\nsource = \"files\"\npaths = [\"", path_join(dir.path, "tree"), "\"]\n", "val_paths = [\"",
+               path_join(dir.path, "valid.py"), "\"]\ntest_paths = [\"", path_join(dir.path, "test.txt"), "\"]\n",
+               "txt_documents = \"file\"\nnormalize = false\nmin_chars = 1\nmax_chars = 100000\n",
+               "max_ngram_repetition = 1.0\nmax_repeated_line_fraction = 1.0\n",
+               "[tokenizer]\nvocab_size = 320\n[model]\nconfig = \"nano\"\n",
+               "[train]\nseq_len = 32\nbatch_size = 4\nmax_steps = 600\nwarmup_steps = 10\nlog_every = 100\n",
+               "eval_every = 300\ncheckpoint_every = 300\n[eval]\nbatches = 2\n",
+               "[generate]\nprompts = [\"class Rectangle:\\n    def \"]\nmax_new_tokens = 40\ntemperature = 0.0\n"));
+  for (const char* stage : {"data prepare", "tokenizer train", "tokenize"}) {
+    CliRun r = run_cli(std::string(stage) + " --config " + cfg, dir.path);
+    ASSERT_EQ(r.code, 0) << stage << "\n" << r.out << r.err;
+  }
+  auto stats = nlohmann::json::parse(read_file(path_join(run, "data/stats.json")));
+  EXPECT_EQ(stats["filters"]["kept"], 3);
+  EXPECT_EQ(stats["filters"]["binary_files_skipped"], 0);
+  EXPECT_EQ(stats["split"]["test_documents"], 1);
+
+  // Every document decodes back to its file, byte for byte; the end-of-text token separates them.
+  auto tok = tok::BpeTokenizer::load(path_join(run, "tokenizer.json"));
+  auto documents_of = [&](const std::string& shard) {
+    data::TokenShard s(path_join(run, "shards/" + shard));
+    std::vector<std::string> docs;
+    std::vector<int32_t> ids;
+    for (uint64_t i = 0; i < s.size(); ++i) {
+      const auto id = static_cast<int32_t>(s.at(i));
+      if (id != tok.eot_id()) {
+        ids.push_back(id);
+        continue;
+      }
+      docs.push_back(tok.decode(ids));
+      ids.clear();
+    }
+    EXPECT_TRUE(ids.empty()) << shard << ": tokens after the last end-of-text";
+    return docs;
+  };
+  // Files in sorted path order: tree/lantern.txt, tree/src/shapes.py, tree/src/stack.cpp.
+  EXPECT_EQ(documents_of("train_000.bin"), (std::vector<std::string>{kPlayFile, kPythonFile, kCppFile}));
+  EXPECT_EQ(documents_of("val_000.bin"), std::vector<std::string>{kValFile});
+  EXPECT_EQ(documents_of("test_000.bin"), std::vector<std::string>{kTestFile});
+  auto manifest = data::read_manifest(path_join(run, "shards/manifest.json"));
+  EXPECT_TRUE(manifest.has_test());
+
+  // The tokenizer learned layout: a whitespace-only token with a newline or an indentation of 4+.
+  std::string layout_token;
+  for (int32_t id = 0; id < static_cast<int32_t>(tok.vocab_size()) && layout_token.empty(); ++id) {
+    if (id == tok.eot_id()) continue;
+    const std::string& b = tok.token_bytes(id);
+    const bool blank = b.size() >= 2 && b.find_first_not_of(" \t\n") == std::string::npos;
+    if (blank && (b.find('\n') != std::string::npos || b.find("    ") != std::string::npos)) layout_token = b;
+  }
+  EXPECT_FALSE(layout_token.empty()) << "no newline or indentation token among " << tok.vocab_size();
+
+  // Train until the three documents are nearly memorised (600 steps of 4 x 32 tokens on ~2,000
+  // tokens), then decode greedily from a prompt taken from the Python file: the continuation is the
+  // next lines of the class, so it holds line breaks, and greedy decoding makes it deterministic.
+  CliRun train = run_cli("train --config " + cfg, dir.path);
+  ASSERT_EQ(train.code, 0) << train.out << train.err;
+  CliRun gen = run_cli("generate --config " + cfg, dir.path);
+  ASSERT_EQ(gen.code, 0) << gen.out << gen.err;
+  auto samples = nlohmann::json::parse(read_file(path_join(run, "samples.json")));
+  ASSERT_EQ(samples.size(), 1u);
+  const std::string completion = samples[0]["completion"].get<std::string>();
+  EXPECT_NE(completion.find('\n'), std::string::npos) << completion;
+  // Printed as lines, not escaped: the streamed text after the prompt holds the completion's line
+  // breaks plus the final one. (Compared by count: a broken UTF-8 sequence is raw bytes on stdout
+  // and U+FFFD in samples.json.)
+  const size_t at = gen.out.rfind("    def ");
+  ASSERT_NE(at, std::string::npos) << gen.out;
+  const std::string printed = gen.out.substr(at);
+  EXPECT_EQ(std::count(printed.begin(), printed.end(), '\n'), std::count(completion.begin(), completion.end(), '\n') + 1)
+      << printed;
+}
+
+TEST(Cli, DataPathsWithTheWordNetSourceFailWithOneLine) {
+  TempDir dir;
+  CliRun r = run_cli("data prepare --run.out_dir=" + path_join(dir.path, "run") + " --data.paths=mycorp/", dir.path);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(line_count(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find("data.paths' is set but data.source is \"wordnet\": set data.source=\"files\""), std::string::npos)
+      << r.err;
 }

@@ -55,8 +55,8 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
   CLI::App* augment = stage(*data, "augment",
                             "WordNet synonym replacement, random insertion, swap and deletion (augment.* keys): the run's "
                             "training split, or --input to --output", *args);
-  augment->add_option("-i,--input", aug->first, "documents, one per line")->check(CLI::ExistingFile);
-  augment->add_option("-o,--output", aug->second, "augmented copies, one per line");
+  augment->add_option("-i,--input", aug->first, "documents: *.jsonl records (data.jsonl_field), else one per line")->check(CLI::ExistingFile);
+  augment->add_option("-o,--output", aug->second, "augmented copies: JSONL when the name ends in .jsonl, else one per line");
   augment->callback([&ctx, args, aug]() {
     ctx.action = [&ctx, args, aug]() {
       auto cfg = resolve(*args, ctx);
@@ -73,7 +73,7 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
   };
   auto sa = std::make_shared<StatsArgs>();
   CLI::App* stats = stage(*data, "stats", "corpus quality report: of --input files, or of the run's prepared corpus", *args);
-  stats->add_option("-i,--input", sa->inputs, "files, folders or globs (*.txt: a document per line; *.jsonl)");
+  stats->add_option("-i,--input", sa->inputs, "files, folders or globs (*.jsonl records; other files cut per data.txt_documents)");
   stats->add_flag("--json", sa->json, "print JSON instead of a table");
   stats->callback([&ctx, args, sa]() {
     ctx.action = [&ctx, args, sa]() {

@@ -34,7 +34,12 @@ std::vector<Field> fields(RunConfig& c) {
       {"data.source", &c.data.source, true},
       {"data.wordnet_dir", &c.data.wordnet_dir, false, true},
       {"data.paths", &c.data.paths, true, true},
+      {"data.txt_documents", &c.data.txt_documents, true},
+      {"data.val_paths", &c.data.val_paths, true, true},
+      {"data.test_paths", &c.data.test_paths, true, true},
       {"data.jsonl_field", &c.data.jsonl_field, true},
+      {"data.normalize", &c.data.normalize, true},
+      {"data.collapse_whitespace", &c.data.collapse_whitespace, true},
       {"data.invalid_utf8", &c.data.invalid_utf8, true},
       {"data.val_fraction", &c.data.val_fraction, true},
       {"data.max_docs", &c.data.max_docs, true},
@@ -351,6 +356,14 @@ void validate(const RunConfig& c) {
   };
   need(c.data.source == "wordnet" || c.data.source == "files", "data.source", "must be \"wordnet\" or \"files\"");
   need(c.data.source != "files" || !c.data.paths.empty(), "data.paths", "must list at least one file when data.source = \"files\"");
+  // Paths with the WordNet source used to be ignored silently (issue 22): say so instead.
+  if (c.data.source == "wordnet")
+    for (const auto& [key, list] : {std::pair<const char*, const std::vector<std::string>*>{"data.paths", &c.data.paths},
+                                    {"data.val_paths", &c.data.val_paths},
+                                    {"data.test_paths", &c.data.test_paths}})
+      need(list->empty(), key, "is set but data.source is \"wordnet\": set data.source=\"files\"");
+  need(c.data.txt_documents == "line" || c.data.txt_documents == "paragraph" || c.data.txt_documents == "file",
+       "data.txt_documents", "must be \"line\", \"paragraph\" or \"file\"");
   need(c.data.val_fraction > 0 && c.data.val_fraction < 0.5, "data.val_fraction", "must be in (0, 0.5)");
   need(c.data.min_chars >= 0 && c.data.max_chars > c.data.min_chars, "data.max_chars", "must exceed data.min_chars");
   need(c.data.invalid_utf8 == "repair" || c.data.invalid_utf8 == "drop", "data.invalid_utf8", "must be \"repair\" or \"drop\"");

@@ -23,9 +23,17 @@ struct RunConfig {
   struct Data {
     std::string source = "wordnet";  // "wordnet" (Debian wordnet-base glosses) or "files"
     std::string wordnet_dir = "/usr/share/wordnet";
-    std::vector<std::string> paths;   // files, folders or globs (source = "files"): *.txt one document
-                                      // per line; *.jsonl / *.ndjson one JSON object per line
+    std::vector<std::string> paths;   // files, folders or globs (source = "files"): *.jsonl / *.ndjson
+                                      // one JSON object per line; any other file is text, cut per txt_documents
+    std::string txt_documents = "line";  // text files: "line" (one document per line), "paragraph"
+                                         // (blank-line separated) or "file" (the whole file: source trees)
+    std::vector<std::string> val_paths;   // the user's own validation files (same forms as paths): used as
+                                          // the validation split, no hash split; all of paths trains
+    std::vector<std::string> test_paths;  // the user's own test files -> data/test.jsonl and a test shard
     std::string jsonl_field = "text"; // the text field of JSONL records
+    bool normalize = true;            // false: documents byte for byte (only invalid UTF-8 is handled)
+    bool collapse_whitespace = false; // true: every whitespace run, newlines included, becomes one space
+                                      // (one-line documents); false keeps lines, tabs and indentation
     std::string invalid_utf8 = "repair";  // "repair" (U+FFFD) or "drop" the document
     double val_fraction = 0.02;       // share of documents held out, chosen by a hash of the text
     int64_t max_docs = 0;             // 0 = all

@@ -89,19 +89,52 @@ std::vector<std::string> read_wordnet_glosses(const std::string& dir) {
   return docs;
 }
 
-std::string clean_text(const std::string& text, bool* had_invalid) {
-  // Validate first: ICU's fromUTF8 repairs silently, and we want the count.
-  const bool invalid = !is_valid_utf8(text);
-  if (had_invalid) *had_invalid = invalid;
-  UErrorCode status = U_ZERO_ERROR;
-  const icu::Normalizer2* nfkc = icu::Normalizer2::getNFKCInstance(status);
-  if (U_FAILURE(status)) throw Error(fmt("ICU: cannot load the NFKC normaliser (", u_errorName(status), ")"));
-  icu::UnicodeString u = icu::UnicodeString::fromUTF8(text);  // invalid bytes become U+FFFD
-  icu::UnicodeString norm = nfkc->normalize(u, status);
-  if (U_FAILURE(status)) throw Error(fmt("ICU: NFKC normalisation failed (", u_errorName(status), ")"));
-  std::string utf8;
-  norm.toUTF8String(utf8);
-  // Control characters and every Unicode space become one ASCII space; runs collapse; trimmed.
+namespace {
+// Unicode line breaks beside "\n": vertical tab, form feed, NEL, line and paragraph separators.
+bool is_line_break(UChar32 c) { return c == 0x0B || c == 0x0C || c == 0x85 || c == 0x2028 || c == 0x2029; }
+
+// The whitespace pass that keeps lines (see clean_text): `utf8` is NFKC-normalised, valid UTF-8.
+std::string clean_lines(const std::string& utf8, int max_blank_lines) {
+  std::string out, line;
+  out.reserve(utf8.size());
+  int64_t blank_run = 0;
+  auto end_line = [&]() {
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    if (line.empty()) {
+      ++blank_run;
+      return;
+    }
+    if (!out.empty()) out.append(1 + static_cast<size_t>(std::min<int64_t>(blank_run, max_blank_lines)), '\n');
+    out += line;  // blank lines before the first text line (out empty) are dropped
+    line.clear();
+    blank_run = 0;
+  };
+  const auto* s = reinterpret_cast<const uint8_t*>(utf8.data());
+  int32_t i = 0, n = static_cast<int32_t>(utf8.size());
+  while (i < n) {
+    const int32_t start = i;
+    UChar32 c;
+    U8_NEXT(s, i, n, c);
+    if (c < 0) continue;
+    if (c == '\r') {
+      if (i < n && s[i] == '\n') ++i;  // "\r\n" is one break
+      end_line();
+    } else if (c == '\n' || is_line_break(c)) {
+      end_line();
+    } else if (c == '\t') {
+      line.push_back('\t');
+    } else if (u_isspace(c) || u_iscntrl(c) || c == 0xFEFF) {
+      line.push_back(' ');
+    } else {
+      line.append(utf8, static_cast<size_t>(start), static_cast<size_t>(i - start));
+    }
+  }
+  end_line();  // trailing blank lines are never written: they only count before a text line
+  return out;
+}
+
+// Control characters and every Unicode space become one ASCII space; runs collapse; trimmed.
+std::string collapse_whitespace(const std::string& utf8) {
   std::string out;
   out.reserve(utf8.size());
   const auto* s = reinterpret_cast<const uint8_t*>(utf8.data());
@@ -121,6 +154,22 @@ std::string clean_text(const std::string& text, bool* had_invalid) {
     out.append(utf8, start, i - start);
   }
   return out;
+}
+}  // namespace
+
+std::string clean_text(const std::string& text, const CleanOptions& opts, bool* had_invalid) {
+  // Validate first: ICU's fromUTF8 repairs silently, and we want the count.
+  const bool invalid = !is_valid_utf8(text);
+  if (had_invalid) *had_invalid = invalid;
+  UErrorCode status = U_ZERO_ERROR;
+  const icu::Normalizer2* nfkc = icu::Normalizer2::getNFKCInstance(status);
+  if (U_FAILURE(status)) throw Error(fmt("ICU: cannot load the NFKC normaliser (", u_errorName(status), ")"));
+  icu::UnicodeString u = icu::UnicodeString::fromUTF8(text);  // invalid bytes become U+FFFD
+  icu::UnicodeString norm = nfkc->normalize(u, status);
+  if (U_FAILURE(status)) throw Error(fmt("ICU: NFKC normalisation failed (", u_errorName(status), ")"));
+  std::string utf8;
+  norm.toUTF8String(utf8);
+  return opts.collapse_whitespace ? collapse_whitespace(utf8) : clean_lines(utf8, opts.max_blank_lines);
 }
 
 bool is_validation(const std::string& doc, double val_fraction, uint64_t seed) {
@@ -146,12 +195,13 @@ std::vector<std::string> split_words(const std::string& doc) {
   return words;
 }
 
-namespace {
-int64_t count_code_points(const std::string& s) {
+int64_t count_code_points(std::string_view s) {
   int64_t n = 0;
   for (unsigned char c : s) n += (c & 0xC0) != 0x80;
   return n;
 }
+
+namespace {
 
 // (repeated, total) word n-grams of one document.
 std::pair<int64_t, int64_t> ngram_counts(const std::vector<std::string>& words, int n) {
@@ -181,7 +231,8 @@ double repeated_line_fraction(const std::string& text) {
     size_t end = text.find('\n', start);
     if (end == std::string::npos) end = text.size();
     std::string line = text.substr(start, end - start);
-    if (!line.empty()) {
+    // Blank lines separate paragraphs in multi-line documents: they are not repeats.
+    if (line.find_first_not_of(" \t\r") != std::string::npos) {
       ++lines;
       repeated += !seen.insert(line).second;
     }
@@ -191,6 +242,7 @@ double repeated_line_fraction(const std::string& text) {
 }
 
 void StatsAccumulator::add(const std::string& doc) {
+  if (doc.find_first_not_of(" \t\r\n\v\f") == std::string::npos) return;  // blank text is not a document
   ++st_.documents;
   if (!seen_.insert(fnv1a64(doc)).second) ++dup_docs_;
   st_.bytes += static_cast<int64_t>(doc.size());
@@ -273,6 +325,27 @@ std::string stats_table(const CorpusStats& s) {
   return out;
 }
 
+CorpusStats stats_from_json(const nlohmann::json& j) {
+  CorpusStats s;
+  try {
+    s.documents = j.at("documents").get<int64_t>();
+    s.bytes = j.at("bytes").get<int64_t>();
+    s.chars = j.at("chars").get<int64_t>();
+    s.words = j.at("words").get<int64_t>();
+    s.vocabulary = j.at("vocabulary").get<int64_t>();
+    s.type_token_ratio = j.at("type_token_ratio").get<double>();
+    s.unigram_entropy_bits_per_word = j.at("unigram_entropy_bits_per_word").get<double>();
+    s.unigram_entropy_bits_per_char = j.at("unigram_entropy_bits_per_char").get<double>();
+    s.zipf_slope = j.at("zipf_slope").get<double>();
+    s.ngram_repetition = j.at("ngram_repetition").get<double>();
+    s.duplicate_fraction = j.at("duplicate_fraction").get<double>();
+    for (const auto& w : j.at("top_words")) s.top_words.emplace_back(w.at(0).get<std::string>(), w.at(1).get<int64_t>());
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt("corpus statistics: missing or mistyped field (", e.what(), ")"));
+  }
+  return s;
+}
+
 nlohmann::ordered_json stats_json(const CorpusStats& s) {
   nlohmann::ordered_json top = nlohmann::ordered_json::array();
   for (const auto& [w, c] : s.top_words) top.push_back({w, c});
@@ -288,155 +361,6 @@ nlohmann::ordered_json stats_json(const CorpusStats& s) {
           {"ngram_repetition", s.ngram_repetition},
           {"duplicate_fraction", s.duplicate_fraction},
           {"top_words", top}};
-}
-
-namespace {
-
-// Appends lines to a temporary file and renames it into place on commit().
-class LineWriter {
- public:
-  explicit LineWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp"), out_(tmp_, std::ios::binary) {
-    if (!out_) throw IoError(fmt(tmp_, ": cannot create"));
-  }
-  void write(const std::string& line) { out_ << line << '\n'; }
-  void commit() {
-    out_.close();
-    if (!out_) throw IoError(fmt(tmp_, ": write failed"));
-    std::filesystem::rename(tmp_, path_);
-  }
-
- private:
-  std::string path_, tmp_;
-  std::ofstream out_;
-};
-
-// data.min_word_count: rewrite a split, replacing words rarer than the threshold in `freq`.
-void replace_rare_words(const std::string& path, const std::unordered_map<std::string, int64_t>& freq, int64_t min_count,
-                        const std::string& unk) {
-  std::ifstream in(path);
-  LineWriter out(path);
-  for (std::string line; std::getline(in, line);) {
-    std::string result, word;
-    auto flush = [&]() {
-      if (word.empty()) return;
-      std::string lower = word;
-      for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      auto it = freq.find(lower);
-      result += (it == freq.end() || it->second < min_count) ? unk : word;
-      word.clear();
-    };
-    for (char ch : line) {
-      const auto c = static_cast<unsigned char>(ch);
-      if (std::isalnum(c) || c == '\'' || c >= 0x80) {
-        word.push_back(ch);
-      } else {
-        flush();
-        result.push_back(ch);
-      }
-    }
-    flush();
-    out.write(result);
-  }
-  out.commit();
-}
-}  // namespace
-
-PreparedCorpus prepare_corpus(const RunConfig& cfg) {
-  const auto& dc = cfg.data;
-  const std::string dir = path_join(cfg.run.out_dir, "data");
-  PreparedCorpus out;
-  out.train_path = path_join(dir, "train.txt");
-  out.val_path = path_join(dir, "val.txt");
-  out.stats_path = path_join(dir, "stats.json");
-  const std::string stamp = path_join(dir, "DONE");
-  const std::string hash = section_hash(cfg, "data");
-  if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out.train_path) && file_exists(out.val_path)) {
-    auto j = nlohmann::json::parse(read_file(out.stats_path));
-    out.train_docs = j["split"]["train_documents"];
-    out.val_docs = j["split"]["val_documents"];
-    log_info("data: reusing ", dir, " (", out.train_docs, " train / ", out.val_docs, " val documents)");
-    return out;
-  }
-  make_dirs(dir);
-
-  // Stream: each document is read, filtered, deduplicated and written before the next is read.
-  CleanCounts& cc = out.counts;
-  std::unordered_set<uint64_t> seen;
-  std::unique_ptr<NearDedup> near;
-  if (dc.near_dedup)
-    near = std::make_unique<NearDedup>(NearDedupOptions{dc.shingle, dc.shingle_size, dc.minhash_perm, dc.minhash_bands,
-                                                        dc.near_dedup_threshold, static_cast<uint64_t>(cfg.run.seed)});
-  StatsAccumulator stats;
-  std::unordered_map<std::string, int64_t> train_freq;
-  LineWriter train(out.train_path), val(out.val_path);
-  auto process = [&](std::string&& doc) {
-    if (dc.max_docs > 0 && cc.input >= dc.max_docs) return;
-    ++cc.input;
-    if (repeated_line_fraction(doc) > dc.max_repeated_line_fraction) { ++cc.repeated_lines; return; }
-    bool invalid = false;
-    std::string c = clean_text(doc, &invalid);
-    cc.invalid_utf8 += invalid;
-    const int64_t n = count_code_points(c);
-    if (n < dc.min_chars) { ++cc.too_short; return; }
-    if (n > dc.max_chars) { ++cc.too_long; return; }
-    if (ngram_repetition(c) > dc.max_ngram_repetition) { ++cc.repetitive; return; }
-    if (!seen.insert(fnv1a64(c)).second) { ++cc.duplicates; return; }
-    if (near && !near->insert(c)) { ++cc.near_duplicates; return; }
-    ++cc.kept;
-    if (is_validation(c, dc.val_fraction, static_cast<uint64_t>(cfg.run.seed))) {
-      val.write(c);
-      ++out.val_docs;
-    } else {
-      stats.add(c);
-      if (dc.min_word_count > 0)
-        for (auto& w : split_words(c)) ++train_freq[w];
-      train.write(c);
-      ++out.train_docs;
-    }
-  };
-  if (dc.source == "wordnet") {
-    for (auto& d : read_wordnet_glosses(dc.wordnet_dir)) process(std::move(d));
-  } else {
-    IngestOptions io{dc.jsonl_field, dc.invalid_utf8 == "drop" ? InvalidUtf8::kDrop : InvalidUtf8::kRepair};
-    IngestCounts ic = for_each_document(expand_inputs(dc.paths), io, process);
-    cc.dropped_invalid_utf8 = ic.dropped_invalid;
-    cc.invalid_utf8 += ic.invalid_utf8 - ic.dropped_invalid;  // repaired ones were counted by clean_text as valid
-    cc.input += ic.dropped_invalid;
-  }
-  train.commit();
-  val.commit();
-  if (out.train_docs == 0 || out.val_docs == 0)
-    throw DataError(fmt("data: after cleaning, ", out.train_docs, " train and ", out.val_docs,
-                        " validation documents remain (need at least one of each; input had ", cc.input, ")"));
-  if (dc.min_word_count > 0) {  // word-level vocabularies: rare words -> unk_token, counted on train only
-    replace_rare_words(out.train_path, train_freq, dc.min_word_count, dc.unk_token);
-    replace_rare_words(out.val_path, train_freq, dc.min_word_count, dc.unk_token);
-  }
-
-  CorpusStats st = stats.finish();
-  nlohmann::json j;
-  j["source"] = dc.source;
-  j["filters"] = {{"input", cc.input},
-                  {"invalid_utf8", cc.invalid_utf8},
-                  {"dropped_invalid_utf8", cc.dropped_invalid_utf8},
-                  {"repeated_lines", cc.repeated_lines},
-                  {"repetitive_ngrams", cc.repetitive},
-                  {"too_short", cc.too_short},
-                  {"too_long", cc.too_long},
-                  {"exact_duplicates", cc.duplicates},
-                  {"near_duplicates", cc.near_duplicates},
-                  {"kept", cc.kept}};
-  j["split"] = {{"train_documents", out.train_docs}, {"val_documents", out.val_docs}, {"val_fraction", dc.val_fraction}};
-  j["train"] = stats_json(st);
-  write_file_atomic(out.stats_path, j.dump(2) + "\n");
-  write_file_atomic(stamp, hash);
-
-  log_info("data: ", cc.input, " documents in, ", cc.kept, " kept (", cc.too_short, " too short, ", cc.too_long,
-           " too long, ", cc.repetitive, " repetitive, ", cc.duplicates, " exact and ", cc.near_duplicates,
-           " near duplicates, ", cc.invalid_utf8 + cc.dropped_invalid_utf8, " with invalid UTF-8)");
-  log_info("data: train ", out.train_docs, " / val ", out.val_docs, " documents; ", st.words, " words, vocabulary ",
-           st.vocabulary, ", unigram entropy ", st.unigram_entropy_bits_per_word, " bits/word, Zipf slope ", st.zipf_slope);
-  return out;
 }
 
 }  // namespace dsforge::data

@@ -1,9 +1,11 @@
-// Corpus preparation: read documents, clean them, drop exact duplicates, split train/val
-// deterministically, and measure the corpus.
+// Corpus preparation: read documents, clean them, filter, drop exact and near duplicates, split
+// train/val(/test), and measure the corpus.
 //
-// A document is one line of text. The built-in corpus is the glosses of Debian's `wordnet-base`,
-// one "word: definition" line per synset. Output, under `<run>/data/`: train.txt, val.txt (one
-// document per line) and stats.json.
+// A document is a line, a paragraph or a whole file of text (data.txt_documents), or a JSONL
+// record's text; it may span lines. The built-in corpus is the glosses of Debian's `wordnet-base`,
+// one "word: definition" document per synset. Output, under `<run>/data/`: train.jsonl, val.jsonl
+// and, with data.test_paths, test.jsonl (one {"text": ...} object per line, see splits.h), and
+// stats.json.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -12,6 +14,7 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dsforge/core/run_config.h"
@@ -42,17 +45,28 @@ struct CleanCounts {
   int64_t too_long = 0;
   int64_t duplicates = 0;     // exact duplicates of an earlier document after cleaning
   int64_t near_duplicates = 0;
+  int64_t contamination = 0;  // training documents equal or near to a validation/test document
+  int64_t binary_files_skipped = 0;
   int64_t kept = 0;
 };
 
 // Share of word 3-grams of `doc` that repeat an earlier 3-gram of the same document.
 double ngram_repetition(const std::string& doc, int n = 3);
-// Share of non-empty lines of `text` that repeat an earlier line.
+// Share of non-blank lines of `text` that repeat an earlier line (blank lines are ignored).
 double repeated_line_fraction(const std::string& text);
 
-// NFKC, control characters to spaces, whitespace runs collapsed, trimmed. Sets *had_invalid when
-// the input was not valid UTF-8.
-std::string clean_text(const std::string& text, bool* had_invalid = nullptr);
+struct CleanOptions {
+  bool collapse_whitespace = false;  // every whitespace run (newlines too) -> one space
+  int max_blank_lines = 2;           // longer runs of blank lines are cut to this many
+};
+
+// NFKC (ICU), then whitespace. By default lines survive: "\r\n", "\r" and the Unicode line and
+// paragraph separators become "\n", tabs and indentation stay, trailing spaces of each line go,
+// runs of blank lines are capped at max_blank_lines, leading blank lines and trailing whitespace of
+// the document go; other control characters become spaces. With collapse_whitespace, every
+// whitespace or control run becomes one space and the text is trimmed (one-line documents). Sets
+// *had_invalid when the input was not valid UTF-8 (invalid bytes become U+FFFD).
+std::string clean_text(const std::string& text, const CleanOptions& opts = {}, bool* had_invalid = nullptr);
 
 struct CorpusStats {
   int64_t documents = 0;
@@ -84,12 +98,17 @@ class StatsAccumulator {
 CorpusStats corpus_stats(const std::vector<std::string>& docs, size_t top_k = 20);
 std::string stats_table(const CorpusStats& s);
 nlohmann::ordered_json stats_json(const CorpusStats& s);
+// The inverse of stats_json (the "train" object of stats.json); throws DataError on a missing field.
+CorpusStats stats_from_json(const nlohmann::json& j);
+// Unicode code points of UTF-8 text (what min_chars / max_chars count).
+int64_t count_code_points(std::string_view s);
 // Words as the statistics count them: runs of letters, digits, apostrophes and non-ASCII, lower-cased.
 std::vector<std::string> split_words(const std::string& doc);
 
 struct PreparedCorpus {
   std::string train_path, val_path, stats_path;
-  int64_t train_docs = 0, val_docs = 0;
+  std::string test_path;  // empty without data.test_paths
+  int64_t train_docs = 0, val_docs = 0, test_docs = 0;
   CleanCounts counts;
 };
 
@@ -98,6 +117,10 @@ struct PreparedCorpus {
 bool is_validation(const std::string& doc, double val_fraction, uint64_t seed);
 
 // Runs the whole stage into `<out_dir>/data`; skips the work when it was done with the same inputs.
+// Validation comes from a seeded hash split of data.paths, or from data.val_paths as given (then
+// all of data.paths trains); data.test_paths gives a test split. Held-out files are cleaned like
+// the rest but not filtered or deduplicated; training documents equal to one of them after
+// cleaning, or near one per the MinHash settings, are dropped and counted as contamination.
 PreparedCorpus prepare_corpus(const RunConfig& cfg);
 
 }  // namespace dsforge::data

@@ -13,9 +13,11 @@ std::vector<uint64_t> shingle_hashes(std::string_view doc, const std::string& ki
     std::vector<std::string_view> words;
     size_t i = 0;
     while (i < doc.size()) {
-      while (i < doc.size() && doc[i] == ' ') ++i;
+      // Any ASCII whitespace separates words: documents keep their newlines and tabs.
+      auto space = [&](size_t k) { return doc[k] == ' ' || doc[k] == '\n' || doc[k] == '\t' || doc[k] == '\r'; };
+      while (i < doc.size() && space(i)) ++i;
       size_t j = i;
-      while (j < doc.size() && doc[j] != ' ') ++j;
+      while (j < doc.size() && !space(j)) ++j;
       if (j > i) words.push_back(doc.substr(i, j - i));
       i = j;
     }
@@ -94,21 +96,47 @@ double NearDedup::estimate(const std::vector<uint32_t>& a, const std::vector<uin
   return a.empty() ? 0.0 : static_cast<double>(same) / static_cast<double>(a.size());
 }
 
-bool NearDedup::insert(std::string_view doc) {
-  std::vector<uint32_t> sig = signature(doc);
+std::vector<uint64_t> NearDedup::band_hashes(const std::vector<uint32_t>& sig) const {
   const int64_t rows = opts_.num_perm / opts_.bands;
   std::vector<uint64_t> band_hash(static_cast<size_t>(opts_.bands));
-  for (int64_t b = 0; b < opts_.bands; ++b) {
+  for (int64_t b = 0; b < opts_.bands; ++b)
     band_hash[b] = fnv1a64(std::string_view(reinterpret_cast<const char*>(sig.data() + b * rows), rows * 4)) ^
                    static_cast<uint64_t>(b);
-    auto range = buckets_[b].equal_range(band_hash[b]);
+  return band_hash;
+}
+
+bool NearDedup::near_any(const std::vector<uint32_t>& sig, const std::vector<uint64_t>& bands) const {
+  for (int64_t b = 0; b < opts_.bands; ++b) {
+    auto range = buckets_[b].equal_range(bands[b]);
     for (auto it = range.first; it != range.second; ++it)
-      if (estimate(sig, signatures_[it->second]) >= opts_.threshold) return false;
+      if (estimate(sig, signatures_[it->second]) >= opts_.threshold) return true;
   }
+  return false;
+}
+
+void NearDedup::remember(std::vector<uint32_t> sig, const std::vector<uint64_t>& bands) {
   const auto id = static_cast<uint32_t>(signatures_.size());
   signatures_.push_back(std::move(sig));
-  for (int64_t b = 0; b < opts_.bands; ++b) buckets_[b].emplace(band_hash[b], id);
+  for (int64_t b = 0; b < opts_.bands; ++b) buckets_[b].emplace(bands[b], id);
+}
+
+bool NearDedup::insert(std::string_view doc) {
+  std::vector<uint32_t> sig = signature(doc);
+  const std::vector<uint64_t> bands = band_hashes(sig);
+  if (near_any(sig, bands)) return false;
+  remember(std::move(sig), bands);
   return true;
+}
+
+bool NearDedup::contains(std::string_view doc) const {
+  const std::vector<uint32_t> sig = signature(doc);
+  return near_any(sig, band_hashes(sig));
+}
+
+void NearDedup::add(std::string_view doc) {
+  std::vector<uint32_t> sig = signature(doc);
+  const std::vector<uint64_t> bands = band_hashes(sig);
+  remember(std::move(sig), bands);
 }
 
 }  // namespace dsforge::data

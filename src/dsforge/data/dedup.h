@@ -38,9 +38,17 @@ class NearDedup {
   // Returns true when `doc` is new (and remembers it), false when it is a near-duplicate of a
   // remembered document. Memory: num_perm * 4 bytes per kept document plus the band tables.
   bool insert(std::string_view doc);
+  // Whether `doc` is a near-duplicate of a remembered document; remembers nothing.
+  bool contains(std::string_view doc) const;
+  // Remembers `doc` whether or not it is near a remembered one (held-out sets: every document counts).
+  void add(std::string_view doc);
   int64_t kept() const { return static_cast<int64_t>(signatures_.size()); }
 
  private:
+  std::vector<uint64_t> band_hashes(const std::vector<uint32_t>& sig) const;
+  bool near_any(const std::vector<uint32_t>& sig, const std::vector<uint64_t>& bands) const;
+  void remember(std::vector<uint32_t> sig, const std::vector<uint64_t>& bands);
+
   NearDedupOptions opts_;
   std::vector<uint64_t> a_, b_;
   std::vector<std::vector<uint32_t>> signatures_;

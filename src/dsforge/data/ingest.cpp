@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/log.h"
 
 namespace dsforge::data {
 namespace fs = std::filesystem;
@@ -84,49 +86,132 @@ std::string repair_utf8(std::string_view s) {
   return out;
 }
 
+TxtDocuments parse_txt_documents(const std::string& name) {
+  if (name == "line") return TxtDocuments::kLine;
+  if (name == "paragraph") return TxtDocuments::kParagraph;
+  if (name == "file") return TxtDocuments::kFile;
+  throw ConfigError(fmt("key 'data.txt_documents' must be \"line\", \"paragraph\" or \"file\", got '", name, "'"));
+}
+
+bool looks_binary(std::string_view head) {
+  if (head.find('\0') != std::string_view::npos) return true;
+  size_t bad = 0, i = 0;
+  while (i < head.size()) {
+    const auto c = static_cast<unsigned char>(head[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    const size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    if (i + len > head.size()) break;  // a character cut by the end of the sample is not evidence
+    if (len > 1 && is_valid_utf8(head.substr(i, len))) {
+      i += len;
+    } else {
+      ++bad;
+      ++i;
+    }
+  }
+  return bad * 10 > head.size() * 3;
+}
+
+namespace {
+bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\r\n\v\f") == std::string_view::npos; }
+
+// One file's documents, cut per `mode`; each is passed with the line it starts on (for messages).
+// Lines keep their bytes; only the line terminator ("\n" or "\r\n") between documents is dropped.
+void for_each_text_document(std::istream& in, TxtDocuments mode,
+                            const std::function<void(std::string&&, int64_t)>& emit) {
+  if (mode == TxtDocuments::kFile) {
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!is_blank(all)) emit(std::move(all), 1);
+    return;
+  }
+  std::string line, para;
+  int64_t lineno = 0, para_line = 0;
+  auto flush = [&]() {
+    if (!para.empty() && para.back() == '\r') para.pop_back();
+    if (!para.empty()) emit(std::move(para), para_line);
+    para.clear();
+  };
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (is_blank(line)) {  // blank lines are never documents, and they end a paragraph
+      flush();
+      continue;
+    }
+    if (mode == TxtDocuments::kLine) {
+      if (line.back() == '\r') line.pop_back();
+      emit(std::move(line), lineno);
+      continue;
+    }
+    if (para.empty()) para_line = lineno;
+    else para.push_back('\n');
+    para += line;  // a "\r" of "\r\n" stays inside the paragraph: the bytes as they were
+  }
+  flush();
+}
+}  // namespace
+
 IngestCounts for_each_document(const std::vector<std::string>& files, const IngestOptions& opts,
                                const std::function<void(std::string&&)>& fn) {
   IngestCounts counts;
+  std::vector<std::string> binary;
+  auto deliver = [&](std::string&& doc) {
+    if (!is_valid_utf8(doc)) {
+      ++counts.invalid_utf8;
+      if (opts.invalid_utf8 == InvalidUtf8::kDrop) {
+        ++counts.dropped_invalid;
+        return;
+      }
+      doc = repair_utf8(doc);
+    }
+    ++counts.documents;
+    fn(std::move(doc));
+  };
   for (const auto& path : files) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw DataError(fmt(path, ": cannot open"));
-    ++counts.files;
     const std::string ext = fs::path(path).extension().string();
     const bool jsonl = ext == ".jsonl" || ext == ".ndjson";
+    if (!jsonl && opts.skip_binary) {  // JSONL is parsed strictly instead: a bad record is an error
+      std::string head(8192, '\0');
+      in.read(head.data(), static_cast<std::streamsize>(head.size()));
+      head.resize(static_cast<size_t>(in.gcount()));
+      if (looks_binary(head)) {
+        ++counts.binary_files_skipped;
+        binary.push_back(path);
+        continue;
+      }
+      in.clear();
+      in.seekg(0);
+    }
+    ++counts.files;
+    if (!jsonl) {
+      for_each_text_document(in, opts.txt_documents, [&](std::string&& doc, int64_t) { deliver(std::move(doc)); });
+      continue;
+    }
     std::string line;
     int64_t lineno = 0;
     while (std::getline(in, line)) {
       ++lineno;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.empty()) continue;
-      std::string doc;
-      if (jsonl) {
-        nlohmann::json j;
-        try {
-          j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception& e) {
-          // nlohmann rejects invalid UTF-8 too: say which, with the line.
-          throw DataError(fmt(path, ":", lineno, ": not a valid JSON object",
-                              is_valid_utf8(line) ? "" : " (the line is not valid UTF-8)", " (", e.what(), ")"));
-        }
-        if (!j.is_object() || !j.contains(opts.jsonl_field) || !j[opts.jsonl_field].is_string())
-          throw DataError(fmt(path, ":", lineno, ": expected an object with a string field '", opts.jsonl_field, "'"));
-        doc = j[opts.jsonl_field].get<std::string>();
-      } else {
-        doc = std::move(line);
+      if (is_blank(line)) continue;
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception& e) {
+        // nlohmann rejects invalid UTF-8 too: say which, with the line.
+        throw DataError(fmt(path, ":", lineno, ": not a valid JSON object",
+                            is_valid_utf8(line) ? "" : " (the line is not valid UTF-8)", " (", e.what(), ")"));
       }
-      if (!is_valid_utf8(doc)) {
-        ++counts.invalid_utf8;
-        if (opts.invalid_utf8 == InvalidUtf8::kDrop) {
-          ++counts.dropped_invalid;
-          continue;
-        }
-        doc = repair_utf8(doc);
-      }
-      ++counts.documents;
-      fn(std::move(doc));
+      if (!j.is_object() || !j.contains(opts.jsonl_field) || !j[opts.jsonl_field].is_string())
+        throw DataError(fmt(path, ":", lineno, ": expected an object with a string field '", opts.jsonl_field, "'"));
+      std::string doc = j[opts.jsonl_field].get<std::string>();
+      if (!is_blank(doc)) deliver(std::move(doc));  // the text keeps its newlines
     }
   }
+  if (!binary.empty())
+    log_info("data: skipped ", binary.size(), " file(s) that are not text (NUL bytes or mostly invalid UTF-8), e.g. ",
+             binary.front());
   return counts;
 }
 

@@ -16,7 +16,6 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
-#include "dsforge/tokenizer/bpe.h"
 
 namespace dsforge::data {
 namespace {
@@ -142,7 +141,9 @@ Manifest read_manifest(const std::string& path) {
     m.tokenizer_hash = j.at("tokenizer_hash").get<std::string>();
     m.vocab_size = j.at("vocab_size").get<int64_t>();
     m.eot_id = j.at("eot_id").get<int64_t>();
-    for (auto [name, split] : {std::pair<const char*, Manifest::Split*>{"train", &m.train}, {"val", &m.val}}) {
+    for (auto [name, split] : {std::pair<const char*, Manifest::Split*>{"train", &m.train}, {"val", &m.val},
+                               {"test", &m.test}}) {
+      if (std::string(name) == "test" && !j.at("splits").contains("test")) continue;  // optional
       const auto& s = j.at("splits").at(name);
       split->files = s.at("files").get<std::vector<std::string>>();
       split->tokens = s.at("tokens").get<int64_t>();
@@ -155,74 +156,20 @@ Manifest read_manifest(const std::string& path) {
   return m;
 }
 
-Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_txt, const tok::BpeTokenizer& tokenizer,
-                         const std::string& tokenizer_hash, const std::string& out_dir, int64_t threads,
-                         const std::string& augmented_txt) {
-  const std::string dir = path_join(out_dir, "shards");
-  const std::string manifest_path = path_join(dir, "manifest.json");
-  if (file_exists(manifest_path)) {
-    Manifest m = read_manifest(manifest_path);
-    if (m.tokenizer_hash == tokenizer_hash) {
-      log_info("shards: reusing ", dir, " (", m.train.tokens, " train / ", m.val.tokens, " val tokens)");
-      return m;
-    }
-  }
-  make_dirs(dir);
-  const int32_t eot = tokenizer.eot_id();
-  if (eot < 0) throw DataError("tokenize: the tokenizer has no end-of-text special token");
-  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
-
-  Manifest m;
-  m.tokenizer_hash = tokenizer_hash;
-  m.vocab_size = tokenizer.vocab_size();
-  m.eot_id = eot;
+void write_manifest(const std::string& path, const Manifest& m) {
   nlohmann::json splits;
-  for (auto [name, txt, split] : {std::tuple<std::string, std::string, Manifest::Split*>{"train", train_txt, &m.train},
-                                  {"val", val_txt, &m.val}}) {
-    // Streamed: blocks of documents are encoded on all cores and appended, so memory is bounded by
-    // the block size, not the corpus.
-    const std::string file = name + "_000.bin";
-    ShardWriter writer(path_join(dir, file), m.vocab_size);
-    constexpr size_t kBlock = 16384;
-    std::vector<std::string> block;
-    auto flush = [&]() {
-      // Documents are text: special-token strings inside them are not control tokens.
-      for (auto& ids : tokenizer.encode_batch(block, /*allow_special=*/false, static_cast<int>(threads))) {
-        ids.push_back(eot);
-        writer.append(ids);
-      }
-      split->documents += static_cast<int64_t>(block.size());
-      block.clear();
-    };
-    auto read_docs = [&](const std::string& path) {
-      std::ifstream in(path);
-      if (!in) throw DataError(fmt(path, ": cannot open"));
-      int64_t n = 0;
-      for (std::string line; std::getline(in, line);) {
-        if (line.empty()) continue;
-        block.push_back(std::move(line));
-        ++n;
-        if (block.size() == kBlock) flush();
-      }
-      flush();
-      return n;
-    };
-    read_docs(txt);
-    if (name == "train" && !augmented_txt.empty()) split->augmented_documents = read_docs(augmented_txt);
-    writer.finish(static_cast<uint64_t>(split->documents));
-    split->files = {file};
-    split->tokens = static_cast<int64_t>(writer.tokens());
+  for (auto [name, split] : {std::pair<const char*, const Manifest::Split*>{"train", &m.train}, {"val", &m.val},
+                             {"test", &m.test}}) {
+    if (split->files.empty() && std::string(name) == "test") continue;
     splits[name] = {{"files", split->files}, {"tokens", split->tokens}, {"documents", split->documents},
                     {"augmented_documents", split->augmented_documents}};
   }
   nlohmann::json j = {{"format", "dsforge-shards-v1"},
-                      {"tokenizer_hash", tokenizer_hash},
+                      {"tokenizer_hash", m.tokenizer_hash},
                       {"vocab_size", m.vocab_size},
                       {"eot_id", m.eot_id},
                       {"splits", splits}};
-  write_file_atomic(manifest_path, j.dump(2) + "\n");
-  log_info("shards: train ", m.train.tokens, " tokens (", m.train.documents, " docs), val ", m.val.tokens, " tokens");
-  return m;
+  write_file_atomic(path, j.dump(2) + "\n");
 }
 
 TokenLoader::TokenLoader(const std::string& shard_path, int64_t window, int64_t stride, uint64_t seed, bool shuffle)

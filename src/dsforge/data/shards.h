@@ -3,7 +3,9 @@
 // Shard file (little-endian), 32-byte header then the tokens:
 //   char magic[8] = "DSFTOKS\0" | u32 version = 1 | u32 bytes_per_token (2 or 4) | u64 n_tokens | u64 n_docs
 // Each document is followed by the end-of-text token. `manifest.json` beside the shards records
-// the tokenizer hash, vocabulary size, end-of-text id and, per split, files, tokens and documents.
+// the tokenizer hash, vocabulary size, end-of-text id and, per split ("train", "val", and "test"
+// when the run has a test set), files, tokens and documents. Encoding text into shards lives in
+// tokenizer/encode_corpus.h: this layer knows the format, not the tokenizer.
 //
 // The loader memory-maps a shard and cuts it into windows of `window` tokens that start every
 // `stride` tokens; an epoch visits every window once in a seeded permutation. Its cursor (epoch,
@@ -15,10 +17,6 @@
 #include <fstream>
 #include <string>
 #include <vector>
-
-namespace dsforge::tok {
-class BpeTokenizer;
-}
 
 namespace dsforge::data {
 
@@ -83,16 +81,13 @@ struct Manifest {
     int64_t augmented_documents = 0;  // of `documents`, how many are augmented copies (train only)
   };
   Split train, val;
+  Split test;  // empty (no files) when the run has no test set; manifests before it have no entry
+  bool has_test() const { return !test.files.empty(); }
 };
+// Throws DataError naming the file on a missing or malformed manifest.
 Manifest read_manifest(const std::string& path);
-
-// Encodes train.txt / val.txt into `<out_dir>/shards/{train,val}_000.bin` + manifest.json, on all
-// cores; skips the work when the manifest already matches this tokenizer.
-// `augmented_txt` (optional): augmented copies of training documents, appended to the train split
-// only and counted in the manifest as `augmented_documents`.
-Manifest tokenize_corpus(const std::string& train_txt, const std::string& val_txt, const tok::BpeTokenizer& tokenizer,
-                         const std::string& tokenizer_hash, const std::string& out_dir, int64_t threads,
-                         const std::string& augmented_txt = "");
+// Atomic write; the "test" split is written only when it has files (older readers ignore it).
+void write_manifest(const std::string& path, const Manifest& m);
 
 struct LoaderCursor {
   int64_t epoch = 0;

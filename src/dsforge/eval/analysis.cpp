@@ -22,6 +22,18 @@
 namespace dsforge::eval {
 namespace {
 
+// A multi-line document or token on one table row: line breaks and tabs shown as \n and \t.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else out += c;
+  }
+  return out;
+}
+
 std::string num(double v) {
   char b[32];
   std::snprintf(b, sizeof b, "%.4g", v);
@@ -366,9 +378,9 @@ std::string analysis_text(const std::vector<Finding>& fit, const LmHardCases* lm
   for (const auto& f : fit) s += "  " + f.kind + ": " + f.evidence + "\n    suggestion: " + f.suggestion + "\n";
   if (lm) {
     s += "\nTokens with the highest mean loss (nats)\n";
-    for (const auto& t : lm->tokens) s += fmt("  ", num(t.mean_loss), "  x", t.count, "  '", t.text, "'\n");
+    for (const auto& t : lm->tokens) s += fmt("  ", num(t.mean_loss), "  x", t.count, "  '", one_line(t.text), "'\n");
     s += "\nDocuments with the highest mean loss (nats per token)\n";
-    for (const auto& d : lm->documents) s += fmt("  ", num(d.mean_loss), "  (", d.count, " tokens)  ", d.text, "\n");
+    for (const auto& d : lm->documents) s += fmt("  ", num(d.mean_loss), "  (", d.count, " tokens)  ", one_line(d.text), "\n");
   }
   if (cls) {
     s += "\nHardest examples (highest loss)\n";

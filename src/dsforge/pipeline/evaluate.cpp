@@ -80,6 +80,16 @@ void stage_eval(const RunConfig& cfg) {
                               {"unigram_loss", uni.loss},
                               {"unigram_perplexity", uni.perplexity},
                               {"perplexity_ratio_vs_unigram", ev.perplexity / uni.perplexity}};
+  if (manifest.has_test()) {  // the user's own test set (data.test_paths), scored the same way
+    eval::LmEval te = eval::evaluate_lm(m, path_join(shard_dir, manifest.test.files.at(0)), seq_len, cfg.train.batch_size, 0,
+                                        &token_bytes);
+    j["test_loss"] = te.loss;
+    j["test_perplexity"] = te.perplexity;
+    j["test_bits_per_byte"] = te.bits_per_byte;
+    j["test_tokens"] = te.tokens;
+    log_info("eval: test loss ", fixed(te.loss, 4), " nats/token, perplexity ", fixed(te.perplexity, 2), " over ",
+             te.tokens, " tokens");
+  }
   write_file_atomic(path_join(cfg.run.out_dir, "eval.json"), j.dump(2) + "\n");
   log_info("eval: validation loss ", fixed(ev.loss, 4), " nats/token, perplexity ", fixed(ev.perplexity, 2), ", ",
            fixed(ev.bits_per_byte, 3), " bits/byte over ", ev.tokens, " tokens (", ev.bytes, " bytes, windows of ",

@@ -103,6 +103,8 @@ void check_inputs(const RunConfig& cfg) {
   model::validate(model::load_model_config(mc), mc);
   if (cfg.data.source == "files") {
     data::expand_inputs(cfg.data.paths);  // throws naming a spec that matches nothing
+    if (!cfg.data.val_paths.empty()) data::expand_inputs(cfg.data.val_paths);
+    if (!cfg.data.test_paths.empty()) data::expand_inputs(cfg.data.test_paths);
   } else if (!file_exists(path_join(cfg.data.wordnet_dir, "data.noun"))) {
     throw ConfigError(fmt("key 'data.wordnet_dir': ", cfg.data.wordnet_dir,
                           " has no WordNet data.noun (install Debian's wordnet-base, or set data.source = \"files\")"));

@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -17,6 +19,7 @@
 #include "dsforge/data/corpus.h"
 #include "dsforge/data/ingest.h"
 #include "dsforge/data/shards.h"
+#include "dsforge/data/splits.h"
 #include "dsforge/dist/comm.h"
 #include "dsforge/dist/env.h"
 #include "dsforge/eval/lm_eval.h"
@@ -25,6 +28,7 @@
 #include "dsforge/pipeline/run_folder.h"
 #include "dsforge/report/html_report.h"
 #include "dsforge/tokenizer/bpe.h"
+#include "dsforge/tokenizer/encode_corpus.h"
 #include "dsforge/train/trainer.h"
 
 namespace dsforge::pipeline {
@@ -44,10 +48,12 @@ int64_t tokenizer_vocab_size(const RunConfig& cfg) {
 }
 
 // The model config of this run: the configured architecture with the tokenizer's vocabulary.
-// What the shards were made from: the tokenizer file and, when augmentation is on, the augmented
-// file (its stamp, not its text: the stamp already hashes the corpus and the augment settings).
+// What the shards were made from: the prepared corpus (its stamp), the tokenizer file and, when
+// augmentation is on, the augmented file (its stamp, not its text: the stamp already hashes the
+// corpus and the augment settings). The corpus stamp matters on its own: a changed corpus can train
+// a byte-identical tokenizer.
 std::string shard_identity(const RunConfig& cfg) {
-  std::string id = read_file(run_path(cfg, "tokenizer.json"));
+  std::string id = read_file(run_path(cfg, "tokenizer.json")) + "|data:" + read_file(run_path(cfg, "data/DONE"));
   if (cfg.augment.enabled) id += "|augment:" + read_file(run_path(cfg, "data/AUGMENT_DONE"));
   return hex64(fnv1a64(id));
 }
@@ -93,67 +99,113 @@ void stage_prepare(const RunConfig& cfg) {
   data::prepare_corpus(cfg);
 }
 
+static data::IngestOptions ingest_options(const RunConfig& cfg) {
+  data::IngestOptions io;
+  io.jsonl_field = cfg.data.jsonl_field;
+  io.invalid_utf8 = cfg.data.invalid_utf8 == "drop" ? data::InvalidUtf8::kDrop : data::InvalidUtf8::kRepair;
+  io.txt_documents = data::parse_txt_documents(cfg.data.txt_documents);
+  return io;
+}
+
 std::string data_stats_report(const RunConfig& cfg, const std::vector<std::string>& inputs, bool as_json) {
   if (!inputs.empty()) {
     data::StatsAccumulator acc;
-    data::IngestOptions io{cfg.data.jsonl_field,
-                           cfg.data.invalid_utf8 == "drop" ? data::InvalidUtf8::kDrop : data::InvalidUtf8::kRepair};
-    data::IngestCounts ic = data::for_each_document(data::expand_inputs(inputs), io, [&](std::string&& d) { acc.add(d); });
+    data::IngestCounts ic =
+        data::for_each_document(data::expand_inputs(inputs), ingest_options(cfg), [&](std::string&& d) { acc.add(d); });
     data::CorpusStats st = acc.finish();
     if (as_json) {
       nlohmann::ordered_json j = data::stats_json(st);
       j["files"] = ic.files;
       j["invalid_utf8_documents"] = ic.invalid_utf8;
+      j["binary_files_skipped"] = ic.binary_files_skipped;
       return j.dump(2) + "\n";
     }
-    return fmt(ic.files, " files, ", ic.invalid_utf8, " documents with invalid UTF-8 (", ic.dropped_invalid, " dropped)\n",
-               data::stats_table(st));
+    return fmt(ic.files, " files (", ic.binary_files_skipped, " more skipped as not text), ", ic.invalid_utf8,
+               " documents with invalid UTF-8 (", ic.dropped_invalid, " dropped)\n", data::stats_table(st));
   }
   const std::string path = run_path(cfg, "data/stats.json");
   if (!file_exists(path)) throw DataError(fmt(path, ": not found (run `dsforge data prepare` first, or pass --input)"));
   auto j = nlohmann::ordered_json::parse(read_file(path));
   if (as_json) return j.dump(2) + "\n";
+  // The same table as the --input report, after the counts only a prepared run has.
+  auto row = [](const std::string& key, const std::string& value) {
+    return fmt("  ", key, std::string(34 - std::min<size_t>(33, key.size()), ' '), " ", value, "\n");
+  };
   std::string out = "filters:\n";
-  for (auto it = j["filters"].begin(); it != j["filters"].end(); ++it)
-    out += fmt("  ", it.key(), std::string(34 - std::min<size_t>(33, it.key().size()), ' '), it.value().dump(), "\n");
-  out += fmt("split: ", j["split"]["train_documents"].dump(), " train / ", j["split"]["val_documents"].dump(), " validation\n");
-  out += "train split:\n";
-  for (auto it = j["train"].begin(); it != j["train"].end(); ++it)
-    if (it.key() != "top_words")
-      out += fmt("  ", it.key(), std::string(34 - std::min<size_t>(33, it.key().size()), ' '), it.value().dump(), "\n");
-  std::string top;
-  for (size_t i = 0; i < j["train"]["top_words"].size() && i < 10; ++i)
-    top += (i ? ", " : "") + j["train"]["top_words"][i][0].get<std::string>() + " " + j["train"]["top_words"][i][1].dump();
-  return out + "  top words                          " + top + "\n";
+  for (auto it = j["filters"].begin(); it != j["filters"].end(); ++it) out += row(it.key(), it.value().dump());
+  const auto& sp = j["split"];
+  out += fmt("split: ", sp["train_documents"].dump(), " train / ", sp["val_documents"].dump(), " validation",
+             sp.contains("test_documents") ? fmt(" / ", sp["test_documents"].dump(), " test") : std::string(), " (",
+             sp.value("val_source", std::string("hash split")), ")\n");
+  return out + "train split:\n" + data::stats_table(data::stats_from_json(j["train"]));
 }
 
 void augment_file(const RunConfig& cfg, const std::string& input, const std::string& output) {
   data::WordNet wn(cfg.data.wordnet_dir);
   data::Augmenter aug(wn, {cfg.augment.synonym_prob, cfg.augment.insert_prob, cfg.augment.swap_prob,
                            cfg.augment.delete_prob});
-  std::ifstream in(input);
-  if (!in) throw DataError(fmt(input, ": cannot open"));
-  std::string out;
+  // Output as the name says: JSONL holds any document; a text file holds one-line documents only.
+  const bool jsonl_out = output.size() >= 6 && output.compare(output.size() - 6, 6, ".jsonl") == 0;
+  std::unique_ptr<data::JsonlWriter> jw;
+  std::ofstream tw;
+  const std::string tmp = output + ".tmp";
+  if (jsonl_out) {
+    jw = std::make_unique<data::JsonlWriter>(output);
+  } else {
+    tw.open(tmp, std::ios::binary);
+    if (!tw) throw IoError(fmt(tmp, ": cannot create"));
+  }
+  data::IngestOptions io = ingest_options(cfg);
+  io.txt_documents = data::TxtDocuments::kLine;  // augmentation input: .txt is one document per line
+  io.skip_binary = false;
   int64_t n = 0;
-  for (std::string line; std::getline(in, line); ++n)
+  data::for_each_document({input}, io, [&](std::string&& doc) {
     for (int64_t k = 0; k < cfg.augment.copies; ++k) {
       // One seed per (run seed, document, copy): reproducible and independent of thread or order.
       const uint64_t seed = fnv1a64(fmt(cfg.run.seed, ":", n, ":", k));
-      out += aug.augment(line, seed) + "\n";
+      std::string copy;
+      if (doc.find('\n') == std::string::npos) {
+        copy = aug.augment(doc, seed);
+      } else {  // EDA works on words of a line: augment each line, keep the line structure
+        size_t start = 0;
+        for (int64_t line = 0; start <= doc.size(); ++line) {
+          size_t end = std::min(doc.find('\n', start), doc.size());
+          copy += aug.augment(doc.substr(start, end - start), seed ^ fnv1a64(std::to_string(line)));
+          if (end < doc.size()) copy += '\n';
+          start = end + 1;
+        }
+      }
+      if (jw) {
+        jw->write(copy);
+      } else if (copy.find('\n') != std::string::npos) {
+        throw DataError(fmt(input, ": document ", n + 1, " spans lines; write the augmented copies to a .jsonl output"));
+      } else {
+        tw << copy << '\n';
+      }
     }
-  write_file_atomic(output, out);
+    ++n;
+  });
+  if (jw) {
+    jw->commit();
+  } else {
+    tw.close();
+    if (!tw) throw IoError(fmt(tmp, ": write failed"));
+    std::filesystem::rename(tmp, output);
+  }
   log_info("augment: ", n * cfg.augment.copies, " augmented copies of ", n, " documents -> ", output);
 }
 
 void stage_augment(const RunConfig& cfg) {
   claim_run_folder(cfg, "data augment");
-  const std::string out = run_path(cfg, "data/train_augmented.txt"), stamp = run_path(cfg, "data/AUGMENT_DONE");
+  const std::string out = data::split_path(cfg.run.out_dir, "train_augmented"), stamp = run_path(cfg, "data/AUGMENT_DONE");
   const std::string hash = hex64(fnv1a64(read_file(run_path(cfg, "data/DONE")) + section_hash(cfg, "augment")));
   if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out)) {
     log_info("augment: reusing ", out);
     return;
   }
-  augment_file(cfg, run_path(cfg, "data/train.txt"), out);
+  RunConfig split_cfg = cfg;
+  split_cfg.data.jsonl_field = "text";  // the prepared split's field, whatever the raw corpus used
+  augment_file(split_cfg, data::split_path(cfg.run.out_dir, "train"), out);
   write_file_atomic(stamp, hash);
 }
 
@@ -172,15 +224,11 @@ void stage_tokenizer(const RunConfig& cfg) {
   const tok::BpeTokenizer::TrainOptions opts{vocab, cfg.tokenizer.special_tokens, cfg.tokenizer.pretokenizer};
   tok::BpeTokenizer::PieceCounter counter(opts);  // streamed: memory grows with distinct pre-tokens only
   int64_t n_docs = 0;
-  {
-    std::ifstream in(run_path(cfg, "data/train.txt"));
-    for (std::string line; std::getline(in, line);) {
-      if (line.empty()) continue;
-      if (cfg.tokenizer.max_train_docs > 0 && n_docs >= cfg.tokenizer.max_train_docs) break;
-      counter.add(line);
-      ++n_docs;
-    }
-  }
+  data::for_each_split_document(data::split_path(cfg.run.out_dir, "train"), [&](std::string&& doc) {
+    if (cfg.tokenizer.max_train_docs > 0 && n_docs >= cfg.tokenizer.max_train_docs) return;
+    counter.add(doc);
+    ++n_docs;
+  });
   auto tok = tok::BpeTokenizer::train_from_counts(counter.counts(), opts);
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   tok.save(out);
@@ -194,11 +242,15 @@ void stage_tokenize(const RunConfig& cfg) {
   if (!file_exists(tpath)) throw DataError(missing(cfg, tpath, "tokenizer train"));
   claim_run_folder(cfg, "tokenize");
   auto tok = tok::BpeTokenizer::load(tpath);
-  const std::string augmented = cfg.augment.enabled ? run_path(cfg, "data/train_augmented.txt") : "";
-  if (!augmented.empty() && !file_exists(augmented))
-    throw DataError(fmt(augmented, ": augment.enabled is true but the augment stage has not run (`dsforge data augment`)"));
-  data::tokenize_corpus(run_path(cfg, "data/train.txt"), run_path(cfg, "data/val.txt"), tok, shard_identity(cfg),
-                        cfg.run.out_dir, cfg.run.threads, augmented);
+  tok::CorpusFiles files;
+  files.train = data::split_path(cfg.run.out_dir, "train");
+  files.val = data::split_path(cfg.run.out_dir, "val");
+  // The test split exists when this config asks for one (prepare removes a stale one otherwise).
+  if (!cfg.data.test_paths.empty()) files.test = data::split_path(cfg.run.out_dir, "test");
+  if (cfg.augment.enabled) files.augmented = data::split_path(cfg.run.out_dir, "train_augmented");
+  if (!files.augmented.empty() && !file_exists(files.augmented))
+    throw DataError(fmt(files.augmented, ": augment.enabled is true but the augment stage has not run (`dsforge data augment`)"));
+  tok::encode_corpus(files, tok, shard_identity(cfg), cfg.run.out_dir, cfg.run.threads);
 }
 
 int stage_train(const RunConfig& cfg) {
@@ -296,7 +348,10 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
     nlohmann::json j = nlohmann::json::array();
     for (size_t i = 0; i < completions.size(); ++i)
       j.push_back({{"prompt", cfg.generate.prompts[i]}, {"completion", completions[i]}});
-    write_file_atomic(run_path(cfg, "samples.json"), j.dump(2) + "\n");
+    // A barely trained byte-level model can emit a broken UTF-8 sequence: store it as U+FFFD
+    // rather than fail after the generation (strict JSON output refuses invalid bytes).
+    write_file_atomic(run_path(cfg, "samples.json"),
+                      j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   };
   if (prompts.size() == 1) {  // stream token by token, whole characters only
     std::printf("  %s", cfg.generate.prompts[0].c_str());

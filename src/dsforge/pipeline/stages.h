@@ -3,14 +3,15 @@
 // re-running a command continues where it stopped.
 //
 //   <run>/config.toml            resolved run config
-//   <run>/data/                  train.txt, val.txt, stats.json          (prepare)
+//   <run>/data/                  train.jsonl, val.jsonl [, test.jsonl], stats.json (prepare;
+//                                one {"text": ...} per line, see data/splits.h)
 //   <run>/tokenizer.json         Hugging Face byte-level BPE              (tokenizer)
-//   <run>/shards/                train_000.bin, val_000.bin, manifest     (tokenize)
+//   <run>/shards/                train_000.bin, val_000.bin [, test_000.bin], manifest (tokenize)
 //   <run>/config.json            model config (HF DeepseekV3 names)       (train)
 //   <run>/checkpoints/step_N/    model + optimizer + trainer state        (train)
 //   <run>/model/                 config.json, model.safetensors, tokenizer.json (train, final)
 //   <run>/metrics.jsonl, tb/     metrics and TensorBoard events           (train, eval)
-//   <run>/eval.json              validation loss/perplexity + unigram baseline (eval)
+//   <run>/eval.json              validation (and test) loss/perplexity + unigram baseline (eval)
 //
 // This header is free of libtorch so that the CLI compiles fast.
 #pragma once
@@ -30,10 +31,11 @@ void stage_prepare(const RunConfig& cfg);
 // The quality report: of `inputs` (files, folders, globs; streamed) when given, else of the run's
 // prepared corpus (with its per-filter counts). A readable table, or JSON.
 std::string data_stats_report(const RunConfig& cfg, const std::vector<std::string>& inputs, bool as_json);
-// Augmented copies of <run>/data/train.txt -> <run>/data/train_augmented.txt (augment.*); the
+// Augmented copies of <run>/data/train.jsonl -> <run>/data/train_augmented.jsonl (augment.*); the
 // tokenize stage adds them to the training shard only.
 void stage_augment(const RunConfig& cfg);
-// The same on any file: one document per line in, augmented copies out.
+// The same on any file: .jsonl records (data.jsonl_field) or a text file of one document per line
+// in; augmented copies out as JSONL when `output` ends in .jsonl, else one per line.
 void augment_file(const RunConfig& cfg, const std::string& input, const std::string& output);
 void stage_tokenizer(const RunConfig& cfg);
 void stage_tokenize(const RunConfig& cfg);
