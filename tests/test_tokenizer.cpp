@@ -390,8 +390,8 @@ namespace {
 std::string deepseek_llm_json(const std::string& dir, bool keep_user_defined = true) {
   auto meta = nlohmann::json::parse(read_file(dir + "/tokenizer_meta.json"));
   auto pre = nlohmann::json::parse(read_file(dir + "/pretokenizer_llamacpp.json"));
-  nlohmann::ordered_json vocab = nlohmann::ordered_json::parse(read_file(dir + "/vocab.json"));
-  nlohmann::ordered_json j, added = nlohmann::ordered_json::array(), steps = nlohmann::ordered_json::array();
+  nlohmann::json vocab = nlohmann::json::parse(read_file(dir + "/vocab.json"));  // ordered_json parses in O(n^2)
+  nlohmann::json j, added = nlohmann::json::array(), steps = nlohmann::json::array();
   for (const auto& t : meta["non_normal_tokens"]) {
     const bool special = t["type"] == "control";
     if (!special && !keep_user_defined) {
@@ -404,7 +404,7 @@ std::string deepseek_llm_json(const std::string& dir, bool keep_user_defined = t
   for (const auto& r : pre["regex_exprs"])
     steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", r}}}, {"behavior", "Isolated"}, {"invert", false}});
   steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}});
-  nlohmann::ordered_json merges = nlohmann::ordered_json::array();
+  nlohmann::json merges = nlohmann::json::array();
   std::istringstream in(read_file(dir + "/merges.txt"));
   for (std::string line; std::getline(in, line);)
     if (!line.empty() && line.rfind("#version", 0) != 0) merges.push_back(line);

@@ -58,8 +58,13 @@ std::string BpeTokenizer::to_json() const {
                      {"rstrip", false}, {"normalized", a.normalized}, {"special", a.special}});
     is_added[static_cast<size_t>(added_ids_[i])] = true;
   }
+  // Appended to the ordered object's underlying vector: its operator[] searches linearly, which made
+  // writing a 100k vocabulary quadratic (tens of seconds). Keys are unique: one string per id.
   ojson vocab = ojson::object();
-  for (size_t id = 0; id < bytes_.size(); ++id) vocab[is_added[id] ? bytes_[id] : token_string(bytes_[id])] = id;
+  auto& entries = static_cast<std::vector<std::pair<const std::string, ojson>>&>(vocab.get_ref<ojson::object_t&>());
+  entries.reserve(bytes_.size());
+  for (size_t id = 0; id < bytes_.size(); ++id)
+    entries.emplace_back(is_added[id] ? bytes_[id] : token_string(bytes_[id]), ojson(id));
   ojson merges = ojson::array();
   for (const auto& [a, b] : merges_) merges.push_back(token_string(bytes_[a]) + " " + token_string(bytes_[b]));
   ojson j;
