@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "dsforge/core/error.h"
+#include "dsforge/tokenizer/added_tokens.h"
 #include "dsforge/tokenizer/pair_map.h"
 #include "dsforge/tokenizer/pretokenize.h"
 
@@ -55,32 +56,6 @@ inline uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
 
-// Splits `text` around occurrences of `specials` (longest first at each position). Segments are
-// (view, special id or -1).
-template <typename F>
-void split_specials(std::string_view text, const std::vector<std::string>& specials,
-                    const std::unordered_map<std::string, int32_t>& ids, F&& emit) {
-  if (specials.empty()) {
-    emit(text, -1);
-    return;
-  }
-  size_t start = 0, pos = 0;
-  while (pos < text.size()) {
-    const std::string* hit = nullptr;
-    for (const auto& s : specials)
-      if (!s.empty() && text.compare(pos, s.size(), s) == 0 && (!hit || s.size() > hit->size())) hit = &s;
-    if (!hit) {
-      ++pos;
-      continue;
-    }
-    if (pos > start) emit(text.substr(start, pos - start), -1);
-    emit(std::string_view(*hit), ids.at(*hit));
-    pos += hit->size();
-    start = pos;
-  }
-  if (start < text.size()) emit(text.substr(start), -1);
-}
-
 }  // namespace
 
 const std::string& byte_to_unicode(uint8_t b) { return byte_map().to_unicode[b]; }
@@ -123,6 +98,7 @@ PieceCache& thread_cache(uint64_t id) {
 
 BpeTokenizer::BpeTokenizer()
     : pre_(std::shared_ptr<const PreTokenizer>(&gpt2_pretokenizer(), [](const PreTokenizer*) {})),
+      matcher_(std::make_shared<const AddedTokenMatcher>()),
       id_(g_next_tokenizer_id++) {}
 
 const std::vector<std::string>& BpeTokenizer::pretokenizer_patterns() const { return pre_->patterns(); }
@@ -139,15 +115,21 @@ void BpeTokenizer::set_pretokenizer(const std::vector<std::string>& patterns) {
 }
 
 BpeTokenizer::BpeTokenizer(const BpeTokenizer& o)
-    : pre_(o.pre_), bytes_(o.bytes_), special_tokens_(o.special_tokens_), special_ids_(o.special_ids_), byte_ids_(o.byte_ids_),
-      merges_(o.merges_), merge_result_(o.merge_result_), merge_rank_(o.merge_rank_), id_(g_next_tokenizer_id++) {}
+    : pre_(o.pre_), bytes_(o.bytes_), added_(o.added_), added_ids_(o.added_ids_), special_tokens_(o.special_tokens_),
+      special_ids_(o.special_ids_), added_tokens_(o.added_tokens_), matcher_(o.matcher_),
+      newline_tokens_(o.newline_tokens_), byte_ids_(o.byte_ids_), merges_(o.merges_), merge_result_(o.merge_result_), merge_rank_(o.merge_rank_), id_(g_next_tokenizer_id++) {}
 
 BpeTokenizer& BpeTokenizer::operator=(const BpeTokenizer& o) {
   if (this != &o) {
     pre_ = o.pre_;
     bytes_ = o.bytes_;
+    added_ = o.added_;
+    added_ids_ = o.added_ids_;
     special_tokens_ = o.special_tokens_;
     special_ids_ = o.special_ids_;
+    added_tokens_ = o.added_tokens_;
+    matcher_ = o.matcher_;
+    newline_tokens_ = o.newline_tokens_;
     byte_ids_ = o.byte_ids_;
     merges_ = o.merges_;
     merge_result_ = o.merge_result_;
@@ -163,13 +145,41 @@ int32_t BpeTokenizer::special_id(const std::string& token) const {
   return it->second;
 }
 
-void BpeTokenizer::build_index() {
+int32_t BpeTokenizer::added_token_id(const std::string& content) const {
+  for (size_t i = 0; i < added_.size(); ++i)
+    if (added_[i].content == content) return added_ids_[i];
+  return -1;
+}
+
+// Derives everything else from bytes_, merges_, added_ and added_ids_.
+void BpeTokenizer::build_index(const Source* source) {
+  special_tokens_.clear();
+  special_ids_.clear();
+  added_tokens_.clear();
+  newline_tokens_.clear();
+  auto matcher = std::make_shared<AddedTokenMatcher>();
+  std::unordered_set<int32_t> added_set;
+  for (size_t i = 0; i < added_.size(); ++i) {
+    const AddedToken& a = added_[i];
+    if (a.special) {
+      special_tokens_.push_back(a.content);
+      special_ids_[a.content] = added_ids_[i];
+    } else {
+      added_tokens_.push_back(a.content);
+    }
+    matcher->add(a.content, added_ids_[i], a.special, a.normalized);
+    if (a.content.find('\n') != std::string::npos) newline_tokens_.push_back(a.content);
+    added_set.insert(added_ids_[i]);
+  }
+  matcher_ = std::move(matcher);
+
+  // Byte and merge tokens by their bytes; an added token's bytes are its content, which BPE never
+  // produces from text (the matcher takes it out first), so it stays out of this index.
   merge_rank_ = PairMap<int32_t>(1 << 10);
   merge_result_.clear();
   std::unordered_map<std::string, int32_t> by_bytes;
   for (size_t i = 0; i < bytes_.size(); ++i)
-    if (!special_ids_.count(bytes_[i]) || special_ids_.at(bytes_[i]) != static_cast<int32_t>(i))
-      by_bytes.emplace(bytes_[i], static_cast<int32_t>(i));
+    if (!added_set.count(static_cast<int32_t>(i))) by_bytes.emplace(bytes_[i], static_cast<int32_t>(i));
   for (int b = 0; b < 256; ++b) {
     auto it = by_bytes.find(std::string(1, static_cast<char>(b)));
     byte_ids_[b] = it == by_bytes.end() ? -1 : it->second;
@@ -177,20 +187,27 @@ void BpeTokenizer::build_index() {
   for (size_t r = 0; r < merges_.size(); ++r) {
     const auto [a, b] = merges_[r];
     auto it = by_bytes.find(bytes_[a] + bytes_[b]);
-    if (it == by_bytes.end())
-      throw DataError(fmt("tokenizer: merge ", r, " produces a token that is not in the vocabulary"));
+    if (it == by_bytes.end()) {
+      const std::string where = !source ? fmt("tokenizer: merge ", r)
+                                : source->merge_lines.empty() ? fmt(source->merges, "[", r, "]")
+                                                              : fmt(source->merges, ":", source->merge_lines[r]);
+      throw DataError(fmt(where, ": merge '", token_bytes(a), "' + '", token_bytes(b),
+                          "' produces a token that is not in the vocabulary"));
+    }
     merge_rank_[pair_key(a, b)] = static_cast<int32_t>(r);
     merge_result_.push_back(it->second);
   }
 }
 
-BpeTokenizer::PieceCounter::PieceCounter(const TrainOptions& opts)
-    : specials_(opts.special_tokens), pre_(&named_pretokenizer(opts.pretokenizer)) {
-  for (size_t i = 0; i < specials_.size(); ++i) special_ids_[specials_[i]] = static_cast<int32_t>(i);
+BpeTokenizer::PieceCounter::PieceCounter(const TrainOptions& opts) : pre_(&named_pretokenizer(opts.pretokenizer)) {
+  auto m = std::make_shared<AddedTokenMatcher>();
+  for (size_t i = 0; i < opts.special_tokens.size(); ++i)
+    m->add(opts.special_tokens[i], static_cast<int32_t>(i), true, false);
+  specials_ = std::move(m);
 }
 
 void BpeTokenizer::PieceCounter::add(std::string_view doc) {
-  split_specials(doc, specials_, special_ids_, [&](std::string_view seg, int32_t special) {
+  specials_->split(doc, true, [&](std::string_view seg, int32_t special) {
     if (special >= 0) return;  // no merge crosses a special token
     pieces_.clear();
     pre_->split(seg, pieces_);
@@ -209,9 +226,11 @@ BpeTokenizer BpeTokenizer::train_from_counts(const std::unordered_map<std::strin
   BpeTokenizer t;
   t.set_pretokenizer(tok::pretokenizer_patterns(opts.pretokenizer));
   for (const auto& s : opts.special_tokens) {
-    if (t.special_ids_.count(s)) throw DataError(fmt("tokenizer: special token '", s, "' listed twice"));
-    t.special_ids_[s] = static_cast<int32_t>(t.bytes_.size());
-    t.special_tokens_.push_back(s);
+    if (s.empty()) throw DataError("tokenizer: a special token is empty");
+    for (const auto& a : t.added_)
+      if (a.content == s) throw DataError(fmt("tokenizer: special token '", s, "' listed twice"));
+    t.added_.push_back({s, true, false});
+    t.added_ids_.push_back(static_cast<int32_t>(t.bytes_.size()));
     t.bytes_.push_back(s);
   }
   std::array<int32_t, 256> byte_id{};
@@ -331,41 +350,61 @@ BpeTokenizer BpeTokenizer::train_from_counts(const std::unordered_map<std::strin
 BpeTokenizer BpeTokenizer::from_vocab_and_merges(const std::map<std::string, int32_t>& vocab,
                                                  const std::vector<std::pair<std::string, std::string>>& merges,
                                                  const std::vector<std::string>& special_tokens) {
+  std::vector<AddedToken> added;
+  for (const auto& s : special_tokens) added.push_back({s, true, false});
+  return from_vocab_and_merges(vocab, merges, added, Source{});
+}
+
+BpeTokenizer BpeTokenizer::from_vocab_and_merges(const std::map<std::string, int32_t>& vocab,
+                                                 const std::vector<std::pair<std::string, std::string>>& merges,
+                                                 const std::vector<AddedToken>& added, const Source& src) {
   BpeTokenizer t;
-  int32_t max_id = -1;
-  for (const auto& [s, id] : vocab) max_id = std::max(max_id, id);
-  t.bytes_.assign(static_cast<size_t>(max_id + 1), std::string());
-  std::vector<bool> seen(t.bytes_.size(), false);
-  std::unordered_set<std::string> specials(special_tokens.begin(), special_tokens.end());
+  // Ids must be exactly 0..n-1: sized by the entry count, never by the largest id (which a damaged
+  // file could make huge).
+  const size_t n = vocab.size();
+  t.bytes_.assign(n, std::string());
+  std::vector<const std::string*> owner(n, nullptr);
+  int64_t largest = -1;
+  std::unordered_set<std::string> added_contents;
+  for (const auto& a : added) added_contents.insert(a.content);
   for (const auto& [s, id] : vocab) {
-    if (id < 0) throw DataError(fmt("tokenizer: negative id ", id, " for token '", s, "'"));
-    if (seen[id]) throw DataError(fmt("tokenizer: id ", id, " assigned twice"));
-    seen[id] = true;
-    if (specials.count(s)) {
+    if (id < 0) throw DataError(fmt(src.vocab, ": token '", s, "' has negative id ", id));
+    largest = std::max<int64_t>(largest, id);
+    if (static_cast<size_t>(id) >= n) continue;  // reported below as a gap
+    if (owner[id]) throw DataError(fmt(src.vocab, ": id ", id, " is given to both '", *owner[id], "' and '", s, "'"));
+    owner[id] = &s;
+    if (added_contents.count(s)) {
       t.bytes_[id] = s;
       continue;
     }
     std::string raw;
     if (!unicode_to_bytes(s, raw))
-      throw DataError(fmt("tokenizer: token '", s, "' (id ", id, ") is not in byte-level form"));
+      throw DataError(fmt(src.vocab, ": token '", s, "' (id ", id, ") is not in byte-level form"));
     t.bytes_[id] = raw;
   }
-  for (size_t i = 0; i < seen.size(); ++i)
-    if (!seen[i]) throw DataError(fmt("tokenizer: vocabulary has no token with id ", i, " (ids must be dense)"));
-  for (const auto& s : special_tokens) {
-    auto it = vocab.find(s);
-    if (it == vocab.end()) throw DataError(fmt("tokenizer: special token '", s, "' is not in the vocabulary"));
-    t.special_ids_[s] = it->second;
-    t.special_tokens_.push_back(s);
+  for (size_t i = 0; i < n; ++i)
+    if (!owner[i])
+      throw DataError(fmt(src.vocab, ": no token with id ", i, " (ids must be dense: ", n, " tokens, largest id ",
+                          largest, ")"));
+  for (const auto& a : added) {
+    auto it = vocab.find(a.content);
+    if (it == vocab.end())
+      throw DataError(fmt(src.vocab, ": ", a.special ? "special" : "added", " token '", a.content,
+                          "' is not in the vocabulary"));
+    t.added_.push_back(a);
+    t.added_ids_.push_back(it->second);
   }
   for (size_t r = 0; r < merges.size(); ++r) {
     auto a = vocab.find(merges[r].first), b = vocab.find(merges[r].second);
-    if (a == vocab.end() || b == vocab.end())
-      throw DataError(fmt("tokenizer: merge ", r, " ('", merges[r].first, " ", merges[r].second,
-                          "') names a token that is not in the vocabulary"));
+    if (a == vocab.end() || b == vocab.end()) {
+      const std::string where =
+          src.merge_lines.empty() ? fmt(src.merges, "[", r, "]") : fmt(src.merges, ":", src.merge_lines[r]);
+      throw DataError(fmt(where, ": merge '", merges[r].first, " ", merges[r].second, "' names '",
+                          a == vocab.end() ? merges[r].first : merges[r].second, "', which is not in the vocabulary"));
+    }
     t.merges_.emplace_back(a->second, b->second);
   }
-  t.build_index();
+  t.build_index(&src);
   return t;
 }
 
@@ -411,18 +450,23 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
 std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_special) const {
   std::vector<int32_t> out;
   std::vector<std::string_view> pieces;
-  static const std::vector<std::string> kNone;
-  split_specials(text, allow_special ? special_tokens_ : kNone, special_ids_, [&](std::string_view seg, int32_t sid) {
-    if (sid >= 0) {
-      out.push_back(sid);
-      return;
-    }
+  auto plain = [&](std::string_view seg) {
     pieces.clear();
     pre_->split(seg, pieces);
     for (auto p : pieces) encode_piece(p, out);
+  };
+  if (!matcher_->active(allow_special)) {  // no token can match: skip the scan
+    plain(text);
+    return out;
+  }
+  matcher_->split(text, allow_special, [&](std::string_view seg, int32_t id) {
+    if (id >= 0) out.push_back(id);
+    else plain(seg);
   });
   return out;
 }
+
+size_t BpeTokenizer::last_safe_split(std::string_view text) const { return tok::last_safe_split(text, newline_tokens_); }
 
 std::vector<std::vector<int32_t>> BpeTokenizer::encode_batch(const std::vector<std::string>& texts, bool allow_special,
                                                              int threads) const {

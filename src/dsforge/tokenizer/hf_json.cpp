@@ -1,6 +1,9 @@
 // Hugging Face tokenizer.json (model BPE, ByteLevel pre-tokenizer and decoder, added tokens) and
 // the GPT-2 release files (vocab.json + merges.txt).
+#include <cstdint>
 #include <fstream>
+#include <map>
+#include <unordered_map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -16,6 +19,10 @@ std::string token_string(const std::string& raw) {
   std::string s;
   for (unsigned char c : raw) s += byte_to_unicode(c);
   return s;
+}
+
+bool is_id(const nlohmann::json& v) {
+  return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX;
 }
 
 std::vector<std::pair<std::string, std::string>> parse_merges(const nlohmann::json& merges, const std::string& origin) {
@@ -41,16 +48,23 @@ std::vector<std::pair<std::string, std::string>> parse_merges(const nlohmann::js
 
 std::string BpeTokenizer::to_json() const {
   using ojson = nlohmann::ordered_json;
+  // In file order (the first special token is end-of-text), not sorted by id as `tokenizers` writes
+  // them: a file read back must give the same special_tokens().
   ojson added = ojson::array();
-  for (const auto& s : special_tokens_)
-    added.push_back({{"id", special_ids_.at(s)}, {"content", s}, {"single_word", false}, {"lstrip", false},
-                     {"rstrip", false}, {"normalized", false}, {"special", true}});
-  ojson vocab = ojson::object();
-  for (size_t id = 0; id < bytes_.size(); ++id) {
-    auto sit = special_ids_.find(bytes_[id]);
-    bool special = sit != special_ids_.end() && sit->second == static_cast<int32_t>(id);
-    vocab[special ? bytes_[id] : token_string(bytes_[id])] = id;
+  std::vector<bool> is_added(bytes_.size(), false);
+  for (size_t i = 0; i < added_.size(); ++i) {
+    const AddedToken& a = added_[i];
+    added.push_back({{"id", added_ids_[i]}, {"content", a.content}, {"single_word", false}, {"lstrip", false},
+                     {"rstrip", false}, {"normalized", a.normalized}, {"special", a.special}});
+    is_added[static_cast<size_t>(added_ids_[i])] = true;
   }
+  // Appended to the ordered object's underlying vector: its operator[] searches linearly, which made
+  // writing a 100k vocabulary quadratic (tens of seconds). Keys are unique: one string per id.
+  ojson vocab = ojson::object();
+  auto& entries = static_cast<std::vector<std::pair<const std::string, ojson>>&>(vocab.get_ref<ojson::object_t&>());
+  entries.reserve(bytes_.size());
+  for (size_t id = 0; id < bytes_.size(); ++id)
+    entries.emplace_back(is_added[id] ? bytes_[id] : token_string(bytes_[id]), ojson(id));
   ojson merges = ojson::array();
   for (const auto& [a, b] : merges_) merges.push_back(token_string(bytes_[a]) + " " + token_string(bytes_[b]));
   ojson j;
@@ -86,13 +100,11 @@ std::string BpeTokenizer::to_json() const {
 
 void BpeTokenizer::save(const std::string& path) const { write_file_atomic(path, to_json()); }
 
-BpeTokenizer BpeTokenizer::from_json(const std::string& text, const std::string& origin) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw DataError(fmt(origin, ": not valid JSON (", e.what(), ")"));
-  }
+namespace {
+
+// from_json past the parse: everything that names `origin` in its errors.
+BpeTokenizer parse_tokenizer_json(const nlohmann::json& j, const std::string& origin) {
+  using AddedToken = BpeTokenizer::AddedToken;
   if (!j.contains("model") || !j["model"].is_object()) throw DataError(fmt(origin, ": missing 'model' object"));
   const auto& model = j["model"];
   if (model.value("type", "BPE") != "BPE")
@@ -137,21 +149,80 @@ BpeTokenizer BpeTokenizer::from_json(const std::string& text, const std::string&
     }
   }
   std::map<std::string, int32_t> vocab;
-  for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) vocab[it.key()] = it.value().get<int32_t>();
-  std::vector<std::string> specials;
-  if (j.contains("added_tokens"))
-    for (const auto& t : j["added_tokens"]) {
-      const std::string content = t.at("content").get<std::string>();
-      const int32_t id = t.at("id").get<int32_t>();
-      auto it = vocab.find(content);
-      if (it == vocab.end()) vocab[content] = id;
-      else if (it->second != id)
-        throw DataError(fmt(origin, ": added token '", content, "' has id ", id, " but the vocab says ", it->second));
-      specials.push_back(content);
+  for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
+    if (!is_id(it.value()))
+      throw DataError(fmt(origin, ": model.vocab['", it.key(), "'] is ", it.value().dump(), ", expected an id in [0, 2^31)"));
+    vocab[it.key()] = it.value().get<int32_t>();
+  }
+  // Added tokens: usually also in model.vocab under the same id (a clash is an error); one that is
+  // not gets its id there, which no other token may hold.
+  std::vector<AddedToken> added;
+  if (j.contains("added_tokens")) {
+    const auto& list = j["added_tokens"];
+    if (!list.is_array()) throw DataError(fmt(origin, ": added_tokens is not an array"));
+    std::unordered_map<int32_t, std::string> by_id;  // filled on first need
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto& e = list[i];
+      const std::string where = fmt(origin, ": added_tokens[", i, "]");
+      if (!e.is_object() || !e.contains("content") || !e["content"].is_string() || !e.contains("id") ||
+          !is_id(e["id"]))
+        throw DataError(fmt(where, ": expected an object with a string 'content' and an integer 'id' in [0, 2^31)"));
+      AddedToken a;
+      a.content = e["content"].get<std::string>();
+      const int32_t id = e["id"].get<int32_t>();
+      if (a.content.empty()) throw DataError(fmt(where, ": empty content"));
+      // `tokenizers` defaults: special false; normalized true unless special.
+      a.special = e.value("special", false);
+      a.normalized = e.value("normalized", !a.special);
+      for (const char* flag : {"single_word", "lstrip", "rstrip"})
+        if (e.value(flag, false))
+          throw DataError(fmt(where, " '", a.content, "': ", flag, " = true is not supported (dsforge matches added "
+                              "tokens exactly)"));
+      for (const auto& prev : added)
+        if (prev.content == a.content) throw DataError(fmt(where, ": '", a.content, "' is listed twice"));
+      auto it = vocab.find(a.content);
+      if (it != vocab.end()) {
+        if (it->second != id)
+          throw DataError(fmt(where, ": '", a.content, "' has id ", id, " but model.vocab gives it ", it->second));
+      } else {
+        if (by_id.empty())
+          for (const auto& [s, v] : vocab) by_id.emplace(v, s);
+        auto owner = by_id.find(id);
+        if (owner != by_id.end())
+          throw DataError(fmt(where, ": '", a.content, "' has id ", id, ", which is already '", owner->second, "'"));
+        vocab[a.content] = id;
+        by_id.emplace(id, a.content);
+      }
+      added.push_back(std::move(a));
     }
-  BpeTokenizer t = from_vocab_and_merges(vocab, parse_merges(model["merges"], origin), specials);
-  t.set_pretokenizer(patterns);
+  }
+  BpeTokenizer t = BpeTokenizer::from_vocab_and_merges(vocab, parse_merges(model["merges"], origin), added,
+                                                       BpeTokenizer::Source{fmt(origin, ": model.vocab"), fmt(origin, ": model.merges"), {}});
+  try {
+    t.set_pretokenizer(patterns);
+  } catch (const DataError& e) {
+    throw DataError(fmt(origin, ": pre_tokenizer: ", e.what()));
+  }
   return t;
+}
+
+}  // namespace
+
+BpeTokenizer BpeTokenizer::from_json(const std::string& text, const std::string& origin) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt(origin, ": not valid JSON (", e.what(), ")"));
+  }
+  if (!j.is_object()) throw DataError(fmt(origin, ": expected a JSON object (a Hugging Face tokenizer.json)"));
+  // Every check below names `origin`; a field of an unexpected JSON type that slips past them
+  // still does, through this catch.
+  try {
+    return parse_tokenizer_json(j, origin);
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt(origin, ": unexpected structure (", e.what(), ")"));
+  }
 }
 
 BpeTokenizer BpeTokenizer::load(const std::string& path) {
@@ -167,11 +238,17 @@ BpeTokenizer BpeTokenizer::from_gpt2_files(const std::string& vocab_json, const 
   } catch (const nlohmann::json::exception& e) {
     throw DataError(fmt(vocab_json, ": not valid JSON (", e.what(), ")"));
   }
+  if (!v.is_object()) throw DataError(fmt(vocab_json, ": expected a JSON object of token -> id"));
   std::map<std::string, int32_t> vocab;
-  for (auto it = v.begin(); it != v.end(); ++it) vocab[it.key()] = it.value().get<int32_t>();
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    if (!is_id(it.value()))
+      throw DataError(fmt(vocab_json, ": '", it.key(), "' maps to ", it.value().dump(), ", expected an id in [0, 2^31)"));
+    vocab[it.key()] = it.value().get<int32_t>();
+  }
   std::ifstream in(merges_txt);
   if (!in) throw DataError(fmt(merges_txt, ": cannot open"));
   std::vector<std::pair<std::string, std::string>> merges;
+  Source src{vocab_json, merges_txt, {}};
   std::string line;
   int64_t lineno = 0;
   while (std::getline(in, line)) {
@@ -179,10 +256,14 @@ BpeTokenizer BpeTokenizer::from_gpt2_files(const std::string& vocab_json, const 
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line.rfind("#version", 0) == 0) continue;
     size_t sp = line.find(' ');
-    if (sp == std::string::npos) throw DataError(fmt(merges_txt, ":", lineno, ": expected 'left right'"));
+    if (sp == std::string::npos || sp == 0 || sp + 1 == line.size() || line.find(' ', sp + 1) != std::string::npos)
+      throw DataError(fmt(merges_txt, ":", lineno, ": '", line, "': expected 'left right'"));
     merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+    src.merge_lines.push_back(lineno);
   }
-  return from_vocab_and_merges(vocab, merges, special_tokens);
+  std::vector<AddedToken> added;
+  for (const auto& s : special_tokens) added.push_back({s, true, false});
+  return from_vocab_and_merges(vocab, merges, added, src);
 }
 
 }  // namespace dsforge::tok

@@ -4,6 +4,7 @@
 #include <pcre2.h>
 
 #include "dsforge/core/error.h"
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,26 @@ size_t last_safe_split(std::string_view text) {
   for (size_t p = text.size(); p >= 2; --p)
     if (text[p - 1] == '\n' && !space(text[p - 2]) && p < text.size() && !space(text[p])) return p;
   return 0;
+}
+
+size_t last_safe_split(std::string_view text, const std::vector<std::string>& atomic) {
+  // A token straddles cut p when it starts before p and ends after it; text[p - 1] is '\n', so
+  // the token has a '\n' at some offset k with k + 1 < size, starting at p - 1 - k.
+  auto straddles = [&](size_t p) {
+    for (const auto& t : atomic)
+      for (size_t k = t.find('\n'); k != std::string::npos && k + 1 < t.size(); k = t.find('\n', k + 1)) {
+        if (p < k + 1) break;
+        const size_t start = p - 1 - k;
+        const size_t len = std::min(t.size(), text.size() - start);  // a prefix at the end may complete later
+        if (text.compare(start, len, t, 0, len) == 0) return true;
+      }
+    return false;
+  };
+  for (size_t end = text.size();;) {
+    const size_t p = last_safe_split(text.substr(0, end));
+    if (p == 0 || !straddles(p)) return p;
+    end = p - 1;  // the next candidate lies before this one's newline
+  }
 }
 
 const PreTokenizer& gpt2_pretokenizer() {

@@ -40,6 +40,11 @@ const std::vector<std::string>& pretokenizer_patterns(const std::string& name);
 // same pieces as the whole: right after a '\n' that has non-space on both sides (no pattern
 // alternative can cross it). 0 when there is none. Lets streams be encoded chunk by chunk.
 size_t last_safe_split(std::string_view text);
+// The same, skipping cuts that an occurrence of one of `atomic` (tokens matched whole before
+// pre-tokenization: added or special tokens) would straddle, including one that runs past the end
+// of `text` and may be completed by what follows. Only tokens containing '\n' can straddle a cut,
+// so callers pass just those (usually none).
+size_t last_safe_split(std::string_view text, const std::vector<std::string>& atomic);
 
 // The default instance (compiled on first use).
 const PreTokenizer& gpt2_pretokenizer();
