@@ -30,9 +30,13 @@ std::string fixed(double v, int prec) {
 // the one newline it replaced.
 std::vector<int64_t> bytes_per_token(const tok::BpeTokenizer& tok, int64_t vocab_size) {
   std::vector<int64_t> out(static_cast<size_t>(vocab_size), 1);
-  const auto n_special = static_cast<int64_t>(tok.special_tokens().size());  // special ids come first
-  for (int64_t id = n_special; id < std::min<int64_t>(tok.vocab_size(), vocab_size); ++id)
+  for (int64_t id = 0; id < std::min<int64_t>(tok.vocab_size(), vocab_size); ++id)
     out[static_cast<size_t>(id)] = static_cast<int64_t>(tok.token_bytes(static_cast<int32_t>(id)).size());
+  // Special tokens sit anywhere (first in ours, last in DeepSeek's): each counts as the one byte it replaced.
+  for (const auto& s : tok.special_tokens()) {
+    const int32_t id = tok.special_id(s);
+    if (id >= 0 && id < vocab_size) out[static_cast<size_t>(id)] = 1;
+  }
   return out;
 }
 
