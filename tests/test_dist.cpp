@@ -82,7 +82,7 @@ class Dist : public ::testing::Test {
     const std::string dir = path_join(root_->path, name);
     fs::remove_all(dir);
     fs::create_directories(dir);
-    for (const char* f : {"tokenizer.json", "shards"})
+    for (const char* f : {"data", "tokenizer.json", "shards"})
       fs::copy(path_join(path_join(root_->path, "base"), f), path_join(dir, f), fs::copy_options::recursive);
     return dir;
   }

@@ -149,6 +149,10 @@ TEST(Journey, ResolvedConfigPrintsShortestNumbers) {
   TempDir dir;
   write_file_atomic(path_join(dir.path, "c.toml"), to_toml(c));
   EXPECT_EQ(load_run_config(path_join(dir.path, "c.toml")).train.lr, 1.0 / 3.0);
+  // Strings with line breaks, tabs, quotes and control characters survive the saved config.
+  c.generate.prompts = {"class A:\n\tdef \"f\"\\", std::string("x\x01y")};
+  write_file_atomic(path_join(dir.path, "p.toml"), to_toml(c));
+  EXPECT_EQ(load_run_config(path_join(dir.path, "p.toml")).generate.prompts, c.generate.prompts);
 }
 
 TEST(Journey, RegressReadsCsvFilesWithAHeaderRow) {

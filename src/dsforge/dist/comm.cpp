@@ -1,5 +1,7 @@
 #include "dsforge/dist/comm.h"
 
+#include <atomic>
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -167,7 +169,10 @@ void Comm::barrier() {
 
 void Comm::agree(const std::string& what, const std::string& value) {
   auto& store = *impl_->store;
-  const std::string key = "agree/" + what + "/";
+  // Every rank calls agree() the same number of times in the same order: the call's number keeps a
+  // second agreement on the same subject from reading the first one's values.
+  static std::atomic<int64_t> calls{0};
+  const std::string key = "agree/" + std::to_string(calls++) + "/" + what + "/";
   std::vector<std::string> values(static_cast<size_t>(world_size()));
   try {
     store.set(key + std::to_string(rank()), as_bytes(value));
