@@ -4,6 +4,7 @@
 // autograd functions stay generic over the element type.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "dsforge/kernels/fused.h"
