@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 
 #include "dsforge/kernels/fused.h"
+#include "dsforge/kernels/platform.h"
 #include "dsforge/train/precision.h"
 #include "test_util.h"
 
@@ -411,4 +412,83 @@ TEST(Kernels, AdamWUpdateAndSumOfSquaresMatchTheirFormulas) {
   at::Tensor big = at::randn({100003});
   const double ref = big.to(at::kDouble).pow(2).sum().item<double>();
   EXPECT_NEAR(kernels::sum_of_squares(big), ref, 1e-6 * ref);  // float partial sums per block, double total
+}
+
+// The vector loops come compiled for several instruction sets and one is chosen at start (platform.h).
+// Each ISA this CPU runs gives the generic loops' results on the same random inputs, forward and backward,
+// float32 within float rounding (vector widths change the order of the sums) and bfloat16 within one
+// bf16 step; the odd sizes leave remainders after every vector width.
+TEST(Kernels, EveryVectorIsaAgreesWithGeneric) {
+  const std::vector<std::string> isas = kernels::supported_vector_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.back(), "generic");
+  const std::string start_isa = kernels::vector_loops().isa;
+  if (!std::getenv("DSFORGE_KERNEL_ISA")) {
+    EXPECT_EQ(start_isa, isas.front()) << "the best ISA is chosen by default";
+  }
+  bool listed = false;  // `dsforge doctor` names the ISA in use
+  for (const auto& p : kernels::fast_paths())
+    if (p.name == "vector kernels") listed = p.detail.rfind(start_isa + ":", 0) == 0;
+  EXPECT_TRUE(listed);
+  EXPECT_THROW(kernels::set_vector_isa("sse9"), std::invalid_argument);
+
+  at::manual_seed(11);
+  const auto bf = at::kBFloat16;
+  at::Tensor logits = at::randn({37, 1001}) * 3, targets = at::randint(1001, {37}, at::kLong);
+  targets[5] = -100;
+  at::Tensor x = at::randn({3, 1237}) * 2, u = at::randn({3, 1237}), w = at::randn({3, 1237});
+  at::Tensor rx = at::randn({33, 257}), rg = at::rand({257}) + 0.5, rw = at::randn({33, 257});
+  const int64_t S = 9, dr = 16;
+  at::Tensor theta = at::rand({S + 3, dr / 2}) * 6.0, cos = theta.cos(), sin = theta.sin();
+  at::Tensor proj = at::randn({2, S, 3, 5 + dr}), pw = at::randn({2, S, 3, dr});
+  at::Tensor scores = at::randn({2, 3, 11, 13}), sw = at::randn({2, 3, 11, 13});
+  at::Tensor q = at::randn({2, 2, 70, 24}), k = at::randn({2, 2, 70, 24}), v = at::randn({2, 2, 70, 24});
+  at::Tensor aw = at::randn({2, 2, 70, 24});
+  at::Tensor p0 = at::randn({10007}), g0 = at::randn({10007}), m0 = at::randn({10007}) * 0.1, v0 = at::rand({10007}) * 0.1;
+
+  // Every kernel's outputs and gradients, in a fixed order.
+  auto run_all = [&] {
+    std::vector<at::Tensor> out;
+    auto add = [&](const std::vector<at::Tensor>& ts) { out.insert(out.end(), ts.begin(), ts.end()); };
+    for (auto dt : {at::kFloat, bf}) {
+      for (double eps : {0.0, 0.1}) {
+        at::Tensor l = logits.to(dt).detach().clone().requires_grad_(true), loss = kernels::cross_entropy(l, targets, eps);
+        loss.backward();
+        add({loss, l.grad()});
+      }
+      auto one = [&](auto f, std::vector<at::Tensor> in, const at::Tensor& wt) {
+        for (auto& t : in) t = t.to(dt);
+        std::vector<at::Tensor> cast = in;
+        add({f(cast)});
+        add(grads_of(f, in, wt.to(dt)));
+      };
+      one([](auto& in) { return kernels::gelu_tanh(in[0]); }, {x}, w);
+      one([](auto& in) { return kernels::silu_mul(in[0], in[1]); }, {x, u}, w);
+      one([&](auto& in) { return kernels::rms_norm(in[0], rg, 1e-6); }, {rx}, rw);
+      one([&](auto& in) { return kernels::rope(in[0].narrow(-1, 5, dr), cos, sin, 2); }, {proj}, pw);
+      one([](auto& in) { return kernels::causal_attention(in[0], in[1], in[2], 0.2); }, {q, k, v}, aw);
+    }
+    add(grads_of([](auto& in) { return kernels::causal_softmax(in[0], 0.3); }, {scores}, sw));
+    add({kernels::causal_softmax(scores, 0.3)});
+    at::Tensor p = p0.clone(), m = m0.clone(), vv = v0.clone();
+    kernels::adamw_update(p, g0, m, vv, kernels::AdamWStep{1e-2, 0.9, 0.95, 1e-8, 0.1, 0.19, 0.0975, 0.5});
+    add({p, m, vv, at::scalar_tensor(kernels::sum_of_squares(p0), at::kDouble)});
+    return out;
+  };
+
+  kernels::set_vector_isa("generic");
+  const std::vector<at::Tensor> ref = run_all();
+  for (const std::string& isa : isas) {
+    kernels::set_vector_isa(isa);
+    EXPECT_EQ(kernels::vector_loops().isa, isa);
+    const std::vector<at::Tensor> got = run_all();
+    ASSERT_EQ(got.size(), ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const bool low = ref[i].scalar_type() == bf;
+      const std::string what = isa + " output " + std::to_string(i);
+      EXPECT_EQ(got[i].scalar_type(), ref[i].scalar_type()) << what;
+      expect_close(got[i], ref[i], low ? 1.0 / 64 : 1e-4, what.c_str());
+    }
+  }
+  kernels::set_vector_isa(start_isa);
 }

@@ -14,6 +14,10 @@
 // Every function falls back to the equivalent ATen composition where the fast path does not apply
 // (not float32, not CPU, not contiguous), so results never depend on where a tensor lives.
 // Tests compare each against that composition and against finite differences.
+//
+// Implemented by family (elementwise.cpp, attention.cpp, experts.cpp, optimizer.cpp) around the vector
+// loops of vec.h, compiled per instruction set and chosen at run time; the BLAS, oneDNN and OpenMP
+// plumbing, the switches and fast_paths() in platform.cpp; libtorch-version differences in compat.h.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -66,7 +70,7 @@ struct AdamWStep {
 void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
                   const AdamWStep& s);
 
-// Whether autocast is on for device type t, and its dtype (the queries differ across libtorch versions).
+// Whether autocast is on for device type t, and its dtype (compat.h, where the queries' libtorch versions differ).
 bool autocast_enabled(c10::DeviceType t);
 c10::ScalarType autocast_dtype_of(c10::DeviceType t);
 

@@ -1,37 +1,11 @@
 #include "dsforge/train/precision.h"
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
-#include <torch/version.h>
 
 #include "dsforge/core/error.h"
-#include "dsforge/kernels/fused.h"
-
-// libtorch 2.4 folded the per-device autocast setters into device-typed ones (the queries:
-// kernels::autocast_enabled, kernels::autocast_dtype_of).
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define DSFORGE_AUTOCAST_DEVICE_API 1
-#endif
+#include "dsforge/kernels/compat.h"
 
 namespace dsforge::train {
-namespace {
-
-void set_autocast(c10::DeviceType t, bool on, c10::ScalarType dtype) {
-#ifdef DSFORGE_AUTOCAST_DEVICE_API
-  at::autocast::set_autocast_dtype(t, dtype);
-  at::autocast::set_autocast_enabled(t, on);
-#else
-  if (t == c10::DeviceType::CPU) {
-    at::autocast::set_autocast_cpu_dtype(dtype);
-    at::autocast::set_cpu_enabled(on);
-  } else {
-    at::autocast::set_autocast_gpu_dtype(dtype);
-    at::autocast::set_enabled(on);
-  }
-#endif
-}
-
-}  // namespace
 
 c10::Device resolve_device(const std::string& spec) {
   if (spec == "cpu") return c10::Device(c10::kCPU);
@@ -63,16 +37,16 @@ c10::ScalarType autocast_dtype(const std::string& precision, c10::Device device)
 AutocastScope::AutocastScope(c10::Device device, c10::ScalarType dtype) : type_(device.type()), prev_dtype_(dtype) {
   if (dtype == at::kFloat) return;
   active_ = true;
-  prev_enabled_ = kernels::autocast_enabled(type_);
-  prev_dtype_ = kernels::autocast_dtype_of(type_);
-  set_autocast(type_, true, dtype);
+  prev_enabled_ = compat::autocast_enabled(type_);
+  prev_dtype_ = compat::autocast_dtype(type_);
+  compat::set_autocast(type_, true, dtype);
   at::autocast::increment_nesting();
 }
 
 AutocastScope::~AutocastScope() {
   if (!active_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  set_autocast(type_, prev_enabled_, prev_dtype_);
+  compat::set_autocast(type_, prev_enabled_, prev_dtype_);
 }
 
 void LossScaler::unscale(const std::vector<at::Tensor>& params) const {

@@ -1,0 +1,256 @@
+#include "dsforge/kernels/platform.h"
+
+#include <ATen/ATen.h>
+
+#include "dsforge/core/log.h"
+#include "dsforge/kernels/compat.h"
+#include "dsforge/kernels/fused.h"
+
+#include <dlfcn.h>
+#ifdef DSFORGE_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+#include <utility>
+
+namespace dsforge::kernels {
+namespace {
+
+// ------------------------------------------------------------------ float32 GEMM
+// Where the build found the system BLAS (the libblas.so.3 libtorch itself uses, DSFORGE_HAVE_BLAS)
+// straight to sgemm, column-major, as the same product transposed with the operands swapped: no tensor
+// views or operator dispatch per product.
+#ifdef DSFORGE_HAVE_BLAS
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc);
+#endif
+
+// ------------------------------------------------------------------ bfloat16 GEMM
+// oneDNN's dnnl_gemm_bf16bf16f32 (row-major, AVX512-BF16 dot products where the CPU has them): about
+// twice sgemm's speed single-threaded on attention's shapes here (165-200 vs 80-110 GFLOP/s). libtorch
+// links oneDNN dynamically on Debian; the symbol is looked up at run time, so a libtorch that hides it
+// (oneDNN linked statically) simply leaves bfloat16 attention and experts on float32
+// (bf16_gemm_available() says which).
+using Bf16Gemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const uint16_t*, int64_t, const uint16_t*, int64_t,
+                         float, float*, int64_t);
+const char* bf16_gemm_missing_reason = "";
+// A oneDNN without a bf16 GEMM for this CPU answers dnnl_unimplemented: one small product with a
+// known result decides, once, before any kernel relies on it.
+Bf16Gemm bf16_gemm_fn() {
+  static const Bf16Gemm f = [] {
+    auto g = reinterpret_cast<Bf16Gemm>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+    if (!g) {
+      bf16_gemm_missing_reason = "oneDNN's dnnl_gemm_bf16bf16f32 is not exported by this libtorch";
+    } else {
+      const uint16_t a[4] = {0x3f80, 0x4000, 0x4040, 0x4080}, b[4] = {0x3f80, 0x3f80, 0x4000, 0xbf80};  // [1 2; 3 4], [1 1; 2 -1]
+      float c[4] = {0, 0, 0, 0};
+      const bool ok = g('N', 'N', 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2) == 0 && c[0] == 5 && c[1] == -1 && c[2] == 11 && c[3] == -1;
+      if (!ok) bf16_gemm_missing_reason = "oneDNN's dnnl_gemm_bf16bf16f32 failed its probe product (no bf16 GEMM for this CPU)";
+      if (!ok) g = nullptr;
+    }
+    if (!g) log_info("kernels: ", bf16_gemm_missing_reason, "; bf16 attention and experts compute in float32");
+    return g;
+  }();
+  return f;
+}
+
+// ------------------------------------------------------------------ vector ISA
+// The loops of vec.h per instruction set, best first, and the CPU features each needs
+// (__builtin_cpu_supports also checks that the OS saves the AVX / AVX-512 registers).
+struct Isa {
+  const char* name;
+  const VectorLoops& (*table)();
+  std::vector<const char*> needs;
+};
+
+const std::vector<Isa>& isas() {
+  static const std::vector<Isa> all = {
+      {"avx512", &vector_loops_avx512, {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"}},
+      {"avx2", &vector_loops_avx2, {"avx2", "fma"}},
+      {"generic", &vector_loops_generic, {}},
+  };
+  return all;
+}
+
+bool cpu_has(const char* feature) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  const std::string f = feature;
+  if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+  if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
+  if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
+  if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
+  if (f == "avx2") return __builtin_cpu_supports("avx2");
+  if (f == "fma") return __builtin_cpu_supports("fma");
+#endif
+  return false;  // not x86: only the generic loops (compiled for the target's baseline)
+}
+
+// The features of isa this CPU lacks ("" when it runs it).
+std::string missing_features(const Isa& isa) {
+  std::string missing;
+  for (const char* f : isa.needs)
+    if (!cpu_has(f)) missing += (missing.empty() ? "" : " ") + std::string(f);
+  return missing;
+}
+
+const Isa* find_isa(const std::string& name) {
+  for (const Isa& i : isas())
+    if (name == i.name) return &i;
+  return nullptr;
+}
+
+const Isa& best_isa() {
+  for (const Isa& i : isas())
+    if (missing_features(i).empty()) return i;
+  return isas().back();
+}
+
+std::atomic<const VectorLoops*> g_loops{nullptr};
+std::string g_isa_reason;  // why the first choice was made (written once, before g_loops is published)
+std::atomic<bool> g_isa_overridden{false};  // by set_vector_isa
+
+const VectorLoops* choose_vector_loops() {
+  static const VectorLoops* chosen = [] {
+    const Isa& best = best_isa();
+    const Isa* pick = &best;
+    if (best.name == std::string("generic")) {
+      g_isa_reason = "this CPU lacks " + missing_features(*find_isa("avx2"));
+    } else {
+      g_isa_reason = "this CPU has";
+      for (const char* f : best.needs) g_isa_reason += std::string(" ") + f;
+    }
+    if (const char* env = std::getenv("DSFORGE_KERNEL_ISA"); env && *env) {
+      const Isa* want = find_isa(env);
+      if (!want) {
+        g_isa_reason = fmt("DSFORGE_KERNEL_ISA=", env, " is not one of generic, avx2, avx512; using the best this CPU runs");
+      } else if (const std::string miss = missing_features(*want); !miss.empty()) {
+        g_isa_reason = fmt("DSFORGE_KERNEL_ISA=", env, " asked, but this CPU lacks ", miss, "; using the best it runs");
+      } else {
+        pick = want;
+        g_isa_reason = fmt("DSFORGE_KERNEL_ISA=", env, " (this CPU runs ", best.name, ")");
+      }
+      log_info("kernels: vector loops ", pick->name, ": ", g_isa_reason);
+    } else if (pick->name == std::string("generic")) {
+      log_info("kernels: vector loops generic: ", g_isa_reason);
+    }
+    const VectorLoops* t = &pick->table();
+    g_loops.store(t, std::memory_order_release);
+    return t;
+  }();
+  return chosen;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ GEMMs
+void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+             int64_t ldb, float beta, float* C, int64_t ldc) {
+#ifdef DSFORGE_HAVE_BLAS
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const float alpha = 1.0f;
+  sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+#else
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  auto view = [&](const float* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+    at::Tensor t = at::from_blob(const_cast<float*>(p), {trans ? cols : rows, trans ? rows : cols}, {ld, 1}, opts);
+    return trans ? t.t() : t;
+  };
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  if (beta == 0.0f) at::mm_out(c, view(A, M, K, lda, trans_a), view(B, K, N, ldb, trans_b));
+  else c.addmm_(view(A, M, K, lda, trans_a), view(B, K, N, ldb, trans_b), beta, 1.0f);
+#endif
+}
+
+void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+             const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int status = bf16_gemm_fn()(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+  if (status != 0) throw std::runtime_error("dnnl_gemm_bf16bf16f32 failed with status " + std::to_string(status));
+}
+
+bool bf16_gemm_available() { return bf16_gemm_fn() != nullptr; }
+
+// OpenBLAS's OpenMP build sizes its threading by omp_get_max_threads(), which inside a parallel region
+// still reports the outer team's size: a product called from one of the kernels' tasks then takes the
+// threaded path for some shapes, and OpenBLAS serves one threaded call at a time, so the tasks'
+// products run one after another (measured: 512x96x256 products from two tasks ran at 104 GFLOP/s in
+// all, against 98 from one task and 187 with OPENBLAS_NUM_THREADS=1). Every task that calls a GEMM
+// first says it has one thread; the setting belongs to the task and ends with it.
+void blas_single_threaded_in_this_task() {
+#ifdef DSFORGE_HAVE_OPENMP
+  if (omp_in_parallel()) omp_set_num_threads(1);
+#endif
+}
+
+// ------------------------------------------------------------------ vector ISA
+const VectorLoops& vector_loops() {
+  const VectorLoops* t = g_loops.load(std::memory_order_acquire);
+  return t ? *t : *choose_vector_loops();
+}
+
+std::vector<std::string> supported_vector_isas() {
+  std::vector<std::string> out;
+  for (const Isa& i : isas())
+    if (missing_features(i).empty()) out.push_back(i.name);
+  return out;
+}
+
+void set_vector_isa(const std::string& isa) {
+  const Isa* want = find_isa(isa);
+  if (!want) throw std::invalid_argument("set_vector_isa: unknown ISA '" + isa + "' (generic, avx2, avx512)");
+  if (const std::string miss = missing_features(*want); !miss.empty())
+    throw std::invalid_argument("set_vector_isa: this CPU lacks " + miss + " for " + isa);
+  choose_vector_loops();  // the first choice is made (and logged) before it is overridden
+  g_loops.store(&want->table(), std::memory_order_release);
+  g_isa_overridden = true;
+}
+
+// ------------------------------------------------------------------ switches and the doctor's list
+bool fused_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("DSFORGE_FUSED");
+    const bool off = v && std::string(v) == "0";
+    if (off) log_info("kernels: DSFORGE_FUSED=0: the fused kernels are off, every op runs as its ATen composition");
+    return !off;
+  }();
+  return on;
+}
+
+bool autocast_enabled(c10::DeviceType t) { return compat::autocast_enabled(t); }
+c10::ScalarType autocast_dtype_of(c10::DeviceType t) { return compat::autocast_dtype(t); }
+
+std::vector<FastPath> fast_paths() {
+  std::vector<FastPath> out;
+  out.push_back({"fused kernels", fused_enabled(), fused_enabled() ? "cross-entropy, GELU, SwiGLU, RMSNorm, RoPE, "
+                                                                     "attention, grouped experts, AdamW"
+                                                                   : "DSFORGE_FUSED=0 in the environment"});
+  const std::string isa = vector_loops().isa, best = best_isa().name;
+  std::string detail = isa + ": " + (g_isa_overridden ? "chosen by set_vector_isa, this CPU runs " + best : g_isa_reason);
+  detail += " (built for avx512, avx2 and generic, chosen at run time; DSFORGE_KERNEL_ISA=generic|avx2|avx512 forces one)";
+#ifdef DSFORGE_VEC_NATIVE
+  detail += "; DSFORGE_NATIVE build: the loop files also use -march=native (runs only on CPUs like the build machine's)";
+#endif
+  out.push_back({"vector kernels", isa == best, detail});
+#ifdef DSFORGE_HAVE_BLAS
+  out.push_back({"direct sgemm", true, "attention products call the system libblas.so.3 directly"});
+#else
+  out.push_back({"direct sgemm", false, "no BLAS found at build time: attention products go through at::mm_out"});
+#endif
+  const bool bf16 = bf16_gemm_available();
+  out.push_back({"bf16 GEMM", bf16, bf16 ? "oneDNN dnnl_gemm_bf16bf16f32 (bf16 attention and experts)" : bf16_gemm_missing_reason});
+#ifdef DSFORGE_HAVE_OPENMP
+  out.push_back({"single-threaded BLAS per task", true, "kernel tasks set OpenMP's thread count to 1 for their products"});
+#else
+  out.push_back({"single-threaded BLAS per task", false,
+                 "built without OpenMP: a threaded BLAS may serialise the tasks' products"});
+#endif
+  return out;
+}
+
+}  // namespace dsforge::kernels
