@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "dsforge/core/edit_distance.h"
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 
@@ -125,24 +126,12 @@ const char* type_name(const FieldRef& r) {
   }
 }
 
-// Edit distance, for "did you mean" hints.
-size_t distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
 
 std::string unknown_key_message(const std::string& where, const std::string& key, std::vector<Field>& fs) {
   std::string best;
   size_t best_d = 4;
   for (const auto& f : fs) {
-    size_t d = distance(key, f.key);
+    size_t d = edit_distance(key, f.key);
     if (d < best_d) best_d = d, best = f.key;
   }
   std::string msg = fmt(where, "unknown key '", key, "'");

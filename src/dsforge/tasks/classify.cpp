@@ -189,13 +189,7 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
   const int64_t d = backbone->config().hidden_size, C = static_cast<int64_t>(labels.size());
   auto classifier = std::make_shared<ClassifierModule>(backbone, d, C);
   torch::nn::Linear head = classifier->head;
-  FinetuneSchedule sched;
-  sched.examples = static_cast<int64_t>(data.train.size());
-  sched.epochs = opt.epochs;
-  sched.batch = opt.batch;
-  sched.lr = opt.lr;
-  sched.weight_decay = opt.weight_decay;
-  sched.seed = opt.seed;
+  FinetuneSchedule sched = finetune_schedule(static_cast<int64_t>(data.train.size()), opt);
   RunConfig cfg = finetune_run_config(sched, opt.overrides, out_dir.empty() ? "" : path_join(out_dir, "train"));
   ClassifyTask task(classifier, tok, data.train, label_index, opt, cfg.train.bias_update_speed,
                     fmt("classify|", model_dir, "|", data.name, "|", data.train.size(), "|", labels.size()));

@@ -45,6 +45,20 @@ struct FinetuneSchedule {
   double warmup_fraction = 0.05;
   double grad_clip = 1.0;
 };
+// The flags every fine-tuning command shares (epochs, batch, lr, weight_decay, seed), read from its
+// options struct.
+template <typename Options>
+FinetuneSchedule finetune_schedule(int64_t examples, const Options& opt) {
+  FinetuneSchedule s;
+  s.examples = examples;
+  s.epochs = opt.epochs;
+  s.batch = opt.batch;
+  s.lr = opt.lr;
+  s.weight_decay = opt.weight_decay;
+  s.seed = opt.seed;
+  return s;
+}
+
 // The fine-tuning defaults above, then `overrides` ("train.beta2=0.98"), validated. max_steps is
 // epochs x ceil(examples / batch).
 RunConfig finetune_run_config(const FinetuneSchedule& s, const std::vector<std::string>& overrides,

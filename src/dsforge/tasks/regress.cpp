@@ -202,13 +202,7 @@ RegressResult train_regressor(const RegressionData& data, const RegressOptions& 
 
   const int64_t d = r.features;
   auto mlp = std::make_shared<MlpModule>(d, opt.hidden);
-  FinetuneSchedule sched;
-  sched.examples = xtr.size(0);
-  sched.epochs = opt.epochs;
-  sched.batch = opt.batch;
-  sched.lr = opt.lr;
-  sched.weight_decay = opt.weight_decay;
-  sched.seed = opt.seed;
+  FinetuneSchedule sched = finetune_schedule(xtr.size(0), opt);
   sched.schedule = "cosine";  // to 0, no warmup, no clipping: what a small MLP on standardised data wants
   sched.warmup_fraction = 0;
   sched.grad_clip = 0;

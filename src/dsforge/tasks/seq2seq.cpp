@@ -200,13 +200,7 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
     s.push_back(eot);
     seqs.emplace_back(std::move(s), first);
   }
-  FinetuneSchedule sched;
-  sched.examples = static_cast<int64_t>(seqs.size());
-  sched.epochs = opt.epochs;
-  sched.batch = opt.batch;
-  sched.lr = opt.lr;
-  sched.weight_decay = opt.weight_decay;
-  sched.seed = opt.seed;
+  FinetuneSchedule sched = finetune_schedule(static_cast<int64_t>(seqs.size()), opt);
   RunConfig cfg = finetune_run_config(sched, opt.overrides, out_dir.empty() ? "" : path_join(out_dir, "train"));
   Seq2SeqTask task(m, seqs, eot, cfg.train.bias_update_speed, opt.seed,
                    fmt("seq2seq|", model_dir, "|", data.name, "|", seqs.size(), "|", max_src, "|", max_tgt));
