@@ -9,6 +9,9 @@ PACKAGES=(
   libtorch-dev libgloo-dev libopenblas0-openmp libopenblas-openmp-dev
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libicu-dev libpcre2-dev
+  libsqlite3-dev          # hyperparameter-search studies
+  libeigen3-dev           # the Gaussian-process sampler
+  libcpp-httplib-dev      # dsforge serve
   wordnet-base            # the built-in default corpus (glosses)
 )
 # What `make test` and the benchmarks add (`setup.sh --demo` leaves them out).
@@ -17,6 +20,8 @@ TEST_PACKAGES=(
   python3-torch           # reference implementations in tests and benchmarks only; dsforge never needs Python
   chromium                # headless browser that tests the HTML run report renders
   iproute2                # `ip netns`: the two-host distributed test runs over a veth pair
+  python3-optuna          # bench_search's reference sampler
+  python3-gensim          # bench_embed's reference word2vec
 )
 if [ "${1:-}" != "--demo" ]; then PACKAGES+=("${TEST_PACKAGES[@]}"); fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
