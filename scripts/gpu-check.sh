@@ -22,4 +22,14 @@ for prec in fp32 bf16 fp16; do
     --run.out_dir="$RUN/$prec" --train.precision="$prec" --train.max_steps=300 --train.log_every=50 2>&1 | \
     grep -E "micro-batch|step 300/|eval:|perplexity" || true
 done
+# Data parallelism over every GPU: NCCL for the gradients when this libtorch has it (dsforge doctor says).
+"$BUILD/dsforge" doctor | grep -i -E "libtorch|nccl" || true
+NGPU="$(nvidia-smi -L | wc -l)"
+echo "== data-parallel training on $NGPU GPU(s)"
+for stage in "data prepare" "tokenizer train" "tokenize"; do
+  "$BUILD/dsforge" $stage --config "$HERE/configs/run/quickstart.toml" --run.out_dir="$RUN/ddp" > /dev/null
+done
+"$BUILD/dsforge" launch --nproc-per-node "$NGPU" -- train --config "$HERE/configs/run/quickstart.toml" \
+  --run.device=cuda --run.out_dir="$RUN/ddp" --train.max_steps=100 --train.log_every=50 2>&1 | \
+  grep -E "dist:|NCCL|step 100/" || true
 echo "results under $RUN (metrics.jsonl, report.html per precision)"

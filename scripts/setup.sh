@@ -74,4 +74,26 @@ gflops="$("$check")" || die "BLAS check failed to run"
 say "float32 matmul through libtorch: $gflops GFLOP/s (OpenBLAS expected; reference BLAS gives ~3)"
 awk -v g="$gflops" -v m="$MIN_GFLOPS" 'BEGIN { exit !(g >= m) }' || die \
   "matmul runs at $gflops GFLOP/s, below $MIN_GFLOPS: a reference BLAS is in use. Check 'update-alternatives --display libblas.so.3-$arch' and that libopenblas0-openmp is installed."
+# Test-only npm packages, pinned, under BUILD/node: node-llama-cpp (the prebuilt binaries of llama.cpp,
+# nothing compiled) for the GGUF export tests and the decode comparison, and the official `openai`
+# client for the server tests. The tests that need them skip, saying why, when node or a package is missing.
+NPM_PACKAGES=(node-llama-cpp@3.21.1 openai@4.95.0)
+if [ "${1:-}" != "--demo" ]; then
+  missing_npm=()
+  for spec in "${NPM_PACKAGES[@]}"; do
+    name="${spec%@*}" version="${spec##*@}"
+    pj="$BUILD/node/node_modules/$name/package.json"
+    [ -f "$pj" ] && grep -q "\"version\": \"$version\"" "$pj" || missing_npm+=("$spec")
+  done
+  if [ ${#missing_npm[@]} -eq 0 ]; then
+    say "npm test packages present: ${NPM_PACKAGES[*]}"
+  elif command -v npm >/dev/null && command -v node >/dev/null; then
+    say "installing npm test packages under $BUILD/node: ${missing_npm[*]}"
+    mkdir -p "$BUILD/node"
+    npm install --prefix "$BUILD/node" --save-exact --no-audit --no-fund --loglevel=error "${missing_npm[@]}" ||
+      say "warning: npm could not install ${missing_npm[*]}; the tests that need them will skip"
+  else
+    say "warning: node/npm not found; the llama.cpp and OpenAI-client tests will skip"
+  fi
+fi
 say "ok"

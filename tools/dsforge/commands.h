@@ -30,5 +30,7 @@ void add_launch_command(CLI::App& app, Context& ctx);
 void add_analyze_command(CLI::App& app, Context& ctx);
 void add_regress_command(CLI::App& app, Context& ctx);
 void add_doctor_command(CLI::App& app, Context& ctx);
+void add_export_command(CLI::App& app, Context& ctx);
+void add_serve_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

@@ -34,36 +34,57 @@ void fsync_path(const std::string& path, int flags) {
 
 void fsync_dir(const std::string& path) { fsync_path(path, O_RDONLY | O_DIRECTORY); }
 
-void write_file_atomic(const std::string& path, std::string_view data) {
-  fs::path target(path);
+AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)) {
+  fs::path target(path_);
   if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw IoError(fmt(tmp, ": cannot create (", std::strerror(errno), ")"));
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
+  tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd_ < 0) throw IoError(fmt(tmp_, ": cannot create (", std::strerror(errno), ")"));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void AtomicFileWriter::write(const void* data, size_t n) {
+  if (fd_ < 0) throw IoError(fmt(path_, ": write after commit"));
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd_, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw IoError(fmt(tmp, ": write failed (", std::strerror(err), ")"));
+      throw IoError(fmt(tmp_, ": write failed (", std::strerror(errno), ")"));
     }
     p += w;
-    left -= static_cast<size_t>(w);
+    n -= static_cast<size_t>(w);
+    written_ += static_cast<uint64_t>(w);
   }
+}
+
+void AtomicFileWriter::commit() {
+  const int fd = fd_;
+  fd_ = -1;
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw IoError(fmt(tmp, ": fsync/close failed (", std::strerror(errno), ")"));
+    const int err = errno;
+    ::unlink(tmp_.c_str());
+    throw IoError(fmt(tmp_, ": fsync/close failed (", std::strerror(err), ")"));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw IoError(fmt(path, ": rename from temporary file failed (", std::strerror(err), ")"));
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp_.c_str());
+    throw IoError(fmt(path_, ": rename from temporary file failed (", std::strerror(err), ")"));
   }
+  fs::path target(path_);
   fsync_path(target.has_parent_path() ? target.parent_path().string() : ".", O_RDONLY | O_DIRECTORY);
+}
+
+void write_file_atomic(const std::string& path, std::string_view data) {
+  AtomicFileWriter out(path);
+  out.write(data);
+  out.commit();
 }
 
 bool file_exists(const std::string& path) { return fs::exists(path); }

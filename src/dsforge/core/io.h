@@ -11,6 +11,28 @@ std::string read_file(const std::string& path);  // throws IoError naming the pa
 // Writes `data` to `path` so that a crash leaves either the old file or the new one, never a mix.
 void write_file_atomic(const std::string& path, std::string_view data);
 bool file_exists(const std::string& path);
+
+// A large file written in pieces with the same guarantee: bytes go to a temporary file beside `path`,
+// commit() makes them durable and renames; a writer destroyed without commit() removes its temporary.
+//
+//   AtomicFileWriter out("model.gguf");
+//   out.write(header); out.write(tensor_bytes); out.commit();
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  void write(const void* data, size_t n);
+  void write(std::string_view data) { write(data.data(), data.size()); }
+  uint64_t size() const { return written_; }
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+};
 // Makes a rename or file creation inside `path` durable.
 void fsync_dir(const std::string& path);
 void make_dirs(const std::string& path);

@@ -14,6 +14,9 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if defined(USE_C10D_NCCL)  // a CUDA libtorch built with NCCL (never Debian's): CUDA tensors go through NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include "dsforge/core/log.h"
 
@@ -58,7 +61,30 @@ std::vector<uint8_t> as_bytes(const std::string& s) { return std::vector<uint8_t
 
 struct Comm::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<Group> group;
+  c10::intrusive_ptr<Group> group;  // Gloo: CPU tensors, barriers, and CUDA tensors without NCCL
+#if defined(USE_C10D_NCCL)
+  // Created on the first collective over a CUDA tensor (every rank reaches it at the same call), with
+  // its own key prefix in the store.
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+  double timeout_s = 0;
+  int rank = 0, world = 1;
+#endif
+  // The group a collective over `t` goes through.
+  template <typename F>
+  WorkPtr run(const at::Tensor& t, F&& f) {
+#if defined(USE_C10D_NCCL)
+    if (t.is_cuda()) {
+      if (!nccl) {
+        auto o = c10d::ProcessGroupNCCL::Options::create();
+        o->timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+        nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("nccl", store), rank, world, o);
+        log_info("dist: NCCL for CUDA tensors (rank ", rank, "/", world, ")");
+      }
+      return f(*nccl);
+    }
+#endif
+    return f(*group);
+  }
 };
 
 struct Comm::Pending::Impl {
@@ -123,6 +149,11 @@ std::unique_ptr<Comm> Comm::connect(const DistEnv& env, double timeout_s) {
   gopts->threads = 2;
   try {
     comm->impl_->group = c10::make_intrusive<Group>(comm->impl_->store, env.rank, env.world_size, gopts);
+#if defined(USE_C10D_NCCL)
+    comm->impl_->timeout_s = timeout_s;
+    comm->impl_->rank = env.rank;
+    comm->impl_->world = env.world_size;
+#endif
   } catch (const std::exception& e) {
     throw RankLostError(fmt("rank ", env.rank, ": creating the Gloo group of ", env.world_size, " ranks on ", where,
                             " failed: ", e.what()));
@@ -141,7 +172,7 @@ Comm::Pending Comm::allreduce_sum_async(at::Tensor t, const std::string& what) {
   p.impl_->comm = this;
   p.impl_->what = what;
   try {
-    p.impl_->work = impl_->group->allreduce(ts);
+    p.impl_->work = impl_->run(ts[0], [&](auto& g) -> WorkPtr { return g.allreduce(ts); });
   } catch (const std::exception& e) {
     fail(what, e);
   }
@@ -153,7 +184,7 @@ void Comm::broadcast(at::Tensor& t, int root) {
   c10d::BroadcastOptions o;
   o.rootRank = root;
   try {
-    impl_->group->broadcast(ts, o)->wait();
+    impl_->run(t, [&](auto& g) -> WorkPtr { return g.broadcast(ts, o); })->wait();
   } catch (const std::exception& e) {
     fail("broadcast", e);
   }

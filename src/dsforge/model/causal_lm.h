@@ -29,6 +29,13 @@ struct DecodeState {
   // Keeps rows `rows` ([B'] int64, repeats allowed) of every cached tensor: beam search continues
   // each hypothesis from its parent's state.
   virtual void select_rows(const at::Tensor& rows) = 0;
+  // Continuous batching (serve): a state over rows [row, row + n) that shares this one's storage,
+  // positioned at `len` (the next token goes there). Writes through the view land in this state. Only
+  // models whose attention is relative in position (RoPE: DeepSeek) can place a newcomer's prompt at
+  // the batch's current position and give the same result; the others return nullptr.
+  virtual std::unique_ptr<DecodeState> rows_view(int64_t row, int64_t n, int64_t len) { return nullptr; }
+  // Marks key positions [0, pad_until) of `row` as padding and the rest as real (a newcomer's row).
+  virtual void set_row_padding(int64_t row, int64_t pad_until) {}
   int64_t len = 0;      // positions consumed
   int64_t max_len = 0;
 };

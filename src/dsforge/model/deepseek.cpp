@@ -224,6 +224,33 @@ struct DeepseekDecodeState : DecodeState {
       for (at::Tensor* t : {&l.kv, &l.pe, &l.k, &l.v, &l.key_pad})
         if (t->defined()) *t = t->index_select(0, rows.to(t->device()));
   }
+  std::unique_ptr<DecodeState> rows_view(int64_t row, int64_t n, int64_t at_len) override {
+    ensure_padding();
+    auto v = std::make_unique<DeepseekDecodeState>();
+    v->cache.max_len = cache.max_len;
+    v->cache.len = v->len = at_len;
+    v->max_len = max_len;
+    for (const auto& l : cache.layers) {
+      MlaCache m;
+      m.mode = l.mode;
+      for (auto [dst, src] : {std::pair{&m.kv, &l.kv}, {&m.pe, &l.pe}, {&m.k, &l.k}, {&m.v, &l.v}, {&m.key_pad, &l.key_pad}})
+        if (src->defined()) *dst = src->narrow(0, row, n);
+      v->cache.layers.push_back(std::move(m));
+    }
+    return v;
+  }
+  void set_row_padding(int64_t row, int64_t pad_until) override {
+    ensure_padding();
+    at::Tensor r = cache.layers.front().key_pad[row];
+    r.fill_(false);
+    r.narrow(0, 0, pad_until).fill_(true);
+  }
+  // One [B, max_len] padding tensor shared by every layer (created all-false on first use).
+  void ensure_padding() {
+    if (cache.layers.empty() || cache.layers.front().key_pad.defined()) return;
+    const at::Tensor& any = cache.layers.front().kv.defined() ? cache.layers.front().kv : cache.layers.front().k;
+    cache.set_key_padding(at::zeros({any.size(0), cache.max_len}, any.options().dtype(at::kBool)));
+  }
 };
 
 std::unique_ptr<DecodeState> DeepseekV3Impl::start_decode(int64_t batch, int64_t max_len, CacheMode mode,

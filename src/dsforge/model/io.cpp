@@ -47,12 +47,75 @@ void save_pretrained(const std::string& dir, CausalLmImpl& m) {
   save_safetensors(path_join(dir, "model.safetensors"), model_state(m), {{"format", "pt"}});
 }
 
+bool is_gpt2_conv1d_weight(const std::string& name) {
+  auto ends = [&](const char* suffix) {
+    const std::string t(suffix);
+    return name.size() >= t.size() && name.compare(name.size() - t.size(), t.size(), t) == 0;
+  };
+  return ends(".attn.c_attn.weight") || ends(".attn.c_proj.weight") || ends(".mlp.c_fc.weight") || ends(".mlp.c_proj.weight");
+}
+
+TensorMap transpose_gpt2_conv1d(TensorMap state) {
+  for (auto& [name, t] : state)
+    if (is_gpt2_conv1d_weight(name) && t.dim() == 2) t = t.t().contiguous();
+  return state;
+}
+
+SafetensorsFile load_folder_weights(const std::string& dir) {
+  const std::string single = path_join(dir, "model.safetensors");
+  const std::string index = path_join(dir, "model.safetensors.index.json");
+  if (!file_exists(index)) {
+    if (!file_exists(single)) throw CheckpointError(fmt(dir, ": no model.safetensors or model.safetensors.index.json"));
+    return load_safetensors(single);
+  }
+  std::map<std::string, std::vector<std::string>> by_file;
+  try {
+    const auto j = nlohmann::json::parse(read_file(index));
+    for (auto it = j.at("weight_map").begin(); it != j.at("weight_map").end(); ++it)
+      by_file[it.value().get<std::string>()].push_back(it.key());
+  } catch (const nlohmann::json::exception& e) {
+    throw CheckpointError(fmt(index, ": expected {\"weight_map\": {tensor: file}} (", e.what(), ")"));
+  }
+  SafetensorsFile out;
+  for (const auto& [file, names] : by_file) {
+    if (file.find('/') != std::string::npos || file.find("..") != std::string::npos)
+      throw CheckpointError(fmt(index, ": shard name '", file, "' must be a file in the same folder"));
+    const std::string path = path_join(dir, file);
+    if (!file_exists(path)) throw CheckpointError(fmt(index, ": shard ", file, " is missing"));
+    SafetensorsFile shard = load_safetensors(path);
+    if (out.metadata.empty()) out.metadata = shard.metadata;
+    for (const auto& name : names) {
+      auto it = shard.tensors.find(name);
+      if (it == shard.tensors.end()) throw CheckpointError(fmt(path, ": the index lists tensor '", name, "' here but the shard lacks it"));
+      if (!out.tensors.emplace(name, it->second).second) throw CheckpointError(fmt(index, ": tensor '", name, "' is listed twice"));
+    }
+  }
+  return out;
+}
+
+namespace {
+// A Hugging Face GPT-2 checkpoint as dsforge's module names and layout: the "transformer." prefix
+// added where the file omits it, the causal-mask buffers and the tied head dropped, Conv1D transposed.
+TensorMap gpt2_from_hf(SafetensorsFile f) {
+  const bool conv1d = f.metadata.count(kLayoutKey) ? f.metadata.at(kLayoutKey) == "hf" : !f.metadata.count("dsforge.crc32c");
+  TensorMap out;
+  for (auto& [name, t] : f.tensors) {
+    auto ends = [&](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
+    if (ends(".attn.bias") || ends(".attn.masked_bias") || name == "lm_head.weight") continue;
+    out[name.rfind("transformer.", 0) == 0 ? name : "transformer." + name] = t;
+  }
+  return conv1d ? transpose_gpt2_conv1d(std::move(out)) : out;
+}
+}  // namespace
+
 CausalLm load_pretrained(const std::string& dir) {
   const std::string cfg_path = path_join(dir, "config.json");
   if (!file_exists(cfg_path)) throw CheckpointError(fmt(dir, ": no config.json (not a model folder)"));
   CausalLm m = build_model(model_config_from_json(read_file(cfg_path), cfg_path));
-  const std::string w = path_join(dir, "model.safetensors");
-  load_model_state(*m, load_safetensors(w).tensors, w);
+  SafetensorsFile weights = load_folder_weights(dir);
+  if (m->config().model_type == "gpt2") weights.tensors = gpt2_from_hf(std::move(weights));
+  load_model_state(*m, weights.tensors, path_join(dir, file_exists(path_join(dir, "model.safetensors.index.json"))
+                                                           ? "model.safetensors.index.json" : "model.safetensors"));
   return m;
 }
 

@@ -14,8 +14,21 @@ TensorMap model_state(const torch::nn::Module& m);
 void load_model_state(torch::nn::Module& m, const TensorMap& state, const std::string& origin);
 
 void save_pretrained(const std::string& dir, CausalLmImpl& m);
-// Builds the model its config.json names (DeepSeek-V3, GPT-2, LSTM) and loads its weights.
+// Builds the model its config.json names (DeepSeek-V3, GPT-2, LSTM) and loads its weights: dsforge's
+// own folders and Hugging Face ones (model.safetensors or the shards of model.safetensors.index.json,
+// f32/bf16/f16; GPT-2 in its Conv1D layout, with or without the "transformer." prefix).
 CausalLm load_pretrained(const std::string& dir);
+
+// A folder's weights as stored: one file or every shard the index names (CheckpointError naming the
+// file when a shard is missing or a tensor is listed twice). `metadata` is the first file's.
+SafetensorsFile load_folder_weights(const std::string& dir);
+
+// GPT-2's Conv1D layers (c_attn, c_proj, c_fc) store weights as [in, out], dsforge's Linear as
+// [out, in]: both directions are a transpose of those four weights per block. Files dsforge exports
+// in the Hugging Face layout say so in their metadata (kLayoutKey = "hf").
+inline constexpr const char* kLayoutKey = "dsforge.layout";
+bool is_gpt2_conv1d_weight(const std::string& name);
+TensorMap transpose_gpt2_conv1d(TensorMap state);
 
 // How a model folder's weights were trained (dsforge_training.json): what evaluation should default to.
 struct TrainingInfo {
