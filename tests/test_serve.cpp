@@ -19,6 +19,7 @@
 #include <random>
 #include <thread>
 
+#include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
@@ -159,7 +160,7 @@ std::string dechunk(const std::string& raw) {
 }
 
 // Sends `raw` to 127.0.0.1:port and reads until the server closes (or `timeout_s`).
-Reply http_raw(int port, const std::string& raw, double timeout_s = 60, bool shutdown_write = false) {
+Reply http_raw(int port, const std::string& raw, double timeout_s = 60) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -171,7 +172,6 @@ Reply http_raw(int port, const std::string& raw, double timeout_s = 60, bool shu
     return r;
   }
   ::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
-  if (shutdown_write) ::shutdown(fd, SHUT_WR);
   std::string all;
   char buf[65536];
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
@@ -293,7 +293,9 @@ TEST(SlowServe, OpenAiRoutesAnswerAndRefuseBadInput) {
     EXPECT_EQ(r.status, b.status) << b.body << " -> " << r.body;
     const json e = json::parse(r.body, nullptr, false);
     ASSERT_TRUE(e.contains("error")) << r.body;
-    if (!b.param.empty()) EXPECT_EQ(e["error"]["param"], b.param) << r.body;
+    if (!b.param.empty()) {
+      EXPECT_EQ(e["error"]["param"], b.param) << r.body;
+    }
   }
   const Reply route = http(port, "GET", "/v2/nothing");
   EXPECT_EQ(route.status, 404);
@@ -312,10 +314,10 @@ TEST(SlowServe, SurvivesMalformedAndTruncatedRequests) {
   const int port = s.port;
   ASSERT_GT(port, 0);
   std::mt19937_64 rng(17);
-  const std::string valid = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 52\r\n\r\n"
+  const std::string valid = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 52\r\n\r\n"
                             R"({"model":"tiny","prompt":"the cat","max_tokens":2}  )";
   int answered = 0;
-  for (int i = 0; i < 60; ++i) {
+  for (int i = 0; i < 42; ++i) {
     std::string raw;
     switch (i % 6) {
       case 0: raw = valid.substr(0, rng() % valid.size()); break;  // truncated anywhere
@@ -325,21 +327,21 @@ TEST(SlowServe, SurvivesMalformedAndTruncatedRequests) {
         break;
       }
       case 2: raw = "POST /v1/completions HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n{}"; break;
-      case 3: raw = "GARBAGE / HTTP/9.9\r\n\r\n"; break;
+      case 3: raw = "GARBAGE / HTTP/9.9\r\nConnection: close\r\n\r\n"; break;
       case 4: {  // valid head, body with bytes flipped
         raw = valid;
         for (int k = 0; k < 5; ++k) raw[raw.size() - 1 - rng() % 52] = static_cast<char>(rng() % 256);
         break;
       }
-      case 5: raw = "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 10\r\n\r\n[1,2,3]   "; break;
+      case 5: raw = "POST /v1/chat/completions HTTP/1.1\r\nConnection: close\r\nContent-Length: 10\r\n\r\n[1,2,3]   "; break;
     }
-    const Reply r = http_raw(port, raw, 3, /*shutdown_write=*/true);
+    const Reply r = http_raw(port, raw, 1.0);  // a truncated request is never answered: the client gives up
     if (r.status != 0) {
       ++answered;
       EXPECT_TRUE(r.status == 200 || (r.status >= 400 && r.status < 500)) << r.status << " for case " << i % 6 << ": " << r.body;
     }
   }
-  EXPECT_GT(answered, 10);
+  EXPECT_GE(answered, 14);  // the complete ones (bad methods, bad bodies) get their 4xx
   EXPECT_EQ(http(port, "GET", "/health").status, 200);
   const Reply ok = http(port, "POST", "/v1/completions", R"({"model":"tiny","prompt":"the cat","max_tokens":3})");
   EXPECT_EQ(ok.status, 200) << ok.body;

@@ -115,14 +115,16 @@ void Engine::finish(Running& r, const std::string& reason) {
   r.req->finish_reason = reason;
   r.req->total_s = since(r.submitted);
   {
+    std::lock_guard<std::mutex> lock(mu_);  // counted before the waiter wakes: stats() then includes it
+    if (reason == "cancelled") ++stats_.cancelled;
+    else ++stats_.completed;
+    --inflight_;
+  }
+  {
     std::lock_guard<std::mutex> lock(r.req->mu_);
     r.req->done_ = true;
   }
   r.req->cv_.notify_all();
-  std::lock_guard<std::mutex> lock(mu_);
-  if (reason == "cancelled") ++stats_.cancelled;
-  else ++stats_.completed;
-  --inflight_;
   cv_.notify_all();
 }
 

@@ -162,7 +162,7 @@ class Server {
   int run(const std::function<void(int)>& on_listening, const std::function<bool()>& stop) {
     svr_.new_task_queue = [n = opts_.max_connections] { return new httplib::ThreadPool(static_cast<size_t>(n) + 4); };
     svr_.set_payload_max_length(opts_.max_body_bytes);
-    svr_.set_read_timeout(30, 0);
+    svr_.set_read_timeout(10, 0);  // a client that stops sending mid-request holds a thread this long at most
     svr_.set_write_timeout(30, 0);
     const int port = opts_.port == 0 ? svr_.bind_to_any_port(opts_.host) : (svr_.bind_to_port(opts_.host, opts_.port) ? opts_.port : -1);
     if (port < 0) throw ConfigError(fmt("serve: cannot listen on ", opts_.host, ":", opts_.port, " (in use, or not an address of this machine)"));
