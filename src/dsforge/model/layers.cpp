@@ -160,7 +160,12 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
     at::Tensor w_uv = wb.narrow(1, d_nope_, d_v_);  // (H, d_v, d_c)
     // Heads are folded into the rows of one bmm per batch element, so the cached latents are read
     // once per step, not once per head (a broadcast matmul would materialise them H times).
-    at::Tensor q_abs = at::einsum("bshd,hdc->bhsc", {q_nope, w_uk}).reshape({B, H * S, d_c_});  // (B, H*S, d_c)
+    // Per-head products as one bmm over heads (einsum would plan, permute and copy around it: at one
+    // token per step that bookkeeping costs more than the arithmetic).
+    at::Tensor q_abs = at::bmm(q_nope.permute({2, 0, 1, 3}).reshape({H, B * S, d_nope_}), w_uk)  // (H, B*S, d_c)
+                           .view({H, B, S, d_c_})
+                           .transpose(0, 1)
+                           .reshape({B, H * S, d_c_});                                               // (B, H*S, d_c)
     at::Tensor qpe = q_pe.transpose(1, 2).reshape({B, H * S, d_rope_});                         // (B, H*S, d_r)
     at::Tensor raw = (at::bmm(q_abs, c_kv.transpose(1, 2)) + at::bmm(qpe, k_pe.transpose(1, 2)))
                          .view({B, H, S, T})
@@ -170,7 +175,10 @@ at::Tensor MlaAttentionImpl::forward(const at::Tensor& x, const RopeTables& rope
     p = p.to(x.scalar_type());
     if (attention_dropout > 0) p = at::dropout(p, attention_dropout, is_training());
     at::Tensor lat = at::bmm(p.reshape({B, H * S, T}), c_kv).view({B, H, S, d_c_});  // attend over latents
-    out = at::einsum("bhsc,hdc->bshd", {lat, w_uv}).reshape({B, S, H * d_v_});
+    out = at::bmm(lat.transpose(0, 1).reshape({H, B * S, d_c_}), w_uv.transpose(1, 2))  // (H, B*S, d_v)
+              .view({H, B, S, d_v_})
+              .permute({1, 2, 0, 3})
+              .reshape({B, S, H * d_v_});
   }
   return o_proj(out);
 }
@@ -242,6 +250,21 @@ at::Tensor DeepseekMoeImpl::forward(const at::Tensor& x) {
   const int64_t B = x.size(0), S = x.size(1), d = x.size(2), E = c_.n_routed_experts, K = c_.num_experts_per_tok;
   at::Tensor flat = x.reshape({B * S, d});
   Routing r = gate(flat);
+
+  // Decoding a few tokens (serving, generation): each token through its K experts directly. The
+  // grouped path below costs a sort, a histogram and two scatters whatever the size, which dominate
+  // a step of one token.
+  if (!is_training() && B * S * K <= 16 && !at::GradMode::is_enabled()) {
+    const at::Tensor idx = r.indices.to(at::kCPU), w = r.weights.to(at::kCPU, at::kDouble);
+    const int64_t* ip = idx.data_ptr<int64_t>();
+    const double* wp = w.data_ptr<double>();
+    at::Tensor y = shared_experts ? shared_experts(flat) : at::zeros_like(flat);
+    for (int64_t n = 0; n < B * S; ++n) {
+      at::Tensor row = flat.narrow(0, n, 1), acc = y.narrow(0, n, 1);
+      for (int64_t k = 0; k < K; ++k) acc.add_(expert_list_[static_cast<size_t>(ip[n * K + k])](row), wp[n * K + k]);
+    }
+    return y.view({B, S, d});
+  }
 
   // Group the N*K (token, slot) assignments by expert: one sort, then a contiguous slice per expert.
   at::Tensor flat_idx = r.indices.reshape({-1});                   // (N*K)
