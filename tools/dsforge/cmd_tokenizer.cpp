@@ -17,13 +17,12 @@
 
 namespace dsforge::cli {
 
-void add_tokenizer_commands(CLI::App& app, Context& ctx) {
-  CLI::App* t = app.add_subcommand("tokenizer", "byte-level BPE: train, encode, decode, convert");
-  t->require_subcommand(1);
+namespace {
 
-  // Two forms: the run's tokenizer stage (--config or run-config overrides), or files -> a
-  // tokenizer.json (--input ... --out). Overrides are applied and validated in both; with --input,
-  // tokenizer.vocab_size / pretokenizer / special_tokens act as defaults for the flags.
+// Two forms: the run's tokenizer stage (--config or run-config overrides), or files -> a
+// tokenizer.json (--input ... --out). Overrides are applied and validated in both; with --input,
+// tokenizer.vocab_size / pretokenizer / special_tokens act as defaults for the flags.
+void add_train(CLI::App* t, Context& ctx) {
   struct TrainArgs {
     std::string config, out, pretokenizer;
     std::vector<std::string> inputs, specials;
@@ -90,7 +89,10 @@ void add_tokenizer_commands(CLI::App& app, Context& ctx) {
       return 0;
     };
   });
+}
 
+// encode and decode: stdin -> stdout.
+void add_encode_decode(CLI::App* t, Context& ctx) {
   struct IoArgs {
     std::string tokenizer;
     bool add_special = false;
@@ -149,7 +151,9 @@ void add_tokenizer_commands(CLI::App& app, Context& ctx) {
       return 0;
     };
   });
+}
 
+void add_convert(CLI::App* t, Context& ctx) {
   struct ConvertArgs {
     std::string vocab, merges, out;
     std::vector<std::string> specials{"<|endoftext|>"};
@@ -169,6 +173,16 @@ void add_tokenizer_commands(CLI::App& app, Context& ctx) {
       return 0;
     };
   });
+}
+
+}  // namespace
+
+void add_tokenizer_commands(CLI::App& app, Context& ctx) {
+  CLI::App* t = app.add_subcommand("tokenizer", "byte-level BPE: train, encode, decode, convert");
+  t->require_subcommand(1);
+  add_train(t, ctx);
+  add_encode_decode(t, ctx);
+  add_convert(t, ctx);
 }
 
 }  // namespace dsforge::cli
