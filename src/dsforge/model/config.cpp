@@ -39,7 +39,7 @@ ModelConfig baseline_config_from_json(const nlohmann::json& j, const std::string
       "architectures", "activation_function", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_type",
       "summary_use_proj", "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
       "scale_attn_weights", "use_cache", "n_ctx", "task_specific_params", "transformers_version", "torch_dtype",
-      "reorder_and_upcast_attn", "scale_attn_by_inverse_layer_idx", "_name_or_path", "model_type"};
+      "reorder_and_upcast_attn", "scale_attn_by_inverse_layer_idx", "_name_or_path", "model_type", "quantization_config"};
   ModelConfig c = model_config_from_preset(type == "gpt2" ? "gpt2-tiny" : "lstm-tiny");
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();

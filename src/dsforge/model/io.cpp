@@ -113,6 +113,17 @@ CausalLm load_pretrained(const std::string& dir) {
   if (!file_exists(cfg_path)) throw CheckpointError(fmt(dir, ": no config.json (not a model folder)"));
   CausalLm m = build_model(model_config_from_json(read_file(cfg_path), cfg_path));
   SafetensorsFile weights = load_folder_weights(dir);
+  // int8 folders (dsforge quantize): an I8 weight with a "<name>_scale" companion is q * scale per row.
+  for (auto it = weights.tensors.begin(); it != weights.tensors.end();) {
+    auto q = weights.tensors.find(it->first.substr(0, it->first.size() - 6));
+    if (it->first.size() > 6 && it->first.compare(it->first.size() - 6, 6, "_scale") == 0 && q != weights.tensors.end() &&
+        q->second.scalar_type() == at::kChar) {
+      q->second = q->second.to(at::kFloat) * it->second.to(at::kFloat).unsqueeze(1);
+      it = weights.tensors.erase(it);
+    } else {
+      ++it;
+    }
+  }
   if (m->config().model_type == "gpt2") weights.tensors = gpt2_from_hf(std::move(weights));
   load_model_state(*m, weights.tensors, path_join(dir, file_exists(path_join(dir, "model.safetensors.index.json"))
                                                            ? "model.safetensors.index.json" : "model.safetensors"));

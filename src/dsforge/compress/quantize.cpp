@@ -1,0 +1,94 @@
+#include "dsforge/compress/quantize.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "dsforge/model/io.h"
+
+namespace dsforge::compress {
+namespace fs = std::filesystem;
+
+std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& w) {
+  const at::Tensor f = w.to(at::kFloat);
+  const at::Tensor scale = f.abs().amax(1) / 127.0;
+  const at::Tensor safe = at::where(scale > 0, scale, at::ones_like(scale));
+  const at::Tensor q = at::round(f / safe.unsqueeze(1)).clamp(-127, 127).to(at::kChar);
+  return {q.contiguous(), scale.contiguous()};
+}
+
+at::Tensor dequantize_rows(const at::Tensor& q, const at::Tensor& scale) {
+  return q.to(at::kFloat) * scale.to(at::kFloat).unsqueeze(1);
+}
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& t) {
+  return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+}
+
+// The linear layers' weights; the router stays float (it is tiny and decides which experts run).
+bool quantizable(const std::string& name, const at::Tensor& t, bool include_embeddings) {
+  if (t.dim() != 2 || !ends_with(name, ".weight") || ends_with(name, "mlp.gate.weight")) return false;
+  const bool embedding = name == "model.embed_tokens.weight" || name == "lm_head.weight" || name == "transformer.wte.weight" ||
+                         name == "transformer.wpe.weight";
+  return include_embeddings || !embedding;
+}
+
+}  // namespace
+
+QuantizeReport quantize_model(const std::string& model_dir, const std::string& out_dir, const QuantizeOptions& opts) {
+  if (opts.scheme != "int8-weight")
+    throw ConfigError(fmt("quantize: scheme '", opts.scheme, "' is unknown (known: int8-weight)"));
+  const std::string cfg_path = path_join(model_dir, "config.json");
+  if (!file_exists(cfg_path)) throw ConfigError(fmt(model_dir, ": no config.json (not a model folder)"));
+  auto config = nlohmann::ordered_json::parse(read_file(cfg_path));
+  if (config.contains("quantization_config"))
+    throw ConfigError(fmt(model_dir, ": already quantised (", config["quantization_config"].dump(), "); quantise the float model"));
+  if (config.value("model_type", "") == "lstm") throw ConfigError(fmt(model_dir, ": the LSTM baseline is not quantised"));
+  if (fs::exists(out_dir) && !fs::is_empty(out_dir)) throw ConfigError(fmt(out_dir, ": exists and is not empty"));
+
+  model::CausalLm m = model::load_pretrained(model_dir);
+  QuantizeReport r;
+  TensorMap out;
+  for (const auto& [name, t] : model::model_state(*m)) {
+    r.bytes_before += static_cast<uint64_t>(t.numel() * t.element_size());
+    if (!quantizable(name, t, opts.include_embeddings)) {
+      out[name] = t;
+      r.bytes_after += static_cast<uint64_t>(t.numel() * t.element_size());
+      continue;
+    }
+    auto [q, scale] = quantize_rows(t);
+    const double err = ((dequantize_rows(q, scale) - t.to(at::kFloat)).abs().max() / t.abs().max().clamp_min(1e-30)).item<double>();
+    r.max_relative_error = std::max(r.max_relative_error, err);
+    ++r.tensors_quantized;
+    r.parameters_quantized += t.numel();
+    r.bytes_after += static_cast<uint64_t>(q.numel() + scale.numel() * 4);
+    out[name] = q;
+    out[name + "_scale"] = scale;
+  }
+  config["quantization_config"] = {{"quant_method", "dsforge"},
+                                   {"scheme", opts.scheme},
+                                   {"bits", 8},
+                                   {"granularity", "per-output-channel"},
+                                   {"symmetric", true},
+                                   {"embeddings", opts.include_embeddings}};
+
+  const std::string stage = out_dir + ".partial";
+  remove_all(stage);
+  make_dirs(stage);
+  write_file_atomic(path_join(stage, "config.json"), config.dump(2) + "\n");
+  save_safetensors(path_join(stage, "model.safetensors"), out, {{"format", "pt"}, {"dsforge.quantization", opts.scheme}});
+  for (const char* f : {"tokenizer.json", "dsforge_training.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json"})
+    if (file_exists(path_join(model_dir, f))) write_file_atomic(path_join(stage, f), read_file(path_join(model_dir, f)));
+  if (fs::exists(out_dir)) fs::remove(out_dir);
+  std::error_code ec;
+  fs::rename(stage, out_dir, ec);
+  if (ec) throw IoError(fmt(out_dir, ": cannot move the quantised model into place (", ec.message(), ")"));
+  return r;
+}
+
+}  // namespace dsforge::compress

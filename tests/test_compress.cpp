@@ -1,0 +1,71 @@
+// dsforge quantize: per-channel int8 against hand-computed values, a quantised folder read back by
+// every command (load_pretrained), exported to GGUF, and refused a second time.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <nlohmann/json.hpp>
+
+#include "dsforge/compress/quantize.h"
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "dsforge/deploy/export.h"
+#include "dsforge/model/io.h"
+#include "test_util.h"
+#include "tiny_model.h"
+
+namespace dsforge {
+namespace {
+
+TEST(Quantize, RowsMatchHandComputedValues) {
+  const at::Tensor w = at::tensor({0.7f, -2.0f, 0.5f, 0.1f, 0.2f, -0.3f, 0.0f, 0.0f, 0.0f}).view({3, 3});
+  auto [q, scale] = compress::quantize_rows(w);
+  // Row 0: s = 2/127; 0.7/s = 44.45 -> 44, -2/s = -127, 0.5/s = 31.75 -> 32.
+  // Row 1: s = 0.3/127; 0.1/s = 42.33 -> 42, 0.2/s = 84.67 -> 85, -0.3/s = -127. Row 2: all zero.
+  EXPECT_EQ(q.scalar_type(), at::kChar);
+  const std::vector<int8_t> expect = {44, -127, 32, 42, 85, -127, 0, 0, 0};
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(q.view({-1})[i].item<int8_t>(), expect[i]) << i;
+  EXPECT_NEAR(scale[0].item<float>(), 2.0f / 127, 1e-9);
+  EXPECT_NEAR(scale[1].item<float>(), 0.3f / 127, 1e-9);
+  EXPECT_EQ(scale[2].item<float>(), 0.0f);
+  const at::Tensor back = compress::dequantize_rows(q, scale);
+  EXPECT_LE((back - w).abs().max().item<float>(), 0.5f * 2.0f / 127 + 1e-6f);  // half a step at most
+}
+
+TEST(Quantize, FolderIsReadByEveryCommandAndRefusedTwice) {
+  TempDir dir;
+  const std::string model_dir = save_tiny_model(dir.path, {"the cat sat on the mat", "a dog ran in the park"}, "nano");
+  const auto r = compress::quantize_model(model_dir, dir.path + "/int8", {});
+  EXPECT_GT(r.tensors_quantized, 10);
+  EXPECT_LT(r.max_relative_error, 1.0 / 127);  // at most half a step of the largest row, relative to the tensor's max
+  EXPECT_LT(static_cast<double>(r.bytes_after), 0.5 * static_cast<double>(r.bytes_before));
+  const auto st = load_safetensors(dir.path + "/int8/model.safetensors");
+  EXPECT_EQ(st.tensors.at("model.layers.0.self_attn.q_a_proj.weight").scalar_type(), at::kChar);
+  EXPECT_EQ(st.tensors.at("model.layers.0.self_attn.q_a_proj.weight_scale").scalar_type(), at::kFloat);
+  EXPECT_EQ(st.tensors.at("model.embed_tokens.weight").scalar_type(), at::kFloat);  // embeddings kept by default
+  EXPECT_EQ(st.tensors.at("model.layers.1.mlp.gate.weight").scalar_type(), at::kFloat);  // so is the router
+  EXPECT_EQ(nlohmann::json::parse(read_file(dir.path + "/int8/config.json"))["quantization_config"]["scheme"], "int8-weight");
+
+  model::CausalLm a = model::load_pretrained(model_dir), b = model::load_pretrained(dir.path + "/int8");
+  at::NoGradGuard g;
+  a->eval();
+  b->eval();
+  const at::Tensor x = at::arange(1, 33, at::kLong).unsqueeze(0);
+  const at::Tensor la = a->forward(x), lb = b->forward(x);
+  EXPECT_LT(((la - lb).abs().max() / la.abs().max()).item<float>(), 0.05f);
+  // Each weight is exactly its dequantised int8 form.
+  const auto sa = model::model_state(*a), sb = model::model_state(*b);
+  const auto [q, s] = compress::quantize_rows(sa.at("model.layers.2.mlp.experts.5.down_proj.weight"));
+  EXPECT_TRUE(at::equal(sb.at("model.layers.2.mlp.experts.5.down_proj.weight"), compress::dequantize_rows(q, s)));
+
+  deploy::export_gguf(dir.path + "/int8", dir.path + "/int8.gguf", deploy::GgmlType::Q8_0);
+  EXPECT_TRUE(file_exists(dir.path + "/int8.gguf"));
+  EXPECT_THROW_MSG(compress::quantize_model(dir.path + "/int8", dir.path + "/again", {}), ConfigError, "already quantised");
+  compress::QuantizeOptions bad;
+  bad.scheme = "int3";
+  EXPECT_THROW_MSG(compress::quantize_model(model_dir, dir.path + "/x", bad), ConfigError, "int3");
+  EXPECT_FALSE(file_exists(dir.path + "/x"));
+}
+
+}  // namespace
+}  // namespace dsforge
