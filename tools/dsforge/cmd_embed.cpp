@@ -26,6 +26,8 @@ void add_embed_commands(CLI::App& app, Context& ctx) {
   t->add_option("--alpha", cfg->alpha, "initial learning rate (default 0.025 word2vec, 0.05 GloVe)");
   t->add_option("--min-alpha", cfg->min_alpha, "word2vec: final learning rate")->capture_default_str();
   t->add_option("--seed", cfg->seed, "random seed")->capture_default_str();
+  t->add_flag("--shared-negatives", cfg->shared_negatives,
+              "skip-gram: draw the noise words once per centre word for its whole window (Ji et al. 2016; faster)");
   t->add_option("--x-max", cfg->x_max, "GloVe: weighting cut-off")->capture_default_str();
   t->add_option("--glove-alpha", cfg->glove_alpha, "GloVe: weighting exponent")->capture_default_str();
   t->add_option("--memory-mb", cfg->memory_mb, "GloVe: co-occurrence counting budget before spilling to disk")->capture_default_str();

@@ -33,6 +33,7 @@ ordered_json report_json(const EmbedConfig& cfg, const TrainReport& t) {
     j["settings"]["sample"] = cfg.sample;
     j["settings"]["alpha"] = cfg.alpha > 0 ? cfg.alpha : 0.025;
     j["settings"]["min_alpha"] = cfg.min_alpha;
+    j["settings"]["shared_negatives"] = cfg.shared_negatives;
   }
   j["inputs"] = cfg.inputs;
   j["vocab_size"] = t.vocab_size;

@@ -109,7 +109,7 @@ constexpr int kMaxSentence = 10000;  // longer lines are cut into pieces of this
 struct Word2VecShared {
   const EmbedConfig* cfg;
   int dim, window, negative;
-  bool cbow;
+  bool cbow, shared_negatives;
   float* syn0;
   float* syn1;
   AliasSampler noise;
@@ -133,29 +133,41 @@ struct Rng {  // splitmix64: 64 good bits per call, a few cycles
 };
 
 // The hot loops, compiled twice (Haswell: AVX2 + FMA; baseline x86-64) and picked at load time.
+// Draws the noise words of one positive pair (skipping the positive word itself, as word2vec does) into
+// targets[1..), prefetching their rows; returns how many targets there are, the positive included.
+__attribute__((always_inline)) inline int draw_targets(const Word2VecShared& sh, Rng& rng, int32_t w, int32_t* targets) {
+  int n = 0;
+  targets[n++] = w;
+  for (int d = 0; d < sh.negative; ++d) {
+    const int32_t t = sh.noise.sample(rng.next());
+    if (t == w) continue;
+    __builtin_prefetch(sh.syn1 + static_cast<size_t>(t) * static_cast<size_t>(sh.dim));
+    targets[n++] = t;
+  }
+  return n;
+}
+
 __attribute__((target_clones("arch=haswell", "default")))
-void train_sentence_sg(const Word2VecShared& sh, Rng& rng, const int32_t* sen, int len, float alpha, float* neu1e) {
-  const int dim = sh.dim, window = sh.window, negative = sh.negative;
+void train_sentence_sg(const Word2VecShared& sh, Rng& rng, const int32_t* sen, int len, float alpha, float* neu1e, int32_t* targets) {
+  const int dim = sh.dim, window = sh.window;
   const size_t D = static_cast<size_t>(dim);
   for (int i = 0; i < len; ++i) {
     const int32_t w = sen[i];
     const int b = static_cast<int>(rng.next() % static_cast<uint64_t>(window));
     const int lo = std::max(0, i - window + b), hi = std::min(len, i + window + 1 - b);
+    // --shared-negatives (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory"): one
+    // draw of noise words per centre word serves its whole window, so their rows stay in L1 from one
+    // context word to the next; otherwise a fresh draw per (context, centre) pair, as the original.
+    int n = sh.shared_negatives ? draw_targets(sh, rng, w, targets) : 0;
     for (int j = lo; j < hi; ++j) {
       if (j == i) continue;
       float* in = sh.syn0 + static_cast<size_t>(sen[j]) * D;
+      if (!sh.shared_negatives) n = draw_targets(sh, rng, w, targets);
       std::memset(neu1e, 0, D * sizeof(float));
-      for (int d = 0; d <= negative; ++d) {
-        int32_t target = w;
-        float label = 1.0f;
-        if (d > 0) {
-          target = sh.noise.sample(rng.next());
-          if (target == w) continue;
-          label = 0.0f;
-        }
-        float* out = sh.syn1 + static_cast<size_t>(target) * D;
+      for (int d = 0; d < n; ++d) {
+        float* out = sh.syn1 + static_cast<size_t>(targets[d]) * D;
         const float f = kernels::dot(in, out, dim);
-        const float g = (label - kernels::sigmoid(sh.sigmoid, f)) * alpha;
+        const float g = ((d == 0 ? 1.0f : 0.0f) - kernels::sigmoid(sh.sigmoid, f)) * alpha;
         kernels::axpy(g, out, neu1e, dim);
         kernels::axpy(g, in, out, dim);
       }
@@ -206,7 +218,7 @@ void word2vec_worker(Word2VecShared& sh, int tid) {
   const auto T = static_cast<uint64_t>(cfg.threads);
   Rng rng{cfg.seed * 0x2545F4914F6CDD1Dull + static_cast<uint64_t>(tid) * 0x9E3779B97F4A7C15ull + 1};
   std::vector<float> neu1(static_cast<size_t>(sh.dim)), neu1e(static_cast<size_t>(sh.dim));
-  std::vector<int32_t> sen;
+  std::vector<int32_t> sen, targets(static_cast<size_t>(sh.negative) + 1);
   sen.reserve(kMaxSentence);
   const bool subsample = cfg.sample > 0;
   int64_t pending = 0;  // words read since the last report to words_done
@@ -216,7 +228,7 @@ void word2vec_worker(Word2VecShared& sh, int tid) {
     if (sh.cbow)
       train_sentence_cbow(sh, rng, sen.data(), static_cast<int>(sen.size()), alpha, neu1.data(), neu1e.data());
     else
-      train_sentence_sg(sh, rng, sen.data(), static_cast<int>(sen.size()), alpha, neu1e.data());
+      train_sentence_sg(sh, rng, sen.data(), static_cast<int>(sen.size()), alpha, neu1e.data(), targets.data());
     sen.clear();
   };
   auto report = [&]() {
@@ -267,6 +279,7 @@ EmbedResult train_word2vec(const EmbedConfig& cfg, Vocab vocab) {
   sh->window = cfg.window;
   sh->negative = cfg.negative;
   sh->cbow = cfg.method == "cbow";
+  sh->shared_negatives = cfg.shared_negatives;
   sh->syn0 = vec.data.data();
   sh->syn1 = syn1.data();
   sh->noise = AliasSampler(noise_weights(vocab.table.counts()));

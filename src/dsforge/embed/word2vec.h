@@ -36,6 +36,7 @@ struct EmbedConfig {
   double alpha = -1;       // initial learning rate; -1 = 0.025 (word2vec, as gensim) or 0.05 (GloVe)
   double min_alpha = 1e-4; // word2vec: final learning rate
   uint64_t seed = 1;
+  bool shared_negatives = false;  // skip-gram: one noise draw per centre word for its whole window
   // GloVe
   double x_max = 100;          // weighting f(x) = min(1, (x / x_max)^glove_alpha)
   double glove_alpha = 0.75;

@@ -1,5 +1,6 @@
 #include "dsforge/eval/mt_metrics.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <unicode/locid.h>
 #include <unicode/unistr.h>
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 #include <random>
 #include <regex>
 #include <unordered_map>
