@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <regex>
 #include <set>
 #include <unordered_map>
 
 #include "dsforge/core/error.h"
+#include "dsforge/eval/mt_metrics.h"
 
 namespace dsforge::eval {
 namespace {
@@ -22,11 +22,6 @@ std::vector<std::string> split_ws(const std::string& s) {
     i = j;
   }
   return out;
-}
-
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
-  return s;
 }
 
 using Counts = std::unordered_map<std::string, int64_t>;
@@ -68,177 +63,38 @@ void check_streams(const std::vector<std::string>& hyps, const std::vector<std::
 
 }  // namespace
 
-// ---------------------------------------------------------------- BLEU
-std::string tokenize_13a(const std::string& line_in) {
-  std::string line = replace_all(line_in, "<skipped>", "");
-  line = replace_all(line, "-\n", "");
-  line = replace_all(line, "\n", " ");
-  if (line.find('&') != std::string::npos) {
-    line = replace_all(line, "&quot;", "\"");
-    line = replace_all(line, "&amp;", "&");
-    line = replace_all(line, "&lt;", "<");
-    line = replace_all(line, "&gt;", ">");
-  }
-  line = " " + line + " ";
-  // mteval-v13a's rules, applied left to right with non-overlapping matches, on bytes: the classes
-  // are ASCII, and [^0-9] matching one byte of a multi-byte character keeps that character intact.
-  static const std::regex punct(R"(([{-~\[-` -&(-+:-@/]))"), period_before(R"(([^0-9])([.,]))"),
-      period_after(R"(([.,])([^0-9]))"), dash(R"(([0-9])(-))");
-  line = std::regex_replace(line, punct, " $1 ");
-  line = std::regex_replace(line, period_before, "$1 $2 ");
-  line = std::regex_replace(line, period_after, " $1 $2");
-  line = std::regex_replace(line, dash, "$1 $2 ");
-  std::string out;
-  for (const auto& t : split_ws(line)) out += (out.empty() ? "" : " ") + t;
-  return out;
-}
+// ---------------------------------------------------------------- BLEU, chrF (mt_metrics.cpp holds the definitions)
+std::string tokenize_13a(const std::string& line) { return mt_tokenize(line, "13a"); }
 
 namespace {
-struct BleuStats {
-  std::vector<int64_t> correct = std::vector<int64_t>(4, 0), total = std::vector<int64_t>(4, 0);
-  int64_t sys_len = 0, ref_len = 0;
-};
-
-void add_segment(BleuStats& st, const std::string& hyp, const std::vector<std::string>& refs) {
-  const auto h = split_ws(tokenize_13a(hyp));
-  const int64_t hl = static_cast<int64_t>(h.size());
-  int64_t closest_diff = -1, closest_len = -1;
-  std::vector<Counts> ref_max(4);
-  for (const auto& r : refs) {
-    const auto rt = split_ws(tokenize_13a(r));
-    const int64_t rl = static_cast<int64_t>(rt.size()), diff = std::abs(hl - rl);
-    if (closest_diff == -1 || diff < closest_diff) {
-      closest_diff = diff;
-      closest_len = rl;
-    } else if (diff == closest_diff && rl < closest_len) {
-      closest_len = rl;
-    }
-    for (size_t n = 1; n <= 4; ++n)
-      for (const auto& [g, c] : ngrams(rt, n)) ref_max[n - 1][g] = std::max(ref_max[n - 1][g], c);
-  }
-  st.sys_len += hl;
-  st.ref_len += closest_len;
-  for (size_t n = 1; n <= 4; ++n) {
-    for (const auto& [g, c] : ngrams(h, n)) {
-      auto it = ref_max[n - 1].find(g);
-      if (it != ref_max[n - 1].end()) st.correct[n - 1] += std::min(c, it->second);
-    }
-    st.total[n - 1] += std::max<int64_t>(hl - static_cast<int64_t>(n) + 1, 0);
-  }
-}
-
-BleuScore bleu_from_stats(const BleuStats& st, bool effective_order, size_t nrefs) {
-  BleuScore s;
-  s.counts = st.correct;
-  s.totals = st.total;
-  s.sys_len = st.sys_len;
-  s.ref_len = st.ref_len;
-  s.precisions.assign(4, 0.0);
-  double smooth = 1.0;
-  int eff_order = 4;
-  for (int n = 1; n <= 4; ++n) {
-    if (st.total[n - 1] == 0) break;
-    if (effective_order) eff_order = n;
-    if (st.correct[n - 1] == 0) {
-      smooth *= 2;  // "exp" smoothing
-      s.precisions[n - 1] = 100.0 / (smooth * static_cast<double>(st.total[n - 1]));
-    } else {
-      s.precisions[n - 1] = 100.0 * static_cast<double>(st.correct[n - 1]) / static_cast<double>(st.total[n - 1]);
-    }
-  }
-  s.bp = st.sys_len < st.ref_len ? (st.sys_len > 0 ? std::exp(1.0 - static_cast<double>(st.ref_len) / static_cast<double>(st.sys_len)) : 0.0)
-                                 : 1.0;
-  double log_sum = 0;
-  for (int n = 0; n < eff_order; ++n) log_sum += s.precisions[n] > 0 ? std::log(s.precisions[n]) : -9999999999.0;
-  s.score = s.bp * std::exp(log_sum / eff_order);
-  s.signature = fmt("nrefs:", nrefs, "|case:mixed|eff:", effective_order ? "yes" : "no", "|tok:13a|smooth:exp|version:dsforge-",
-                    DSFORGE_VERSION);
+BleuScore bleu_with(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs, bool sentence) {
+  MetricOptions o;
+  o.effective_order = sentence;
+  const auto m = make_metric(o);
+  const CorpusResult c = corpus_score(*m, hyps, refs);
+  BleuScore s = bleu_from_stats(c.stats, sentence);
+  s.signature = c.signature;
   return s;
 }
 }  // namespace
 
 BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
   check_streams(hyps, refs);
-  BleuStats st;
-  for (size_t i = 0; i < hyps.size(); ++i) {
-    std::vector<std::string> r;
-    for (const auto& stream : refs) r.push_back(stream[i]);
-    add_segment(st, hyps[i], r);
-  }
-  return bleu_from_stats(st, false, refs.size());
+  return bleu_with(hyps, refs, false);
 }
 
 BleuScore sentence_bleu(const std::string& hyp, const std::vector<std::string>& refs) {
-  BleuStats st;
-  add_segment(st, hyp, refs);
-  return bleu_from_stats(st, true, refs.size());
+  std::vector<std::vector<std::string>> streams;
+  for (const auto& r : refs) streams.push_back({r});
+  return bleu_with({hyp}, streams, true);
 }
-
-// ---------------------------------------------------------------- chrF
-namespace {
-constexpr int kChrOrder = 6;
-constexpr double kBeta = 2.0;
-
-std::vector<std::string> code_points_no_space(const std::string& s) {
-  std::vector<std::string> out;
-  for (const auto& word : split_ws(s))
-    for (size_t i = 0; i < word.size();) {
-      const auto c = static_cast<unsigned char>(word[i]);
-      const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-      out.emplace_back(word.substr(i, len));
-      i += len;
-    }
-  return out;
-}
-
-std::vector<int64_t> chrf_stats(const std::string& hyp, const std::string& ref) {
-  const auto h = code_points_no_space(hyp), r = code_points_no_space(ref);
-  std::vector<int64_t> st(3 * kChrOrder, 0);
-  for (int n = 1; n <= kChrOrder; ++n) {
-    const Overlap o = overlap(ngrams(h, static_cast<size_t>(n)), ngrams(r, static_cast<size_t>(n)));
-    st[3 * (n - 1)] = o.hyp;
-    st[3 * (n - 1) + 1] = o.ref;
-    st[3 * (n - 1) + 2] = o.match;
-  }
-  return st;
-}
-
-double chrf_from_stats(const std::vector<int64_t>& st) {
-  double avg_p = 0, avg_r = 0;
-  int eff = 0;
-  for (int n = 0; n < kChrOrder; ++n) {
-    const int64_t nh = st[3 * n], nr = st[3 * n + 1], m = st[3 * n + 2];
-    if (nh > 0 && nr > 0) {
-      avg_p += static_cast<double>(m) / static_cast<double>(nh);
-      avg_r += static_cast<double>(m) / static_cast<double>(nr);
-      ++eff;
-    }
-  }
-  if (eff == 0) return 0.0;
-  avg_p /= eff;
-  avg_r /= eff;
-  const double f = kBeta * kBeta;
-  return avg_p + avg_r > 0 ? 100.0 * (1 + f) * avg_p * avg_r / (f * avg_p + avg_r) : 0.0;
-}
-}  // namespace
 
 ChrfScore corpus_chrf(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
   check_streams(hyps, refs);
-  std::vector<int64_t> total(3 * kChrOrder, 0);
-  for (size_t i = 0; i < hyps.size(); ++i) {
-    std::vector<int64_t> best;
-    double best_f = -1;
-    for (const auto& stream : refs) {  // several references: the best-scoring one for this segment
-      auto st = chrf_stats(hyps[i], stream[i]);
-      const double f = chrf_from_stats(st);
-      if (f > best_f) {
-        best_f = f;
-        best = st;
-      }
-    }
-    for (size_t k = 0; k < total.size(); ++k) total[k] += best[k];
-  }
-  return {chrf_from_stats(total), fmt("nrefs:", refs.size(), "|case:mixed|eff:yes|nc:6|nw:0|space:no|version:dsforge-", DSFORGE_VERSION)};
+  MetricOptions o;
+  o.name = "chrf";
+  const CorpusResult c = corpus_score(*make_metric(o), hyps, refs);
+  return {c.score, c.signature};
 }
 
 // ---------------------------------------------------------------- ROUGE

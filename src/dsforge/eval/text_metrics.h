@@ -8,6 +8,9 @@
 //   chrF   sacreBLEU's defaults: character n-grams 1..6 of each line with whitespace removed,
 //          beta = 2, corpus statistics summed; precision and recall averaged over the orders that
 //          occur, then F-beta (with several references the best-scoring one per segment).
+//          BLEU and chrF are defined in mt_metrics.h, with sacreBLEU's other options (tokenizers intl,
+//          zh, char, none; lowercase; chrF++), TER and paired bootstrap resampling; the functions
+//          here are their default settings.
 //   ROUGE  Google's rouge-score: lowercase, non-alphanumerics to spaces, optional Porter stemmer
 //          (NLTK's, on tokens longer than 3 characters); ROUGE-N by clipped n-gram overlap, ROUGE-L
 //          by LCS, ROUGE-Lsum by summary-level union LCS over sentences; with several references the
