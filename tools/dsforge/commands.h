@@ -30,5 +30,6 @@ void add_launch_command(CLI::App& app, Context& ctx);
 void add_analyze_command(CLI::App& app, Context& ctx);
 void add_regress_command(CLI::App& app, Context& ctx);
 void add_doctor_command(CLI::App& app, Context& ctx);
+void add_search_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli
