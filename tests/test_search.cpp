@@ -58,8 +58,16 @@ std::string error_of(const std::string& text) {
   return "(no error)";
 }
 
-SearchSpace one_float(double lo, double hi) {
-  return space_of(fmt("[\"train.lr\"]\ntype = \"float\"\nlow = ", lo, "\nhigh = ", hi, "\n"));
+// A one-parameter space built directly (any range; the samplers never look at run-config rules).
+SearchSpace one_float(double lo, double hi, const std::string& name = "train.lr") {
+  SearchSpace s;
+  s.source = "test";
+  Param p;
+  p.name = name;
+  p.low = lo;
+  p.high = hi;
+  s.params.push_back(p);
+  return s;
 }
 
 double normal_pdf_at(double x, double mu, double s) { return std::exp(-0.5 * std::pow((x - mu) / s, 2)) / (s * std::sqrt(2 * M_PI)); }
@@ -145,10 +153,10 @@ TEST(SearchParzen, UnivariateDensityIsTheHandComputedMixture) {
 
 TEST(SearchParzen, CategoricalAndDiscreteKernels) {
   const SearchSpace s = space_of("[\"train.schedule\"]\ntype = \"categorical\"\nchoices = [\"cosine\", \"wsd\", \"constant\"]\n");
-  // One observation of choice 0: its kernel is (1 + 1/3, 1/3, 1/3) / 2, the prior uniform, weights 1/2 each.
+  // One observation of choice 0: its kernel is (1 + 1/2, 1/2, 1/2) / 2.5, the prior uniform, weights 1/2 each.
   ParzenEstimator pe({&s.params[0]}, {{0.0}}, 1.0, false);
-  EXPECT_NEAR(std::exp(pe.log_pdf({0})), 0.5 * (2.0 / 3) + 0.5 / 3, 1e-12);
-  EXPECT_NEAR(std::exp(pe.log_pdf({2})), 0.5 * (1.0 / 6) + 0.5 / 3, 1e-12);
+  EXPECT_NEAR(std::exp(pe.log_pdf({0})), 0.5 * 0.6 + 0.5 / 3, 1e-12);
+  EXPECT_NEAR(std::exp(pe.log_pdf({2})), 0.5 * 0.2 + 0.5 / 3, 1e-12);
   // An int parameter: the masses of all values sum to one.
   const SearchSpace si = space_of("[\"train.warmup_steps\"]\ntype = \"int\"\nlow = 1\nhigh = 9\n");
   ParzenEstimator pi({&si.params[0]}, {{3.0}, {4.0}, {8.0}}, 1.0, false);
@@ -516,8 +524,8 @@ TEST(SearchStudy, PrunedAndInterruptedTrialsAreRecorded) {
 }
 
 TEST(SearchReport, ImportanceFindsTheParameterThatMatters) {
-  const SearchSpace s = space_of("[\"train.lr\"]\ntype = \"float\"\nlow = 0\nhigh = 1\n"
-                                 "[\"train.dropout\"]\ntype = \"float\"\nlow = 0\nhigh = 0.5\n");
+  SearchSpace s = one_float(0, 1);
+  s.params.push_back(one_float(0, 0.5, "train.dropout").params[0]);
   SamplerOptions o;
   o.name = "random";
   const auto trials = optimize_in_memory(s, [](const Params& p) { return 10 * p.at("train.lr") + 0.1 * p.at("train.dropout"); },

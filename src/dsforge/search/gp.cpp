@@ -46,8 +46,7 @@ void GaussianProcess::factorize() {
 }
 
 double GaussianProcess::log_marginal_likelihood() const {
-  const Eigen::MatrixXd& l = llt_.matrixL();
-  return -0.5 * y_.dot(alpha_) - l.diagonal().array().log().sum() - 0.5 * static_cast<double>(y_.size()) * std::log(2 * M_PI);
+  return -0.5 * y_.dot(alpha_) - llt_.matrixLLT().diagonal().array().log().sum() - 0.5 * static_cast<double>(y_.size()) * std::log(2 * M_PI);
 }
 
 double GaussianProcess::fit(int64_t iters) {
@@ -79,8 +78,7 @@ double GaussianProcess::fit(int64_t iters) {
     const Eigen::VectorXd alpha = llt.solve(y_);
     const Eigen::MatrixXd kinv = llt.solve(Eigen::MatrixXd::Identity(n, n));
     const Eigen::MatrixXd w = alpha * alpha.transpose() - kinv;  // dL/dK = 0.5 W
-    const Eigen::MatrixXd& lm = llt.matrixL();
-    value = -0.5 * y_.dot(alpha) - lm.diagonal().array().log().sum();
+    value = -0.5 * y_.dot(alpha) - llt.matrixLLT().diagonal().array().log().sum();
     Eigen::VectorXd grad(p);
     // dK/dlog l_a = 5/3 s2 (1 + sqrt5 r) exp(-sqrt5 r) (x_a - x'_a)^2 / l_a^2
     const Eigen::ArrayXXd common = 5.0 / 3.0 * s2 * (1 + kSqrt5 * r) * e;

@@ -68,8 +68,8 @@ Params sample_random(const SearchSpace& space, std::mt19937_64& rng);
 // The Parzen estimator of one group of trials (TPE's l(x) or g(x)) over the parameters `params`
 // (one for univariate TPE): a weighted mixture of one kernel per observation plus the prior kernel.
 // Numerical parameters: normals truncated to the internal range; categorical ones: a categorical
-// kernel with 1 + prior_weight / n_choices on the observed choice and prior_weight / n_choices on the
-// others (normalised). Exposed for tests.
+// kernel with 1 + prior_weight / (n + 1) on the observed choice and prior_weight / (n + 1) on the
+// others, normalised (n observations; Optuna 3.1's rule), the prior uniform. Exposed for tests.
 class ParzenEstimator {
  public:
   // `obs[i][d]` = internal coordinate of parameter d of observation i (oldest first).

@@ -95,14 +95,16 @@ class TpeSampler : public Sampler {
   // draws from l by log l - log g (Bergstra et al. 2011, eq. 4: EI grows with l/g).
   std::vector<double> sample_group(const std::vector<const Param*>& group, const std::vector<const TrialRecord*>& done,
                                    std::mt19937_64& rng) {
-    std::vector<const TrialRecord*> have;
-    for (const auto* t : done)
-      if (std::all_of(group.begin(), group.end(), [&](const Param* p) { return t->params.count(p->name) > 0; }))
-        have.push_back(t);
-    const std::vector<const TrialRecord*> order = ranked(have);
-    const size_t n_below = static_cast<size_t>(tpe_gamma(static_cast<int64_t>(order.size())));
-    std::vector<const TrialRecord*> below(order.begin(), order.begin() + std::min(n_below, order.size()));
-    std::vector<const TrialRecord*> above(order.begin() + below.size(), order.end());
+    // The split ranks every finished trial (gamma of their count); each side then keeps the trials
+    // that have the group's parameters (a conditional parameter's inactive trials drop out).
+    const std::vector<const TrialRecord*> order = ranked(done);
+    const size_t n_below = std::min(static_cast<size_t>(tpe_gamma(static_cast<int64_t>(order.size()))), order.size());
+    auto has_group = [&](const TrialRecord* t) {
+      return std::all_of(group.begin(), group.end(), [&](const Param* p) { return t->params.count(p->name) > 0; });
+    };
+    std::vector<const TrialRecord*> below, above;
+    for (size_t i = 0; i < order.size(); ++i)
+      if (has_group(order[i])) (i < n_below ? below : above).push_back(order[i]);
     auto by_number = [](auto* a, auto* b) { return a->number < b->number; };
     std::sort(below.begin(), below.end(), by_number);
     std::sort(above.begin(), above.end(), by_number);
@@ -231,8 +233,9 @@ ParzenEstimator::ParzenEstimator(const std::vector<const Param*>& params, const 
     if (!p.numeric()) {
       const size_t nc = p.choices.size();
       auto& probs = cat_probs_[d];
+      // Optuna 3.1: every observation's kernel adds prior_weight / (n + 1) to each choice.
       for (size_t k = 0; k < n; ++k) {
-        std::vector<double> pk(nc, prior_weight / static_cast<double>(nc));
+        std::vector<double> pk(nc, prior_weight / static_cast<double>(n + 1));
         pk[static_cast<size_t>(obs[k][d])] += 1.0;
         const double s = std::accumulate(pk.begin(), pk.end(), 0.0);
         for (double& v : pk) v /= s;
