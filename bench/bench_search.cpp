@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/search/optimize.h"
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/run_config.h"
 #include "dsforge/model/config.h"
@@ -15,12 +16,12 @@ using namespace dsforge;
 
 namespace {
 
-struct Run {
+struct CliRun {
   int code;
   std::string out, err;
 };
 
-Run dsforge_cli(const std::string& args, const std::string& dir) {
+CliRun dsforge_cli(const std::string& args, const std::string& dir) {
   const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
   const int status = std::system((std::string(DSFORGE_CLI) + " " + args + " >" + out + " 2>" + err).c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
@@ -49,7 +50,7 @@ TEST(SlowSearchCli, ThreeTinyTrialsThenResumeAndReport) {
                            "[\"model.n_routed_experts\"]\ntype = \"categorical\"\nchoices = [4, 8]\n");
   const std::string out = path_join(dir.path, "search");
   const std::string args = "search --config " + cfg + " --space " + space + " --trials 3 --pruner median --out " + out;
-  Run r = dsforge_cli(args, dir.path);
+  CliRun r = dsforge_cli(args, dir.path);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   const auto trials = nlohmann::json::parse(read_file(path_join(out, "trials.json")));
   ASSERT_EQ(trials.size(), 3u);

@@ -133,11 +133,17 @@ struct Encoder {
   const SearchSpace& space;
   Eigen::Index dims = 0;
   std::vector<Eigen::Index> offset;
+  bool continuous = true;  // only unconditional continuous numbers: every point of the cube is valid
   explicit Encoder(const SearchSpace& s) : space(s) {
     for (const auto& p : s.params) {
       offset.push_back(dims);
       dims += p.numeric() ? 1 : static_cast<Eigen::Index>(p.choices.size());
+      if (!p.numeric() || p.step > 0 || !p.parent.empty()) continuous = false;
     }
+  }
+  // The nearest valid point (steps, one choice, inactive parameters at their encoding).
+  Eigen::VectorXd snap(const Eigen::VectorXd& x) const {
+    return continuous ? Eigen::VectorXd(x.cwiseMax(0.0).cwiseMin(1.0)) : encode(decode(x));
   }
   Eigen::VectorXd encode(const Params& params) const {
     Eigen::VectorXd x = Eigen::VectorXd::Zero(dims);
@@ -200,7 +206,7 @@ class GpSampler : public Sampler {
       auto [m, v] = gp_.predict(c);
       return expected_improvement(m, std::sqrt(v), best);
     };
-    auto snap = [&](const Eigen::VectorXd& c) { return enc.encode(enc.decode(c)); };
+    auto snap = [&](const Eigen::VectorXd& c) { return enc.snap(c); };
     // Random candidates, then a local search from the best few of them and the best observed points.
     std::uniform_real_distribution<double> u01(0, 1);
     std::vector<std::pair<double, Eigen::VectorXd>> pool;

@@ -74,7 +74,8 @@ std::string search_report_text(const SearchSpace& space, const std::vector<Trial
   if (best) {
     std::snprintf(buf, sizeof buf, "best: trial %lld, value %.6g\n", static_cast<long long>(best->number), best->value);
     s += buf;
-    for (const auto& [k, v] : space.params_json(best->params).items()) s += "  " + k + " = " + v.dump() + "\n";
+    const nlohmann::json best_params = space.params_json(best->params);  // alive through the loop
+    for (const auto& [k, v] : best_params.items()) s += "  " + k + " = " + v.dump() + "\n";
   }
   s += "\noptimisation history (value: the final validation loss; pruned trials: their last report)\n";
   s += "  trial  state     value        best so far  params\n";
@@ -86,7 +87,8 @@ std::string search_report_text(const SearchSpace& space, const std::vector<Trial
     std::string b = "-";
     if (std::isfinite(best_so_far)) std::snprintf(buf, sizeof buf, "%.6g", best_so_far), b = buf;
     std::string params;
-    for (const auto& [k, val] : space.params_json(t.params).items()) params += (params.empty() ? "" : " ") + k + "=" + val.dump();
+    const nlohmann::json pj = space.params_json(t.params);
+    for (const auto& [k, val] : pj.items()) params += (params.empty() ? "" : " ") + k + "=" + val.dump();
     if (t.state == TrialState::kFail) params += "  error: " + t.error.substr(0, 120);
     std::snprintf(buf, sizeof buf, "  %5lld  %-8s  %-11s  %-11s  ", static_cast<long long>(t.number), state_name(t.state), v.c_str(), b.c_str());
     s += buf + params + "\n";
