@@ -142,12 +142,20 @@ TEST(SearchParzen, UnivariateDensityIsTheHandComputedMixture) {
     }
     EXPECT_NEAR(std::exp(pe.log_pdf({x})), pdf, 1e-12) << x;
   }
-  // Samples stay inside the range.
+  // Samples follow the density: the share in each tenth of the range against the density's integral.
   std::mt19937_64 rng(1);
-  for (int i = 0; i < 200; ++i) {
+  const int n = 100000;
+  std::vector<double> hist(10, 0);
+  for (int i = 0; i < n; ++i) {
     const double x = pe.sample(rng)[0];
-    EXPECT_GE(x, 0);
-    EXPECT_LE(x, 10);
+    ASSERT_GE(x, 0);
+    ASSERT_LE(x, 10);
+    hist[std::min(9, static_cast<int>(x))] += 1.0 / n;
+  }
+  for (int b = 0; b < 10; ++b) {
+    double mass = 0;
+    for (int j = 0; j < 1000; ++j) mass += std::exp(pe.log_pdf({b + (j + 0.5) / 1000})) / 1000;
+    EXPECT_NEAR(hist[static_cast<size_t>(b)], mass, 0.006) << "bin " << b;
   }
 }
 
