@@ -549,3 +549,31 @@ TEST(SearchReport, ImportanceFindsTheParameterThatMatters) {
   EXPECT_EQ(j.size(), 40u);
   EXPECT_EQ(j[0]["state"], "COMPLETE");
 }
+
+TEST(SearchTpe, ProposalsMatchOptunaOnAFixedHistory) {
+  // 30 trials of (x - 3)^2 on [-10, 10] at x_i = -10 + 20 frac(0.618 i); Optuna 3.1's TPESampler,
+  // asked 400 times with seeds 0..399 on this history, proposed x with mean 3.058, sd 0.288 and
+  // 99.75% within 1 of 3 (/usr/bin/python3, optuna 3.1.0).
+  const SearchSpace s = one_float(-10, 10);
+  std::vector<TrialRecord> history;
+  for (int i = 0; i < 30; ++i) {
+    TrialRecord t;
+    t.number = i;
+    const double x = -10 + 20 * std::fmod(i * 0.6180339887, 1.0);
+    t.params = {{"train.lr", x}};
+    t.value = (x - 3) * (x - 3);
+    history.push_back(t);
+  }
+  auto sampler = make_sampler(SamplerOptions{});
+  double sum = 0, sum2 = 0;
+  int within = 0;
+  for (int seed = 0; seed < 400; ++seed) {
+    std::mt19937_64 rng(static_cast<uint64_t>(seed));
+    const double x = sampler->sample(s, history, rng).at("train.lr");
+    sum += x, sum2 += x * x, within += std::abs(x - 3) < 1;
+  }
+  const double mean = sum / 400, sd = std::sqrt(sum2 / 400 - mean * mean);
+  EXPECT_NEAR(mean, 3.058, 0.1);
+  EXPECT_NEAR(sd, 0.288, 0.1);
+  EXPECT_GE(within, 390);
+}
