@@ -21,9 +21,11 @@ struct CliRun {
   std::string out, err;
 };
 
-CliRun dsforge_cli(const std::string& args, const std::string& dir) {
+// `raw`: `args` is the whole command line (an environment prefix), not dsforge's arguments.
+CliRun dsforge_cli(const std::string& args, const std::string& dir, bool raw = false) {
   const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
-  const int status = std::system((std::string(DSFORGE_CLI) + " " + args + " >" + out + " 2>" + err).c_str());
+  const std::string cmd = raw ? args : std::string(DSFORGE_CLI) + " " + args;
+  const int status = std::system((cmd + " >" + out + " 2>" + err).c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
 }
 
@@ -72,6 +74,19 @@ TEST(SlowSearchCli, ThreeTinyTrialsThenResumeAndReport) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("optimisation history"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("trials: 3, 3 COMPLETE"), std::string::npos) << r.out;
+  // A search killed in the middle of a trial (SIGKILL at step 3, after the step-2 checkpoint) resumes
+  // when the same command runs again: the dead worker's trial is re-queued and continues from its checkpoint.
+  const std::string out2 = path_join(dir.path, "search2");
+  const std::string args2 = "search --config " + cfg + " --space " + space + " --trials 2 --out " + out2 +
+                            " --train.checkpoint_every=2";
+  r = dsforge_cli("env DSFORGE_KILL_RANK_AT=0:3 " + std::string(DSFORGE_CLI) + " " + args2, dir.path, true);
+  EXPECT_NE(r.code, 0);
+  r = dsforge_cli(args2, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  EXPECT_NE((r.out + r.err).find("trial_0000/checkpoints/step_0000002 at step 2"), std::string::npos) << r.out << r.err;
+  const auto resumed = nlohmann::json::parse(read_file(path_join(out2, "trials.json")));
+  ASSERT_EQ(resumed.size(), 2u);
+  for (const auto& t : resumed) EXPECT_EQ(t["state"], "COMPLETE") << t.dump();
   // Another space on the same study, and a bad key: clear errors, exit code 2.
   write_file_atomic(space, "[\"train.lr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-1\nlog = true\n");
   r = dsforge_cli(args, dir.path);
