@@ -253,7 +253,7 @@ void stage_tokenize(const RunConfig& cfg) {
   tok::encode_corpus(files, tok, shard_identity(cfg), cfg.run.out_dir, cfg.run.threads);
 }
 
-int stage_train(const RunConfig& cfg) {
+int stage_train(const RunConfig& cfg, const TrainObserver& observer) {
   const std::string tpath = run_path(cfg, "tokenizer.json");
   const std::string manifest_path = run_path(cfg, "shards/manifest.json");
   if (!file_exists(tpath)) throw DataError(missing(cfg, tpath, "tokenizer train"));
@@ -288,6 +288,15 @@ int stage_train(const RunConfig& cfg) {
   train::TrainCallbacks callbacks;
   callbacks.evaluate = eval::lm_validator(trainer.model(), manifest_path, cfg.train.seq_len, cfg.train.batch_size,
                                           cfg.eval.batches);
+  bool stop_requested = false;
+  if (observer.on_validation) {
+    callbacks.evaluate = [validate = callbacks.evaluate, &observer, &stop_requested](int64_t step) {
+      train::Scalars ev = validate(step);
+      stop_requested = observer.on_validation(step, ev.at("val_loss")) || stop_requested;
+      return ev;
+    };
+    callbacks.stop_after = [&stop_requested](int64_t) { return stop_requested; };
+  }
   trainer.set_callbacks(callbacks);
   train::TrainResult r = trainer.fit();
   if (r.interrupted) return kInterrupted;

@@ -15,6 +15,8 @@
 //
 // This header is free of libtorch so that the CLI compiles fast.
 #pragma once
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -39,7 +41,13 @@ void stage_augment(const RunConfig& cfg);
 void augment_file(const RunConfig& cfg, const std::string& input, const std::string& output);
 void stage_tokenizer(const RunConfig& cfg);
 void stage_tokenize(const RunConfig& cfg);
-int stage_train(const RunConfig& cfg);  // kInterrupted when stopped by a signal (checkpoint saved)
+// What a caller hears of a training run (a search trial): each validation loss; returning true stops
+// the run after that step (checkpoint saved, kInterrupted), as a pruned trial must.
+struct TrainObserver {
+  std::function<bool(int64_t step, double val_loss)> on_validation;
+};
+// kInterrupted when stopped by a signal or the observer (checkpoint saved).
+int stage_train(const RunConfig& cfg, const TrainObserver& observer = {});
 // Validation loss/perplexity/bits per byte of <run>/model beside the unigram baseline -> eval.json.
 // The windows are the model's training seq_len (recorded in the model folder).
 void stage_eval(const RunConfig& cfg);

@@ -1,0 +1,29 @@
+// What a study says: every trial as JSON, parameter importance, and the text report of
+// `dsforge search report` (summary, best trial, optimisation history, importance).
+//
+// Parameter importance is a first-order variance decomposition ("fANOVA-lite"): for each parameter,
+// over the complete trials that have it, the share of the objective's variance explained by the
+// parameter alone, eta^2 = SS_between / SS_total, where a numerical parameter's values are cut into
+// min(5, ceil(sqrt(n))) equal-count bins by rank and a categorical parameter's groups are its choices.
+// The shares are normalised to sum to 1. Interactions are not attributed (unlike full fANOVA), and a
+// parameter that only matters together with another one scores low.
+//
+// Free of libtorch.
+#pragma once
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "dsforge/search/sampler.h"
+
+namespace dsforge::search {
+
+nlohmann::json trials_json(const SearchSpace& space, const std::vector<TrialRecord>& trials);
+// parameter -> eta^2 (raw, before normalisation); parameters with fewer than 3 complete trials are absent.
+std::map<std::string, double> param_importance(const SearchSpace& space, const std::vector<TrialRecord>& trials);
+// The complete trial with the lowest value; nullptr when none completed.
+const TrialRecord* best_trial(const std::vector<TrialRecord>& trials);
+std::string search_report_text(const SearchSpace& space, const std::vector<TrialRecord>& trials);
+
+}  // namespace dsforge::search

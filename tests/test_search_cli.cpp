@@ -1,0 +1,99 @@
+// `dsforge search` end to end on a tiny recipe: three trials through the trainer, the outputs, a resume
+// that finds nothing left to do, the report, and a bad space file.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "dsforge/core/run_config.h"
+#include "dsforge/model/config.h"
+#include "test_util.h"
+
+using namespace dsforge;
+
+namespace {
+
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+
+// `raw`: `args` is the whole command line (an environment prefix), not dsforge's arguments.
+CliRun dsforge_cli(const std::string& args, const std::string& dir, bool raw = false) {
+  const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
+  const std::string cmd = raw ? args : std::string(DSFORGE_CLI) + " " + args;
+  const int status = std::system((cmd + " >" + out + " 2>" + err).c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
+}
+
+std::string tiny_recipe(const std::string& dir) {
+  make_dirs(path_join(dir, "corpus"));
+  std::string text;
+  for (int i = 0; i < 300; ++i) text += "w" + std::to_string(i) + ": a small thing that is " + std::to_string(i % 7) + " old\n";
+  write_file_atomic(path_join(dir, "corpus/c.txt"), text);
+  const std::string cfg = path_join(dir, "tiny.toml");
+  write_file_atomic(cfg, fmt("[run]\nout_dir = \"", path_join(dir, "run"), "\"\nthreads = 1\n",
+                             "[data]\nsource = \"files\"\npaths = [\"corpus/c.txt\"]\nval_fraction = 0.1\n",
+                             "[tokenizer]\nvocab_size = 300\n[model]\nconfig = \"nano\"\n",
+                             "[train]\nseq_len = 16\nbatch_size = 2\nmax_steps = 4\nwarmup_steps = 1\nlog_every = 2\n",
+                             "eval_every = 2\ncheckpoint_every = 100\npeak_gflops = 1\n[eval]\nbatches = 1\n"));
+  return cfg;
+}
+
+}  // namespace
+
+TEST(SlowSearchCli, ThreeTinyTrialsThenResumeAndReport) {
+  TempDir dir;
+  const std::string cfg = tiny_recipe(dir.path), space = path_join(dir.path, "space.toml");
+  write_file_atomic(space, "[\"train.lr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-2\nlog = true\n"
+                           "[\"model.n_routed_experts\"]\ntype = \"categorical\"\nchoices = [4, 8]\n");
+  const std::string out = path_join(dir.path, "search");
+  const std::string args = "search --config " + cfg + " --space " + space + " --trials 3 --pruner median --out " + out;
+  CliRun r = dsforge_cli(args, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const auto trials = nlohmann::json::parse(read_file(path_join(out, "trials.json")));
+  ASSERT_EQ(trials.size(), 3u);
+  for (const auto& t : trials) {
+    EXPECT_EQ(t["state"], "COMPLETE") << t.dump();
+    EXPECT_TRUE(t["intermediate"].contains("2") && t["intermediate"].contains("4")) << t.dump();
+  }
+  // The best config trains as it is: its run folder links the shared data, its model config the trial's.
+  const RunConfig best = load_run_config(path_join(out, "best.toml"));
+  EXPECT_EQ(best.run.out_dir, path_join(out, "best"));
+  EXPECT_TRUE(file_exists(path_join(out, "best/shards/manifest.json")));
+  EXPECT_EQ(best.model.config, path_join(out, "best_model.json"));
+  EXPECT_TRUE(file_exists(path_join(out, "trial_0002/model/model.safetensors")));
+  // Rerunning the command resumes the study: nothing left, the outputs again.
+  r = dsforge_cli(args, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(read_file(path_join(out, "trials.json"))).size(), 3u);
+  r = dsforge_cli("search report --study " + path_join(out, "study.db"), dir.path);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("optimisation history"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("trials: 3, 3 COMPLETE"), std::string::npos) << r.out;
+  // A search killed in the middle of a trial (SIGKILL at step 3, after the step-2 checkpoint) resumes
+  // when the same command runs again: the dead worker's trial is re-queued and continues from its checkpoint.
+  const std::string out2 = path_join(dir.path, "search2");
+  const std::string args2 = "search --config " + cfg + " --space " + space + " --trials 2 --out " + out2 +
+                            " --train.checkpoint_every=2";
+  r = dsforge_cli("env DSFORGE_KILL_RANK_AT=0:3 " + std::string(DSFORGE_CLI) + " " + args2, dir.path, true);
+  EXPECT_NE(r.code, 0);
+  r = dsforge_cli(args2, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  EXPECT_NE((r.out + r.err).find("trial_0000/checkpoints/step_0000002 at step 2"), std::string::npos) << r.out << r.err;
+  const auto resumed = nlohmann::json::parse(read_file(path_join(out2, "trials.json")));
+  ASSERT_EQ(resumed.size(), 2u);
+  for (const auto& t : resumed) EXPECT_EQ(t["state"], "COMPLETE") << t.dump();
+  // Another space on the same study, and a bad key: clear errors, exit code 2.
+  write_file_atomic(space, "[\"train.lr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-1\nlog = true\n");
+  r = dsforge_cli(args, dir.path);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("created with another search space"), std::string::npos) << r.err;
+  write_file_atomic(space, "[\"train.lrr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-1\n");
+  r = dsforge_cli(args, dir.path);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("parameter 'train.lrr': unknown key"), std::string::npos) << r.err;
+}
