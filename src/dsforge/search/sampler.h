@@ -48,6 +48,11 @@ struct SamplerOptions {
   int64_t n_ei_candidates = 24;  // tpe
   bool multivariate = false;     // tpe
   double prior_weight = 1.0;     // tpe
+  // tpe: false (default) evaluates each numerical kernel as Optuna 3.1 does, the standard normal
+  // density of (x - mu) / sigma over its truncated mass, without the 1 / sigma factor of a true
+  // density (Optuna 3.1's _truncnorm.logpdf omits it); this favours wide kernels in l(x) / g(x).
+  // true: the exact mixture density.
+  bool exact_density = false;
   int64_t gp_fit_iters = 60;     // gp: gradient steps of the marginal likelihood per trial
   int64_t gp_candidates = 1000;  // gp: random EI candidates before the local search
 };
@@ -74,7 +79,7 @@ class ParzenEstimator {
  public:
   // `obs[i][d]` = internal coordinate of parameter d of observation i (oldest first).
   ParzenEstimator(const std::vector<const Param*>& params, const std::vector<std::vector<double>>& obs,
-                  double prior_weight, bool multivariate);
+                  double prior_weight, bool multivariate, bool exact_density = true);
   // Internal coordinates, snapped to valid values (steps, choices).
   std::vector<double> sample(std::mt19937_64& rng) const;
   // log density (numerical, continuous), log mass (discrete steps and categorical), per the kernels.
@@ -86,6 +91,7 @@ class ParzenEstimator {
 
  private:
   std::vector<const Param*> params_;
+  bool exact_density_ = true;  // false: kernels without their 1 / sigma factor (Optuna 3.1, SamplerOptions)
   std::vector<double> weights_;                 // [k], components = observations + prior (last)
   std::vector<std::vector<double>> mus_, sigmas_;  // numerical dims
   std::vector<std::vector<std::vector<double>>> cat_probs_;  // categorical dims: [d][k][choice]

@@ -117,8 +117,8 @@ class TpeSampler : public Sampler {
       }
       return obs;
     };
-    const ParzenEstimator l(group, coords(below), o_.prior_weight, o_.multivariate);
-    const ParzenEstimator g(group, coords(above), o_.prior_weight, o_.multivariate);
+    const ParzenEstimator l(group, coords(below), o_.prior_weight, o_.multivariate, o_.exact_density);
+    const ParzenEstimator g(group, coords(above), o_.prior_weight, o_.multivariate, o_.exact_density);
     std::vector<double> best;
     double best_score = -std::numeric_limits<double>::infinity();
     for (int64_t i = 0; i < o_.n_ei_candidates; ++i) {
@@ -218,8 +218,8 @@ Params sample_random(const SearchSpace& space, std::mt19937_64& rng) {
 }
 
 ParzenEstimator::ParzenEstimator(const std::vector<const Param*>& params, const std::vector<std::vector<double>>& obs,
-                                 double prior_weight, bool multivariate)
-    : params_(params) {
+                                 double prior_weight, bool multivariate, bool exact_density)
+    : params_(params), exact_density_(exact_density) {
   const size_t n = obs.size();
   weights_ = tpe_weights(static_cast<int64_t>(n));
   weights_.push_back(prior_weight);
@@ -316,7 +316,7 @@ double ParzenEstimator::log_pdf(const std::vector<double>& x) const {
         s += log_normal_mass((a - mu) / sg, (b - mu) / sg) - log_z;
       } else {
         const double z = (x[d] - mu) / sg;
-        s += -0.5 * z * z - std::log(sg * std::sqrt(2 * M_PI)) - log_z;
+        s += -0.5 * z * z - std::log(std::sqrt(2 * M_PI)) - (exact_density_ ? std::log(sg) : 0.0) - log_z;
       }
     }
     lp[k] = s;
