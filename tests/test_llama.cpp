@@ -21,11 +21,6 @@
 namespace dsforge {
 namespace {
 
-std::string node_modules() {
-  if (const char* env = std::getenv("DSFORGE_NODE_MODULES")) return env;
-  return (std::filesystem::path(DSFORGE_CLI).parent_path() / "node" / "node_modules").string();
-}
-
 // Why llama.cpp cannot be run here, or "" when it can.
 std::string llama_missing() {
   if (std::system("node --version >/dev/null 2>&1") != 0) return "node is not installed";

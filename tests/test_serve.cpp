@@ -421,11 +421,6 @@ TEST(SlowServe, SigtermDrainsThenExitsZero) {
   EXPECT_EQ(last["usage"]["completion_tokens"], 300);
 }
 
-std::string node_modules() {
-  if (const char* env = std::getenv("DSFORGE_NODE_MODULES")) return env;
-  return (std::filesystem::path(DSFORGE_CLI).parent_path() / "node" / "node_modules").string();
-}
-
 TEST(SlowServe, OfficialOpenAiClientStreamsAndNot) {
   if (std::system("node --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
   if (!file_exists(node_modules() + "/openai/package.json")) GTEST_SKIP() << "the npm package openai is not installed (scripts/setup.sh)";

@@ -63,6 +63,12 @@ inline BrowserRender render_in_chromium(const std::string& html_path, const std:
   return r;
 }
 inline std::string shared_data_dir() { return source_dir() + "/../shared/data"; }
+// The npm packages scripts/setup.sh installs for the tests (node-llama-cpp, openai): BUILD/node/node_modules,
+// or DSFORGE_NODE_MODULES.
+inline std::string node_modules() {
+  if (const char* env = std::getenv("DSFORGE_NODE_MODULES")) return env;
+  return (std::filesystem::path(DSFORGE_CLI).parent_path() / "node" / "node_modules").string();
+}
 
 // A TCP port free on 127.0.0.1 right now (the kernel picks it): tests never hard-code ports, so
 // parallel test runs and other services cannot collide with them.
