@@ -90,7 +90,7 @@ if [ "${1:-}" != "--demo" ]; then
   elif command -v npm >/dev/null && command -v node >/dev/null; then
     say "installing npm test packages under $BUILD/node: ${missing_npm[*]}"
     mkdir -p "$BUILD/node"
-    npm install --prefix "$BUILD/node" --save-exact --no-audit --no-fund --loglevel=error "${missing_npm[@]}" ||
+    timeout 900 npm install --prefix "$BUILD/node" --save-exact --ignore-scripts --no-audit --no-fund --loglevel=error "${missing_npm[@]}" ||
       say "warning: npm could not install ${missing_npm[*]}; the tests that need them will skip"
   else
     say "warning: node/npm not found; the llama.cpp and OpenAI-client tests will skip"
