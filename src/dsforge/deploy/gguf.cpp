@@ -475,6 +475,11 @@ void export_deepseek(Exporter& ex, const model::ModelConfig& c, const TensorMap&
   if (mtp_depth(c) > 0) ex.report.notes.push_back("the MTP modules are left out (llama.cpp's deepseek2 does not run them)");
 }
 
+// A GPT-2 block's modules and their GGUF names (each has a weight and a bias).
+constexpr std::pair<const char*, const char*> kGpt2BlockParts[] = {{"ln_1", "attn_norm"},     {"attn.c_attn", "attn_qkv"},
+                                                                  {"attn.c_proj", "attn_output"}, {"ln_2", "ffn_norm"},
+                                                                  {"mlp.c_fc", "ffn_up"},         {"mlp.c_proj", "ffn_down"}};
+
 void export_gpt2(Exporter& ex, const model::ModelConfig& c, const TensorMap& s) {
   const std::string a = "gpt2.";
   auto u32 = [](int64_t v) { return static_cast<uint32_t>(v); };
@@ -490,11 +495,8 @@ void export_gpt2(Exporter& ex, const model::ModelConfig& c, const TensorMap& s) 
   ex.vector("output_norm.weight", need(s, "transformer.ln_f.weight"));
   ex.vector("output_norm.bias", need(s, "transformer.ln_f.bias"));
   ex.matrix("output.weight", need(s, "transformer.wte.weight"));
-  const std::pair<const char*, const char*> parts[] = {{"ln_1", "attn_norm"}, {"attn.c_attn", "attn_qkv"},
-                                                       {"attn.c_proj", "attn_output"}, {"ln_2", "ffn_norm"},
-                                                       {"mlp.c_fc", "ffn_up"}, {"mlp.c_proj", "ffn_down"}};
   for (int64_t i = 0; i < c.num_hidden_layers; ++i)
-    for (const auto& [from, to] : parts) {
+    for (const auto& [from, to] : kGpt2BlockParts) {
       const std::string p = fmt("transformer.h.", i, ".", from, "."), b = fmt("blk.", i, ".", to, ".");
       const at::Tensor& weight = need(s, p + "weight");
       if (weight.dim() == 2) ex.matrix(b + "weight", weight);
@@ -611,11 +613,8 @@ TensorMap import_gpt2(const GgufFile& f, model::ModelConfig& c, const std::strin
   s["transformer.wpe.weight"] = f.tensor("position_embd.weight");
   s["transformer.ln_f.weight"] = f.tensor("output_norm.weight");
   s["transformer.ln_f.bias"] = f.tensor("output_norm.bias");
-  const std::pair<const char*, const char*> parts[] = {{"ln_1", "attn_norm"}, {"attn.c_attn", "attn_qkv"},
-                                                       {"attn.c_proj", "attn_output"}, {"ln_2", "ffn_norm"},
-                                                       {"mlp.c_fc", "ffn_up"}, {"mlp.c_proj", "ffn_down"}};
   for (int64_t i = 0; i < c.num_hidden_layers; ++i)
-    for (const auto& [ours, theirs] : parts)
+    for (const auto& [ours, theirs] : kGpt2BlockParts)
       for (const char* w : {"weight", "bias"}) s[fmt("transformer.h.", i, ".", ours, ".", w)] = f.tensor(fmt("blk.", i, ".", theirs, ".", w));
   return s;
 }

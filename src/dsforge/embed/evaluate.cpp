@@ -9,6 +9,7 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/core/text.h"
 
 namespace dsforge::embed {
 
@@ -87,19 +88,6 @@ std::vector<std::string> split_on(const std::string& s, char sep) {
   }
 }
 
-std::vector<std::string> split_ws(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    size_t j = i;
-    while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
-    if (j > i) out.push_back(s.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
 float cosine_unit(const float* a, const float* b, int D) {
   float s = 0;
   for (int k = 0; k < D; ++k) s += a[k] * b[k];
@@ -119,7 +107,7 @@ SimilarityResult evaluate_similarity(const WordVectors& v, const std::string& pa
     const std::string& l = lines[n];
     if (l.empty() || l[0] == '#') continue;
     auto f = split_on(l, '\t');
-    if (f.size() != 3) f = split_ws(l);
+    if (f.size() != 3) f = split_whitespace(l);
     char* end = nullptr;
     const double score = f.size() == 3 ? std::strtod(f[2].c_str(), &end) : 0;
     if (f.size() != 3 || end == f[2].c_str() || *end != '\0' || !std::isfinite(score))
@@ -162,11 +150,12 @@ AnalogyResult evaluate_analogies(const WordVectors& v, const std::string& path, 
     if (l.empty()) continue;
     if (l[0] == ':') {
       AnalogySection s;
-      s.name = split_ws(l.substr(1)).empty() ? "" : split_ws(l.substr(1))[0];
+      const auto words = split_whitespace(l.substr(1));
+      s.name = words.empty() ? "" : words[0];
       res.sections.push_back(s);
       continue;
     }
-    const auto w = split_ws(l);
+    const auto w = split_whitespace(l);
     if (w.size() != 4) throw DataError(fmt(path, ":", n + 1, ": expected four words 'a b c d' (a : b :: c : d), got '", l.substr(0, 80), "'"));
     if (res.sections.empty()) throw DataError(fmt(path, ":", n + 1, ": question before any ': section' header"));
     AnalogySection& sec = res.sections.back();

@@ -6,23 +6,11 @@
 #include <unordered_map>
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/text.h"
 #include "dsforge/eval/mt_metrics.h"
 
 namespace dsforge::eval {
 namespace {
-
-std::vector<std::string> split_ws(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    size_t j = i;
-    while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
-    if (j > i) out.emplace_back(s.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
 
 using Counts = std::unordered_map<std::string, int64_t>;
 
@@ -105,7 +93,7 @@ std::vector<std::string> rouge_tokenize(const std::string& text, bool stem) {
     const char c = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     t.push_back((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ? c : ' ');
   }
-  std::vector<std::string> out = split_ws(t);
+  std::vector<std::string> out = split_whitespace(t);
   if (stem)
     for (auto& w : out)
       if (w.size() > 3) w = porter_stem(w);

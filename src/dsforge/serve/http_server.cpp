@@ -117,7 +117,7 @@ struct Stream {
   std::vector<int64_t> ids;
   std::vector<double> logprobs;
   std::vector<std::vector<TokenLogprob>> tops;
-  bool stop_hit = false;
+  std::string text;  // the bytes of `ids` (the end-of-text token adds none)
   Clock::time_point last_token;
 };
 
@@ -421,14 +421,12 @@ class Server {
       stream->ids.push_back(id);
       stream->logprobs.push_back(lp);
       stream->tops.push_back(top);
+      // A stop string can only be completed by this piece: look at the new bytes and the tail before them.
+      const size_t before = stream->text.size();
+      stream->text += piece(id);
       bool go_on = true;
-      if (!stops.empty()) {
-        std::string text;
-        for (int64_t t : stream->ids) text += piece(t);
-        for (const auto& s : stops)
-          if (text.find(s) != std::string::npos) go_on = false;
-        stream->stop_hit = !go_on;
-      }
+      for (const auto& s : stops)
+        if (stream->text.find(s, before >= s.size() ? before - s.size() + 1 : 0) != std::string::npos) go_on = false;
       stream->cv.notify_all();
       return go_on;
     };
@@ -445,9 +443,8 @@ class Server {
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opts_.request_timeout_s));
     const size_t n_prompt = p.prompt.size();
     const std::string model = name_;
-    auto finished_text = [this, stops](const std::vector<int64_t>& ids, bool& stopped) {
-      std::string text;
-      for (int64_t t : ids) text += piece(t);
+    // The reply: the generated text cut before the first stop string.
+    auto finished_text = [stops](std::string text, bool& stopped) {
       stopped = false;
       size_t cut = std::string::npos;
       for (const auto& s : stops) cut = std::min(cut, text.find(s));
@@ -485,22 +482,15 @@ class Server {
           sink.done();
           return true;
         }
-        std::vector<int64_t> ids;
-        std::vector<double> lps;
-        std::vector<std::vector<TokenLogprob>> tops;
-        {
-          std::lock_guard<std::mutex> lock(stream->mu);
-          ids = stream->ids;
-          lps = stream->logprobs;
-          tops = stream->tops;
-        }
+        // Generation has ended: the engine no longer touches the stream.
+        const std::vector<int64_t>& ids = stream->ids;
         bool stopped = false;
-        const std::string text = finished_text(ids, stopped);
+        const std::string text = finished_text(stream->text, stopped);
         const std::string reason = stopped || r->finish_reason == "stop" ? "stop" : "length";
         json choice = {{"index", 0}};
         if (chat) choice["message"] = {{"role", "assistant"}, {"content", text}};
         else choice["text"] = text;
-        choice["logprobs"] = p.logprobs < 0 ? json(nullptr) : logprobs_json(ids, lps, tops, chat);
+        choice["logprobs"] = p.logprobs < 0 ? json(nullptr) : logprobs_json(ids, stream->logprobs, stream->tops, chat);
         choice["finish_reason"] = reason;
         json out = {{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created}, {"model", model},
                     {"choices", json::array({choice})}, {"usage", usage(ids.size())}};
@@ -532,39 +522,41 @@ class Server {
         r->cancelled = true;
         return false;
       }
-      size_t sent_bytes = 0, sent_tokens = 0;
+      size_t sent_bytes = 0, sent_tokens = 0, seen_tokens = 0;  // seen: wait for more than these (held-back text waits too)
       bool alive = true;
       for (;;) {
-        std::vector<int64_t> ids;
-        std::vector<double> lps;
-        std::vector<std::vector<TokenLogprob>> tops;
+        // What arrived since the last chunk (the tokens beyond sent_tokens) and the text so far.
+        std::vector<int64_t> new_ids;
+        std::vector<double> new_lps;
+        std::vector<std::vector<TokenLogprob>> new_tops;
+        std::string generated;
         const bool done = r->finished();
         {
           std::unique_lock<std::mutex> lock(stream->mu);
-          if (!done) stream->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return stream->ids.size() > sent_tokens; });
-          ids = stream->ids;
-          lps = stream->logprobs;
-          tops = stream->tops;
+          if (!done) stream->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return stream->ids.size() > seen_tokens; });
+          seen_tokens = stream->ids.size();
+          const auto from = static_cast<long>(sent_tokens);
+          new_ids.assign(stream->ids.begin() + from, stream->ids.end());
+          new_lps.assign(stream->logprobs.begin() + from, stream->logprobs.end());
+          new_tops.assign(stream->tops.begin() + from, stream->tops.end());
+          generated = stream->text;
         }
         bool stopped = false;
-        std::string text = finished_text(ids, stopped);
+        std::string text = finished_text(std::move(generated), stopped);
         size_t ready = text.size();
         if (!done && !stopped) {
           ready -= stop_holdback(text, stops);
           ready = complete_utf8_prefix(std::string_view(text).substr(0, ready));
         }
-        if (ready > sent_bytes || (p.logprobs >= 0 && ids.size() > sent_tokens && (done || ready > sent_bytes))) {
+        if (ready > sent_bytes || (p.logprobs >= 0 && !new_ids.empty() && (done || ready > sent_bytes))) {
           const std::string delta = text.substr(sent_bytes, ready - sent_bytes);
-          std::vector<int64_t> new_ids(ids.begin() + static_cast<long>(sent_tokens), ids.end());
-          std::vector<double> new_lps(lps.begin() + static_cast<long>(sent_tokens), lps.end());
-          std::vector<std::vector<TokenLogprob>> new_tops(tops.begin() + static_cast<long>(sent_tokens), tops.end());
           const json lp = p.logprobs < 0 ? json(nullptr) : logprobs_json(new_ids, new_lps, new_tops, chat);
           if (!send(chunk(chat ? json{{"content", delta}} : json(delta), lp, nullptr))) {
             alive = false;
             break;
           }
           sent_bytes = ready;
-          sent_tokens = ids.size();
+          sent_tokens += new_ids.size();
         }
         if (done) break;
         if (Clock::now() > deadline) {
@@ -582,15 +574,10 @@ class Server {
         const std::string e = "data: " + error_body(r->error, "server_error", "", "") + "\n\n";
         sink.write(e.data(), e.size());
       } else {
-        bool stopped = false;
-        std::vector<int64_t> ids;
-        {
-          std::lock_guard<std::mutex> lock(stream->mu);
-          ids = stream->ids;
-        }
-        finished_text(ids, stopped);
+        bool stopped = false;  // generation has ended: the engine no longer touches the stream
+        finished_text(stream->text, stopped);
         json last = chunk(chat ? json::object() : json(""), nullptr, stopped || r->finish_reason == "stop" ? "stop" : "length");
-        last["usage"] = usage(ids.size());
+        last["usage"] = usage(stream->ids.size());
         send(last);
       }
       const std::string done_line = "data: [DONE]\n\n";

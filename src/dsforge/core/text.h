@@ -1,0 +1,23 @@
+// Small text helpers shared by the readers of word lists, metrics and evaluation files.
+#pragma once
+#include <cctype>
+#include <string>
+#include <vector>
+
+namespace dsforge {
+
+// The words of `s` separated by runs of ASCII whitespace; no empty words.
+inline std::vector<std::string> split_whitespace(const std::string& s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    size_t j = i;
+    while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
+    if (j > i) out.emplace_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace dsforge
