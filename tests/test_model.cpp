@@ -196,6 +196,74 @@ TEST(Model, IsCausal) {
   EXPECT_LT((ma[0].narrow(1, 0, 9) - mb[0].narrow(1, 0, 9)).abs().max().item<double>(), 1e-12);
 }
 
+// The fused single-token step (decode_fused.cpp) against the module path, in float32: one token at a
+// time through decode_step_fused must give forward()'s logits, for the configurations whose code paths
+// differ (q_lora or not, dense and MoE layers, sigmoid + groups or softmax routing, shared experts or
+// none), and left-padded rows must equal their unpadded sequences decoded alone.
+TEST(Model, FusedDecodeStepEqualsModulePath) {
+  std::vector<std::pair<std::string, ModelConfig>> configs;
+  configs.push_back({"tiny", tiny(3)});
+  ModelConfig micro = model_config_from_preset("micro");
+  micro.num_hidden_layers = 3;
+  micro.max_position_embeddings = 64;
+  configs.push_back({"micro (groups)", micro});
+  ModelConfig v2 = tiny(2);
+  v2.q_lora_rank = 0;
+  v2.scoring_func = "softmax";
+  v2.n_group = 1;
+  v2.topk_group = 1;
+  v2.n_shared_experts = 0;
+  configs.push_back({"no q_lora, softmax, no shared", v2});
+  for (const auto& [name, c] : configs) {
+    auto m = make(c, 4);
+    m->eval();
+    at::NoGradGuard ng;
+    const int64_t B = 2, S = 12;
+    at::Tensor tokens = random_tokens(B, S, c.vocab_size, 11);
+    at::Tensor full = m->forward(tokens);
+    KvCache cache = m->make_cache(B, S);
+    std::vector<at::Tensor> steps;
+    for (int64_t t = 0; t < S; ++t) {
+      at::Tensor l = m->decode_step_fused(tokens.narrow(1, t, 1), cache);
+      ASSERT_TRUE(l.defined()) << name << ": the fused step did not apply";
+      steps.push_back(l);
+    }
+    EXPECT_EQ(cache.len, S);
+    const double scale = full.abs().max().item<double>();
+    EXPECT_LT((at::cat(steps, 1) - full).abs().max().item<double>(), 1e-4 * scale) << name;
+  }
+  // Left padding: row 1 holds 4 pad positions, then a sequence of 8; it must equal that sequence alone.
+  ModelConfig c = configs[1].second;
+  auto m = make(c, 5);
+  m->eval();
+  at::NoGradGuard ng;
+  at::Tensor seq = random_tokens(1, 8, c.vocab_size, 12), other = random_tokens(1, 12, c.vocab_size, 13);
+  at::Tensor batch = at::cat({other, at::cat({at::zeros({1, 4}, at::kLong), seq}, 1)}, 0);  // [2, 12]
+  at::Tensor pad = at::zeros({2, 12}, at::kBool);
+  pad[1].narrow(0, 0, 4).fill_(true);
+  auto st = m->start_decode(2, 12, CacheMode::kLatentAbsorbed, pad);
+  auto alone = m->start_decode(1, 8, CacheMode::kLatentAbsorbed, at::Tensor());
+  std::vector<at::Tensor> padded_steps, alone_steps;
+  for (int64_t t = 0; t < 12; ++t) {
+    at::Tensor l = m->decode(batch.narrow(1, t, 1), *st);
+    if (t >= 4) padded_steps.push_back(l[1]);
+  }
+  for (int64_t t = 0; t < 8; ++t) alone_steps.push_back(m->decode(seq.narrow(1, t, 1), *alone)[0]);
+  at::Tensor a = at::cat(padded_steps, 0), b = at::cat(alone_steps, 0);
+  EXPECT_LT((a - b).abs().max().item<double>(), 1e-4 * b.abs().max().item<double>());
+  // Training mode, grad mode or another dtype: not applicable, the caller takes the module path.
+  KvCache cache = m->make_cache(1, 4);
+  m->train();
+  EXPECT_FALSE(m->decode_step_fused(seq.narrow(1, 0, 1), cache).defined());
+  m->eval();
+  {
+    at::AutoGradMode grad(true);
+    EXPECT_FALSE(m->decode_step_fused(seq.narrow(1, 0, 1), cache).defined());
+  }
+  EXPECT_FALSE(m->decode_step_fused(seq.narrow(1, 0, 2), cache).defined());
+  EXPECT_EQ(cache.len, 0);
+}
+
 TEST(Routing, InvariantsAndGroupLimits) {
   ModelConfig c = model_config_from_preset("micro");  // 16 experts in 4 groups, top-2 groups, K = 4
   MoeGate gate(c);

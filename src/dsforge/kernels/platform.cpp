@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <utility>
 
@@ -27,6 +28,8 @@ namespace {
 extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
                        const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
                        const float* beta, float* c, const int* ldc);
+extern "C" void sgemv_(const char* trans, const int* m, const int* n, const float* alpha, const float* a, const int* lda,
+                       const float* x, const int* incx, const float* beta, float* y, const int* incy);
 #endif
 
 // ------------------------------------------------------------------ bfloat16 GEMM
@@ -151,10 +154,18 @@ const VectorLoops* choose_vector_loops() {
 void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
              int64_t ldb, float beta, float* C, int64_t ldc) {
 #ifdef DSFORGE_HAVE_BLAS
+  const float alpha = 1.0f;
+  if (M == 1 && !trans_a) {  // one row (a decode step): sgemv, which reads B once at memory speed
+    const int one = 1, ld = static_cast<int>(ldb);
+    // row-major B [K, N] is column-major [N, K]; B^T [N, K] row-major is column-major [K, N]
+    const int rows = static_cast<int>(trans_b ? K : N), cols = static_cast<int>(trans_b ? N : K);
+    if (beta == 0.0f) std::memset(C, 0, sizeof(float) * static_cast<size_t>(N));  // y may hold NaN: 0 * NaN is NaN in some BLAS
+    sgemv_(trans_b ? "T" : "N", &rows, &cols, &alpha, B, &ld, A, &one, &beta, C, &one);
+    return;
+  }
   const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
   const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
   const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-  const float alpha = 1.0f;
   sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
 #else
   const auto opts = at::TensorOptions().dtype(at::kFloat);

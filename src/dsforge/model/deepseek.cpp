@@ -264,7 +264,8 @@ std::unique_ptr<DecodeState> DeepseekV3Impl::start_decode(int64_t batch, int64_t
 
 at::Tensor DeepseekV3Impl::decode(const at::Tensor& tokens, DecodeState& state) {
   auto& st = dynamic_cast<DeepseekDecodeState&>(state);
-  at::Tensor logits = forward_cached(tokens, st.cache);
+  at::Tensor logits = decode_step_fused(tokens, st.cache);
+  if (!logits.defined()) logits = forward_cached(tokens, st.cache);
   st.len = st.cache.len;
   return logits;
 }

@@ -105,6 +105,12 @@ class DeepseekV3Impl : public CausalLmImpl {
   DeepseekV3Backbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};
 
+ // One new token per row (tokens [B, 1]) through the layers on raw float32 storage, appended to the
+  // cache: logits [B, 1, V], the same as forward_cached's (decode_fused.cpp). An undefined tensor where
+  // that path does not apply (training, grad mode, not float32 CPU, another cache mode, S > 1);
+  // decode() then takes forward_cached.
+  at::Tensor decode_step_fused(const at::Tensor& tokens, KvCache& cache);
+
  private:
   ModelConfig c_;
   RopeTables rope_;

@@ -1,0 +1,298 @@
+// DeepSeek-V3's decode step for one new token per row, on raw float32 storage (deepseek.h,
+// DeepseekV3Impl::decode_step_fused).
+//
+// A step through ATen is several hundred small operations (each a dispatch, an allocation and a
+// shape check: about 6 us here against the ~1 us of arithmetic most of them do at batch 1), so a token
+// of `mini` cost 3x the time it takes to read its weights. Here a step is the same mathematics as the
+// module path (absorbed MLA over the latent cache, the router, shared and routed experts) written
+// as BLAS products (kernels::gemm_rm: sgemv at one row, sgemm otherwise) and the fused kernels' vector
+// loops (RMSNorm, RoPE, softmax, SwiGLU) on scratch buffers: no tensor is created but the logits.
+//
+// It applies in inference (no grad, eval mode) to a float32, contiguous CPU model and cache in the
+// latent-absorbed mode, one token per row; anything else returns an undefined tensor and the caller
+// takes the module path. Rows may carry left padding (key_pad): padded keys are hidden from the
+// query as in the module path. DSFORGE_FUSED=0 (fused.h) turns it off with the other fused kernels.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "dsforge/core/error.h"
+#include "dsforge/kernels/fused.h"
+#include "dsforge/kernels/platform.h"
+#include "dsforge/model/deepseek.h"
+
+namespace dsforge::model {
+namespace {
+
+using kernels::gemm_rm;
+
+// A weight matrix [out, in], row-major.
+struct Mat {
+  const float* w = nullptr;
+  int64_t out = 0, in = 0;
+};
+struct Mlp {
+  Mat gate, up, down;
+};
+struct LayerWeights {
+  const float *in_norm, *post_norm, *q_a_norm = nullptr, *kv_a_norm;
+  Mat q_a, q_b, q, kv_a, kv_b, o;
+  bool moe = false;
+  Mlp dense, shared;
+  bool has_shared = false;
+  Mat router;
+  const float* router_bias = nullptr;
+  std::vector<Mlp> experts;
+};
+
+bool usable(const at::Tensor& t) {
+  return t.defined() && t.scalar_type() == at::kFloat && t.device().is_cpu() && t.is_contiguous();
+}
+
+// Every weight the step reads, or false when one is not float32 contiguous CPU storage.
+bool gather(const at::Tensor& t, const float*& p) {
+  if (!usable(t)) return false;
+  p = t.data_ptr<float>();
+  return true;
+}
+bool gather(const torch::nn::Linear& l, Mat& m) {
+  if (!l || !usable(l->weight)) return false;
+  m = {l->weight.data_ptr<float>(), l->weight.size(0), l->weight.size(1)};
+  return true;
+}
+bool gather(const SwiGluMlpImpl& mlp, Mlp& m) {
+  return gather(mlp.gate_proj, m.gate) && gather(mlp.up_proj, m.up) && gather(mlp.down_proj, m.down);
+}
+bool gather(DecoderLayerImpl& layer, LayerWeights& w) {
+  MlaAttentionImpl& a = *layer.self_attn;
+  bool ok = gather(layer.input_layernorm->weight, w.in_norm) && gather(layer.post_attention_layernorm->weight, w.post_norm) &&
+            gather(a.kv_a_proj_with_mqa, w.kv_a) && gather(a.kv_a_layernorm->weight, w.kv_a_norm) &&
+            gather(a.kv_b_proj, w.kv_b) && gather(a.o_proj, w.o);
+  ok = ok && (a.q_proj ? gather(a.q_proj, w.q)
+                       : gather(a.q_a_proj, w.q_a) && gather(a.q_a_layernorm->weight, w.q_a_norm) && gather(a.q_b_proj, w.q_b));
+  if (!ok) return false;
+  if (!layer.moe) return gather(*layer.dense_mlp, w.dense);
+  DeepseekMoeImpl& moe = *layer.moe;
+  w.moe = true;
+  if (!usable(moe.gate->weight) || !gather(moe.gate->e_score_correction_bias, w.router_bias)) return false;
+  w.router = {moe.gate->weight.data_ptr<float>(), moe.gate->weight.size(0), moe.gate->weight.size(1)};
+  w.has_shared = static_cast<bool>(moe.shared_experts);
+  if (w.has_shared && !gather(*moe.shared_experts, w.shared)) return false;
+  w.experts.resize(moe.experts->size());
+  for (size_t e = 0; e < w.experts.size(); ++e)
+    if (!gather(*moe.experts->ptr<SwiGluMlpImpl>(e), w.experts[e])) return false;
+  return true;
+}
+
+// y[B, out] = x[B, in] W^T (+ y when accumulate).
+void linear(const float* x, const Mat& W, float* y, int64_t B, bool accumulate = false) {
+  gemm_rm(false, true, B, W.out, W.in, x, W.in, W.w, W.in, accumulate ? 1.0f : 0.0f, y, W.out);
+}
+
+// y[B, d] += down(silu(gate(x)) * up(x)) * scale; g, u: scratch of B * width.
+void swiglu(const float* x, const Mlp& m, float* y, int64_t B, float* g, float* u, float* tmp, float scale = 1.0f) {
+  linear(x, m.gate, g, B);
+  linear(x, m.up, u, B);
+  kernels::vector_loops().silu_mul_forward_f32(g, u, g, 0, B * m.gate.out);
+  if (scale == 1.0f) {
+    linear(g, m.down, y, B, /*accumulate=*/true);
+    return;
+  }
+  linear(g, m.down, tmp, B);
+  for (int64_t i = 0; i < B * m.down.out; ++i) y[i] += scale * tmp[i];
+}
+
+// The router of one token (MoeGateImpl::forward): the K selected experts and their weights.
+void route(const ModelConfig& c, const float* logits, const float* bias, float* scores, float* choice, int64_t* idx,
+           float* weight) {
+  const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
+  const bool biased = c.scoring_func == "sigmoid";
+  if (biased) {
+    for (int64_t e = 0; e < E; ++e) {
+      scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
+      choice[e] = scores[e] + bias[e];
+    }
+  } else {
+    const float m = *std::max_element(logits, logits + E);
+    float s = 0;
+    for (int64_t e = 0; e < E; ++e) s += scores[e] = std::exp(logits[e] - m);
+    for (int64_t e = 0; e < E; ++e) choice[e] = scores[e] /= s;
+  }
+  if (c.n_group > 1) {  // group-limited routing: experts outside the topk_group best groups are out
+    const int64_t G = c.n_group, per = E / G;
+    std::vector<float> gscore(static_cast<size_t>(G));
+    for (int64_t g = 0; g < G; ++g) {
+      const float* cg = choice + g * per;
+      if (biased) {  // V3: the sum of the group's two best biased scores
+        float a = -INFINITY, b = -INFINITY;
+        for (int64_t j = 0; j < per; ++j) {
+          if (cg[j] > a) b = a, a = cg[j];
+          else if (cg[j] > b) b = cg[j];
+        }
+        gscore[static_cast<size_t>(g)] = per >= 2 ? a + b : a;
+      } else {
+        gscore[static_cast<size_t>(g)] = *std::max_element(cg, cg + per);
+      }
+    }
+    std::vector<int64_t> order(static_cast<size_t>(G));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return gscore[a] > gscore[b]; });
+    for (int64_t i = c.topk_group; i < G; ++i)
+      std::fill(choice + order[static_cast<size_t>(i)] * per, choice + (order[static_cast<size_t>(i)] + 1) * per, -INFINITY);
+  }
+  std::vector<int64_t> order(static_cast<size_t>(E));
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int64_t a, int64_t b) {
+    return choice[a] > choice[b] || (choice[a] == choice[b] && a < b);
+  });
+  float sum = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    idx[k] = order[static_cast<size_t>(k)];
+    sum += weight[k] = scores[idx[k]];
+  }
+  const float norm = biased && c.norm_topk_prob ? 1.0f / (sum + 1e-20f) : 1.0f;
+  for (int64_t k = 0; k < K; ++k) weight[k] = weight[k] * norm * static_cast<float>(c.routed_scaling_factor);
+}
+
+}  // namespace
+
+at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& cache) {
+  if (!kernels::fused_enabled() || is_training() || at::GradMode::is_enabled() || tokens.dim() != 2 ||
+      tokens.size(1) != 1 || cache.layers.size() != model->main_layers.size())
+    return {};
+  const int64_t B = tokens.size(0), pos = cache.len, T = pos + 1, L = c_.num_hidden_layers;
+  for (const MlaCache& m : cache.layers) {
+    if (m.mode != CacheMode::kLatentAbsorbed || !usable(m.kv) || !usable(m.pe)) return {};
+    if (m.key_pad.defined() && (m.key_pad.scalar_type() != at::kBool || !m.key_pad.device().is_cpu() ||
+                                m.key_pad.stride(1) != 1))
+      return {};
+  }
+  std::vector<LayerWeights> W(static_cast<size_t>(L));
+  const float *embed, *final_norm;
+  Mat head;
+  if (!gather(model->embed_tokens->weight, embed) || !gather(model->norm->weight, final_norm) || !gather(lm_head, head))
+    return {};
+  for (int64_t l = 0; l < L; ++l)
+    if (!gather(*model->main_layers[static_cast<size_t>(l)], W[static_cast<size_t>(l)])) return {};
+  if (T > cache.max_len) throw Error(fmt("model: KV cache holds ", cache.max_len, " positions; ", T, " requested"));
+  if (T > c_.max_position_embeddings)
+    throw Error(fmt("model: position ", T, " exceeds max_position_embeddings ", c_.max_position_embeddings));
+
+  const int64_t d = c_.hidden_size, H = c_.num_attention_heads, dn = c_.qk_nope_head_dim, dr = c_.qk_rope_head_dim,
+                dv = c_.v_head_dim, dc = c_.kv_lora_rank, dqk = dn + dr, V = c_.vocab_size,
+                E = c_.n_routed_experts, K = c_.num_experts_per_tok;
+  const float eps = static_cast<float>(c_.rms_norm_eps), scale = static_cast<float>(rope_.softmax_scale);
+  const int64_t width = std::max({c_.intermediate_size, c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts),
+                                  c_.moe_intermediate_size});
+  const kernels::VectorLoops& vl = kernels::vector_loops();
+  const float *cosp = rope_.cos.data_ptr<float>(), *sinp = rope_.sin.data_ptr<float>();
+
+  // Scratch: the residual stream h, the normed x, the projections, one row's attention, the MLP widths.
+  std::vector<float> h(B * d), x(B * d), rs(std::max<int64_t>(B, 1)), qa(B * std::max<int64_t>(c_.q_lora_rank, 1)),
+      q(B * H * dqk), kv(B * (dc + dr)), qpe(H * dr), qabs(H * dc), sc(H * T), lat(H * dc), o(B * H * dv), g(B * width),
+      u(B * width), tmp(B * d), logits_e(B * std::max<int64_t>(E, 1)), scores(std::max<int64_t>(E, 1)),
+      choice(std::max<int64_t>(E, 1)), wk(std::max<int64_t>(K, 1));
+  std::vector<int64_t> ik(static_cast<size_t>(std::max<int64_t>(K, 1)));
+  std::vector<std::vector<std::pair<int64_t, float>>> by_expert(static_cast<size_t>(E));  // (row, weight) per expert
+  std::vector<float> xg(B > 1 ? B * d : 0), yg(B > 1 ? B * d : 0);
+
+  const at::Tensor tok = tokens.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* tp = tok.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    if (tp[b] < 0 || tp[b] >= V) throw Error(fmt("model: token id ", tp[b], " outside the vocabulary of ", V));
+    std::memcpy(&h[b * d], embed + tp[b] * d, sizeof(float) * d);
+  }
+  // RoPE over one vector of d_r (the shared key) and over the H query heads' rope parts.
+  kernels::RopeRows rope_key, rope_heads;
+  rope_key.rows = 1, rope_key.d = dr, rope_key.n_dims = 2, rope_key.sizes[0] = rope_key.sizes[1] = 1;
+  rope_heads.rows = H, rope_heads.d = dr, rope_heads.n_dims = 3, rope_heads.sizes[0] = rope_heads.sizes[1] = 1;
+  rope_heads.sizes[2] = H, rope_heads.strides[2] = dqk;
+
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerWeights& w = W[static_cast<size_t>(l)];
+    MlaCache& mc = cache.layers[static_cast<size_t>(l)];
+    float *ckv = mc.kv.data_ptr<float>(), *cpe = mc.pe.data_ptr<float>();
+    const int64_t kv_row = mc.kv.stride(0), pe_row = mc.pe.stride(0);
+    const bool* pad = mc.key_pad.defined() ? mc.key_pad.data_ptr<bool>() : nullptr;
+
+    // ---- attention: projections for all rows at once
+    vl.rms_norm_rows_f32(h.data(), w.in_norm, x.data(), rs.data(), d, eps, 0, B);
+    if (w.q.w) {
+      linear(x.data(), w.q, q.data(), B);
+    } else {
+      linear(x.data(), w.q_a, qa.data(), B);
+      vl.rms_norm_rows_f32(qa.data(), w.q_a_norm, qa.data(), rs.data(), w.q_a.out, eps, 0, B);
+      linear(qa.data(), w.q_b, q.data(), B);
+    }
+    linear(x.data(), w.kv_a, kv.data(), B);
+    // ---- each row attends over its own cached latents
+    for (int64_t b = 0; b < B; ++b) {
+      float *kvb = kv.data() + b * (dc + dr), *cb = ckv + b * kv_row, *pb = cpe + b * pe_row;
+      const float* qb = q.data() + b * H * dqk;
+      vl.rms_norm_rows_f32(kvb, w.kv_a_norm, cb + pos * dc, rs.data(), dc, eps, 0, 1);   // c_kv into the cache
+      vl.rope_rows_f32(rope_key, kvb + dc, pb + pos * dr, cosp, sinp, pos, 1.0f, 0, 1);  // k_pe into the cache
+      vl.rope_rows_f32(rope_heads, qb + dn, qpe.data(), cosp, sinp, pos, 1.0f, 0, H);
+      for (int64_t hh = 0; hh < H; ++hh)  // q_abs[h] = q_nope[h] W_UK[h]  (d_n -> d_c)
+        gemm_rm(false, false, 1, dc, dn, qb + hh * dqk, dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f, &qabs[hh * dc], dc);
+      gemm_rm(false, true, H, T, dc, qabs.data(), dc, cb, dc, 0.0f, sc.data(), T);   // q_abs . c_t
+      gemm_rm(false, true, H, T, dr, qpe.data(), dr, pb, dr, 1.0f, sc.data(), T);    // + q_pe . k_pe_t
+      if (pad) {
+        const bool* pr = pad + b * mc.key_pad.stride(0);
+        for (int64_t t = 0; t < T; ++t)
+          if (pr[t] && t != pos)
+            for (int64_t hh = 0; hh < H; ++hh) sc[hh * T + t] = -INFINITY;
+      }
+      for (int64_t hh = 0; hh < H; ++hh) vl.softmax_row_f32(&sc[hh * T], &sc[hh * T], T, T, scale);
+      gemm_rm(false, false, H, dc, T, sc.data(), T, cb, dc, 0.0f, lat.data(), dc);  // attend over latents
+      for (int64_t hh = 0; hh < H; ++hh)  // o[h] = lat[h] W_UV[h]^T  (d_c -> d_v)
+        gemm_rm(false, true, 1, dv, dc, &lat[hh * dc], dc, w.kv_b.w + (hh * (dn + dv) + dn) * dc, dc, 0.0f,
+                &o[(b * H + hh) * dv], dv);
+    }
+    linear(o.data(), w.o, h.data(), B, /*accumulate=*/true);  // h += o W_o^T
+
+    // ---- feed-forward
+    vl.rms_norm_rows_f32(h.data(), w.post_norm, x.data(), rs.data(), d, eps, 0, B);
+    if (!w.moe) {
+      swiglu(x.data(), w.dense, h.data(), B, g.data(), u.data(), tmp.data());
+      continue;
+    }
+    if (w.has_shared) swiglu(x.data(), w.shared, h.data(), B, g.data(), u.data(), tmp.data());
+    linear(x.data(), w.router, logits_e.data(), B);
+    if (B == 1) {
+      route(c_, logits_e.data(), w.router_bias, scores.data(), choice.data(), ik.data(), wk.data());
+      for (int64_t k = 0; k < K; ++k)
+        swiglu(x.data(), w.experts[static_cast<size_t>(ik[static_cast<size_t>(k)])], h.data(), 1, g.data(), u.data(),
+               tmp.data(), wk[k]);
+      continue;
+    }
+    // Several rows: group them by expert, so each expert's weights are read once per step.
+    for (auto& rows : by_expert) rows.clear();
+    for (int64_t b = 0; b < B; ++b) {
+      route(c_, &logits_e[b * E], w.router_bias, scores.data(), choice.data(), ik.data(), wk.data());
+      for (int64_t k = 0; k < K; ++k) by_expert[static_cast<size_t>(ik[static_cast<size_t>(k)])].push_back({b, wk[k]});
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      const auto& rows = by_expert[static_cast<size_t>(e)];
+      const int64_t n = static_cast<int64_t>(rows.size());
+      if (n == 0) continue;
+      for (int64_t i = 0; i < n; ++i) std::memcpy(&xg[i * d], &x[rows[static_cast<size_t>(i)].first * d], sizeof(float) * d);
+      std::fill(yg.begin(), yg.begin() + n * d, 0.0f);
+      swiglu(xg.data(), w.experts[static_cast<size_t>(e)], yg.data(), n, g.data(), u.data(), tmp.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const auto [b, weight] = rows[static_cast<size_t>(i)];
+        for (int64_t j = 0; j < d; ++j) h[b * d + j] += weight * yg[i * d + j];
+      }
+    }
+  }
+  vl.rms_norm_rows_f32(h.data(), final_norm, x.data(), rs.data(), d, eps, 0, B);
+  at::Tensor logits = at::empty({B, 1, V}, at::kFloat);
+  linear(x.data(), head, logits.data_ptr<float>(), B);
+  cache.len = T;
+  return logits;
+}
+
+}  // namespace dsforge::model
