@@ -19,13 +19,18 @@ $(BUILD)/.setup-ok: scripts/setup.sh scripts/blas_check.cpp
 
 setup: $(BUILD)/.setup-ok
 
+# Ninja where it is installed (setup installs it): re-running CMake after a source file is added then
+# recompiles that file only, where the Makefile generator rebuilds everything. A build folder that is
+# already configured keeps its generator.
+GENERATOR = $(shell [ ! -f $(BUILD)/CMakeCache.txt ] && command -v ninja >/dev/null && echo "-G Ninja")
+
 # Configured again after the full setup, so that the test framework installed by it is found.
 $(BUILD)/.configured-demo: $(BUILD)/.setup-demo-ok CMakeLists.txt
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release
 	@touch $@
 
 $(BUILD)/.configured: $(BUILD)/.setup-ok CMakeLists.txt
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release
 	@touch $@ $(BUILD)/.configured-demo
 
 configure: $(BUILD)/.configured

@@ -5,7 +5,7 @@ set -euo pipefail
 
 # What the library, the CLI and `make demo` need.
 PACKAGES=(
-  build-essential cmake pkg-config ccache
+  build-essential cmake ninja-build pkg-config ccache
   libtorch-dev libgloo-dev libopenblas0-openmp libopenblas-openmp-dev
   nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libicu-dev libpcre2-dev
