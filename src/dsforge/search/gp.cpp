@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace dsforge::search {
 namespace {
@@ -198,12 +199,12 @@ class GpSampler : public Sampler {
     double sd = std::sqrt((y.array() - mean).square().mean());
     if (!(sd > 1e-12)) sd = 1;
     y = (y.array() - mean) / sd;
-    if (gp_.lengthscales().size() != enc.dims) gp_ = GaussianProcess();
-    gp_.set_data(x, y);
-    gp_.fit(o_.gp_fit_iters);
+    if (!gp_ || gp_->lengthscales().size() != enc.dims) gp_.emplace();  // built in place: an LLT is not copied
+    gp_->set_data(x, y);
+    gp_->fit(o_.gp_fit_iters);
     const double best = y.minCoeff();
     auto ei = [&](const Eigen::VectorXd& c) {
-      auto [m, v] = gp_.predict(c);
+      auto [m, v] = gp_->predict(c);
       return expected_improvement(m, std::sqrt(v), best);
     };
     auto snap = [&](const Eigen::VectorXd& c) { return enc.snap(c); };
@@ -249,7 +250,7 @@ class GpSampler : public Sampler {
 
  private:
   SamplerOptions o_;
-  GaussianProcess gp_;
+  std::optional<GaussianProcess> gp_;  // kept between proposals: its hyperparameters start the next fit
 };
 
 }  // namespace
