@@ -212,6 +212,10 @@ at::Tensor DeepseekV3Impl::forward_cached(const at::Tensor& tokens, KvCache& cac
   const int64_t T = tokens.size(1);
   if (cache.len + T > cache.max_len)
     throw Error(fmt("model: KV cache holds ", cache.max_len, " positions; ", cache.len + T, " requested"));
+  if (T == 1) {  // a decode step: the fused path where it applies
+    at::Tensor logits = decode_step_fused(tokens, cache);
+    if (logits.defined()) return logits;
+  }
   at::Tensor h = hidden(tokens, cache.len, &cache);
   cache.len += T;
   return lm_head(h);
@@ -264,8 +268,7 @@ std::unique_ptr<DecodeState> DeepseekV3Impl::start_decode(int64_t batch, int64_t
 
 at::Tensor DeepseekV3Impl::decode(const at::Tensor& tokens, DecodeState& state) {
   auto& st = dynamic_cast<DeepseekDecodeState&>(state);
-  at::Tensor logits = decode_step_fused(tokens, st.cache);
-  if (!logits.defined()) logits = forward_cached(tokens, st.cache);
+  at::Tensor logits = forward_cached(tokens, st.cache);
   st.len = st.cache.len;
   return logits;
 }

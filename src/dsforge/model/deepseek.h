@@ -108,7 +108,7 @@ class DeepseekV3Impl : public CausalLmImpl {
  // One new token per row (tokens [B, 1]) through the layers on raw float32 storage, appended to the
   // cache: logits [B, 1, V], the same as forward_cached's (decode_fused.cpp). An undefined tensor where
   // that path does not apply (training, grad mode, not float32 CPU, another cache mode, S > 1);
-  // decode() then takes forward_cached.
+  // forward_cached takes it for every single-token step and falls back to the modules otherwise.
   at::Tensor decode_step_fused(const at::Tensor& tokens, KvCache& cache);
 
  private:
