@@ -22,6 +22,7 @@ TEST_PACKAGES=(
   iproute2                # `ip netns`: the two-host distributed test runs over a veth pair
   python3-optuna          # bench_search's reference sampler
   python3-gensim          # bench_embed's reference word2vec
+  sentencepiece           # bench_tokenizer's reference (spm_train, spm_encode)
 )
 if [ "${1:-}" != "--demo" ]; then PACKAGES+=("${TEST_PACKAGES[@]}"); fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
