@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <cstdlib>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "dsforge/core/error.h"
@@ -96,4 +97,24 @@ TEST(SlowSearchCli, ThreeTinyTrialsThenResumeAndReport) {
   r = dsforge_cli(args, dir.path);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("parameter 'train.lrr': unknown key"), std::string::npos) << r.err;
+}
+
+// `--workers 2`: two worker processes share the study; together they run exactly the requested trials,
+// each number once, every trial complete.
+TEST(SlowSearchCli, TwoWorkersShareTheStudy) {
+  TempDir dir;
+  const std::string cfg = tiny_recipe(dir.path), space = path_join(dir.path, "space.toml");
+  write_file_atomic(space, "[\"train.lr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-2\nlog = true\n");
+  const std::string out = path_join(dir.path, "search");
+  CliRun r = dsforge_cli("search --config " + cfg + " --space " + space + " --trials 4 --workers 2 --out " + out, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const auto trials = nlohmann::json::parse(read_file(path_join(out, "trials.json")));
+  ASSERT_EQ(trials.size(), 4u) << trials.dump();
+  std::set<int64_t> numbers;
+  for (const auto& t : trials) {
+    EXPECT_EQ(t["state"], "COMPLETE") << t.dump();
+    numbers.insert(t["number"].get<int64_t>());
+  }
+  EXPECT_EQ(numbers, (std::set<int64_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(file_exists(path_join(out, "best.toml")));
 }
