@@ -6,10 +6,13 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "dsforge/continual/forgetting.h"
+#include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/safetensors.h"
 #include "test_util.h"
@@ -94,9 +97,15 @@ TEST(CliContinue, EveryStrategyRunsAndWritesTheStateAStageReuses) {
     for (const char* file : {"ewc.safetensors", "online_ewc.safetensors", "replay.safetensors"})
       EXPECT_TRUE(file_exists(path_join(model, std::string("continual/") + file))) << s << " " << file;
     const std::string metrics = path_join(out, "metrics.jsonl");
-    if (s.find("ewc") != std::string::npos || s == "l2sp") EXPECT_GT(last_metric(metrics, "penalty"), 0) << s;
-    if (s == "lwf") EXPECT_GT(last_metric(metrics, "lwf_kl"), 0);
-    if (s == "finetune") EXPECT_TRUE(std::isnan(last_metric(metrics, "penalty")));
+    if (s.find("ewc") != std::string::npos || s == "l2sp") {
+      EXPECT_GT(last_metric(metrics, "penalty"), 0) << s;
+    }
+    if (s == "lwf") {
+      EXPECT_GT(last_metric(metrics, "lwf_kl"), 0);
+    }
+    if (s == "finetune") {
+      EXPECT_TRUE(std::isnan(last_metric(metrics, "penalty")));
+    }
   }
   // A second stage from a continued folder needs no --old-data: two EWC terms, three domains.
   const std::string out2 = path_join(f.dir.path, "stage2");
