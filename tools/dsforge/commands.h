@@ -35,5 +35,6 @@ void add_serve_command(CLI::App& app, Context& ctx);
 void add_quantize_command(CLI::App& app, Context& ctx);
 void add_embed_commands(CLI::App& app, Context& ctx);
 void add_search_command(CLI::App& app, Context& ctx);
+void add_continue_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

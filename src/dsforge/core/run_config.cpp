@@ -113,6 +113,16 @@ std::vector<Field> fields(RunConfig& c) {
       {"generate.top_p", &c.generate.top_p, false},
       {"generate.repetition_penalty", &c.generate.repetition_penalty, false},
       {"generate.stop", &c.generate.stop, false},
+      {"continual.strategy", &c.continual.strategy, false},
+      {"continual.ewc_lambda", &c.continual.ewc_lambda, false},
+      {"continual.fisher", &c.continual.fisher, false},
+      {"continual.fisher_samples", &c.continual.fisher_samples, false},
+      {"continual.online_gamma", &c.continual.online_gamma, false},
+      {"continual.l2sp_alpha", &c.continual.l2sp_alpha, false},
+      {"continual.replay_ratio", &c.continual.replay_ratio, false},
+      {"continual.replay_capacity", &c.continual.replay_capacity, false},
+      {"continual.lwf_alpha", &c.continual.lwf_alpha, false},
+      {"continual.lwf_temperature", &c.continual.lwf_temperature, false},
   };
 }
 
@@ -435,6 +445,17 @@ void validate(const RunConfig& c) {
   need(c.train.spike_factor == 0 || c.train.spike_factor > 1, "train.spike_factor", "must be 0 (off) or > 1");
   need(c.train.max_rollbacks >= 0, "train.max_rollbacks", "must be >= 0");
   need(c.train.peak_gflops >= 0, "train.peak_gflops", "must be >= 0 (0 = measure)");
+  // continual.strategy's names are checked where it is parsed (continual/strategy.h), with the list.
+  need(c.continual.ewc_lambda >= 0, "continual.ewc_lambda", "must be >= 0");
+  need(c.continual.fisher == "empirical" || c.continual.fisher == "sampled", "continual.fisher",
+       "must be \"empirical\" or \"sampled\"");
+  need(c.continual.fisher_samples >= 1, "continual.fisher_samples", "must be at least 1");
+  need(c.continual.online_gamma >= 0 && c.continual.online_gamma <= 1, "continual.online_gamma", "must be in [0, 1]");
+  need(c.continual.l2sp_alpha >= 0, "continual.l2sp_alpha", "must be >= 0");
+  need(c.continual.replay_ratio >= 0 && c.continual.replay_ratio < 1, "continual.replay_ratio", "must be in [0, 1)");
+  need(c.continual.replay_capacity >= 1, "continual.replay_capacity", "must be at least 1");
+  need(c.continual.lwf_alpha >= 0, "continual.lwf_alpha", "must be >= 0");
+  need(c.continual.lwf_temperature > 0, "continual.lwf_temperature", "must be > 0");
 }
 
 std::string to_toml(const RunConfig& cfg) {

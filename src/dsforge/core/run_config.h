@@ -120,6 +120,18 @@ struct RunConfig {
     double repetition_penalty = 1.0;  // > 1 discourages repeats; 1 = off
     std::vector<std::string> stop{};  // extra stop strings, each one token (end-of-text always stops)
   } generate;
+  struct Continual {  // `dsforge continue`: training a trained model on new data (continual/)
+    std::string strategy = "finetune";  // finetune, ewc, online-ewc, l2sp, replay, lwf, or '+'-joined (replay+ewc)
+    double ewc_lambda = 1000.0;         // EWC / online EWC: penalty lambda/2 * sum F (theta - theta*)^2
+    std::string fisher = "empirical";   // "empirical" (gradients at the data's next tokens) or "sampled" (from the model)
+    int64_t fisher_samples = 64;        // old-domain windows the diagonal Fisher averages over
+    double online_gamma = 0.9;          // online EWC: F <- gamma * F_old + F_new (Schwarz et al. 2018)
+    double l2sp_alpha = 0.01;           // L2-SP: alpha/2 * ||theta - theta_0||^2
+    double replay_ratio = 0.25;         // replay: share of each batch's rows drawn from the reservoir
+    int64_t replay_capacity = 2048;     // replay: windows the reservoir keeps
+    double lwf_alpha = 0.5;             // LwF: weight of the distillation term
+    double lwf_temperature = 2.0;       // LwF: softmax temperature of teacher and student
+  } continual;
 
   std::string source_path;  // the TOML file this came from ("" for defaults)
 };

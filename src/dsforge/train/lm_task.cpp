@@ -44,9 +44,20 @@ LmTask::LmTask(const RunConfig& cfg, model::ModelConfig model_cfg, const std::st
   model_->set_dropout(dropout_);
 }
 
+LmTask::LmTask(const RunConfig& cfg, model::CausalLm pretrained, const std::string& train_shard)
+    : LmTask(cfg, pretrained->config(), train_shard) {
+  model_ = std::move(pretrained);
+  model_->set_aux_alpha(cfg.train.aux_loss_alpha);
+  model_->set_label_smoothing(cfg.train.label_smoothing);
+  model_->set_dropout(dropout_);
+  pretrained_ = true;
+}
+
 LmTask::~LmTask() = default;
 
-void LmTask::init_weights(double std, uint64_t seed) { model_->init_weights(std, seed); }
+void LmTask::init_weights(double std, uint64_t seed) {
+  if (!pretrained_) model_->init_weights(std, seed);
+}
 
 std::string LmTask::describe() const { return fmt(model::count_parameters(*model_), " parameters"); }
 

@@ -25,6 +25,9 @@ class LmTask : public TrainTask {
  public:
   // `train_shard`: the token shard to train on; `cfg.train` gives seq_len, the loss weights and dropout.
   LmTask(const RunConfig& cfg, model::ModelConfig model_cfg, const std::string& train_shard);
+  // Continues training `pretrained` (a loaded model folder): a fresh start keeps its weights
+  // (init_weights does nothing); a checkpoint still replaces them on resume.
+  LmTask(const RunConfig& cfg, model::CausalLm pretrained, const std::string& train_shard);
   ~LmTask() override;
 
   model::CausalLm& model() { return model_; }
@@ -45,7 +48,7 @@ class LmTask : public TrainTask {
   double flops_per_token() const override;
   std::optional<MemoryProbe> probe_memory(bool bf16) override;
 
- private:
+ protected:  // continual/ContinualTask composes its batches and losses from these
   model::ModelConfig mcfg_;
   model::CausalLm model_;
   std::unique_ptr<data::TokenLoader> loader_;
@@ -54,6 +57,7 @@ class LmTask : public TrainTask {
   double mtp_weight_, bias_speed_;
   model::DropoutRates dropout_;
   double last_load_ratio_ = 0;
+  bool pretrained_ = false;
 };
 
 }  // namespace dsforge::train
