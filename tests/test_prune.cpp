@@ -167,6 +167,8 @@ TEST(Prune, PrunedExpertsComputeTheOriginalWithThoseExpertsUnselectable) {
     compress::remove_experts(pc, s, keep);
     model::CausalLm pruned = model::build_model(pc);
     model::load_model_state(*pruned, s, "test");
+    // Negative control: while the original may still pick the removed experts, the outputs differ.
+    EXPECT_GT((outputs(m, t).first - outputs(pruned, t).first).abs().max().item<double>(), 1e-3) << "groups " << groups;
     for (auto& [p, kept] : keep) {
       at::NoGradGuard g;
       at::Tensor bias = model::model_state(*m).at(p + ".gate.e_score_correction_bias");
@@ -197,6 +199,8 @@ TEST(Prune, PrunedHeadsComputeTheOriginalWithThoseHeadsZeroed) {
   EXPECT_EQ(removed.at("model.layers.0.self_attn"), (std::vector<int64_t>{2}));
   model::CausalLm pruned = model::build_model(pc);
   model::load_model_state(*pruned, s, "test");
+  const at::Tensor t = tokens_for(c, 2, 18);
+  EXPECT_GT((outputs(m, t).first - outputs(pruned, t).first).abs().max().item<double>(), 1e-4);  // heads still on
   {
     at::NoGradGuard g;
     for (auto& [p, heads] : removed)
@@ -206,7 +210,6 @@ TEST(Prune, PrunedHeadsComputeTheOriginalWithThoseHeadsZeroed) {
         orig.at(p + ".o_proj.weight").view({c.hidden_size, 4, c.v_head_dim}).select(1, h).zero_();
       }
   }
-  const at::Tensor t = tokens_for(c, 2, 18);
   auto [la, ma] = outputs(m, t);
   auto [lb, mb] = outputs(pruned, t);
   EXPECT_LT((la - lb).abs().max().item<double>(), 1e-4);
