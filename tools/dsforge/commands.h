@@ -33,6 +33,8 @@ void add_doctor_command(CLI::App& app, Context& ctx);
 void add_export_command(CLI::App& app, Context& ctx);
 void add_serve_command(CLI::App& app, Context& ctx);
 void add_quantize_command(CLI::App& app, Context& ctx);
+void add_prune_command(CLI::App& app, Context& ctx);
+void add_distill_command(CLI::App& app, Context& ctx);
 void add_embed_commands(CLI::App& app, Context& ctx);
 void add_search_command(CLI::App& app, Context& ctx);
 void add_continue_command(CLI::App& app, Context& ctx);

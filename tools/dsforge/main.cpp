@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
   cli::add_export_command(app, ctx);
   cli::add_serve_command(app, ctx);
   cli::add_quantize_command(app, ctx);
+  cli::add_prune_command(app, ctx);
+  cli::add_distill_command(app, ctx);
   cli::add_embed_commands(app, ctx);
   cli::add_search_command(app, ctx);
   cli::add_continue_command(app, ctx);
