@@ -493,7 +493,9 @@ TEST(SearchStudy, ResumesADeadWorkersTrialWithItsParameters) {
   o.n_trials = 3;
   const auto summary = optimize(*study, [&](const TrialRecord& t, const Reporter& report) -> ObjectiveResult {
     seen.emplace_back(t.number, t.params.at("train.lr"));
-    if (t.number == 0) EXPECT_DOUBLE_EQ(t.intermediate.at(10), 0.7) << "the reports before the death are kept";
+    if (t.number == 0) {
+      EXPECT_DOUBLE_EQ(t.intermediate.at(10), 0.7) << "the reports before the death are kept";
+    }
     if (t.number == 1) throw std::runtime_error("diverged at step 3");
     report(20, 0.5);
     return {0.5};
