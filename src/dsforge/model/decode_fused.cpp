@@ -193,7 +193,7 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
 
   // Scratch: the residual stream h, the normed x, the projections, one row's attention, the MLP widths.
   std::vector<float> h(B * d), x(B * d), rs(std::max<int64_t>(B, 1)), qa(B * std::max<int64_t>(c_.q_lora_rank, 1)),
-      q(B * H * dqk), kv(B * (dc + dr)), qpe(H * dr), qabs(H * dc), sc(H * T), lat(H * dc), o(B * H * dv), g(B * width),
+      q(B * H * dqk), kv(B * (dc + dr)), qpe(B * H * dr), qabs(B * H * dc), sc(H * T), lat(B * H * dc), o(B * H * dv), g(B * width),
       u(B * width), tmp(B * d), logits_e(B * std::max<int64_t>(E, 1)), scores(std::max<int64_t>(E, 1)),
       choice(std::max<int64_t>(E, 1)), wk(std::max<int64_t>(K, 1));
   std::vector<int64_t> ik(static_cast<size_t>(std::max<int64_t>(K, 1)));
@@ -229,17 +229,22 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       linear(qa.data(), w.q_b, q.data(), B);
     }
     linear(x.data(), w.kv_a, kv.data(), B);
+    // ---- the new token's latent and rope key into each row's cache; the queries' rope parts
+    for (int64_t b = 0; b < B; ++b) {
+      const float* kvb = kv.data() + b * (dc + dr);
+      vl.rms_norm_rows_f32(kvb, w.kv_a_norm, ckv + b * kv_row + pos * dc, rs.data(), dc, eps, 0, 1);   // c_kv
+      vl.rope_rows_f32(rope_key, kvb + dc, cpe + b * pe_row + pos * dr, cosp, sinp, pos, 1.0f, 0, 1);  // k_pe
+      vl.rope_rows_f32(rope_heads, q.data() + b * H * dqk + dn, &qpe[b * H * dr], cosp, sinp, pos, 1.0f, 0, H);
+    }
+    // ---- q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c): one product per head over all rows
+    for (int64_t hh = 0; hh < H; ++hh)
+      gemm_rm(false, false, B, dc, dn, q.data() + hh * dqk, H * dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f,
+              &qabs[hh * dc], H * dc);
     // ---- each row attends over its own cached latents
     for (int64_t b = 0; b < B; ++b) {
-      float *kvb = kv.data() + b * (dc + dr), *cb = ckv + b * kv_row, *pb = cpe + b * pe_row;
-      const float* qb = q.data() + b * H * dqk;
-      vl.rms_norm_rows_f32(kvb, w.kv_a_norm, cb + pos * dc, rs.data(), dc, eps, 0, 1);   // c_kv into the cache
-      vl.rope_rows_f32(rope_key, kvb + dc, pb + pos * dr, cosp, sinp, pos, 1.0f, 0, 1);  // k_pe into the cache
-      vl.rope_rows_f32(rope_heads, qb + dn, qpe.data(), cosp, sinp, pos, 1.0f, 0, H);
-      for (int64_t hh = 0; hh < H; ++hh)  // q_abs[h] = q_nope[h] W_UK[h]  (d_n -> d_c)
-        gemm_rm(false, false, 1, dc, dn, qb + hh * dqk, dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f, &qabs[hh * dc], dc);
-      gemm_rm(false, true, H, T, dc, qabs.data(), dc, cb, dc, 0.0f, sc.data(), T);   // q_abs . c_t
-      gemm_rm(false, true, H, T, dr, qpe.data(), dr, pb, dr, 1.0f, sc.data(), T);    // + q_pe . k_pe_t
+      const float *cb = ckv + b * kv_row, *pb = cpe + b * pe_row;
+      gemm_rm(false, true, H, T, dc, &qabs[b * H * dc], dc, cb, dc, 0.0f, sc.data(), T);  // q_abs . c_t
+      gemm_rm(false, true, H, T, dr, &qpe[b * H * dr], dr, pb, dr, 1.0f, sc.data(), T);   // + q_pe . k_pe_t
       if (pad) {
         const bool* pr = pad + b * mc.key_pad.stride(0);
         for (int64_t t = 0; t < T; ++t)
@@ -247,11 +252,12 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
             for (int64_t hh = 0; hh < H; ++hh) sc[hh * T + t] = -INFINITY;
       }
       for (int64_t hh = 0; hh < H; ++hh) vl.softmax_row_f32(&sc[hh * T], &sc[hh * T], T, T, scale);
-      gemm_rm(false, false, H, dc, T, sc.data(), T, cb, dc, 0.0f, lat.data(), dc);  // attend over latents
-      for (int64_t hh = 0; hh < H; ++hh)  // o[h] = lat[h] W_UV[h]^T  (d_c -> d_v)
-        gemm_rm(false, true, 1, dv, dc, &lat[hh * dc], dc, w.kv_b.w + (hh * (dn + dv) + dn) * dc, dc, 0.0f,
-                &o[(b * H + hh) * dv], dv);
+      gemm_rm(false, false, H, dc, T, sc.data(), T, cb, dc, 0.0f, &lat[b * H * dc], dc);  // attend over latents
     }
+    // ---- o[b, h] = lat[b, h] W_UV[h]^T (d_c -> d_v): one product per head over all rows
+    for (int64_t hh = 0; hh < H; ++hh)
+      gemm_rm(false, true, B, dv, dc, &lat[hh * dc], H * dc, w.kv_b.w + (hh * (dn + dv) + dn) * dc, dc, 0.0f,
+              &o[hh * dv], H * dv);
     linear(o.data(), w.o, h.data(), B, /*accumulate=*/true);  // h += o W_o^T
 
     // ---- feed-forward
