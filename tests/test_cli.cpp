@@ -21,17 +21,6 @@
 using namespace dsforge;
 
 namespace {
-struct CliRun {
-  int code;
-  std::string out, err;
-};
-
-CliRun run_cli(const std::string& args, const std::string& dir) {
-  const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
-  const std::string cmd = std::string(DSFORGE_CLI) + " " + args + " >" + out + " 2>" + err;
-  int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
-}
 
 // A small corpus of "word: definition" lines and a config that trains for a few seconds.
 std::string write_tiny_config(const std::string& dir, int64_t max_steps) {

@@ -22,17 +22,6 @@ using namespace dsforge;
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
-
-CliRun dsforge_cli(const std::string& args, const std::string& dir) {
-  const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
-  const int status = std::system((std::string(DSFORGE_CLI) + " " + args + " >" + out + " 2>" + err).c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
-}
-
 std::string lines(const std::string& stem, int n) {
   std::string t;
   for (int i = 0; i < n; ++i) t += stem + " " + std::to_string(i) + " " + std::to_string(i * 7 % 13) + "\n";
@@ -59,7 +48,7 @@ struct Fixture {
                                   "replay_capacity = 64\n"));
   }
   CliRun run(const std::string& strategy, const std::string& out, const std::string& from, const std::string& extra = "") {
-    return dsforge_cli(fmt("continue --from ", from, " --config ", config, " --strategy ", strategy, " --run.out_dir=", out,
+    return run_cli(fmt("continue --from ", from, " --config ", config, " --strategy ", strategy, " --run.out_dir=", out,
                            " ", extra),
                        dir.path);
   }
@@ -134,7 +123,7 @@ TEST(CliContinue, SequenceWritesTheMatrixAndItsSummary) {
   const std::string c = path_join(f.dir.path, "third.txt");
   write_file_atomic(c, lines("zebra quartz jumps over violet fox", 120));
   const std::string out = path_join(f.dir.path, "seq");
-  const CliRun r = dsforge_cli(fmt("continue --sequence --from ", f.model, " --config ", f.config, " --domain old=", f.old_text, ":",
+  const CliRun r = run_cli(fmt("continue --sequence --from ", f.model, " --config ", f.config, " --domain old=", f.old_text, ":",
                                    f.old_text, " --domain new=", f.new_text, ":", f.new_text, " --domain third=", c, ":", c,
                                    " --strategies finetune,replay --out ", out, " --train.max_steps=3"),
                                f.dir.path);

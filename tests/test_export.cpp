@@ -24,8 +24,6 @@ namespace {
 const std::vector<std::string> kDocs = {"the cat sat on the mat", "a dog ran in the park", "the sun is hot today",
                                         "birds sing in the morning", "the cat and the dog play"};
 
-std::string read_bytes(const std::string& path) { return read_file(path); }
-
 TEST(ExportGguf, Q8ZeroMatchesHandComputedBlocks) {
   // One block 0..31: d = 31 / 127, q_i = round(i * 127 / 31); a zero block has d = 0 and q = 0.
   std::vector<float> x(64, 0.0f);
@@ -64,7 +62,7 @@ TEST(ExportGguf, WriterAndReaderAgreeOnTheBinaryLayout) {
   w.write(path);
 
   // The first bytes by hand: magic "GGUF", version 3, 5 tensors, 7 keys.
-  const std::string raw = read_bytes(path);
+  const std::string raw = read_file(path);
   ASSERT_GE(raw.size(), 24u);
   EXPECT_EQ(raw.substr(0, 4), "GGUF");
   uint32_t version;
@@ -163,16 +161,10 @@ TEST(ExportGguf, ImportGivesBackTheSameModel) {
 
 TEST(ExportGguf, RefusesWhatLlamaCppCannotRun) {
   TempDir dir;
-  tok::BpeTokenizer::TrainOptions to;
-  to.vocab_size = 300;
-  auto tok = tok::BpeTokenizer::train(kDocs, to);
   model::ModelConfig mc = model::model_config_from_preset("nano");
-  mc.vocab_size = tok.vocab_size();
   mc.moe_layer_freq = 2;
-  model::CausalLm m = model::build_model(mc);
-  model::save_pretrained(dir.path + "/m", *m);
-  tok.save(dir.path + "/m/tokenizer.json");
-  EXPECT_THROW_MSG(deploy::export_gguf(dir.path + "/m", dir.path + "/m.gguf", deploy::GgmlType::F32), ConfigError, "moe_layer_freq");
+  const std::string model_dir = save_tiny_model(dir.path, kDocs, mc);
+  EXPECT_THROW_MSG(deploy::export_gguf(model_dir, dir.path + "/m.gguf", deploy::GgmlType::F32), ConfigError, "moe_layer_freq");
   EXPECT_FALSE(file_exists(dir.path + "/m.gguf"));
   EXPECT_THROW_MSG(deploy::parse_ggml_type("q4_k"), ConfigError, "q8_0");
 }
@@ -243,22 +235,16 @@ void write_foreign_safetensors(const std::string& path, const std::map<std::stri
 
 TEST(ExportHf, Gpt2UsesConv1DLayoutBothWays) {
   TempDir dir;
-  tok::BpeTokenizer::TrainOptions to;
-  to.vocab_size = 300;
-  auto tok = tok::BpeTokenizer::train(kDocs, to);
   model::ModelConfig mc = model::model_config_from_preset("gpt2-tiny");
-  mc.vocab_size = tok.vocab_size();
   mc.hidden_size = 64;
   mc.intermediate_size = 96;
   mc.num_hidden_layers = 2;
   mc.max_position_embeddings = 64;
-  model::CausalLm m = model::build_model(mc);
-  m->init_weights(0.02, 3);
-  model::save_pretrained(dir.path + "/m", *m);
-  tok.save(dir.path + "/m/tokenizer.json");
+  const std::string model_dir = save_tiny_model(dir.path, kDocs, mc);
+  model::CausalLm m = model::load_pretrained(model_dir);
   const at::Tensor ref = logits_of(m);
 
-  deploy::export_hf(dir.path + "/m", dir.path + "/hf", {});
+  deploy::export_hf(model_dir, dir.path + "/hf", {});
   const auto st = load_safetensors(dir.path + "/hf/model.safetensors");
   EXPECT_EQ(st.tensors.at("transformer.h.0.attn.c_attn.weight").sizes(), (std::vector<int64_t>{64, 192}));  // [in, out]
   EXPECT_EQ(st.tensors.at("transformer.h.0.mlp.c_fc.weight").sizes(), (std::vector<int64_t>{64, 96}));

@@ -24,19 +24,6 @@ using namespace dsforge;
 
 namespace {
 
-struct CliResult {
-  int code;
-  std::string out, err;
-};
-
-CliResult cli(const std::string& args, const std::string& dir, const std::string& cwd = "") {
-  const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
-  const std::string cmd = (cwd.empty() ? "" : "cd " + cwd + " && ") + std::string(DSFORGE_CLI) + " " + args + " >" + out +
-                          " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
-}
-
 // A recipe in `dir`/recipes/ whose model config sits in `dir`/models/, named relative to the recipe.
 std::string write_recipe(const std::string& dir, int64_t max_steps = 4) {
   make_dirs(path_join(dir, "recipes"));
@@ -68,7 +55,7 @@ TEST(Journey, RelativePathsResolveAgainstTheRecipeFromAnyFolder) {
   EXPECT_EQ(load_run_config(cfg, {"model.config=m/x.json"}).model.config, "m/x.json");
   // From another working directory, the data stage finds the corpus and the model config.
   make_dirs(path_join(dir.path, "elsewhere"));
-  CliResult r = cli("data prepare --config " + cfg, dir.path, path_join(dir.path, "elsewhere"));
+  CliRun r = run_cli("data prepare --config " + cfg, dir.path, "cd " + path_join(dir.path, "elsewhere") + " && ");
   EXPECT_EQ(r.code, 0) << r.err;
 }
 
@@ -76,7 +63,7 @@ TEST(Journey, MissingModelConfigFailsBeforeAnyStage) {
   TempDir dir;
   const std::string cfg = write_recipe(dir.path);
   std::filesystem::remove(path_join(dir.path, "models/tiny.json"));
-  CliResult r = cli("pipeline --config " + cfg, dir.path);
+  CliRun r = run_cli("pipeline --config " + cfg, dir.path);
   EXPECT_EQ(r.code, 2) << r.err;
   EXPECT_NE(r.err.find("model.config"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("models/tiny.json: model config not found"), std::string::npos) << r.err;
@@ -86,56 +73,56 @@ TEST(Journey, MissingModelConfigFailsBeforeAnyStage) {
 TEST(Journey, AnotherRecipeNeverOverwritesARunFolder) {
   TempDir dir;
   const std::string cfg = write_recipe(dir.path);
-  ASSERT_EQ(cli("data prepare --config " + cfg, dir.path).code, 0);
+  ASSERT_EQ(run_cli("data prepare --config " + cfg, dir.path).code, 0);
   const std::string run = path_join(dir.path, "run");
   const std::string saved = read_file(path_join(run, "config.toml"));
   const auto stamp = std::filesystem::last_write_time(path_join(run, "data/DONE"));
   // No --config: the defaults are another recipe.
-  CliResult defaults = cli("data prepare --run.out_dir=" + run, dir.path);
+  CliRun defaults = run_cli("data prepare --run.out_dir=" + run, dir.path);
   EXPECT_EQ(defaults.code, 2);
   EXPECT_NE(defaults.err.find("was made by another recipe"), std::string::npos) << defaults.err;
   EXPECT_NE(defaults.err.find("the defaults (no --config given)"), std::string::npos) << defaults.err;
   EXPECT_NE(defaults.err.find("data.source"), std::string::npos) << defaults.err;
   // A data key changed on the existing run: refused before anything is touched.
-  CliResult changed = cli("pipeline --config " + cfg + " --data.min_chars=10", dir.path);
+  CliRun changed = run_cli("pipeline --config " + cfg + " --data.min_chars=10", dir.path);
   EXPECT_EQ(changed.code, 2);
   EXPECT_NE(changed.err.find("data.min_chars (4 -> 10)"), std::string::npos) << changed.err;
   EXPECT_EQ(read_file(path_join(run, "config.toml")), saved);
   EXPECT_EQ(std::filesystem::last_write_time(path_join(run, "data/DONE")), stamp);
   EXPECT_FALSE(file_exists(path_join(run, "tokenizer.json")));
   // Training longer continues the same recipe: allowed, and recorded.
-  CliResult longer = cli("data prepare --config " + cfg + " --train.max_steps=8", dir.path);
+  CliRun longer = run_cli("data prepare --config " + cfg + " --train.max_steps=8", dir.path);
   EXPECT_EQ(longer.code, 0) << longer.err;
   EXPECT_EQ(load_saved_run_config(path_join(run, "config.toml")).train.max_steps, 8);
 }
 
 TEST(Journey, MistakesGetMessagesThatNameTheNextStep) {
   TempDir dir;
-  CliResult trian = cli("trian", dir.path);
+  CliRun trian = run_cli("trian", dir.path);
   EXPECT_EQ(trian.code, 2);
   EXPECT_NE(trian.err.find("unknown command 'trian' (did you mean 'train'?)"), std::string::npos) << trian.err;
-  CliResult prep = cli("data prep", dir.path);
+  CliRun prep = run_cli("data prep", dir.path);
   EXPECT_NE(prep.err.find("unknown command 'data prep' (did you mean 'data prepare'?)"), std::string::npos) << prep.err;
-  CliResult space = cli("train --train.max_steps 10", dir.path);
+  CliRun space = run_cli("train --train.max_steps 10", dir.path);
   EXPECT_EQ(space.code, 2);
   EXPECT_NE(space.err.find("write --train.max_steps=10"), std::string::npos) << space.err;
   // A run folder given where its model folder is meant.
   const std::string run = path_join(dir.path, "run");
   save_tiny_model(run, {"a b c", "d e f"});
-  CliResult model = cli("generate --model " + run + " --prompt a", dir.path);
+  CliRun model = run_cli("generate --model " + run + " --prompt a", dir.path);
   EXPECT_EQ(model.code, 2);
   EXPECT_NE(model.err.find("did you mean " + path_join(run, "model") + "?"), std::string::npos) << model.err;
   // Stages whose input is missing say which command makes it.
   const std::string cfg = write_recipe(dir.path);
-  CliResult tokenize = cli("tokenize --config " + cfg, dir.path);
+  CliRun tokenize = run_cli("tokenize --config " + cfg, dir.path);
   EXPECT_EQ(tokenize.code, 1);
   EXPECT_NE(tokenize.err.find("made by `dsforge tokenizer train --config " + cfg + "`"), std::string::npos) << tokenize.err;
   // report on a folder with nothing to report: no "wrote " before the error.
-  CliResult report = cli("report " + dir.path, dir.path);
+  CliRun report = run_cli("report " + dir.path, dir.path);
   EXPECT_NE(report.code, 0);
   EXPECT_EQ(report.out.find("wrote"), std::string::npos) << report.out;
   // finetune refuses the flags of another task.
-  CliResult ft = cli("finetune --model " + path_join(run, "model") + " --task wordnet-lexname --beam 4", dir.path);
+  CliRun ft = run_cli("finetune --model " + path_join(run, "model") + " --task wordnet-lexname --beam 4", dir.path);
   EXPECT_EQ(ft.code, 2);
   EXPECT_NE(ft.err.find("--beam belongs to another task"), std::string::npos) << ft.err;
 }
@@ -160,7 +147,7 @@ TEST(Journey, RegressReadsCsvFilesWithAHeaderRow) {
   std::string csv = "size,rooms,price\n";
   for (int i = 0; i < 60; ++i) csv += fmt(i, ",", i % 5, ",", 3 * i + 2 * (i % 5) + 1, "\n");
   write_file_atomic(path_join(dir.path, "h.csv"), csv);
-  CliResult r = cli("regress --features " + path_join(dir.path, "h.csv") + " --epochs 2 --json", dir.path);
+  CliRun r = run_cli("regress --features " + path_join(dir.path, "h.csv") + " --epochs 2 --json", dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("h.csv:1: header row skipped"), std::string::npos) << r.err;
   // Least squares recovers the exact linear rule: R^2 = 1.
@@ -185,16 +172,16 @@ TEST(Journey, GenerateKeepsOutputValidUtf8ForCjkAndEmoji) {
   write_file_atomic(cfg, to_toml(c));
   write_file_atomic(path_join(c.run.out_dir, "config.toml"), to_toml(c));
   for (uint64_t seed : {1, 2, 3}) {
-    CliResult batched = cli(fmt("generate --config ", cfg, " --run.seed=", seed), dir.path);
+    CliRun batched = run_cli(fmt("generate --config ", cfg, " --run.seed=", seed), dir.path);
     ASSERT_EQ(batched.code, 0) << batched.err;
     EXPECT_TRUE(data::is_valid_utf8(batched.out)) << batched.out;
-    CliResult streamed = cli(fmt("generate --config ", cfg, " --run.seed=", seed, " --prompt 床前"), dir.path);
+    CliRun streamed = run_cli(fmt("generate --config ", cfg, " --run.seed=", seed, " --prompt 床前"), dir.path);
     ASSERT_EQ(streamed.code, 0) << streamed.err;
     EXPECT_TRUE(data::is_valid_utf8(streamed.out)) << streamed.out;
   }
   // Only a run with the recipe's own settings saves its samples (the seeds above differ from it).
   EXPECT_FALSE(file_exists(path_join(c.run.out_dir, "samples.json")));
-  CliResult own = cli("generate --config " + cfg, dir.path);
+  CliRun own = run_cli("generate --config " + cfg, dir.path);
   ASSERT_EQ(own.code, 0) << own.err;
   const auto samples = nlohmann::json::parse(read_file(path_join(c.run.out_dir, "samples.json")));
   ASSERT_EQ(samples.size(), 3u);
@@ -255,10 +242,10 @@ TEST(EvalText, ScoresAnyTextFileLikeAnExplicitComputation) {
                 j["loss"].get<double>() * static_cast<double>(scored) / std::log(2.0) / j["bytes"].get<double>(), 1e-9);
   }
   // The CLI prints the same, and refuses a model folder that is not one.
-  CliResult r = cli("eval --model " + model_dir + " --text " + file + " --json", dir.path);
+  CliRun r = run_cli("eval --model " + model_dir + " --text " + file + " --json", dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["seq_len"], 16);
-  CliResult bad = cli("eval --model " + dir.path + " --text " + file, dir.path);
+  CliRun bad = run_cli("eval --model " + dir.path + " --text " + file, dir.path);
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.err.find("did you mean " + model_dir + "?"), std::string::npos) << bad.err;
 }

@@ -344,15 +344,6 @@ TEST(SlowPrune, RecoveryKeepsMasksAndGrowsTheCubicSchedule) {
   EXPECT_NE(ev.find("bits_per_byte"), std::string::npos);
 }
 
-struct Cli {
-  int code;
-  std::string out, err;
-};
-Cli run_cli(const std::string& args, const std::string& dir) {
-  const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
-  const int status = std::system((std::string(DSFORGE_CLI) + " " + args + " >" + out + " 2>" + err).c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
-}
 
 // The command line: experts pruned, the folder smaller in `model info`, scored by `eval`, and the
 // refusals as one-line errors with exit code 2.
@@ -360,19 +351,19 @@ TEST(CliPrune, ExpertsPrunedFolderIsReadByOtherCommands) {
   TempDir dir;
   const TinyRun run = make_tiny_run(dir.path, 4);
   const std::string out = path_join(dir.path, "pruned");
-  Cli p = run_cli(fmt("prune --model ", run.model_dir, " --out ", out, " --method experts --amount 0.25 --calib ", run.corpus), dir.path);
+  CliRun p = run_cli(fmt("prune --model ", run.model_dir, " --out ", out, " --method experts --amount 0.25 --calib ", run.corpus), dir.path);
   ASSERT_EQ(p.code, 0) << p.err;
   EXPECT_NE(p.out.find("parameters"), std::string::npos) << p.out;
-  Cli before = run_cli("model info " + run.model_dir, dir.path), after = run_cli("model info " + out, dir.path);
+  CliRun before = run_cli("model info " + run.model_dir, dir.path), after = run_cli("model info " + out, dir.path);
   ASSERT_EQ(after.code, 0) << after.err;
   EXPECT_NE(before.out, after.out);
   EXPECT_NE(after.out.find("6"), std::string::npos);
-  Cli ev = run_cli(fmt("eval --model ", out, " --text ", run.corpus, " --seq-len 16"), dir.path);
+  CliRun ev = run_cli(fmt("eval --model ", out, " --text ", run.corpus, " --seq-len 16"), dir.path);
   EXPECT_EQ(ev.code, 0) << ev.err;
-  Cli again = run_cli(fmt("prune --model ", run.model_dir, " --out ", out, " --method heads --amount 0.25"), dir.path);
+  CliRun again = run_cli(fmt("prune --model ", run.model_dir, " --out ", out, " --method heads --amount 0.25"), dir.path);
   EXPECT_EQ(again.code, 2);
   EXPECT_NE(again.err.find("exists and is not empty"), std::string::npos) << again.err;
-  Cli bad = run_cli(fmt("prune --model ", run.model_dir, " --out ", out, "2 --method magnitude --amount 1"), dir.path);
+  CliRun bad = run_cli(fmt("prune --model ", run.model_dir, " --out ", out, "2 --method magnitude --amount 1"), dir.path);
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.err.find("[0, 1)"), std::string::npos) << bad.err;
   EXPECT_FALSE(std::filesystem::exists(out + "2"));

@@ -17,19 +17,6 @@ using namespace dsforge;
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
-
-// `raw`: `args` is the whole command line (an environment prefix), not dsforge's arguments.
-CliRun dsforge_cli(const std::string& args, const std::string& dir, bool raw = false) {
-  const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
-  const std::string cmd = raw ? args : std::string(DSFORGE_CLI) + " " + args;
-  const int status = std::system((cmd + " >" + out + " 2>" + err).c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
-}
-
 std::string tiny_recipe(const std::string& dir) {
   make_dirs(path_join(dir, "corpus"));
   std::string text;
@@ -53,7 +40,7 @@ TEST(SlowSearchCli, ThreeTinyTrialsThenResumeAndReport) {
                            "[\"model.n_routed_experts\"]\ntype = \"categorical\"\nchoices = [4, 8]\n");
   const std::string out = path_join(dir.path, "search");
   const std::string args = "search --config " + cfg + " --space " + space + " --trials 3 --pruner median --out " + out;
-  CliRun r = dsforge_cli(args, dir.path);
+  CliRun r = run_cli(args, dir.path);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   const auto trials = nlohmann::json::parse(read_file(path_join(out, "trials.json")));
   ASSERT_EQ(trials.size(), 3u);
@@ -68,10 +55,10 @@ TEST(SlowSearchCli, ThreeTinyTrialsThenResumeAndReport) {
   EXPECT_EQ(best.model.config, path_join(out, "best_model.json"));
   EXPECT_TRUE(file_exists(path_join(out, "trial_0002/model/model.safetensors")));
   // Rerunning the command resumes the study: nothing left, the outputs again.
-  r = dsforge_cli(args, dir.path);
+  r = run_cli(args, dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(read_file(path_join(out, "trials.json"))).size(), 3u);
-  r = dsforge_cli("search report --study " + path_join(out, "study.db"), dir.path);
+  r = run_cli("search report --study " + path_join(out, "study.db"), dir.path);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("optimisation history"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("trials: 3, 3 COMPLETE"), std::string::npos) << r.out;
@@ -80,9 +67,9 @@ TEST(SlowSearchCli, ThreeTinyTrialsThenResumeAndReport) {
   const std::string out2 = path_join(dir.path, "search2");
   const std::string args2 = "search --config " + cfg + " --space " + space + " --trials 2 --out " + out2 +
                             " --train.checkpoint_every=2";
-  r = dsforge_cli("env DSFORGE_KILL_RANK_AT=0:3 " + std::string(DSFORGE_CLI) + " " + args2, dir.path, true);
+  r = run_cli(args2, dir.path, "env DSFORGE_KILL_RANK_AT=0:3 ");
   EXPECT_NE(r.code, 0);
-  r = dsforge_cli(args2, dir.path);
+  r = run_cli(args2, dir.path);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   EXPECT_NE((r.out + r.err).find("trial_0000/checkpoints/step_0000002 at step 2"), std::string::npos) << r.out << r.err;
   const auto resumed = nlohmann::json::parse(read_file(path_join(out2, "trials.json")));
@@ -90,11 +77,11 @@ TEST(SlowSearchCli, ThreeTinyTrialsThenResumeAndReport) {
   for (const auto& t : resumed) EXPECT_EQ(t["state"], "COMPLETE") << t.dump();
   // Another space on the same study, and a bad key: clear errors, exit code 2.
   write_file_atomic(space, "[\"train.lr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-1\nlog = true\n");
-  r = dsforge_cli(args, dir.path);
+  r = run_cli(args, dir.path);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("created with another search space"), std::string::npos) << r.err;
   write_file_atomic(space, "[\"train.lrr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-1\n");
-  r = dsforge_cli(args, dir.path);
+  r = run_cli(args, dir.path);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("parameter 'train.lrr': unknown key"), std::string::npos) << r.err;
 }
@@ -106,7 +93,7 @@ TEST(SlowSearchCli, TwoWorkersShareTheStudy) {
   const std::string cfg = tiny_recipe(dir.path), space = path_join(dir.path, "space.toml");
   write_file_atomic(space, "[\"train.lr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-2\nlog = true\n");
   const std::string out = path_join(dir.path, "search");
-  CliRun r = dsforge_cli("search --config " + cfg + " --space " + space + " --trials 4 --workers 2 --out " + out, dir.path);
+  CliRun r = run_cli("search --config " + cfg + " --space " + space + " --trials 4 --workers 2 --out " + out, dir.path);
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   const auto trials = nlohmann::json::parse(read_file(path_join(out, "trials.json")));
   ASSERT_EQ(trials.size(), 4u) << trials.dump();

@@ -597,15 +597,6 @@ TEST(TokenizerFiles, TrainsOnRawFilesLikeWholeFileTraining) {
 }
 
 namespace {
-struct CliResult {
-  int code;
-  std::string out, err;
-};
-CliResult run_dsforge(const std::string& args, const std::string& dir) {
-  const std::string out = path_join(dir, "stdout.txt"), err = path_join(dir, "stderr.txt");
-  const int status = std::system((std::string(DSFORGE_CLI) + " " + args + " >" + out + " 2>" + err).c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
-}
 size_t lines(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
 }  // namespace
 
@@ -620,7 +611,7 @@ TEST(TokenizerCli, TrainFromFilesAndBadInvocations) {
   }
   const std::string out = path_join(dir.path, "tok.json");
   // Run-config overrides act as defaults for the flags: the pre-tokenizer comes from one here.
-  CliResult ok = run_dsforge("tokenizer train --input " + in + "/src " + in + "/notes.txt --vocab-size 400 --out " + out +
+  CliRun ok = run_cli("tokenizer train --input " + in + "/src " + in + "/notes.txt --vocab-size 400 --out " + out +
                        " --tokenizer.pretokenizer=deepseek-v3", dir.path);
   ASSERT_EQ(ok.code, 0) << ok.err;
   EXPECT_NE(ok.out.find("wrote " + out), std::string::npos) << ok.out;
@@ -635,7 +626,7 @@ TEST(TokenizerCli, TrainFromFilesAndBadInvocations) {
            {"--out " + out, "--out needs --input"},
            {"--input " + in + " --out " + out + " --vocab-size 400 --tokenizer.vocab_sise=3", "tokenizer.vocab_sise"},
            {"--tokenizer.pretokenizer=gpt3", "tokenizer.pretokenizer"}}) {
-    CliResult bad = run_dsforge("tokenizer train " + args, dir.path);
+    CliRun bad = run_cli("tokenizer train " + args, dir.path);
     EXPECT_NE(bad.code, 0) << args;
     EXPECT_EQ(lines(bad.err), 1u) << args << "\n" << bad.err;
     EXPECT_NE(bad.err.find(needle), std::string::npos) << args << "\n" << bad.err;

@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+
+#include "dsforge/core/io.h"
 
 namespace dsforge {
 
@@ -26,6 +29,18 @@ struct TempDir {
 };
 
 inline std::string source_dir() { return DSFORGE_SOURCE_DIR; }
+
+// One run of the dsforge CLI: its exit code and what it printed (kept as `dir`/stdout.txt, stderr.txt).
+// `prefix` stands before the program on the shell line (an environment assignment, `cd DIR && `).
+struct CliRun {
+  int code;
+  std::string out, err;
+};
+inline CliRun run_cli(const std::string& args, const std::string& dir, const std::string& prefix = "") {
+  const std::string out = dir + "/stdout.txt", err = dir + "/stderr.txt";
+  const int status = std::system((prefix + std::string(DSFORGE_CLI) + " " + args + " >" + out + " 2>" + err).c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(out), read_file(err)};
+}
 
 // Opens an HTML report in headless Chromium; the page's script counts the charts that laid out.
 struct BrowserRender {
