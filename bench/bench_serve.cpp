@@ -189,9 +189,10 @@ int main(int argc, char** argv) {
   std::printf("| streams | aggregate tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|\n");
   double one = 0;
   for (int streams : {1, 4, 16}) {
-    // 32 requests at every level (each client sends 32 / streams one after the other): the same 2,048
-    // tokens, so that the one-stream figure is not a fraction of a second of measurement.
-    const int per_client = 32 / streams;
+    // 128 requests at every level (each client sends 128 / streams one after the other): the same 8,192
+    // tokens, so that the one-stream figure is seconds of measurement and 16 clients spend most of it
+    // all running (with 2 requests each, the ramp up and down was a third of the run).
+    const int per_client = 128 / streams;
     std::vector<StreamTiming> results(static_cast<size_t>(streams * per_client));
     const auto t0 = Clock::now();
     std::vector<std::thread> clients;

@@ -492,3 +492,39 @@ TEST(Kernels, EveryVectorIsaAgreesWithGeneric) {
   }
   kernels::set_vector_isa(start_isa);
 }
+
+TEST(Kernels, FewRowProductsMatchFloat64OnEveryIsa) {
+  // C = A B^T + beta C and C = A B + beta C for the row counts of a decode batch (the blocks of rows,
+  // their remainders, one past the largest count gemm_rm sends here), column counts off the blocks and
+  // the vector width, K not a multiple of the width, leading dimensions wider than the rows; beta = 0
+  // must ignore a NaN already in C, and columns past N are never written.
+  const std::string start_isa = kernels::vector_loops().isa;
+  at::manual_seed(5);
+  for (const std::string& isa : kernels::supported_vector_isas()) {
+    kernels::set_vector_isa(isa);
+    const kernels::VectorLoops& vl = kernels::vector_loops();
+    EXPECT_GE(vl.few_rows_max, 2) << isa;
+    for (bool nt : {true, false})
+      for (int64_t M : {1, 2, 3, 4, 5, 7, 8, 13, 17})
+        for (auto [N, K] : {std::pair<int64_t, int64_t>{4, 16}, {7, 5}, {33, 37}, {96, 256}, {6, 1}, {150, 64}, {64, 150}}) {
+          const int64_t lda = K + 3, ldb = (nt ? K : N) + 1, ldc = N + 2;
+          at::Tensor A = at::randn({M, lda}), B = at::randn({nt ? N : K, ldb}), C0 = at::randn({M, ldc});
+          const at::Tensor a = A.narrow(1, 0, K).to(at::kDouble), b = B.narrow(1, 0, nt ? K : N).to(at::kDouble);
+          const at::Tensor ref = at::matmul(a, nt ? b.t() : b);
+          for (float beta : {0.0f, 1.0f, 0.5f}) {
+            at::Tensor C = C0.clone();
+            if (beta == 0.0f) C.fill_(NAN);
+            (nt ? vl.gemm_nt_f32 : vl.gemm_nn_f32)(M, N, K, A.data_ptr<float>(), lda, B.data_ptr<float>(), ldb, beta,
+                                                   C.data_ptr<float>(), ldc);
+            const at::Tensor want = beta == 0.0f ? ref : ref + C0.narrow(1, 0, N).to(at::kDouble) * beta;
+            const double err = (C.narrow(1, 0, N).to(at::kDouble) - want).abs().max().item<double>();
+            const std::string what = isa + (nt ? " NT" : " NN") + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                                     " K=" + std::to_string(K) + " beta=" + std::to_string(beta);
+            EXPECT_LT(err, 1e-4 * std::sqrt(static_cast<double>(K))) << what;
+            const at::Tensor pad = C.narrow(1, N, ldc - N);
+            EXPECT_TRUE(beta == 0.0f ? pad.isnan().all().item<bool>() : at::equal(pad, C0.narrow(1, N, ldc - N))) << what;
+          }
+        }
+  }
+  kernels::set_vector_isa(start_isa);
+}

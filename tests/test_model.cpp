@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
 #include <set>
 
 #include "dsforge/core/error.h"
@@ -231,6 +233,17 @@ TEST(Model, FusedDecodeStepEqualsModulePath) {
     EXPECT_EQ(cache.len, S);
     const double scale = full.abs().max().item<double>();
     EXPECT_LT((at::cat(steps, 1) - full).abs().max().item<double>(), 1e-4 * scale) << name;
+    // Several tokens per step (a prompt in chunks of 5, 4 and 3): each sees the chunk's earlier tokens.
+    KvCache chunked = m->make_cache(B, S);
+    std::vector<at::Tensor> chunks;
+    for (auto [from, n] : {std::pair<int64_t, int64_t>{0, 5}, {5, 4}, {9, 3}}) {
+      at::Tensor l = m->decode_step_fused(tokens.narrow(1, from, n), chunked);
+      ASSERT_TRUE(l.defined()) << name << ": the fused step did not take " << n << " tokens";
+      EXPECT_EQ(l.sizes(), (std::vector<int64_t>{B, n, c.vocab_size}));
+      chunks.push_back(l);
+    }
+    EXPECT_EQ(chunked.len, S);
+    EXPECT_LT((at::cat(chunks, 1) - full).abs().max().item<double>(), 1e-4 * scale) << name << " (chunks)";
   }
   // Left padding: row 1 holds 4 pad positions, then a sequence of 8; it must equal that sequence alone.
   ModelConfig c = configs[1].second;
@@ -251,6 +264,15 @@ TEST(Model, FusedDecodeStepEqualsModulePath) {
   for (int64_t t = 0; t < 8; ++t) alone_steps.push_back(m->decode(seq.narrow(1, t, 1), *alone)[0]);
   at::Tensor a = at::cat(padded_steps, 0), b = at::cat(alone_steps, 0);
   EXPECT_LT((a - b).abs().max().item<double>(), 1e-4 * b.abs().max().item<double>());
+  // A prompt prefilled into one row of a running batch (the server's newcomer), its positions before
+  // marked as padding: the same logits as the prompt alone.
+  auto cohort = m->start_decode(2, 12, CacheMode::kLatentAbsorbed, at::Tensor());
+  m->decode(other.narrow(1, 0, 6), *cohort->rows_view(0, 1, 0));
+  cohort->set_row_padding(1, 6 - 3);
+  at::Tensor joined = m->decode(seq.narrow(1, 0, 3), *cohort->rows_view(1, 1, 6 - 3));
+  auto alone3 = m->start_decode(1, 8, CacheMode::kLatentAbsorbed, at::Tensor());
+  at::Tensor single = m->decode(seq.narrow(1, 0, 3), *alone3);
+  EXPECT_LT((joined - single).abs().max().item<double>(), 1e-4 * single.abs().max().item<double>());
   // Training mode, grad mode or another dtype: not applicable, the caller takes the module path.
   KvCache cache = m->make_cache(1, 4);
   m->train();
@@ -260,7 +282,7 @@ TEST(Model, FusedDecodeStepEqualsModulePath) {
     at::AutoGradMode grad(true);
     EXPECT_FALSE(m->decode_step_fused(seq.narrow(1, 0, 1), cache).defined());
   }
-  EXPECT_FALSE(m->decode_step_fused(seq.narrow(1, 0, 2), cache).defined());
+  EXPECT_FALSE(m->decode_step_fused(at::zeros({1, DeepseekV3Impl::kFusedMaxTokens + 1}, at::kLong), cache).defined());
   EXPECT_EQ(cache.len, 0);
 }
 
@@ -553,6 +575,64 @@ TEST(Generate, SamplingRules) {
   EXPECT_EQ(sample_token(logits, {}, o, 0.8), 1);
   EXPECT_EQ(sample_token(logits, {}, o, 0.7), 0);
   for (double u = 0; u < 1; u += 0.01) EXPECT_LE(sample_token(logits, {}, o, u), 1);
+}
+
+TEST(Generate, SamplingEqualsTheSortedCdfInversion) {
+  // The sampler selects without sorting the vocabulary; the definition sorts: probabilities (after
+  // temperature and top-k) descending, ties by id, the shortest prefix with mass >= top_p, its CDF
+  // renormalised and inverted at u. Large vocabularies (the selection's rounds), ties, masked tokens.
+  auto reference = [](const std::vector<double>& logits, const SampleOptions& o, double u) {
+    const int64_t V = static_cast<int64_t>(logits.size());
+    std::vector<double> l = logits;
+    for (double& v : l) v /= o.temperature;
+    if (o.top_k > 0 && o.top_k < V) {
+      std::vector<double> d = l;
+      std::sort(d.begin(), d.end(), std::greater<double>());
+      for (double& v : l)
+        if (v < d[static_cast<size_t>(o.top_k - 1)]) v = -INFINITY;
+    }
+    const double top = *std::max_element(l.begin(), l.end());
+    double z = 0;
+    for (double& v : l) z += v = std::exp(v - top);
+    std::vector<int64_t> order(static_cast<size_t>(V));
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+    int64_t keep = V;
+    double acc = 0;
+    for (int64_t i = 0; i < V && o.top_p < 1.0; ++i)
+      if ((acc += l[order[i]] / z) >= o.top_p) {
+        keep = i + 1;
+        break;
+      }
+    double mass = 0;
+    for (int64_t i = 0; i < keep; ++i) mass += l[order[i]] / z;
+    acc = 0;
+    for (int64_t i = 0; i < keep; ++i)
+      if (u * mass < (acc += l[order[i]] / z)) return order[i];
+    return order[keep - 1];
+  };
+  std::mt19937 rng(3);
+  std::normal_distribution<double> normal(0.0, 2.0);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  int checked = 0;
+  for (int64_t V : {5, 300, 4096}) {
+    std::vector<double> logits(static_cast<size_t>(V));
+    for (double& v : logits) v = std::round(normal(rng) * 4) / 4;  // quarter steps: many equal logits
+    const at::Tensor t = at::tensor(logits, at::kDouble);
+    for (double top_p : {1.0, 0.9, 0.5, 0.01})
+      for (int64_t top_k : {0, 1, 3, 50}) {
+        SampleOptions o;
+        o.temperature = 0.7;
+        o.top_p = top_p;
+        o.top_k = top_k;
+        for (int i = 0; i < 40; ++i) {
+          const double u = i == 0 ? 0.0 : uniform(rng);
+          EXPECT_EQ(sample_token(t, {}, o, u), reference(logits, o, u)) << "V=" << V << " top_p=" << top_p << " top_k=" << top_k << " u=" << u;
+          ++checked;
+        }
+      }
+  }
+  EXPECT_EQ(checked, 3 * 4 * 4 * 40);
 }
 
 TEST(ModelInfo, MatchesSpecificationTable) {

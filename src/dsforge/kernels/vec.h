@@ -77,6 +77,14 @@ struct VectorLoops {
   // Optimizer: sum of p[i]^2 over [0, n) in float32; AdamW over elements [b, e).
   float (*sum_of_squares)(const float* p, int64_t n);
   void (*adamw)(float* p, const float* g, float* m, float* v, const AdamWScalars& s, int64_t b, int64_t e);
+  // The few-row products of a batched decode step (few_rows.inc), row-major with leading dimensions,
+  // single-threaded: C[M, N] = A[M, K] B[N, K]^T + beta C (nt) and A[M, K] B[K, N] + beta C (nn).
+  // kernels::gemm_rm takes them for 2 to few_rows_max rows, where they measured faster than OpenBLAS.
+  void (*gemm_nt_f32)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                      float beta, float* C, int64_t ldc);
+  void (*gemm_nn_f32)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                      float beta, float* C, int64_t ldc);
+  int64_t few_rows_max;
 };
 
 // The table of each ISA (vec_<isa>.cpp); only call one whose ISA the CPU has (platform.h picks).

@@ -1,17 +1,19 @@
-// DeepSeek-V3's decode step for one new token per row, on raw float32 storage (deepseek.h,
-// DeepseekV3Impl::decode_step_fused).
+// DeepSeek-V3's decode step for S new tokens per row (one while generating, a short prompt when the
+// server prefills a newcomer), on raw float32 storage (deepseek.h, DeepseekV3Impl::decode_step_fused).
 //
 // A step through ATen is several hundred small operations (each a dispatch, an allocation and a
 // shape check: about 6 us here against the ~1 us of arithmetic most of them do at batch 1), so a token
-// of `mini` cost 3x the time it takes to read its weights. Here a step is the same mathematics as the
-// module path (absorbed MLA over the latent cache, the router, shared and routed experts) written
-// as BLAS products (kernels::gemm_rm: sgemv at one row, sgemm otherwise) and the fused kernels' vector
-// loops (RMSNorm, RoPE, softmax, SwiGLU) on scratch buffers: no tensor is created but the logits.
+// of `mini` cost 3x the time it takes to read its weights, and a 10-token prompt of `micro` 5 ms. Here
+// a step is the same mathematics as the module path (absorbed MLA over the latent cache, the router,
+// shared and routed experts) written as products over all token rows at once (kernels::gemm_rm: the
+// few-row kernels up to 16 rows, sgemm beyond) and the fused kernels' vector loops (RMSNorm, RoPE,
+// softmax, SwiGLU) on scratch buffers: no tensor is created but the logits.
 //
 // It applies in inference (no grad, eval mode) to a float32, contiguous CPU model and cache in the
-// latent-absorbed mode, one token per row; anything else returns an undefined tensor and the caller
-// takes the module path. Rows may carry left padding (key_pad): padded keys are hidden from the
-// query as in the module path. DSFORGE_FUSED=0 (fused.h) turns it off with the other fused kernels.
+// latent-absorbed mode, up to kFusedMaxTokens tokens per row; anything else returns an undefined
+// tensor and the caller takes the module path. Rows may carry left padding (key_pad): padded keys are
+// hidden from the query as in the module path, and a row's attention starts at its first unpadded
+// key. DSFORGE_FUSED=0 (fused.h) turns it off with the other fused kernels.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -158,13 +160,23 @@ void route(const ModelConfig& c, const float* logits, const float* bias, float* 
   for (int64_t k = 0; k < K; ++k) weight[k] = weight[k] * norm * static_cast<float>(c.routed_scaling_factor);
 }
 
+// The first key a row attends to: its first unpadded position before `pos` (the new token at `pos` is
+// never padding), found with memchr over the bool mask (one byte per position).
+int64_t first_key(const bool* pad_row, int64_t pos) {
+  static_assert(sizeof(bool) == 1, "the padding mask is scanned as bytes");
+  const void* hit = std::memchr(pad_row, 0, static_cast<size_t>(pos));
+  return hit ? static_cast<const bool*>(hit) - pad_row : pos;
+}
+
 }  // namespace
 
 at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& cache) {
   if (!kernels::fused_enabled() || is_training() || at::GradMode::is_enabled() || tokens.dim() != 2 ||
-      tokens.size(1) != 1 || cache.layers.size() != model->main_layers.size())
+      tokens.size(1) < 1 || tokens.size(1) > kFusedMaxTokens || cache.layers.size() != model->main_layers.size())
     return {};
-  const int64_t B = tokens.size(0), pos = cache.len, T = pos + 1, L = c_.num_hidden_layers;
+  // Token rows: row i is token s = i % S of sequence b = i / S, at position pos + s.
+  const int64_t Bs = tokens.size(0), S = tokens.size(1), B = Bs * S, pos = cache.len, T = pos + S,
+                L = c_.num_hidden_layers;
   for (const MlaCache& m : cache.layers) {
     if (m.mode != CacheMode::kLatentAbsorbed || !usable(m.kv) || !usable(m.pe)) return {};
     if (m.key_pad.defined() && (m.key_pad.scalar_type() != at::kBool || !m.key_pad.device().is_cpu() ||
@@ -202,7 +214,7 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
 
   const at::Tensor tok = tokens.to(at::kCPU, at::kLong).contiguous();
   const int64_t* tp = tok.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = 0; b < B; ++b) {  // tokens [Bs, S] contiguous: row b is its b-th element
     if (tp[b] < 0 || tp[b] >= V) throw Error(fmt("model: token id ", tp[b], " outside the vocabulary of ", V));
     std::memcpy(&h[b * d], embed + tp[b] * d, sizeof(float) * d);
   }
@@ -229,30 +241,34 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       linear(qa.data(), w.q_b, q.data(), B);
     }
     linear(x.data(), w.kv_a, kv.data(), B);
-    // ---- the new token's latent and rope key into each row's cache; the queries' rope parts
-    for (int64_t b = 0; b < B; ++b) {
-      const float* kvb = kv.data() + b * (dc + dr);
-      vl.rms_norm_rows_f32(kvb, w.kv_a_norm, ckv + b * kv_row + pos * dc, rs.data(), dc, eps, 0, 1);   // c_kv
-      vl.rope_rows_f32(rope_key, kvb + dc, cpe + b * pe_row + pos * dr, cosp, sinp, pos, 1.0f, 0, 1);  // k_pe
-      vl.rope_rows_f32(rope_heads, q.data() + b * H * dqk + dn, &qpe[b * H * dr], cosp, sinp, pos, 1.0f, 0, H);
+    // ---- the new tokens' latents and rope keys into their sequences' caches; the queries' rope parts
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t b = i / S, p = pos + i % S;
+      const float* kvb = kv.data() + i * (dc + dr);
+      vl.rms_norm_rows_f32(kvb, w.kv_a_norm, ckv + b * kv_row + p * dc, rs.data(), dc, eps, 0, 1);   // c_kv
+      vl.rope_rows_f32(rope_key, kvb + dc, cpe + b * pe_row + p * dr, cosp, sinp, p, 1.0f, 0, 1);  // k_pe
+      vl.rope_rows_f32(rope_heads, q.data() + i * H * dqk + dn, &qpe[i * H * dr], cosp, sinp, p, 1.0f, 0, H);
     }
     // ---- q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c): one product per head over all rows
     for (int64_t hh = 0; hh < H; ++hh)
       gemm_rm(false, false, B, dc, dn, q.data() + hh * dqk, H * dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f,
               &qabs[hh * dc], H * dc);
-    // ---- each row attends over its own cached latents
-    for (int64_t b = 0; b < B; ++b) {
-      const float *cb = ckv + b * kv_row, *pb = cpe + b * pe_row;
-      gemm_rm(false, true, H, T, dc, &qabs[b * H * dc], dc, cb, dc, 0.0f, sc.data(), T);  // q_abs . c_t
-      gemm_rm(false, true, H, T, dr, &qpe[b * H * dr], dr, pb, dr, 1.0f, sc.data(), T);   // + q_pe . k_pe_t
-      if (pad) {
-        const bool* pr = pad + b * mc.key_pad.stride(0);
-        for (int64_t t = 0; t < T; ++t)
-          if (pr[t] && t != pos)
-            for (int64_t hh = 0; hh < H; ++hh) sc[hh * T + t] = -INFINITY;
-      }
-      for (int64_t hh = 0; hh < H; ++hh) vl.softmax_row_f32(&sc[hh * T], &sc[hh * T], T, T, scale);
-      gemm_rm(false, false, H, dc, T, sc.data(), T, cb, dc, 0.0f, &lat[b * H * dc], dc);  // attend over latents
+    // ---- each row attends over its own cached latents, from its first unpadded position: a row that
+    // joined a long-running batch (the server's cohorts) pays for its own tokens, not the batch's age
+    // (a token of a multi-token step also sees the step's earlier tokens, already in the cache)
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t b = i / S, p = pos + i % S;
+      const bool* pr = pad ? pad + b * mc.key_pad.stride(0) : nullptr;
+      const int64_t lo = pr ? first_key(pr, p) : 0, n = p + 1 - lo;
+      const float *cb = ckv + b * kv_row + lo * dc, *pb = cpe + b * pe_row + lo * dr;
+      gemm_rm(false, true, H, n, dc, &qabs[i * H * dc], dc, cb, dc, 0.0f, sc.data(), n);  // q_abs . c_t
+      gemm_rm(false, true, H, n, dr, &qpe[i * H * dr], dr, pb, dr, 1.0f, sc.data(), n);   // + q_pe . k_pe_t
+      if (pr)  // padding after the first real key (none from the engine or generate; kept for any mask)
+        for (int64_t t = lo; t < p; ++t)
+          if (pr[t])
+            for (int64_t hh = 0; hh < H; ++hh) sc[hh * n + t - lo] = -INFINITY;
+      for (int64_t hh = 0; hh < H; ++hh) vl.softmax_row_f32(&sc[hh * n], &sc[hh * n], n, n, scale);
+      gemm_rm(false, false, H, dc, n, sc.data(), n, cb, dc, 0.0f, &lat[i * H * dc], dc);  // attend over latents
     }
     // ---- o[b, h] = lat[b, h] W_UV[h]^T (d_c -> d_v): one product per head over all rows
     for (int64_t hh = 0; hh < H; ++hh)
@@ -295,7 +311,7 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
     }
   }
   vl.rms_norm_rows_f32(h.data(), final_norm, x.data(), rs.data(), d, eps, 0, B);
-  at::Tensor logits = at::empty({B, 1, V}, at::kFloat);
+  at::Tensor logits = at::empty({Bs, S, V}, at::kFloat);
   linear(x.data(), head, logits.data_ptr<float>(), B);
   cache.len = T;
   return logits;

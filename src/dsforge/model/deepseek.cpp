@@ -212,7 +212,7 @@ at::Tensor DeepseekV3Impl::forward_cached(const at::Tensor& tokens, KvCache& cac
   const int64_t T = tokens.size(1);
   if (cache.len + T > cache.max_len)
     throw Error(fmt("model: KV cache holds ", cache.max_len, " positions; ", cache.len + T, " requested"));
-  if (T == 1) {  // a decode step: the fused path where it applies
+  if (T <= kFusedMaxTokens) {  // a decode step or a short prompt: the fused path where it applies
     at::Tensor logits = decode_step_fused(tokens, cache);
     if (logits.defined()) return logits;
   }

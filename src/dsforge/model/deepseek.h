@@ -105,10 +105,12 @@ class DeepseekV3Impl : public CausalLmImpl {
   DeepseekV3Backbone model{nullptr};
   torch::nn::Linear lm_head{nullptr};
 
- // One new token per row (tokens [B, 1]) through the layers on raw float32 storage, appended to the
-  // cache: logits [B, 1, V], the same as forward_cached's (decode_fused.cpp). An undefined tensor where
-  // that path does not apply (training, grad mode, not float32 CPU, another cache mode, S > 1);
-  // forward_cached takes it for every single-token step and falls back to the modules otherwise.
+  // S new tokens per row (tokens [B, S], S <= kFusedMaxTokens) through the layers on raw float32
+  // storage, appended to the cache: logits [B, S, V], the same as forward_cached's (decode_fused.cpp).
+  // An undefined tensor where that path does not apply (training, grad mode, not float32 CPU, another
+  // cache mode, longer chunks); forward_cached takes it for every decode step and short prompt (the
+  // server's prefills) and falls back to the modules otherwise.
+  static constexpr int64_t kFusedMaxTokens = 64;
   at::Tensor decode_step_fused(const at::Tensor& tokens, KvCache& cache);
 
  private:

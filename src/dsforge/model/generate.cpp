@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <random>
 #include <unordered_set>
 
@@ -11,44 +12,93 @@
 
 namespace dsforge::model {
 
+namespace {
+
+// Token order of the sampler: higher probability first, the lower id first among equals (a strict
+// total order, so a draw is the same on every build).
+struct Order {
+  const double* p;
+  bool operator()(int32_t a, int32_t b) const { return p[a] > p[b] || (p[a] == p[b] && a < b); }
+};
+
+// The first position j of idx[lo, hi) in sampler order at which `reached(before + mass of positions
+// lo..j)` holds (reached is monotone in the mass), or hi - 1 when none does; on return idx[lo, j] holds
+// that prefix, idx[j] in its place. Quickselect on the running mass: each round partitions around a
+// pivot and keeps the side the crossing is in, so a draw over V tokens costs O(V) on average instead
+// of sorting all of them.
+template <typename Reached>
+std::pair<int64_t, double> crossing(std::vector<int32_t>& idx, const double* p, int64_t lo, int64_t hi, double before,
+                                    Reached reached) {
+  const Order order{p};
+  while (hi - lo > 32) {
+    int32_t a = idx[lo], b = idx[lo + (hi - lo) / 2], c = idx[hi - 1];  // the median of three as pivot
+    if (order(b, a)) std::swap(a, b);
+    if (order(c, b)) std::swap(b, c);
+    if (order(b, a)) std::swap(a, b);
+    const int32_t pivot = b;
+    auto* first = idx.data() + lo;
+    auto* mid = std::partition(first, idx.data() + hi, [&](int32_t i) { return order(i, pivot); });
+    std::iter_swap(mid, std::find(mid, idx.data() + hi, pivot));  // the pivot right after its predecessors
+    const int64_t m = mid - idx.data();
+    double left = 0;
+    for (auto* q = first; q != mid; ++q) left += p[*q];
+    if (m > lo && reached(before + left)) {
+      hi = m;
+      continue;
+    }
+    before += left;
+    if (reached(before + p[pivot])) return {m, before + p[pivot]};
+    before += p[pivot];
+    lo = m + 1;
+  }
+  std::sort(idx.begin() + lo, idx.begin() + hi, order);
+  for (int64_t j = lo; j < hi; ++j) {
+    before += p[idx[j]];
+    if (reached(before)) return {j, before};
+  }
+  return {hi - 1, before};
+}
+
+}  // namespace
+
 int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, const SampleOptions& opts, double u) {
-  logits = logits.to(at::kDouble).contiguous().clone();
-  double* l = logits.data_ptr<double>();
-  const int64_t V = logits.size(0);
+  const at::Tensor x = logits.to(at::kCPU, at::kDouble).contiguous();
+  const int64_t V = x.numel();
+  if (V == 0) throw Error("sample_token: empty logits");
+  std::vector<double> l(x.data_ptr<double>(), x.data_ptr<double>() + V);
   if (opts.repetition_penalty != 1.0) {
     std::unordered_set<int64_t> seen(history.begin(), history.end());
     for (int64_t id : seen)
       if (id >= 0 && id < V) l[id] = l[id] > 0 ? l[id] / opts.repetition_penalty : l[id] * opts.repetition_penalty;
   }
-  if (opts.temperature <= 0) return logits.argmax().item<int64_t>();
-  at::Tensor scaled = logits / opts.temperature;
-  if (opts.top_k > 0 && opts.top_k < V) {
-    const double kth = std::get<0>(scaled.topk(opts.top_k)).min().item<double>();
-    scaled = scaled.masked_fill(scaled < kth, -INFINITY);
+  if (opts.temperature <= 0) return std::max_element(l.begin(), l.end()) - l.begin();  // the first maximum
+  for (double& v : l) v /= opts.temperature;
+  if (opts.top_k > 0 && opts.top_k < V) {  // keep the k largest (and any equal to the k-th)
+    std::vector<double> sorted = l;
+    std::nth_element(sorted.begin(), sorted.begin() + (opts.top_k - 1), sorted.end(), std::greater<double>());
+    const double kth = sorted[static_cast<size_t>(opts.top_k - 1)];
+    for (double& v : l)
+      if (v < kth) v = -INFINITY;
   }
-  at::Tensor p = at::softmax(scaled, -1);
-  auto sorted = p.sort(/*dim=*/-1, /*descending=*/true);
-  at::Tensor sp = std::get<0>(sorted).contiguous(), si = std::get<1>(sorted).contiguous();
-  const double* ps = sp.data_ptr<double>();
-  const int64_t* is = si.data_ptr<int64_t>();
-  // Keep the smallest prefix of the sorted distribution whose mass reaches top_p, renormalise, and
-  // invert the CDF at u: reproducible for a seed on every build (no library RNG involved).
+  const double top = *std::max_element(l.begin(), l.end());
+  double z = 0;
+  for (double& v : l) z += v = std::exp(v - top);
+  for (double& v : l) v /= z;  // l now holds the probabilities
+  std::vector<int32_t> idx(static_cast<size_t>(V));
+  for (int32_t i = 0; i < static_cast<int32_t>(V); ++i) idx[i] = i;
+  // Keep the smallest prefix of the ordered distribution whose mass reaches top_p, renormalise, and
+  // invert its CDF at u: reproducible for a seed on every build (no library RNG involved).
   int64_t keep = V;
-  if (opts.top_p < 1.0) {
-    double acc = 0;
-    for (int64_t i = 0; i < V; ++i) {
-      acc += ps[i];
-      if (acc >= opts.top_p) { keep = i + 1; break; }
-    }
-  }
   double mass = 0;
-  for (int64_t i = 0; i < keep; ++i) mass += ps[i];
-  double target = u * mass, acc = 0;
-  for (int64_t i = 0; i < keep; ++i) {
-    acc += ps[i];
-    if (target < acc) return is[i];
+  if (opts.top_p < 1.0) {
+    const auto [last, m] = crossing(idx, l.data(), 0, V, 0.0, [&](double acc) { return acc >= opts.top_p; });
+    keep = last + 1;
+    mass = m;
+  } else {
+    for (double v : l) mass += v;
   }
-  return is[keep - 1];
+  const double target = u * mass;
+  return idx[crossing(idx, l.data(), 0, keep, 0.0, [&](double acc) { return target < acc; }).first];
 }
 
 std::vector<std::vector<int64_t>> generate(CausalLm m, const std::vector<std::vector<int64_t>>& prompts,

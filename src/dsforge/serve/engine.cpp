@@ -7,11 +7,22 @@
 #include <random>
 
 #include "dsforge/core/error.h"
+#include "dsforge/kernels/platform.h"
 
 namespace dsforge::serve {
 namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// log softmax(logits)[id] of one float32 row: the cross-entropy loop's lse - x_id (float sums of exp,
+// about 1e-6 from a double log_softmax) without the half-dozen tensor operations per token.
+double log_probability(const at::Tensor& row, int64_t id) {
+  const at::Tensor x = row.to(at::kFloat).contiguous();
+  thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(x.numel()));
+  return -kernels::vector_loops().cross_entropy_row_f32(x.data_ptr<float>(), nullptr, scratch.data(), x.numel(), id,
+                                                        0.0f, 1.0f);
+}
 }  // namespace
 
 // ---- Request ----
@@ -134,9 +145,9 @@ bool Engine::emit(Running& r, const at::Tensor& logits_row) {
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   const double u = uniform(r.rng);
   const int64_t id = model::sample_token(logits_row, r.history, q.sampling, u);
-  const at::Tensor lp = at::log_softmax(logits_row.to(at::kDouble), -1);
   std::vector<TokenLogprob> top;
   if (q.top_logprobs > 0) {
+    const at::Tensor lp = at::log_softmax(logits_row.to(at::kDouble), -1);
     auto [values, ids] = lp.topk(std::min<int64_t>(q.top_logprobs, lp.size(0)));
     for (int64_t i = 0; i < values.size(0); ++i) top.push_back({ids[i].item<int64_t>(), values[i].item<double>()});
   }
@@ -148,7 +159,7 @@ bool Engine::emit(Running& r, const at::Tensor& logits_row) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.generated_tokens;
   }
-  bool go_on = !q.on_token || q.on_token(id, lp[id].item<double>(), top);
+  bool go_on = !q.on_token || q.on_token(id, log_probability(logits_row, id), top);
   const auto& stops = q.sampling.stop_tokens;
   if (!go_on || std::find(stops.begin(), stops.end(), id) != stops.end()) {
     finish(r, "stop");
@@ -183,12 +194,17 @@ bool Engine::admit(std::shared_ptr<Request> req, int64_t& budget) {
       if (home) break;
     }
   if (!home) {
-    auto c = std::make_unique<Cohort>();
-    c->capacity = shares_rows_ ? opts_.max_batch : 1;
+    std::unique_ptr<Cohort> c;
+    if (spare_ && shares_rows_) {  // its rows' old keys are hidden by each newcomer's padding
+      c = std::move(spare_);
+    } else {
+      c = std::make_unique<Cohort>();
+      c->capacity = shares_rows_ ? opts_.max_batch : 1;
+      c->state = model_->start_decode(c->capacity, context_, model::CacheMode::kLatentAbsorbed, at::Tensor());
+      c->rows.resize(static_cast<size_t>(c->capacity));
+    }
     // Start late enough that later, longer prompts can join, while leaving room for this one's tokens.
     c->len = shares_rows_ ? std::max(P, std::min(opts_.join_floor, context_ - N)) : P;
-    c->state = model_->start_decode(c->capacity, context_, model::CacheMode::kLatentAbsorbed, at::Tensor());
-    c->rows.resize(static_cast<size_t>(c->capacity));
     home = c.get();
     slot = 0;
     std::lock_guard<std::mutex> lock(mu_);
@@ -304,8 +320,11 @@ void Engine::loop() {
       }
     }
     std::lock_guard<std::mutex> lock(mu_);
-    // Empty cohorts free their caches; requests that could not be placed keep their place in line.
-    cohorts_.erase(std::remove_if(cohorts_.begin(), cohorts_.end(), [](const auto& c) { return c->running() == 0; }),
+    // Empty cohorts free their caches but one, kept for the next newcomer; requests that could not be
+    // placed keep their place in line.
+    for (auto& c : cohorts_)
+      if (c->running() == 0 && !spare_ && shares_rows_) spare_ = std::move(c);
+    cohorts_.erase(std::remove_if(cohorts_.begin(), cohorts_.end(), [](const auto& c) { return !c || c->running() == 0; }),
                    cohorts_.end());
     while (!later.empty()) {
       queue_.push_front(std::move(later.back()));

@@ -114,6 +114,9 @@ class Engine {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Request>> queue_;
   std::vector<std::unique_ptr<Cohort>> cohorts_;
+  // The last cohort that emptied, kept with its cache for the next newcomer: allocating and zeroing a
+  // cache (tens of MB at a 2048-token context) on every request cost a lone client more than its prefill.
+  std::unique_ptr<Cohort> spare_;
   EngineStats stats_;
   int64_t inflight_ = 0;  // submitted and not yet finished
   bool stop_ = false;
