@@ -7,6 +7,7 @@
 #include "dsforge/core/io.h"
 #include "dsforge/core/run_config.h"
 #include "dsforge/pipeline/stages.h"
+#include "test_util.h"
 
 namespace dsforge {
 
@@ -18,15 +19,9 @@ struct TinyRun {
 };
 
 inline TinyRun make_tiny_run(const std::string& dir, int64_t train_steps, const std::string& preset = "nano") {
-  std::string text;
-  const char* nouns[] = {"animal", "plant", "tool", "place", "person", "feeling", "color", "sound"};
-  const char* adjs[] = {"small", "large", "bright", "quiet", "old", "young", "warm", "cold"};
-  for (int i = 0; i < 400; ++i)
-    text += "w" + std::to_string(i) + ": a " + adjs[i % 8] + " " + nouns[(i / 8) % 8] + " that is " + adjs[(i / 3) % 8] +
-            " and " + adjs[(i / 5) % 8] + "\n";
   TinyRun r;
   r.corpus = path_join(dir, "corpus.txt");
-  write_file_atomic(r.corpus, text);
+  write_file_atomic(r.corpus, definition_lines(400));
   r.config = path_join(dir, "tiny.toml");
   r.run_dir = path_join(dir, "run");
   r.model_dir = path_join(r.run_dir, "model");

@@ -24,13 +24,7 @@ namespace {
 
 // A small corpus of "word: definition" lines and a config that trains for a few seconds.
 std::string write_tiny_config(const std::string& dir, int64_t max_steps) {
-  std::string text;
-  const char* nouns[] = {"animal", "plant", "tool", "place", "person", "feeling", "color", "sound"};
-  const char* adjs[] = {"small", "large", "bright", "quiet", "old", "young", "warm", "cold"};
-  for (int i = 0; i < 600; ++i)
-    text += "w" + std::to_string(i) + ": a " + adjs[i % 8] + " " + nouns[(i / 8) % 8] + " that is " + adjs[(i / 3) % 8] +
-            " and " + adjs[(i / 5) % 8] + "\n";
-  write_file_atomic(path_join(dir, "corpus.txt"), text);
+  write_file_atomic(path_join(dir, "corpus.txt"), definition_lines(600));
   const std::string cfg = path_join(dir, "tiny.toml");
   write_file_atomic(cfg, fmt("[run]\nout_dir = \"", path_join(dir, "run"), "\"\nthreads = 1\n",
                              "[data]\nsource = \"files\"\npaths = [\"", path_join(dir, "corpus.txt"), "\"]\nval_fraction = 0.1\n",

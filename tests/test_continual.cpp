@@ -10,6 +10,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "dsforge/compress/distill.h"
 #include "dsforge/continual/continual_task.h"
 #include "dsforge/continual/forgetting.h"
 #include "dsforge/continual/penalty.h"
@@ -190,8 +191,8 @@ TEST(ContinualLwf, DistillationKlByHand) {
   const double pt1 = 1 / (1 + std::exp(-1.0)), pt0 = 1 - pt1;     // softmax([0, 1])
   const double ps0 = 1 / (1 + std::exp(-0.5)), ps1 = 1 - ps0;     // softmax([0.5, 0])
   const double expect = 4 * (pt0 * std::log(pt0 / ps0) + pt1 * std::log(pt1 / ps1));
-  EXPECT_NEAR(distillation_kl(s, t, 2.0).item<double>(), expect, 1e-6);
-  EXPECT_NEAR(distillation_kl(t, t, 3.0).item<double>(), 0.0, 1e-7);
+  EXPECT_NEAR(compress::distillation_kl(s, t, 2.0).item<double>(), expect, 1e-6);
+  EXPECT_NEAR(compress::distillation_kl(t, t, 3.0).item<double>(), 0.0, 1e-7);
 }
 
 TEST(ContinualForgetting, MetricsByHand) {

@@ -57,13 +57,7 @@ class Dist : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     root_ = new TempDir();
-    std::string text;
-    const char* nouns[] = {"animal", "plant", "tool", "place", "person", "feeling", "color", "sound"};
-    const char* adjs[] = {"small", "large", "bright", "quiet", "old", "young", "warm", "cold"};
-    for (int i = 0; i < 600; ++i)
-      text += "w" + std::to_string(i) + ": a " + adjs[i % 8] + " " + nouns[(i / 8) % 8] + " that is " +
-              adjs[(i / 3) % 8] + " and " + adjs[(i / 5) % 8] + "\n";
-    write_file_atomic(path_join(root_->path, "corpus.txt"), text);
+    write_file_atomic(path_join(root_->path, "corpus.txt"), definition_lines(600));
     config_ = path_join(root_->path, "tiny.toml");
     write_file_atomic(config_, fmt("[run]\nout_dir = \"", path_join(root_->path, "base"), "\"\nthreads = 1\n",
                                    "[data]\nsource = \"files\"\npaths = [\"", path_join(root_->path, "corpus.txt"),

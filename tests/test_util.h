@@ -30,6 +30,18 @@ struct TempDir {
 
 inline std::string source_dir() { return DSFORGE_SOURCE_DIR; }
 
+// A small corpus of `n` "word: definition" lines ("w12: a warm place that is quiet and old"): enough
+// repeated structure for a few training steps to lower the loss.
+inline std::string definition_lines(int n) {
+  const char* nouns[] = {"animal", "plant", "tool", "place", "person", "feeling", "color", "sound"};
+  const char* adjs[] = {"small", "large", "bright", "quiet", "old", "young", "warm", "cold"};
+  std::string text;
+  for (int i = 0; i < n; ++i)
+    text += "w" + std::to_string(i) + ": a " + adjs[i % 8] + " " + nouns[(i / 8) % 8] + " that is " + adjs[(i / 3) % 8] +
+            " and " + adjs[(i / 5) % 8] + "\n";
+  return text;
+}
+
 // One run of the dsforge CLI: its exit code and what it printed (kept as `dir`/stdout.txt, stderr.txt).
 // `prefix` stands before the program on the shell line (an environment assignment, `cd DIR && `).
 struct CliRun {

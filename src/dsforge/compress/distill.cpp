@@ -17,26 +17,33 @@
 #include "dsforge/model/deepseek.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tokenizer/bpe.h"
-#include "dsforge/train/optim.h"
+#include "dsforge/train/lm_task.h"
 #include "dsforge/train/trainer.h"
 
 namespace dsforge::compress {
 namespace fs = std::filesystem;
+
+at::Tensor distillation_kl(const at::Tensor& student_logits, const at::Tensor& teacher_logits, double temperature) {
+  TORCH_CHECK(temperature > 0, "distillation_kl: temperature must be > 0");
+  TORCH_CHECK(teacher_logits.defined() && student_logits.sizes() == teacher_logits.sizes(), "distillation_kl: student ",
+              student_logits.sizes(), " vs teacher ", teacher_logits.sizes());
+  const int64_t v = student_logits.size(-1);
+  const at::Tensor s = at::log_softmax(student_logits.reshape({-1, v}).to(at::kFloat) / temperature, -1);  // (N, V)
+  const at::Tensor t = at::log_softmax(teacher_logits.detach().reshape({-1, v}).to(at::kFloat) / temperature, -1);
+  // KL(p_t || p_s) per row, summed over the vocabulary, averaged over rows ("batchmean"); T^2 keeps the
+  // gradient's scale independent of T (Hinton et al. 2015).
+  return (t.exp() * (t - s)).sum(-1).mean() * (temperature * temperature);
+}
 
 DistillLoss distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits, const at::Tensor& targets,
                               double temperature, double alpha) {
   TORCH_CHECK(temperature > 0, "distillation_loss: temperature must be > 0");
   const int64_t V = student_logits.size(-1);
   const at::Tensor zs = student_logits.reshape({-1, V}).to(at::kFloat);  // (N, V)
-  const at::Tensor y = targets.reshape({-1});
   DistillLoss out;
-  out.ce = -zs.log_softmax(-1).gather(1, y.unsqueeze(1)).mean();
+  out.ce = -zs.log_softmax(-1).gather(1, targets.reshape({-1}).unsqueeze(1)).mean();
   if (alpha > 0) {
-    TORCH_CHECK(teacher_logits.defined() && teacher_logits.size(-1) == V, "distillation_loss: teacher logits of another vocabulary");
-    const at::Tensor zt = teacher_logits.reshape({-1, V}).to(at::kFloat).detach();
-    const at::Tensor log_ps = (zs / temperature).log_softmax(-1), log_pt = (zt / temperature).log_softmax(-1);
-    // KL(p_t || p_s) per token, summed over the vocabulary, averaged over tokens ("batchmean").
-    out.kd = (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean() * (temperature * temperature);
+    out.kd = distillation_kl(student_logits, teacher_logits, temperature);
     out.total = out.kd * alpha + out.ce * (1.0 - alpha);
   } else {
     out.kd = at::zeros({}, zs.options());
@@ -69,31 +76,25 @@ std::pair<at::Tensor, at::Tensor> hidden_and_logits(model::CausalLmImpl& m, cons
   return {need_hidden ? m.hidden_states(x) : at::Tensor(), m.forward(x)};
 }
 
-class DistillTask : public train::TrainTask {
+// LmTask's data, schedule and MoE bias updates for the student; the loss is the distillation loss, and
+// the trainer optimises and checkpoints the student together with the hidden-state projection.
+class DistillTask : public train::LmTask {
  public:
   DistillTask(const RunConfig& cfg, model::CausalLm teacher, model::CausalLm student, bool student_pretrained,
               const std::string& shard, const DistillOptions& o, std::string identity)
-      : teacher_(std::move(teacher)),
+      : LmTask(cfg, student, shard, student_pretrained),
+        teacher_(std::move(teacher)),
         module_(student, student->config().hidden_size, teacher_->config().hidden_size, o.hidden_weight > 0),
-        pretrained_(student_pretrained),
         o_(o),
-        identity_(std::move(identity)),
-        seq_len_(cfg.train.seq_len),
-        bias_speed_(cfg.train.bias_update_speed) {
-    const auto& tc = cfg.train;
-    schedule_ = train::Schedule{tc.schedule, tc.warmup_steps, tc.max_steps, tc.lr, tc.min_lr_ratio, tc.decay_fraction};
-    loader_ = std::make_unique<data::TokenLoader>(shard, model::training_row_length(student->config(), seq_len_), seq_len_,
-                                                  static_cast<uint64_t>(cfg.run.seed));
-    student->set_aux_alpha(tc.aux_loss_alpha);
-    student->set_dropout({tc.embedding_dropout, tc.attention_dropout, tc.dropout});
+        identity_(std::move(identity)) {
     teacher_->eval();
     for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
   }
 
-  model::CausalLm& student() { return module_->student; }
+  model::CausalLm& student() { return model(); }
   torch::nn::Module& module() override { return *module_; }
   void init_weights(double std, uint64_t seed) override {
-    if (!pretrained_) student()->init_weights(std, seed);
+    LmTask::init_weights(std, seed);  // a student folder keeps its weights
     if (module_->projection) {
       at::NoGradGuard g;
       auto gen = at::detail::createCPUGenerator(seed + 17);
@@ -105,8 +106,10 @@ class DistillTask : public train::TrainTask {
                model::count_parameters(*teacher_), " (T = ", o_.temperature, ", alpha = ", o_.alpha,
                o_.hidden_weight > 0 ? fmt(", hidden ", o_.hidden_weight) : std::string(), ")");
   }
-  std::string config_json() const override { return model::model_config_to_json(module_->student->config()); }
   std::string identity() const override { return identity_; }
+  // The student's FLOPs and memory probe leave out the teacher's forward: not reported rather than wrong.
+  double flops_per_token() const override { return 0; }
+  std::optional<train::MemoryProbe> probe_memory(bool) override { return std::nullopt; }
 
   train::MicroLoss micro_batch_loss(int64_t rows, int64_t first, int64_t count, int64_t step, c10::Device device) override {
     at::Tensor batch = loader_->next_batch(rows, first, count).to(device);  // (count, S + 1 + D)
@@ -127,30 +130,12 @@ class DistillTask : public train::TrainTask {
         if (moe->aux_loss().defined()) total = total + moe->aux_loss();
     return {total, l.ce, o_.alpha > 0 ? l.kd : at::Tensor()};
   }
-  nlohmann::json data_position() const override {
-    return {{"loader_epoch", loader_->cursor().epoch}, {"loader_position", loader_->cursor().position}};
-  }
-  void set_data_position(const nlohmann::json& p) override {
-    loader_->set_cursor({p.at("loader_epoch").get<int64_t>(), p.at("loader_position").get<int64_t>()});
-  }
-  std::vector<at::Tensor> step_sums() override { return student()->pending_expert_counts(); }
-  train::Scalars after_step(int64_t step) override {
-    student()->update_expert_bias(bias_speed_ * train::bias_speed_factor(schedule_, step));
-    return {};
-  }
-  void discard_step() override { student()->update_expert_bias(0.0); }
-  int64_t tokens_per_row() const override { return seq_len_; }
 
  private:
   model::CausalLm teacher_;
   DistillModule module_;
-  bool pretrained_;
   DistillOptions o_;
   std::string identity_;
-  int64_t seq_len_;
-  double bias_speed_;
-  train::Schedule schedule_;
-  std::unique_ptr<data::TokenLoader> loader_;
 };
 
 }  // namespace
@@ -218,10 +203,8 @@ DistillReport distill(const DistillOptions& o) {
   model::save_pretrained(stage, *task.student());
   write_file_atomic(path_join(stage, "tokenizer.json"), read_file(teacher_tok));
   model::save_training_info(stage, {seq, r.final_step});
-  remove_all(rep.model_dir);
-  std::error_code ec;
-  fs::rename(stage, rep.model_dir, ec);
-  if (ec) throw IoError(fmt(rep.model_dir, ": cannot move the distilled model into place (", ec.message(), ")"));
+  remove_all(rep.model_dir);  // this run's own output folder: a re-run replaces it
+  publish_dir(stage, rep.model_dir, "distilled model");
   nlohmann::ordered_json j = {{"teacher", o.teacher_dir},       {"student", o.student},           {"temperature", o.temperature},
                               {"alpha", o.alpha},               {"hidden_weight", o.hidden_weight}, {"steps", rep.steps},
                               {"teacher_params", rep.teacher_params}, {"student_params", rep.student_params},

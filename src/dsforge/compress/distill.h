@@ -26,6 +26,11 @@
 
 namespace dsforge::compress {
 
+// T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T)), logits [N, V] or [B, S, V]
+// (the same for both); the teacher side carries no gradient. distillation_loss's kd; LwF's term
+// (continual/continual_task.h).
+at::Tensor distillation_kl(const at::Tensor& student_logits, const at::Tensor& teacher_logits, double temperature);
+
 struct DistillLoss {
   at::Tensor total, kd, ce;  // 0-dim; kd already includes T^2
 };

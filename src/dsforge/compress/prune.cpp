@@ -14,6 +14,7 @@
 #include "dsforge/compress/recovery.h"
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/core/text.h"
 #include "dsforge/core/log.h"
 #include "dsforge/model/deepseek.h"
 #include "dsforge/model/io.h"
@@ -23,11 +24,6 @@ namespace dsforge::compress {
 namespace fs = std::filesystem;
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& t) {
-  return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
-}
-bool starts_with(const std::string& s, const std::string& t) { return s.compare(0, t.size(), t) == 0; }
 
 std::string layer_prefix(int64_t i) { return fmt("model.layers.", i); }
 
@@ -458,13 +454,9 @@ PruneReport prune_model(const std::string& model_dir, const std::string& out_dir
   const std::string stage = out_dir + ".partial";
   remove_all(stage);
   model::save_pretrained(stage, *m);
-  for (const char* f : {"tokenizer.json", "dsforge_training.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json"})
-    if (file_exists(path_join(model_dir, f))) write_file_atomic(path_join(stage, f), read_file(path_join(model_dir, f)));
+  model::copy_companion_files(model_dir, stage);
   write_file_atomic(path_join(stage, "dsforge_pruning.json"), r.to_json());
-  if (fs::exists(out_dir)) fs::remove(out_dir);
-  std::error_code ec;
-  fs::rename(stage, out_dir, ec);
-  if (ec) throw IoError(fmt(out_dir, ": cannot move the pruned model into place (", ec.message(), ")"));
+  publish_dir(stage, out_dir, "pruned model");
   return r;
 }
 

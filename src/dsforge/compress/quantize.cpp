@@ -82,12 +82,8 @@ QuantizeReport quantize_model(const std::string& model_dir, const std::string& o
   make_dirs(stage);
   write_file_atomic(path_join(stage, "config.json"), config.dump(2) + "\n");
   save_safetensors(path_join(stage, "model.safetensors"), out, {{"format", "pt"}, {"dsforge.quantization", opts.scheme}});
-  for (const char* f : {"tokenizer.json", "dsforge_training.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json"})
-    if (file_exists(path_join(model_dir, f))) write_file_atomic(path_join(stage, f), read_file(path_join(model_dir, f)));
-  if (fs::exists(out_dir)) fs::remove(out_dir);
-  std::error_code ec;
-  fs::rename(stage, out_dir, ec);
-  if (ec) throw IoError(fmt(out_dir, ": cannot move the quantised model into place (", ec.message(), ")"));
+  model::copy_companion_files(model_dir, stage);
+  publish_dir(stage, out_dir, "quantised model");
   return r;
 }
 

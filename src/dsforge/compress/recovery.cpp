@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <filesystem>
 #include <map>
 
 #include "dsforge/compress/prune.h"
@@ -19,44 +18,26 @@
 namespace dsforge::compress {
 namespace {
 
-// Language-model training of an already trained (pruned) model: LmTask's data, loss and MoE bias
-// updates, the weights given instead of a fresh initialisation, and magnitude masks kept after every
-// optimizer step (or grown on the cubic schedule).
-class RecoveryTask : public train::TrainTask {
+// Language-model training of an already trained (pruned) model: LmTask over the given weights (no
+// fresh initialisation), with magnitude masks kept after every optimizer step (or grown on the cubic
+// schedule).
+class RecoveryTask : public train::LmTask {
  public:
-  RecoveryTask(const RunConfig& cfg, const model::CausalLm& pruned, const std::string& shard, RecoveryOptions o)
-      : inner_(cfg, pruned->config(), shard), o_(std::move(o)) {
-    model::load_model_state(*inner_.model(), model::model_state(*pruned), "pruned model");
+  RecoveryTask(const RunConfig& cfg, model::CausalLm pruned, const std::string& shard, RecoveryOptions o)
+      : LmTask(cfg, std::move(pruned), shard), o_(std::move(o)) {
     if (o_.keep_zeros && o_.cubic_final <= 0)
-      for (const auto& [name, t] : model::model_state(*inner_.model()))
+      for (const auto& [name, t] : model::model_state(*model()))
         if (magnitude_prunable(name, t)) masks_[name] = (t != 0).to(t.scalar_type());
   }
 
-  model::CausalLm& model() { return inner_.model(); }
-  torch::nn::Module& module() override { return inner_.module(); }
-  void init_weights(double, uint64_t) override {}  // the pruned weights are the start
-  std::string describe() const override { return "recovery fine-tuning: " + inner_.describe(); }
-  std::string config_json() const override { return inner_.config_json(); }
+  std::string describe() const override { return "recovery fine-tuning: " + LmTask::describe(); }
   std::string identity() const override { return o_.identity; }
-  train::MicroLoss micro_batch_loss(int64_t rows, int64_t first, int64_t count, int64_t step, c10::Device device) override {
-    return inner_.micro_batch_loss(rows, first, count, step, device);
-  }
-  nlohmann::json data_position() const override { return inner_.data_position(); }
-  void set_data_position(const nlohmann::json& p) override { inner_.set_data_position(p); }
-  std::vector<at::Tensor> step_sums() override { return inner_.step_sums(); }
-  void discard_step() override { inner_.discard_step(); }
-  void log_interval(int64_t step, train::Scalars& s, log::MetricsWriter& m, log::TensorBoardWriter& tb) override {
-    inner_.log_interval(step, s, m, tb);
-  }
-  int64_t tokens_per_row() const override { return inner_.tokens_per_row(); }
-  double flops_per_token() const override { return inner_.flops_per_token(); }
-  std::optional<train::MemoryProbe> probe_memory(bool bf16) override { return inner_.probe_memory(bf16); }
 
   train::Scalars after_step(int64_t step) override {
-    train::Scalars s = inner_.after_step(step);
+    train::Scalars s = LmTask::after_step(step);
     if (!o_.keep_zeros) return s;
     at::NoGradGuard no_grad;
-    TensorMap state = model::model_state(*inner_.model());  // views of the parameters
+    TensorMap state = model::model_state(*model());  // views of the parameters
     if (o_.cubic_final > 0) {
       const int64_t t = step + 1, every = o_.prune_every;
       const int64_t t_update = std::min(t - t % every, o_.prune_end);  // the last schedule point reached
@@ -72,7 +53,6 @@ class RecoveryTask : public train::TrainTask {
   }
 
  private:
-  train::LmTask inner_;
   RecoveryOptions o_;
   std::map<std::string, at::Tensor> masks_;
   double sparsity_ = 0;

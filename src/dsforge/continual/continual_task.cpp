@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "dsforge/compress/distill.h"
 #include "dsforge/core/error.h"
 #include "dsforge/data/shards.h"
 #include "dsforge/model/info.h"
@@ -39,17 +40,6 @@ Strategy parse_strategy(const std::string& text) {
     if (on) name += (name.empty() ? "" : "+") + std::string(n);
   s.name = name.empty() ? "finetune" : name;
   return s;
-}
-
-at::Tensor distillation_kl(const at::Tensor& student_logits, const at::Tensor& teacher_logits, double temperature) {
-  TORCH_CHECK(student_logits.sizes() == teacher_logits.sizes(), "distillation_kl: student ", student_logits.sizes(),
-              " vs teacher ", teacher_logits.sizes());
-  const int64_t v = student_logits.size(-1);
-  at::Tensor s = at::log_softmax(student_logits.reshape({-1, v}).to(at::kFloat) / temperature, -1);  // (N, V)
-  at::Tensor t = at::log_softmax(teacher_logits.detach().reshape({-1, v}).to(at::kFloat) / temperature, -1);
-  // KL(p_t || p_s) = sum_v p_t (log p_t - log p_s), averaged over rows; T^2 keeps the gradient's scale
-  // independent of T (Hinton et al. 2015).
-  return (t.exp() * (t - s)).sum(-1).mean() * (temperature * temperature);
 }
 
 ContinualTask::ContinualTask(const RunConfig& cfg, model::CausalLm model, const std::string& train_shard, ContinualParts parts)
@@ -102,7 +92,7 @@ train::MicroLoss ContinualTask::micro_batch_loss(int64_t rows, int64_t first, in
       at::NoGradGuard no_grad;
       teacher_logits = parts_.teacher->forward(inputs);
     }
-    at::Tensor kl = distillation_kl(model_->forward(inputs), teacher_logits, parts_.lwf_temperature);
+    at::Tensor kl = compress::distillation_kl(model_->forward(inputs), teacher_logits, parts_.lwf_temperature);
     last_kl_ = kl.item<double>();
     total = total + parts_.lwf_alpha * kl;
   }

@@ -42,9 +42,6 @@ struct ContinualParts {
   std::string identity;                     // what a resumed checkpoint must agree on (base model, strategy)
 };
 
-// T^2 * mean over rows of KL(softmax(teacher / T) || softmax(student / T)), both [N, V]; the teacher
-// side carries no gradient.
-at::Tensor distillation_kl(const at::Tensor& student_logits, const at::Tensor& teacher_logits, double temperature);
 
 class ContinualTask : public train::LmTask {
  public:

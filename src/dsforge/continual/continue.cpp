@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
-#include <filesystem>
 
 #include "dsforge/continual/continual_task.h"
 #include "dsforge/continual/state.h"
@@ -166,10 +165,8 @@ ContinueOutcome continue_training(const ContinueSpec& spec) {
   write_file_atomic(path_join(tmp, "tokenizer.json"), read_file(tok));
   model::save_training_info(tmp, {cfg.train.seq_len, r.final_step});
   save_state(tmp, state);
-  remove_all(spec.out_model);
-  std::filesystem::rename(tmp, spec.out_model);
-  const std::string parent = std::filesystem::path(spec.out_model).parent_path().string();
-  fsync_dir(parent.empty() ? "." : parent);
+  remove_all(spec.out_model);  // this run's own output: a finished stage replaces it
+  publish_dir(tmp, spec.out_model, "continued model");
   log_info("continue: wrote ", spec.out_model, " (", state.domains.size(), " domains in continual/state.json, replay ",
            state.replay->size(), " of ", state.replay->seen(), " windows)");
   return result;

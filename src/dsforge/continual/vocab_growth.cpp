@@ -2,7 +2,7 @@
 
 #include <ATen/ATen.h>
 
-#include <filesystem>
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string_view>
 #include <unordered_map>
@@ -201,14 +201,14 @@ void grow_model_folder(const std::string& from, const std::string& out, const st
     if (st.replay) {
       // Stored windows keep their length: reload them at their own width.
       const SafetensorsFile rf = load_safetensors(path_join(path_join(from, "continual"), "replay.safetensors"));
-      st.replay = Reservoir::from_tensors(rf.tensors, rf.tensors.at("replay.windows").size(0) > 0 ? rf.tensors.at("replay.windows").size(0) : 1,
-                                          rf.tensors.at("replay.windows").size(1), seed, "replay");
+      const at::Tensor& windows = rf.tensors.at("replay.windows");
+      st.replay = Reservoir::from_tensors(rf.tensors, std::max<int64_t>(windows.size(0), 1), windows.size(1), seed, "replay");
     }
     save_state(tmp, st);
   }
   write_file_atomic(path_join(tmp, "GROWN"), stamp);
   remove_all(out);
-  std::filesystem::rename(tmp, out);
+  publish_dir(tmp, out, "grown model");
   log_info("continue: tokenizer grown from ", v_old, " to ", v_new, " tokens (", v_new - v_old, " merges learned on ",
            docs.size(), " documents); model rows initialised from their bytes' rows -> ", out);
 }

@@ -100,6 +100,15 @@ void remove_all(const std::string& path) {
   fs::remove_all(path, ec);
 }
 
+void publish_dir(const std::string& stage, const std::string& dir, const std::string& what) {
+  std::error_code ec;
+  if (fs::exists(dir)) fs::remove(dir, ec);  // empty (callers refuse a folder with contents)
+  if (!ec) fs::rename(stage, dir, ec);
+  if (ec) throw IoError(dir + ": cannot move the " + what + " into place (" + ec.message() + ")");
+  const fs::path parent = fs::path(dir).parent_path();
+  fsync_dir(parent.empty() ? "." : parent.string());
+}
+
 std::string path_join(const std::string& a, const std::string& b) { return (fs::path(a) / b).string(); }
 
 namespace {

@@ -6,6 +6,11 @@
 
 namespace dsforge {
 
+inline bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+inline bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 // The words of `s` separated by runs of ASCII whitespace; no empty words.
 inline std::vector<std::string> split_whitespace(const std::string& s) {
   std::vector<std::string> out;

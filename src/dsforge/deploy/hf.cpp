@@ -157,11 +157,7 @@ HfExportReport export_hf(const std::string& model_dir, const std::string& out_di
   if (file_exists(training)) put("dsforge_training.json", read_file(training));
 
   // The whole folder appears at once.
-  if (fs::exists(out_dir)) fs::remove(out_dir);  // empty (checked above)
-  std::error_code ec;
-  fs::rename(stage, out_dir, ec);
-  if (ec) throw IoError(fmt(out_dir, ": cannot move the finished export into place (", ec.message(), ")"));
-  fsync_dir(fs::path(out_dir).has_parent_path() ? fs::path(out_dir).parent_path().string() : ".");
+  publish_dir(stage, out_dir, "finished export");
   return report;
 }
 

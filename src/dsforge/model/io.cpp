@@ -130,6 +130,12 @@ CausalLm load_pretrained(const std::string& dir) {
   return m;
 }
 
+void copy_companion_files(const std::string& from_dir, const std::string& to_dir) {
+  for (const char* f : {"tokenizer.json", "dsforge_training.json", "generation_config.json", "tokenizer_config.json",
+                        "special_tokens_map.json"})
+    if (file_exists(path_join(from_dir, f))) write_file_atomic(path_join(to_dir, f), read_file(path_join(from_dir, f)));
+}
+
 void save_training_info(const std::string& dir, const TrainingInfo& info) {
   const nlohmann::ordered_json j = {{"seq_len", info.seq_len}, {"steps", info.steps}};
   write_file_atomic(path_join(dir, "dsforge_training.json"), j.dump(2) + "\n");

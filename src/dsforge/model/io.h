@@ -30,6 +30,11 @@ inline constexpr const char* kLayoutKey = "dsforge.layout";
 bool is_gpt2_conv1d_weight(const std::string& name);
 TensorMap transpose_gpt2_conv1d(TensorMap state);
 
+// Copies the files a model folder carries besides its config and weights (the tokenizer and its
+// configs, generation_config.json, dsforge_training.json) from `from_dir` to `to_dir`, where present:
+// what a command that rewrites the weights (quantize, prune) keeps.
+void copy_companion_files(const std::string& from_dir, const std::string& to_dir);
+
 // How a model folder's weights were trained (dsforge_training.json): what evaluation should default to.
 struct TrainingInfo {
   int64_t seq_len = 0;  // 0 = unknown (a folder from elsewhere)

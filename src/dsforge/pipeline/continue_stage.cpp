@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "dsforge/continual/continual_task.h"
 #include "dsforge/continual/continue.h"
@@ -13,6 +12,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/text.h"
 #include "dsforge/data/shards.h"
 #include "dsforge/data/splits.h"
 #include "dsforge/model/io.h"
@@ -20,29 +20,10 @@
 #include "dsforge/pipeline/stages.h"
 #include "dsforge/report/html_report.h"
 #include "dsforge/tokenizer/bpe.h"
+#include "dsforge/tokenizer/encode_corpus.h"
 
 namespace dsforge::pipeline {
 namespace {
-
-// A UTF-8 text file as one token stream (end-of-text first, as every training document starts) in a
-// shard, encoded in ~1 MB pieces cut where pre-tokenization cannot change.
-void encode_text_file(const tok::BpeTokenizer& tok, const std::string& text_path, const std::string& shard) {
-  std::ifstream in(text_path, std::ios::binary);
-  if (!in) throw DataError(fmt("--old-data ", text_path, ": cannot open"));
-  data::ShardWriter writer(shard, tok.vocab_size());
-  writer.append({tok.eot_id()});
-  std::string pending;
-  std::vector<char> buf(1 << 20);
-  while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
-    pending.append(buf.data(), static_cast<size_t>(in.gcount()));
-    const size_t cut = tok.last_safe_split(pending);
-    if (cut == 0) continue;
-    writer.append(tok.encode(std::string_view(pending).substr(0, cut), false));
-    pending.erase(0, cut);
-  }
-  writer.append(tok.encode(pending, false));
-  writer.finish(1);
-}
 
 // The earlier domain's token shard: a run folder's training shard, a .bin shard, or a text file encoded
 // with the model's tokenizer into <run>/old/old_000.bin. "" when there is none.
@@ -55,11 +36,15 @@ std::string old_shard(const RunConfig& cfg, const std::string& old_data, const s
     return path_join(path_join(old_data, "shards"), data::read_manifest(manifest).train.files.at(0));
   }
   if (!file_exists(old_data)) throw ConfigError(fmt("--old-data ", old_data, ": not found"));
-  if (old_data.size() > 4 && old_data.compare(old_data.size() - 4, 4, ".bin") == 0) return old_data;
+  if (ends_with(old_data, ".bin")) return old_data;
   const std::string shard = path_join(path_join(cfg.run.out_dir, "old"), "old_000.bin");
   make_dirs(path_join(cfg.run.out_dir, "old"));
   const tok::BpeTokenizer tok = tok::BpeTokenizer::load(tokenizer_json);
-  encode_text_file(tok, old_data, shard);
+  {
+    data::ShardWriter writer(shard, tok.vocab_size());
+    tok::encode_text_stream(old_data, tok, writer);
+    writer.finish(1);
+  }
   log_info("continue: encoded ", old_data, " -> ", shard, " (", data::TokenShard(shard).size(), " tokens)");
   return shard;
 }

@@ -3,7 +3,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "dsforge/core/error.h"
@@ -15,7 +14,7 @@
 #include "dsforge/pipeline/run_folder.h"
 #include "dsforge/pipeline/stages.h"
 #include "dsforge/tokenizer/bpe.h"
-#include "dsforge/tokenizer/pretokenize.h"
+#include "dsforge/tokenizer/encode_corpus.h"
 
 namespace dsforge::pipeline {
 namespace {
@@ -105,16 +104,14 @@ void stage_eval(const RunConfig& cfg) {
 std::string eval_text(const std::string& model_dir, const std::string& text_path, int64_t seq_len, int64_t stride,
                       int64_t batch, bool as_json) {
   check_model_dir(model_dir);
-  std::ifstream in(text_path, std::ios::binary);
-  if (!in) throw DataError(fmt(text_path, ": cannot open"));
+  if (!file_exists(text_path)) throw DataError(fmt(text_path, ": cannot open"));
   auto m = model::load_pretrained(model_dir);
   auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
   const int64_t vocab = m->config().vocab_size;
   seq_len = eval_seq_len(model_dir, seq_len, 512, "--seq-len");
   if (stride < 0 || stride > seq_len) throw ConfigError(fmt("--stride ", stride, ": must be in [1, ", seq_len, "] (0 = seq_len)"));
 
-  // The file as one stream after an end-of-text token (the context every training document starts
-  // from), encoded in ~1 MB pieces cut where pre-tokenization cannot change: bounded memory.
+  // The file as one token stream in a temporary shard (tok::encode_text_stream: bounded memory).
   char tmpl[] = "/tmp/dsforge-eval-XXXXXX";
   const int fd = ::mkstemp(tmpl);
   if (fd < 0) throw IoError("eval: cannot create a temporary shard in /tmp");
@@ -123,18 +120,7 @@ std::string eval_text(const std::string& model_dir, const std::string& text_path
   int64_t text_bytes = 0;
   try {
     data::ShardWriter writer(shard, vocab);
-    writer.append({tok.eot_id()});
-    std::string pending;
-    std::vector<char> buf(1 << 20);
-    while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
-      pending.append(buf.data(), static_cast<size_t>(in.gcount()));
-      text_bytes += in.gcount();
-      const size_t cut = tok::last_safe_split(pending);
-      if (cut == 0) continue;
-      writer.append(tok.encode(std::string_view(pending).substr(0, cut), false));
-      pending.erase(0, cut);
-    }
-    writer.append(tok.encode(pending, false));
+    text_bytes = tok::encode_text_stream(text_path, tok, writer);
     writer.finish(1);
     if (static_cast<int64_t>(writer.tokens()) < seq_len + 1)
       throw DataError(fmt(text_path, ": ", writer.tokens() - 1, " tokens, fewer than one window of ", seq_len,

@@ -1,6 +1,7 @@
 #include "dsforge/tokenizer/encode_corpus.h"
 
 #include <algorithm>
+#include <fstream>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -69,6 +70,25 @@ data::Manifest encode_corpus(const CorpusFiles& files, const BpeTokenizer& token
   log_info("shards: train ", m.train.tokens, " tokens (", m.train.documents, " docs), val ", m.val.tokens, " tokens",
            m.has_test() ? fmt(", test ", m.test.tokens, " tokens") : std::string());
   return m;
+}
+
+int64_t encode_text_stream(const std::string& text_path, const BpeTokenizer& tokenizer, data::ShardWriter& writer) {
+  std::ifstream in(text_path, std::ios::binary);
+  if (!in) throw DataError(fmt(text_path, ": cannot open"));
+  writer.append({tokenizer.eot_id()});
+  int64_t bytes = 0;
+  std::string pending;
+  std::vector<char> buf(1 << 20);
+  while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) {
+    pending.append(buf.data(), static_cast<size_t>(in.gcount()));
+    bytes += in.gcount();
+    const size_t cut = tokenizer.last_safe_split(pending);
+    if (cut == 0) continue;
+    writer.append(tokenizer.encode(std::string_view(pending).substr(0, cut), false));
+    pending.erase(0, cut);
+  }
+  writer.append(tokenizer.encode(pending, false));
+  return bytes;
 }
 
 }  // namespace dsforge::tok

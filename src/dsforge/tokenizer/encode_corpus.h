@@ -30,4 +30,10 @@ struct CorpusFiles {
 data::Manifest encode_corpus(const CorpusFiles& files, const BpeTokenizer& tokenizer, const std::string& tokenizer_hash,
                              const std::string& out_dir, int64_t threads);
 
+// One text file appended to `writer` as a single token stream after an end-of-text token (the context
+// every training document starts from), read and encoded in ~1 MB pieces cut where the encoding cannot
+// change (BpeTokenizer::last_safe_split): memory bounded by the piece. Returns the bytes read; DataError
+// naming the file when it cannot be opened.
+int64_t encode_text_stream(const std::string& text_path, const BpeTokenizer& tokenizer, data::ShardWriter& writer);
+
 }  // namespace dsforge::tok

@@ -29,8 +29,14 @@ std::vector<std::vector<double>> relative_loads(const std::vector<at::Tensor>& l
 }  // namespace
 
 LmTask::LmTask(const RunConfig& cfg, model::ModelConfig model_cfg, const std::string& train_shard)
-    : mcfg_(std::move(model_cfg)),
-      model_(model::build_model(mcfg_)),
+    : LmTask(cfg, model::build_model(model_cfg), train_shard, /*pretrained=*/false) {}
+
+LmTask::LmTask(const RunConfig& cfg, model::CausalLm pretrained, const std::string& train_shard)
+    : LmTask(cfg, std::move(pretrained), train_shard, /*pretrained=*/true) {}
+
+LmTask::LmTask(const RunConfig& cfg, model::CausalLm model, const std::string& train_shard, bool pretrained)
+    : mcfg_(model->config()),
+      model_(std::move(model)),
       seq_len_(cfg.train.seq_len),
       mtp_weight_(cfg.train.mtp_loss_weight),
       bias_speed_(cfg.train.bias_update_speed),
@@ -42,15 +48,7 @@ LmTask::LmTask(const RunConfig& cfg, model::ModelConfig model_cfg, const std::st
   model_->set_aux_alpha(tc.aux_loss_alpha);
   model_->set_label_smoothing(tc.label_smoothing);
   model_->set_dropout(dropout_);
-}
-
-LmTask::LmTask(const RunConfig& cfg, model::CausalLm pretrained, const std::string& train_shard)
-    : LmTask(cfg, pretrained->config(), train_shard) {
-  model_ = std::move(pretrained);
-  model_->set_aux_alpha(cfg.train.aux_loss_alpha);
-  model_->set_label_smoothing(cfg.train.label_smoothing);
-  model_->set_dropout(dropout_);
-  pretrained_ = true;
+  pretrained_ = pretrained;
 }
 
 LmTask::~LmTask() = default;

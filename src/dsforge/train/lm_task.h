@@ -48,7 +48,10 @@ class LmTask : public TrainTask {
   double flops_per_token() const override;
   std::optional<MemoryProbe> probe_memory(bool bf16) override;
 
- protected:  // continual/ContinualTask composes its batches and losses from these
+ protected:  // ContinualTask, RecoveryTask and DistillTask compose their batches and losses from these
+  // `model` trained from scratch (init_weights initialises it) or continued (`pretrained`).
+  LmTask(const RunConfig& cfg, model::CausalLm model, const std::string& train_shard, bool pretrained);
+
   model::ModelConfig mcfg_;
   model::CausalLm model_;
   std::unique_ptr<data::TokenLoader> loader_;
