@@ -1,0 +1,222 @@
+// The decode path's building blocks against what they replaced, in one process, one thread:
+//   1. the few-row products (kernels/few_rows.inc) against OpenBLAS sgemm_ on the same operands, with
+//      the weights hot (one matrix again and again) and cold (a 39 MB set of expert matrices);
+//   2. sample_token against the definition it implements (sort the vocabulary, invert the CDF), with the
+//      share of draws where both pick the same token;
+//   3. micro's fused step at 1 / 4 / 16 rows, and a 10-token prompt through the fused step against the
+//      module path (DeepseekV3Impl::hidden + the head, what forward_cached ran before).
+// Every section prints its peak RSS.
+//
+//   ./build/bench_decode
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "bench_util.h"
+#include "dsforge/kernels/platform.h"
+#include "dsforge/model/deepseek.h"
+#include "dsforge/model/generate.h"
+
+// The system BLAS, where the build links one (weak: absent, the product section says so).
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+                       const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+                       const int* ldc) __attribute__((weak));
+
+using namespace dsforge;
+using namespace dsforge::bench;
+
+namespace {
+
+// Row-major C[M, N] = A[M, K] op(B) through sgemm_ directly (column-major: C^T = op(B)^T A^T).
+void blas_product(bool nt, int M, int N, int K, const float* A, const float* B, float* C) {
+  const float one = 1, zero = 0;
+  const char ta = nt ? 'T' : 'N', tb = 'N';
+  const int ldb = nt ? K : N;
+  sgemm_(&ta, &tb, &N, &M, &K, &one, B, &ldb, A, &K, &zero, C, &N);
+}
+
+template <typename F>
+double micros_per_call(F&& f, int reps) {
+  f();  // warm-up
+  return seconds([&] {
+           for (int r = 0; r < reps; ++r) f();
+         }) /
+         reps * 1e6;
+}
+
+void products() {
+  const kernels::VectorLoops& vl = kernels::vector_loops();
+  std::printf("== few-row products (%s) against OpenBLAS sgemm_, one thread, us per call\n", vl.isa);
+  if (!sgemm_) {
+    std::printf("(no BLAS linked: nothing to compare with)\n");
+    return;
+  }
+  std::printf("| product | N x K | rows | sgemm_ us | dsforge us | sgemm_ / dsforge | max abs diff |\n|---|---|---:|---:|---:|---:|---:|\n");
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  reset_peak_rss();
+  struct Shape {
+    bool nt;
+    int N, K;
+  };
+  for (const Shape s : {Shape{true, 512, 128}, {true, 96, 256}, {true, 256, 96}, {true, 2048, 256}, {false, 64, 150}, {false, 64, 32}}) {
+    std::vector<float> W(static_cast<size_t>(s.N) * s.K), X(16 * static_cast<size_t>(s.K)), ref(16 * static_cast<size_t>(s.N)),
+        ours(ref.size());
+    for (auto& v : W) v = normal(rng);
+    for (auto& v : X) v = normal(rng);
+    for (int M : {1, 2, 4, 8, 16}) {
+      const int reps = std::max(200, 20000000 / (M * s.N * s.K));
+      const double b = micros_per_call([&] { blas_product(s.nt, M, s.N, s.K, X.data(), W.data(), ref.data()); }, reps);
+      const double o = micros_per_call(
+          [&] { (s.nt ? vl.gemm_nt_f32 : vl.gemm_nn_f32)(M, s.N, s.K, X.data(), s.K, W.data(), s.nt ? s.K : s.N, 0.0f, ours.data(), s.N); },
+          reps);
+      double diff = 0;
+      for (int i = 0; i < M * s.N; ++i) diff = std::max(diff, static_cast<double>(std::fabs(ref[i] - ours[i])));
+      std::printf("| %s | %d x %d | %d | %.2f | %.2f | %.2fx | %.1e |\n", s.nt ? "A B^T" : "A B", s.N, s.K, M, b, o, b / o, diff);
+    }
+  }
+  // Cold: 400 expert-sized matrices (96 x 256, 39 MB), each read once per pass, as a batched step reads
+  // every routed expert of every layer.
+  const int N = 96, K = 256, copies = 400;
+  std::vector<float> W(static_cast<size_t>(N) * K * copies, 0.01f), X(16 * K, 1.0f), Y(16 * N);
+  std::printf("\ncold weights (%d matrices of %d x %d, %.0f MB), us per matrix and GB/s of weights read:\n", copies, N, K,
+              W.size() * 4.0 / 1e6);
+  std::printf("| rows | sgemm_ us | GB/s | dsforge us | GB/s | sgemm_ / dsforge |\n|---:|---:|---:|---:|---:|---:|\n");
+  for (int M : {1, 2, 4, 8, 16}) {
+    auto pass = [&](bool blas) {
+      for (int c = 0; c < copies; ++c) {
+        const float* w = W.data() + static_cast<size_t>(c) * N * K;
+        if (blas) blas_product(true, M, N, K, X.data(), w, Y.data());
+        else vl.gemm_nt_f32(M, N, K, X.data(), K, w, K, 0.0f, Y.data(), N);
+      }
+    };
+    const double b = micros_per_call([&] { pass(true); }, 3) / copies, o = micros_per_call([&] { pass(false); }, 3) / copies;
+    const double bytes = N * K * 4.0;
+    std::printf("| %d | %.2f | %.1f | %.2f | %.1f | %.2fx |\n", M, b, bytes / b / 1e3, o, bytes / o / 1e3, b / o);
+  }
+  std::printf("peak RSS %.0f MB\n", peak_rss_mb());
+}
+
+// The sampling rule by its definition: sort the probabilities (ties by id), keep the shortest prefix of
+// mass >= top_p, invert its renormalised CDF at u.
+int64_t sample_by_sorting(const std::vector<double>& logits, const model::SampleOptions& o, double u) {
+  const int64_t V = static_cast<int64_t>(logits.size());
+  std::vector<double> l = logits;
+  for (double& v : l) v /= o.temperature;
+  if (o.top_k > 0 && o.top_k < V) {
+    std::vector<double> d = l;
+    std::sort(d.begin(), d.end(), std::greater<double>());
+    for (double& v : l)
+      if (v < d[static_cast<size_t>(o.top_k - 1)]) v = -INFINITY;
+  }
+  const double top = *std::max_element(l.begin(), l.end());
+  double z = 0;
+  for (double& v : l) z += v = std::exp(v - top);
+  std::vector<int64_t> order(static_cast<size_t>(V));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+  int64_t keep = V;
+  double acc = 0;
+  for (int64_t i = 0; i < V && o.top_p < 1.0; ++i)
+    if ((acc += l[order[i]] / z) >= o.top_p) {
+      keep = i + 1;
+      break;
+    }
+  double mass = 0;
+  for (int64_t i = 0; i < keep; ++i) mass += l[order[i]] / z;
+  acc = 0;
+  for (int64_t i = 0; i < keep; ++i)
+    if (u * mass < (acc += l[order[i]] / z)) return order[i];
+  return order[keep - 1];
+}
+
+void sampling() {
+  std::printf("\n== sampling one row of V = 2048 logits (N(0, 3)), us per row, 2000 draws\n");
+  std::printf("| temperature | top_p | top_k | sort (definition) | sample_token | sort / sample_token | same token |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+  reset_peak_rss();
+  std::mt19937 rng(2);
+  std::normal_distribution<double> normal(0.0, 3.0);
+  std::vector<double> logits(2048);
+  for (double& v : logits) v = normal(rng);
+  const at::Tensor t = at::tensor(logits, at::kDouble);
+  struct Setting {
+    double temperature, top_p;
+    int64_t top_k;
+  };
+  for (const Setting s : {Setting{0.8, 1.0, 0}, {0.8, 0.9, 0}, {0.8, 0.9, 40}, {1.0, 0.5, 0}}) {
+    model::SampleOptions o;
+    o.temperature = s.temperature;
+    o.top_p = s.top_p;
+    o.top_k = s.top_k;
+    const int draws = 2000;
+    std::vector<int64_t> a(draws), b(draws);
+    const double ts = seconds([&] {
+                        for (int i = 0; i < draws; ++i) a[i] = sample_by_sorting(logits, o, (i + 0.5) / draws);
+                      }) / draws * 1e6;
+    const double tq = seconds([&] {
+                        for (int i = 0; i < draws; ++i) b[i] = model::sample_token(t, {}, o, (i + 0.5) / draws);
+                      }) / draws * 1e6;
+    int same = 0;
+    for (int i = 0; i < draws; ++i) same += a[i] == b[i];
+    std::printf("| %.1f | %.1f | %lld | %.1f | %.1f | %.2fx | %d / %d |\n", s.temperature, s.top_p, static_cast<long long>(s.top_k), ts,
+                tq, ts / tq, same, draws);
+  }
+  std::printf("peak RSS %.0f MB\n", peak_rss_mb());
+}
+
+void model_steps() {
+  using namespace dsforge::model;
+  std::printf("\n== micro (random weights, float32): the fused step and a prompt through it\n");
+  reset_peak_rss();
+  const ModelConfig c = model_config_from_preset("micro");
+  DeepseekV3 m(c);
+  init_weights(*m, 0.02, 1);
+  m->eval();
+  at::NoGradGuard no_grad;
+  for (int64_t B : {1, 4, 16}) {  // a 16-token prompt, then 64 single-token steps, 20 times
+    double total = 0;
+    for (int r = 0; r < 20; ++r) {
+      KvCache cache = m->make_cache(B, 128);
+      m->forward_cached(at::randint(c.vocab_size, {B, 16}, at::kLong), cache);
+      const at::Tensor tok = at::randint(c.vocab_size, {B, 1}, at::kLong);
+      total += seconds([&] {
+        for (int i = 0; i < 64; ++i) m->forward_cached(tok, cache);
+      });
+    }
+    const double step = total / (20 * 64);
+    std::printf("step of %2lld rows: %.3f ms (%.0f tokens/s)\n", static_cast<long long>(B), step * 1e3, B / step);
+  }
+  // A 10-token prompt after 118 cached positions (a server newcomer's prefill).
+  double fused = 0, modules = 0;
+  const int reps = 30;
+  for (int r = 0; r < reps; ++r) {
+    const at::Tensor prompt = at::randint(c.vocab_size, {1, 10}, at::kLong);
+    KvCache a = m->make_cache(1, 256), b = m->make_cache(1, 256);
+    a.len = b.len = 118;
+    fused += seconds([&] { m->decode_step_fused(prompt, a); });
+    modules += seconds([&] {
+      at::Tensor h = m->hidden(prompt, b.len, &b);
+      b.len += 10;
+      m->logits_from_hidden(h);
+    });
+  }
+  std::printf("10-token prompt: module path %.2f ms, fused %.2f ms (%.2fx)\n", modules / reps * 1e3, fused / reps * 1e3,
+              modules / fused);
+  std::printf("peak RSS %.0f MB\n", peak_rss_mb());
+}
+
+}  // namespace
+
+int main() {
+  at::set_num_threads(1);
+  products();
+  sampling();
+  model_steps();
+  return 0;
+}
