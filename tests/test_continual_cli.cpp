@@ -1,13 +1,20 @@
 // `dsforge continue` end to end on a tiny model: every strategy through the CLI, the continual state a
 // later stage reuses, L2-SP's pull toward the starting weights, the error without old data, and a
-// three-domain --sequence whose forgetting figures are recomputed from the written matrix.
+// three-domain --sequence whose forgetting figures are recomputed from the written matrix, and the
+// online mode (--watch) through bad files, a SIGTERM in a round and one between rounds.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -144,4 +151,150 @@ TEST(CliContinue, SequenceWritesTheMatrixAndItsSummary) {
   }
   EXPECT_TRUE(file_exists(path_join(out, "forgetting.html")));
   EXPECT_NE(r.out.find("| replay |"), std::string::npos) << r.out;
+}
+
+namespace {
+
+// Starts the CLI with `args` (stdout and stderr to `log`); returns its pid.
+pid_t spawn_cli(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = std::freopen(log.c_str(), "w", stdout);
+    (void)f;
+    dup2(fileno(stdout), fileno(stderr));
+    std::vector<char*> argv{const_cast<char*>(DSFORGE_CLI)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(DSFORGE_CLI, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+bool wait_for(const std::function<bool()>& done, int seconds = 120) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+int exit_code(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void write_settled(const std::string& path, const std::string& text) {
+  make_dirs(std::filesystem::path(path).parent_path().string());
+  write_file_atomic(path, text);
+  std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+}
+
+std::vector<std::string> names_of(const nlohmann::json& files) {
+  std::vector<std::string> n;
+  for (const auto& f : files) n.push_back(f["name"].get<std::string>());
+  return n;
+}
+
+}  // namespace
+
+TEST(CliContinue, WatchTrainsRoundsSkipsBadFilesAndResumesAfterSigterm) {
+  Fixture f;
+  const std::string in = path_join(f.dir.path, "inbox"), run = path_join(f.dir.path, "watch_run");
+  write_settled(path_join(in, "a.txt"), lines("a new story of a cat and a dog", 120));
+  write_settled(path_join(in, "bad.jsonl"), "{\"text\": \"fine\"}\n{\"text\": broken\n");
+  write_settled(path_join(in, "image.bin"), std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16) + std::string(200, '\0'));
+  write_settled(path_join(in, ".hidden.txt"), lines("never read", 50));
+  write_settled(path_join(in, "upload.txt.part"), lines("still uploading", 50));
+  write_file_atomic(path_join(in, "fresh.txt"), lines("a fresh file still being written", 120));  // mtime: now
+  const std::vector<std::string> base{"continue", "--from", f.model, "--config", f.config, "--strategy", "online-ewc",
+                                      "--watch", in, "--settle", "30", "--poll", "0.1", "--run.out_dir=" + run,
+                                      "--continual.ewc_max_terms=1"};
+  auto cli = [&](std::vector<std::string> extra) {
+    std::string args;
+    for (auto a : base) args += "'" + a + "' ";
+    for (auto a : extra) args += "'" + a + "' ";
+    return run_cli(args, f.dir.path);
+  };
+
+  // Round 1: a.txt only. The bad files are recorded with their reason; hidden, partial and unsettled
+  // files are not touched.
+  CliRun r1 = cli({"--old-data", f.old_text, "--exit-when-idle"});
+  ASSERT_EQ(r1.code, 0) << r1.err << r1.out;
+  auto ledger = [&] { return nlohmann::json::parse(read_file(path_join(run, "watch.json"))); };
+  nlohmann::json j = ledger();
+  ASSERT_EQ(j["rounds"].size(), 1u);
+  EXPECT_EQ(names_of(j["rounds"][0]["files"]), std::vector<std::string>{"a.txt"});
+  EXPECT_EQ(j["rounds"][0]["steps"], 4);
+  EXPECT_TRUE(j["pending"].is_null());
+  EXPECT_EQ(names_of(j["skipped"]), (std::vector<std::string>{"bad.jsonl", "image.bin"}));
+  EXPECT_NE(j["skipped"][0]["error"].get<std::string>().find("bad.jsonl:2"), std::string::npos) << j.dump(2);
+  EXPECT_NE(j["skipped"][1]["error"].get<std::string>().find("not text"), std::string::npos) << j.dump(2);
+  EXPECT_EQ(read_file(path_join(run, "model/model.safetensors")), read_file(path_join(run, "rounds/0001/model/model.safetensors")));
+  EXPECT_FALSE(std::filesystem::exists(path_join(run, "rounds/0001/checkpoints")));
+
+  // Round 2 (fresh.txt has settled, b.txt arrives) is stopped by SIGTERM part way: exit 130, a
+  // checkpoint, the round pending with its files.
+  std::filesystem::last_write_time(path_join(in, "fresh.txt"), std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+  write_settled(path_join(in, "sub/b.txt"), lines("zebra quartz jumps over violet fox", 120));
+  std::vector<std::string> args = base;
+  args.push_back("--train.max_steps=1000000");
+  const std::string log = path_join(f.dir.path, "watch2.log");
+  pid_t pid = spawn_cli(args, log);
+  ASSERT_TRUE(wait_for([&] { return file_exists(path_join(run, "rounds/0002/metrics.jsonl")) &&
+                                    read_file(path_join(run, "rounds/0002/metrics.jsonl")).find("\"step\":3") != std::string::npos; }))
+      << read_file(log);
+  kill(pid, SIGTERM);
+  ASSERT_EQ(exit_code(pid), 130) << read_file(log);
+  j = ledger();
+  ASSERT_FALSE(j["pending"].is_null()) << j.dump(2);
+  EXPECT_EQ(names_of(j["pending"]["files"]), (std::vector<std::string>{"fresh.txt", "sub/b.txt"}));
+  int64_t saved = -1;
+  for (const auto& e : std::filesystem::directory_iterator(path_join(run, "rounds/0002/checkpoints")))
+    if (std::filesystem::exists(e.path() / "DONE"))
+      saved = std::max<int64_t>(saved, nlohmann::json::parse(read_file((e.path() / "trainer_state.json").string()))["step"]);
+  ASSERT_GT(saved, 0) << read_file(log);
+
+  // A file arriving meanwhile waits for the next round: the rerun finishes round 2 from its checkpoint
+  // with its own files, then trains round 3 on the new one.
+  write_settled(path_join(in, "c.txt"), lines("the third inbox file about cold winter nights", 120));
+  CliRun r3 = cli({"--exit-when-idle", "--train.max_steps=" + std::to_string(saved + 3)});
+  ASSERT_EQ(r3.code, 0) << r3.err << r3.out;
+  EXPECT_NE(r3.out.find("resuming from " + path_join(run, "rounds/0002/checkpoints/step_")), std::string::npos) << r3.out;
+  j = ledger();
+  ASSERT_EQ(j["rounds"].size(), 3u) << j.dump(2);
+  EXPECT_EQ(names_of(j["rounds"][1]["files"]), (std::vector<std::string>{"fresh.txt", "sub/b.txt"}));
+  EXPECT_EQ(j["rounds"][1]["steps"], saved + 3);
+  EXPECT_EQ(names_of(j["rounds"][2]["files"]), std::vector<std::string>{"c.txt"});
+  EXPECT_EQ(j["skipped"].size(), 2u);
+
+  // The anchor rolled forward: the newest model's online-EWC and (one kept) EWC anchors are its own
+  // weights; each round recorded itself in the chain of domains.
+  const std::string newest = path_join(run, "model");
+  const auto weights = load_safetensors(path_join(newest, "model.safetensors")).tensors;
+  const auto online = load_safetensors(path_join(newest, "continual/online_ewc.safetensors")).tensors;
+  const auto ewc = load_safetensors(path_join(newest, "continual/ewc.safetensors")).tensors;
+  int64_t compared = 0;
+  for (const auto& [name, w] : weights) {
+    auto it = online.find("anchor." + name);
+    if (it == online.end()) continue;
+    EXPECT_TRUE(at::equal(it->second, w)) << name;
+    EXPECT_TRUE(at::equal(ewc.at("0.anchor." + name), w)) << name;
+    EXPECT_EQ(ewc.count("1.anchor." + name), 0u) << "continual.ewc_max_terms = 1 keeps one term";
+    ++compared;
+  }
+  EXPECT_GT(compared, 0);
+  EXPECT_EQ(nlohmann::json::parse(read_file(path_join(newest, "continual/state.json")))["domains"].size(), 4u);
+
+  // SIGTERM while idle ends the watch at once with exit 0; nothing is pending.
+  const std::string log4 = path_join(f.dir.path, "watch4.log");
+  pid = spawn_cli(base, log4);
+  ASSERT_TRUE(wait_for([&] { return file_exists(log4) && read_file(log4).find("watching") != std::string::npos; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(pid, SIGTERM);
+  EXPECT_EQ(exit_code(pid), 0) << read_file(log4);
+  EXPECT_TRUE(ledger()["pending"].is_null());
+  EXPECT_EQ(ledger()["rounds"].size(), 3u);
 }

@@ -416,6 +416,42 @@ TEST(Shards, EncodeCorpusWritesManifestWithTestSplit) {
   EXPECT_EQ(old.val.documents, 1);
 }
 
+TEST(Prepare, ACorpusTheHashGivesNoValidationLendsItsLastDocument) {
+  TempDir dir;
+  // Documents none of which the seeded hash puts in validation (checked: the premise of the test).
+  std::vector<std::string> docs;
+  for (int i = 0; docs.size() < 5; ++i) {
+    std::string d = "a short document about the number " + std::to_string(i);
+    if (!is_validation(d, 0.02, 1337)) docs.push_back(d);
+  }
+  std::string text;
+  for (const auto& d : docs) text += d + "\n";
+  const std::string corpus = path_join(dir.path, "small.txt");
+  write_file_atomic(corpus, text);
+  RunConfig cfg;
+  cfg.run.out_dir = path_join(dir.path, "run");
+  cfg.run.seed = 1337;
+  cfg.data.source = "files";
+  cfg.data.paths = {corpus};
+  cfg.data.val_fraction = 0.02;
+  cfg.data.near_dedup = false;
+  const PreparedCorpus p = prepare_corpus(cfg);
+  EXPECT_EQ(p.train_docs, 4);
+  EXPECT_EQ(p.val_docs, 1);
+  std::vector<std::string> train, val;
+  for_each_split_document(p.train_path, [&](std::string&& d) { train.push_back(d); });
+  for_each_split_document(p.val_path, [&](std::string&& d) { val.push_back(d); });
+  EXPECT_EQ(train, std::vector<std::string>(docs.begin(), docs.end() - 1));  // order kept
+  EXPECT_EQ(val, std::vector<std::string>{docs.back()});
+  const auto stats = nlohmann::json::parse(read_file(p.stats_path));
+  EXPECT_EQ(stats["split"]["val_source"], "last training document");
+  EXPECT_EQ(stats["train"]["documents"], 4) << stats.dump(2);
+  // One document cannot be split: still refused.
+  write_file_atomic(corpus, docs[0] + "\n");
+  cfg.run.out_dir = path_join(dir.path, "run1");
+  EXPECT_THROW(prepare_corpus(cfg), DataError);
+}
+
 TEST(Prepare, EmptyCorpusIsRefused) {
   TempDir dir;
   write_file_atomic(path_join(dir.path, "empty.txt"), "\n\n");

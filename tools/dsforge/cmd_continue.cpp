@@ -18,6 +18,7 @@ void add_continue_command(CLI::App& app, Context& ctx) {
     std::string strategies = "finetune,ewc,online-ewc,l2sp,replay,lwf";
     std::string out;
     int64_t eval_bytes = 100000;
+    pipeline::WatchOptions w;
   };
   auto a = std::make_shared<Args>();
   CLI::App* c = app.add_subcommand(
@@ -36,9 +37,29 @@ void add_continue_command(CLI::App& app, Context& ctx) {
   c->add_option("--strategies", a->strategies, "--sequence: comma-separated strategies")->capture_default_str();
   c->add_option("--out", a->out, "--sequence: output folder (default <run.out_dir>/sequence)");
   c->add_option("--eval-bytes", a->eval_bytes, "--sequence: each held-out text is cut to this many bytes")->capture_default_str();
+  c->add_option("--watch", a->w.dir,
+                "online mode: train in rounds on the text files dropped into this folder (the model of each round is the "
+                "next round's start and anchor); SIGTERM stops, the same command resumes");
+  c->add_option("--poll", a->w.poll_seconds, "--watch: seconds between scans of the folder")->capture_default_str();
+  c->add_option("--settle", a->w.settle_seconds, "--watch: a file is taken once unmodified for this many seconds")
+      ->capture_default_str();
+  c->add_option("--rounds", a->w.max_rounds, "--watch: return after this many rounds (0 = keep watching)")->capture_default_str();
+  c->add_flag("--exit-when-idle", a->w.exit_when_idle, "--watch: return once no new file is ready");
+  c->add_option("--keep-rounds", a->w.keep_rounds, "--watch: round folders kept on disk")->capture_default_str();
   c->callback([&ctx, a]() {
     a->o.overrides = ctx.overrides;
     ctx.action = [a]() {
+      if (!a->w.dir.empty()) {
+        if (a->sequence) throw ConfigError("--watch and --sequence are separate modes: give one");
+        if (a->o.extend_tokenizer != 0) throw ConfigError("--extend-tokenizer is not available with --watch");
+        pipeline::WatchOptions w = a->w;
+        w.from = a->o.from;
+        w.config = a->o.config;
+        w.overrides = a->o.overrides;
+        w.strategy = a->o.strategy;
+        w.old_data = a->o.old_data;
+        return pipeline::watch_continue(w);
+      }
       if (!a->sequence) {
         if (!a->domains.empty()) throw ConfigError("--domain is for --sequence");
         return pipeline::stage_continue(a->o);

@@ -140,6 +140,8 @@ ContinueOutcome continue_training(const ContinueSpec& spec) {
   const TensorMap f_new = shard_fisher(m, cfg, spec.train_shard, seed ^ 0xF15E2ull, result.fisher_seconds);
   const TensorMap anchor = parameter_snapshot(*m);
   state.ewc.push_back({f_new, anchor});
+  if (cfg.continual.ewc_max_terms > 0 && static_cast<int64_t>(state.ewc.size()) > cfg.continual.ewc_max_terms)
+    state.ewc.erase(state.ewc.begin(), state.ewc.end() - cfg.continual.ewc_max_terms);
   state.online = fold_online(state.online, f_new, anchor, cfg.continual.online_gamma);
   if (!state.replay) state.replay.emplace(cfg.continual.replay_capacity, window, seed ^ 0x5EEDull);
   {

@@ -1,6 +1,7 @@
 #include "dsforge/core/io.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <unistd.h>
 
 #include <array>
@@ -107,6 +108,20 @@ void publish_dir(const std::string& stage, const std::string& dir, const std::st
   if (ec) throw IoError(dir + ": cannot move the " + what + " into place (" + ec.message() + ")");
   const fs::path parent = fs::path(dir).parent_path();
   fsync_dir(parent.empty() ? "." : parent.string());
+}
+
+void replace_dir(const std::string& stage, const std::string& dir, const std::string& what) {
+  if (!fs::exists(dir) || fs::is_empty(dir)) return publish_dir(stage, dir, what);
+  // Linux swaps the two names in one step (renameat2 RENAME_EXCHANGE); a file system that cannot
+  // falls back to remove-then-rename, with a moment where `dir` is absent.
+  if (::renameat2(AT_FDCWD, stage.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+    const fs::path parent = fs::path(dir).parent_path();
+    fsync_dir(parent.empty() ? "." : parent.string());
+    remove_all(stage);  // the previous contents
+    return;
+  }
+  remove_all(dir);
+  publish_dir(stage, dir, what);
 }
 
 std::string path_join(const std::string& a, const std::string& b) { return (fs::path(a) / b).string(); }

@@ -40,6 +40,9 @@ void remove_all(const std::string& path);
 // Moves a finished staging folder `stage` to `dir` so that the whole folder appears at once: `dir`
 // must be absent or empty; the rename is made durable. IoError naming `dir` and `what` otherwise.
 void publish_dir(const std::string& stage, const std::string& dir, const std::string& what);
+// Replaces the folder `dir` by the finished staging folder `stage` in one step where the file system
+// allows (readers see the old folder or the new one); `stage` is gone afterwards.
+void replace_dir(const std::string& stage, const std::string& dir, const std::string& what);
 std::string path_join(const std::string& a, const std::string& b);
 
 // CRC-32C (Castagnoli), as used by TFRecord framing and our checksums. crc32c("123456789") = 0xE3069283.

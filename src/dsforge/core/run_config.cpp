@@ -117,6 +117,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"continual.ewc_lambda", &c.continual.ewc_lambda, false},
       {"continual.fisher", &c.continual.fisher, false},
       {"continual.fisher_samples", &c.continual.fisher_samples, false},
+      {"continual.ewc_max_terms", &c.continual.ewc_max_terms, false},
       {"continual.online_gamma", &c.continual.online_gamma, false},
       {"continual.l2sp_alpha", &c.continual.l2sp_alpha, false},
       {"continual.replay_ratio", &c.continual.replay_ratio, false},
@@ -450,6 +451,7 @@ void validate(const RunConfig& c) {
   need(c.continual.fisher == "empirical" || c.continual.fisher == "sampled", "continual.fisher",
        "must be \"empirical\" or \"sampled\"");
   need(c.continual.fisher_samples >= 1, "continual.fisher_samples", "must be at least 1");
+  need(c.continual.ewc_max_terms >= 0, "continual.ewc_max_terms", "must be >= 0 (0 = keep every domain's term)");
   need(c.continual.online_gamma >= 0 && c.continual.online_gamma <= 1, "continual.online_gamma", "must be in [0, 1]");
   need(c.continual.l2sp_alpha >= 0, "continual.l2sp_alpha", "must be >= 0");
   need(c.continual.replay_ratio >= 0 && c.continual.replay_ratio < 1, "continual.replay_ratio", "must be in [0, 1)");

@@ -125,6 +125,8 @@ struct RunConfig {
     double ewc_lambda = 1000.0;         // EWC / online EWC: penalty lambda/2 * sum F (theta - theta*)^2
     std::string fisher = "empirical";   // "empirical" (gradients at the data's next tokens) or "sampled" (from the model)
     int64_t fisher_samples = 64;        // old-domain windows the diagonal Fisher averages over
+    int64_t ewc_max_terms = 0;          // EWC: per-domain terms a model keeps, the newest N (0 = all); bounds the
+                                        // folder over many stages (--watch rounds); online EWC keeps one term anyway
     double online_gamma = 0.9;          // online EWC: F <- gamma * F_old + F_new (Schwarz et al. 2018)
     double l2sp_alpha = 0.01;           // L2-SP: alpha/2 * ||theta - theta_0||^2
     double replay_ratio = 0.25;         // replay: share of each batch's rows drawn from the reservoir

@@ -10,6 +10,7 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/run_config.h"
 
 namespace dsforge::data {
 namespace fs = std::filesystem;
@@ -213,6 +214,14 @@ IngestCounts for_each_document(const std::vector<std::string>& files, const Inge
     log_info("data: skipped ", binary.size(), " file(s) that are not text (NUL bytes or mostly invalid UTF-8), e.g. ",
              binary.front());
   return counts;
+}
+
+IngestOptions ingest_options(const RunConfig& cfg) {
+  IngestOptions io;
+  io.jsonl_field = cfg.data.jsonl_field;
+  io.invalid_utf8 = cfg.data.invalid_utf8 == "drop" ? InvalidUtf8::kDrop : InvalidUtf8::kRepair;
+  io.txt_documents = parse_txt_documents(cfg.data.txt_documents);
+  return io;
 }
 
 }  // namespace dsforge::data

@@ -17,6 +17,10 @@
 #include <string_view>
 #include <vector>
 
+namespace dsforge {
+struct RunConfig;
+}
+
 namespace dsforge::data {
 
 // Files named directly, every regular file under a folder (recursively, sorted), and glob matches
@@ -35,6 +39,8 @@ struct IngestOptions {
   TxtDocuments txt_documents = TxtDocuments::kLine;  // for every other file
   bool skip_binary = true;           // skip (and count) text files whose content is not text
 };
+// The options data.jsonl_field, data.invalid_utf8 and data.txt_documents give.
+IngestOptions ingest_options(const RunConfig& cfg);
 
 struct IngestCounts {
   int64_t files = 0;           // files read (binary ones not included)

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -86,10 +87,7 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
     *invalid = !is_valid_utf8(doc);
     return *invalid ? repair_utf8(doc) : std::move(doc);
   };
-  IngestOptions io;
-  io.jsonl_field = dc.jsonl_field;
-  io.invalid_utf8 = dc.invalid_utf8 == "drop" ? InvalidUtf8::kDrop : InvalidUtf8::kRepair;
-  io.txt_documents = parse_txt_documents(dc.txt_documents);
+  const IngestOptions io = ingest_options(cfg);
   const NearDedupOptions near_opts{dc.shingle,       dc.shingle_size, dc.minhash_perm, dc.minhash_bands,
                                    dc.near_dedup_threshold, static_cast<uint64_t>(cfg.run.seed)};
 
@@ -124,6 +122,17 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
   JsonlWriter train(out.train_path);
   std::unique_ptr<JsonlWriter> val;
   if (!own_val) val = std::make_unique<JsonlWriter>(out.val_path);
+  // Training documents are written one behind: a corpus too small for the hash split to pick any
+  // validation document gives its last training document to validation instead of failing.
+  std::optional<std::string> held;
+  auto to_train = [&](const std::string& c) {
+    stats.add(c);
+    if (dc.min_word_count > 0)
+      for (auto& w : split_words(c)) ++train_freq[w];
+    train.write(c);
+    ++out.train_docs;
+  };
+  bool val_from_train = false;
   auto process = [&](std::string&& doc) {
     if (dc.max_docs > 0 && cc.input >= dc.max_docs) return;
     ++cc.input;
@@ -144,11 +153,8 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
       val->write(c);
       ++out.val_docs;
     } else {
-      stats.add(c);
-      if (dc.min_word_count > 0)
-        for (auto& w : split_words(c)) ++train_freq[w];
-      train.write(c);
-      ++out.train_docs;
+      if (held) to_train(*held);
+      held = std::move(c);
     }
   };
   if (dc.source == "wordnet") {
@@ -159,6 +165,17 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
     cc.invalid_utf8 += ic.invalid_utf8 - ic.dropped_invalid;  // repaired ones were counted by clean_text as valid
     cc.input += ic.dropped_invalid;
     cc.binary_files_skipped += ic.binary_files_skipped;
+  }
+  if (held) {
+    val_from_train = val && out.val_docs == 0 && out.train_docs > 0;
+    if (val_from_train) {
+      val->write(*held);
+      ++out.val_docs;
+      log_info("data: the hash split (data.val_fraction = ", dc.val_fraction, ") chose no validation document of ",
+               out.train_docs + 1, "; the last training document is used for validation");
+    } else {
+      to_train(*held);
+    }
   }
   train.commit();
   if (val) val->commit();
@@ -188,7 +205,7 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
                   {"kept", cc.kept}};
   j["split"] = {{"train_documents", out.train_docs},
                 {"val_documents", out.val_docs},
-                {"val_source", own_val ? "data.val_paths" : "hash split"},
+                {"val_source", own_val ? "data.val_paths" : val_from_train ? "last training document" : "hash split"},
                 {"val_fraction", own_val ? 0.0 : dc.val_fraction}};
   if (!out.test_path.empty()) j["split"]["test_documents"] = out.test_docs;
   j["train"] = stats_json(st);

@@ -49,9 +49,25 @@ std::string old_shard(const RunConfig& cfg, const std::string& old_data, const s
   return shard;
 }
 
-// One stage in the run folder of `cfg`; returns kOk or kInterrupted.
-int continue_run(const RunConfig& cfg, const std::string& from, const std::string& old_data, int64_t extend,
-                 const nlohmann::json& domain) {
+double bits_per_byte(const std::string& model_dir, const std::string& text, int64_t seq_len) {
+  return nlohmann::json::parse(eval_text(model_dir, text, seq_len, 0, 16, true)).at("bits_per_byte").get<double>();
+}
+
+// The first whole lines of `src` up to `max_bytes` -> `dst` (bounded evaluation cost).
+void cut_text(const std::string& src, const std::string& dst, int64_t max_bytes) {
+  const std::string text = read_file(src);
+  size_t end = text.size();
+  if (max_bytes > 0 && static_cast<int64_t>(text.size()) > max_bytes) {
+    end = text.rfind('\n', static_cast<size_t>(max_bytes));
+    end = end == std::string::npos ? static_cast<size_t>(max_bytes) : end + 1;
+  }
+  write_file_atomic(dst, std::string_view(text).substr(0, end));
+}
+
+}  // namespace
+
+continual::ContinueOutcome continue_in_folder(const RunConfig& cfg, const std::string& from, const std::string& old_data,
+                                              int64_t extend, const nlohmann::json& domain) {
   check_model_dir(from);
   continual::parse_strategy(cfg.continual.strategy);
   claim_run_folder(cfg, "continue");
@@ -81,37 +97,32 @@ int continue_run(const RunConfig& cfg, const std::string& from, const std::strin
   const continual::ContinueOutcome r = continual::continue_training(spec);
   if (r.interrupted) {
     log_info("continue: interrupted at step ", r.final_step, "; run the same command again to resume");
-    return kInterrupted;
+    return r;
   }
   log_info("continue: ", r.strategy, " trained steps ", r.start_step, "..", r.final_step, " (last mean loss ", r.last_loss,
            "), Fisher estimation ", r.fisher_seconds, " s; model in ", spec.out_model);
-  return kOk;
+  return r;
 }
 
-double bits_per_byte(const std::string& model_dir, const std::string& text, int64_t seq_len) {
-  return nlohmann::json::parse(eval_text(model_dir, text, seq_len, 0, 16, true)).at("bits_per_byte").get<double>();
+void check_continue_start(const std::string& from, const std::string& strategy, const std::string& old_data) {
+  check_model_dir(from);
+  const continual::Strategy s = continual::parse_strategy(strategy);
+  if ((s.needs_fisher() || s.replay) && old_data.empty() && !continual::has_state(from))
+    throw ConfigError(fmt("continue: strategy '", s.name, "' needs the earlier domain's ", s.replay ? "token windows" : "Fisher",
+                          ", but ", from, " has no continual/ state (it was not written by `dsforge continue`): pass "
+                          "--old-data with the text (or run folder) the model was trained on"));
 }
-
-// The first whole lines of `src` up to `max_bytes` -> `dst` (bounded evaluation cost).
-void cut_text(const std::string& src, const std::string& dst, int64_t max_bytes) {
-  const std::string text = read_file(src);
-  size_t end = text.size();
-  if (max_bytes > 0 && static_cast<int64_t>(text.size()) > max_bytes) {
-    end = text.rfind('\n', static_cast<size_t>(max_bytes));
-    end = end == std::string::npos ? static_cast<size_t>(max_bytes) : end + 1;
-  }
-  write_file_atomic(dst, std::string_view(text).substr(0, end));
-}
-
-}  // namespace
 
 int stage_continue(const ContinueOptions& opts) {
   RunConfig cfg = load_run_config(opts.config, opts.overrides);
   if (!opts.strategy.empty()) cfg.continual.strategy = opts.strategy;
   if (opts.extend_tokenizer < 0) throw ConfigError(fmt("--extend-tokenizer ", opts.extend_tokenizer, ": must be >= 0"));
   configure_threads(cfg);
-  return continue_run(cfg, opts.from, opts.old_data, opts.extend_tokenizer,
-                      {{"data", cfg.data.paths}, {"config", opts.config}});
+  return continue_in_folder(cfg, opts.from, opts.old_data, opts.extend_tokenizer,
+                            {{"data", cfg.data.paths}, {"config", opts.config}})
+                 .interrupted
+             ? kInterrupted
+             : kOk;
 }
 
 SequenceDomain parse_sequence_domain(const std::string& arg) {
@@ -179,9 +190,10 @@ std::string run_sequence(const SequenceOptions& opts) {
         log_info("sequence: ", run.strategy, " stage ", i, " (", names[i], ") done before: ", model_dir);
       } else {
         log_info("sequence: ", run.strategy, " stage ", i, " of ", t - 1, ": ", names[i]);
-        const int rc = continue_run(cfg, prev, i == 1 ? opts.domains[0].train : "", 0,
-                                    {{"name", names[i]}, {"data", opts.domains[i].train}});
-        if (rc != kOk) throw Error(fmt("sequence: interrupted in ", cfg.run.out_dir, "; run the same command again to resume"));
+        if (continue_in_folder(cfg, prev, i == 1 ? opts.domains[0].train : "", 0,
+                               {{"name", names[i]}, {"data", opts.domains[i].train}})
+                .interrupted)
+          throw Error(fmt("sequence: interrupted in ", cfg.run.out_dir, "; run the same command again to resume"));
       }
       prev = model_dir;
       run.r.push_back(row(prev));

@@ -17,11 +17,22 @@
 //   <out>/<strategy>/<i>_<domain>/   each stage's run folder
 //   <out>/forgetting.json, forgetting.md, forgetting.html
 //
+// Online mode (watch_continue, continue_watch.cpp): text files dropped into a folder are trained on in
+// rounds, each round one stage continuing the previous round's model:
+//
+//   <run>/watch.json             the ledger: finished rounds (files, steps, loss), the pending one, skipped files
+//   <run>/rounds/0001/           a round's stage folder, its inputs/ copied in before it starts
+//   <run>/model/                 the newest round's model (replaced in one step after each round)
+//
 // Free of libtorch.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "dsforge/continual/continue.h"
+#include "dsforge/core/run_config.h"
 
 namespace dsforge::pipeline {
 
@@ -35,6 +46,32 @@ struct ContinueOptions {
 };
 // kOk, or kInterrupted (checkpoint saved; re-run to resume).
 int stage_continue(const ContinueOptions& opts);
+
+// One stage in cfg.run.out_dir (prepare, tokenize with the model's tokenizer, train, write model/):
+// what stage_continue, each step of a sequence and each watch round run. Re-running it resumes.
+continual::ContinueOutcome continue_in_folder(const RunConfig& cfg, const std::string& from, const std::string& old_data,
+                                              int64_t extend, const nlohmann::json& domain);
+// ConfigError when `from` is not a model folder, `strategy` is unknown, or the strategy needs earlier-domain
+// data (Fisher, replay) that neither `from`'s continual state nor `old_data` can give.
+void check_continue_start(const std::string& from, const std::string& strategy, const std::string& old_data);
+
+struct WatchOptions {
+  std::string from, config;            // as ContinueOptions
+  std::vector<std::string> overrides;
+  std::string strategy;                // "" = continual.strategy of the config
+  std::string old_data;                // round 1 only, when --from has no continual state
+  std::string dir;                     // the watched folder (searched recursively)
+  double poll_seconds = 5;             // how often the folder is scanned
+  double settle_seconds = 2;           // a file is taken once unmodified this long (writers still at work are waited for)
+  int64_t max_rounds = 0;              // return after this many rounds (0 = no limit)
+  bool exit_when_idle = false;         // return once no new file is ready
+  int64_t keep_rounds = 3;             // round folders kept; older ones are removed (watch.json keeps their record)
+};
+// Watches until stopped: kOk when SIGTERM/SIGINT arrives between rounds, after max_rounds, or when idle
+// with exit_when_idle; kInterrupted when a signal stopped a round (its checkpoint saved: the same command
+// resumes it before taking new files). Files that are not text or fail to parse are logged and recorded
+// as skipped, never retried unless their content changes.
+int watch_continue(const WatchOptions& opts);
 
 struct SequenceDomain {
   std::string name;

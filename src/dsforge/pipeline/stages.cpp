@@ -99,19 +99,11 @@ void stage_prepare(const RunConfig& cfg) {
   data::prepare_corpus(cfg);
 }
 
-static data::IngestOptions ingest_options(const RunConfig& cfg) {
-  data::IngestOptions io;
-  io.jsonl_field = cfg.data.jsonl_field;
-  io.invalid_utf8 = cfg.data.invalid_utf8 == "drop" ? data::InvalidUtf8::kDrop : data::InvalidUtf8::kRepair;
-  io.txt_documents = data::parse_txt_documents(cfg.data.txt_documents);
-  return io;
-}
-
 std::string data_stats_report(const RunConfig& cfg, const std::vector<std::string>& inputs, bool as_json) {
   if (!inputs.empty()) {
     data::StatsAccumulator acc;
     data::IngestCounts ic =
-        data::for_each_document(data::expand_inputs(inputs), ingest_options(cfg), [&](std::string&& d) { acc.add(d); });
+        data::for_each_document(data::expand_inputs(inputs), data::ingest_options(cfg), [&](std::string&& d) { acc.add(d); });
     data::CorpusStats st = acc.finish();
     if (as_json) {
       nlohmann::ordered_json j = data::stats_json(st);
@@ -155,7 +147,7 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
     tw.open(tmp, std::ios::binary);
     if (!tw) throw IoError(fmt(tmp, ": cannot create"));
   }
-  data::IngestOptions io = ingest_options(cfg);
+  data::IngestOptions io = data::ingest_options(cfg);
   io.txt_documents = data::TxtDocuments::kLine;  // augmentation input: .txt is one document per line
   io.skip_binary = false;
   int64_t n = 0;

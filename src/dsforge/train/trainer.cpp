@@ -14,6 +14,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/stop.h"
 #include "dsforge/data/shards.h"
 #include "dsforge/log/metrics.h"
 #include "dsforge/log/tensorboard.h"
@@ -28,26 +29,6 @@
 
 namespace dsforge::train {
 namespace {
-
-std::atomic<int> g_stop{0};
-extern "C" void on_stop_signal(int sig) { g_stop = sig; }
-
-// Installs SIGINT/SIGTERM handlers for the lifetime of fit(), restoring the previous ones after.
-struct SignalScope {
-  struct sigaction old_int {}, old_term {};
-  SignalScope() {
-    g_stop = 0;
-    struct sigaction sa {};
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
-  }
-  ~SignalScope() {
-    sigaction(SIGINT, &old_int, nullptr);
-    sigaction(SIGTERM, &old_term, nullptr);
-  }
-};
 
 constexpr int64_t kMaxConsecutiveSkips = 5;
 constexpr int64_t kSpikeWarmupSteps = 10;  // accepted steps before the loss average is trusted
@@ -64,8 +45,6 @@ int64_t kill_step_for_rank(int rank) {
 }
 
 }  // namespace
-
-void request_stop() { g_stop = SIGTERM; }
 
 // Everything one fit() holds: the pieces of the loop and its running figures.
 struct Trainer::Run {
@@ -271,7 +250,7 @@ Trainer::StepOutcome Trainer::step(Run& r) {
       r.has_aux = true;
     }
   }
-  r.stop_requested = g_stop != 0;
+  r.stop_requested = stop_signal() != 0;
   if (r.dp.active()) {
     r.dp.finish_backward();
     if (r.step == r.first_step)
@@ -465,7 +444,10 @@ TrainResult Trainer::fit() {
                               {"optimizer_bytes", static_cast<double>(r.opt->state_bytes())}},
                      "setup");
 
-  SignalScope signals;
+  StopSignals signals;
+  struct ClearStop {
+    ~ClearStop() { clear_stop(); }
+  } clear_at_return;
   task_->module().train();
   const int64_t kill_at = kill_step_for_rank(r.dp.rank());
   r.t_window = r.t_start = std::chrono::steady_clock::now();
@@ -478,14 +460,15 @@ TrainResult Trainer::fit() {
       r.result.final_step = r.step;
       return r.result;
     }
-    const bool stop = (r.dp.active() ? r.stop_requested : g_stop != 0) ||
+    const bool stop = (r.dp.active() ? r.stop_requested : stop_signal() != 0) ||
                       (callbacks_.stop_after && callbacks_.stop_after(r.step));
     if (stop) {
       save(r);
       r.result.interrupted = true;
       r.result.final_step = r.step;
       r.progress.clear();
-      r.say("train: ", g_stop == SIGINT ? "SIGINT received" : g_stop == SIGTERM ? "SIGTERM received" : "stop requested",
+      const int sig = stop_signal();
+      r.say("train: ", sig == SIGINT ? "SIGINT received" : sig == SIGTERM ? "SIGTERM received" : "stop requested",
             "; checkpoint saved at step ", r.step, " in ", r.result.checkpoint, ". Run the same command again to resume.");
       return r.result;
     }

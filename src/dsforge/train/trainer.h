@@ -90,7 +90,4 @@ class Trainer {
   dist::Comm* comm_ = nullptr;
 };
 
-// Asks a running fit() to checkpoint and return (what the signal handler does).
-void request_stop();
-
 }  // namespace dsforge::train
