@@ -5,6 +5,9 @@
 //      share of draws where both pick the same token;
 //   3. micro's fused step at 1 / 4 / 16 rows, and a 10-token prompt through the fused step against the
 //      module path (DeepseekV3Impl::hidden + the head, what forward_cached ran before).
+//   4. the int8 products (kernels/int8_rows.inc): a w8a8 linear layer (activation quantisation, the
+//      int32 product, the scales) against the float32 few-row product on the same cold expert set,
+//      and the raw products per form (vpdpbusd, bytes widened to int16).
 // Every section prints its peak RSS.
 //
 //   ./build/bench_decode
@@ -211,6 +214,69 @@ void model_steps() {
   std::printf("peak RSS %.0f MB\n", peak_rss_mb());
 }
 
+void int8_products() {
+  const kernels::VectorLoops& vl = kernels::vector_loops();
+  std::printf("\n== int8 products (%s) against the float32 few-row product, one thread\n", kernels::int8_kernel().c_str());
+  // The cold expert set of section 1 (400 matrices of 96 x 256) as int8 with per-row scales: a quarter of the bytes.
+  const int N = 96, K = 256, copies = 400;
+  std::mt19937 rng(7);
+  std::vector<float> W(static_cast<size_t>(N) * K * copies), X(16 * K), Y(16 * N), scale(static_cast<size_t>(N) * copies, 0.01f);
+  std::vector<int8_t> Q(W.size());
+  for (size_t i = 0; i < W.size(); ++i) {
+    Q[i] = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
+    W[i] = 0.01f * Q[i];
+  }
+  for (auto& x : X) x = std::uniform_real_distribution<float>(-1, 1)(rng);
+  std::vector<int32_t> sums(static_cast<size_t>(N) * copies);
+  for (int c = 0; c < copies; ++c)
+    kernels::int8_row_sums(Q.data() + static_cast<size_t>(c) * N * K, N, K, sums.data() + static_cast<size_t>(c) * N);
+  std::printf("cold weights (%d matrices of %d x %d: float32 %.0f MB, int8 %.0f MB), us per matrix:\n", copies, N, K,
+              W.size() * 4.0 / 1e6, Q.size() / 1e6);
+  std::printf("| rows | float32 us | w8a8 us | float32 / w8a8 | max rel diff |\n|---:|---:|---:|---:|---:|\n");
+  for (int M : {1, 2, 4, 8, 16}) {
+    std::vector<float> Yf(static_cast<size_t>(M) * N), Yq(static_cast<size_t>(M) * N);
+    auto pass = [&](bool int8) {
+      for (int c = 0; c < copies; ++c) {
+        const size_t off = static_cast<size_t>(c) * N * K;
+        if (int8)
+          kernels::linear_w8a8(M, N, K, X.data(), K, Q.data() + off, scale.data() + c * N, sums.data() + c * N, Yq.data(), N);
+        else vl.gemm_nt_f32(M, N, K, X.data(), K, W.data() + off, K, 0.0f, Yf.data(), N);
+      }
+    };
+    const double f = micros_per_call([&] { pass(false); }, 3) / copies, q = micros_per_call([&] { pass(true); }, 3) / copies;
+    double diff = 0, ref = 0;  // of the last matrix: activation rounding only (the weights are exactly int8 x 0.01)
+    for (size_t i = 0; i < Yf.size(); ++i) {
+      diff = std::max(diff, static_cast<double>(std::fabs(Yf[i] - Yq[i])));
+      ref = std::max(ref, static_cast<double>(std::fabs(Yf[i])));
+    }
+    std::printf("| %d | %.2f | %.2f | %.2fx | %.1e |\n", M, f, q, f / q, diff / ref);
+  }
+  // The raw int32 products of every form this CPU runs, hot (2048 x 1024, 2 MB int8).
+  const int HN = 2048, HK = 1024;
+  std::vector<int8_t> HB(static_cast<size_t>(HN) * HK, 3);
+  std::vector<uint8_t> HA(16 * HK, 200);
+  std::vector<int32_t> HC(16 * HN);
+  std::vector<std::pair<std::string, decltype(kernels::VectorLoops::gemm_u8s8_nt)>> forms;
+  for (const std::string& isa : kernels::supported_vector_isas()) {
+    const kernels::VectorLoops& t = isa == "avx512" ? kernels::vector_loops_avx512()
+                                    : isa == "avx2" ? kernels::vector_loops_avx2()
+                                                    : kernels::vector_loops_generic();
+    if (t.gemm_u8s8_nt_vnni && __builtin_cpu_supports("avx512vnni")) forms.push_back({isa + "-vnni", t.gemm_u8s8_nt_vnni});
+    forms.push_back({isa, t.gemm_u8s8_nt});
+  }
+  std::printf("\nraw u8 x s8 -> int32 products, %d x %d weights (hot), GOP/s (2 ops per multiply-add):\n", HN, HK);
+  std::printf("| form | 1 row | 4 rows | 16 rows |\n|---|---:|---:|---:|\n");
+  for (const auto& [name, fn] : forms) {
+    std::printf("| %s", name.c_str());
+    for (int M : {1, 4, 16}) {
+      const double us = micros_per_call([&] { fn(M, HN, HK, HA.data(), HK, HB.data(), HK, HC.data(), HN); }, 20);
+      std::printf(" | %.1f", 2.0 * M * HN * HK / us / 1e3);
+    }
+    std::printf(" |\n");
+  }
+  std::printf("peak RSS %.0f MB\n", peak_rss_mb());
+}
+
 }  // namespace
 
 int main() {
@@ -218,5 +284,6 @@ int main() {
   products();
   sampling();
   model_steps();
+  int8_products();
   return 0;
 }

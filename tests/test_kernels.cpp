@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <dlfcn.h>
 
+#include <random>
+
 #include "dsforge/kernels/fused.h"
 #include "dsforge/kernels/platform.h"
 #include "dsforge/train/precision.h"
@@ -527,4 +529,88 @@ TEST(Kernels, FewRowProductsMatchFloat64OnEveryIsa) {
         }
   }
   kernels::set_vector_isa(start_isa);
+}
+
+namespace {
+
+// C[m, n] = sum_k A[m, k] B[n, k] in 64-bit integers: the definition the int8 kernels must equal.
+std::vector<int64_t> u8s8_reference(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B,
+                                    int64_t ldb) {
+  std::vector<int64_t> c(static_cast<size_t>(M * N));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) c[m * N + n] += int64_t{A[m * lda + k]} * int64_t{B[n * ldb + k]};
+  return c;
+}
+
+}  // namespace
+
+TEST(Kernels, Int8ProductsAreExactOnEveryIsa) {
+  // Every form (each ISA's loops, and vpdpbusd where the CPU has AVX512-VNNI) against the integer
+  // definition: row counts through the 4-row passes and their remainders, N off the 4- and 2-row tiles,
+  // K off every step (16, 32, 64 bytes) and the masked tails, leading dimensions wider than K, the full
+  // byte ranges, and the extreme case (255 x -128 over K = 4096) that saturates any int16 shortcut.
+  std::vector<std::pair<std::string, decltype(kernels::VectorLoops::gemm_u8s8_nt)>> forms;
+  for (const std::string& isa : kernels::supported_vector_isas()) {
+    const kernels::VectorLoops& vl = isa == "avx512" ? kernels::vector_loops_avx512()
+                                     : isa == "avx2" ? kernels::vector_loops_avx2()
+                                                     : kernels::vector_loops_generic();
+    forms.push_back({isa, vl.gemm_u8s8_nt});
+    if (vl.gemm_u8s8_nt_vnni && __builtin_cpu_supports("avx512vnni")) forms.push_back({isa + "-vnni", vl.gemm_u8s8_nt_vnni});
+  }
+  EXPECT_GE(forms.size(), 1u);
+  std::mt19937 rng(11);
+  for (const auto& [name, fn] : forms) {
+    for (int64_t M : {1, 2, 3, 4, 5, 8, 11, 16, 17})
+      for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 1}, {3, 15}, {4, 16}, {5, 31}, {9, 63}, {8, 64}, {7, 65}, {17, 200},
+                          {6, 1000}}) {
+        const int64_t lda = K + 5, ldb = K + 3, ldc = N + 2;
+        std::vector<uint8_t> A(static_cast<size_t>(M * lda));
+        std::vector<int8_t> B(static_cast<size_t>(N * ldb));
+        for (auto& a : A) a = static_cast<uint8_t>(rng() & 0xFF);
+        for (auto& b : B) b = static_cast<int8_t>(static_cast<int>(rng() & 0xFF) - 128);
+        std::vector<int32_t> C(static_cast<size_t>(M * ldc), 0x5A5A5A5A);
+        fn(M, N, K, A.data(), lda, B.data(), ldb, C.data(), ldc);
+        const std::vector<int64_t> want = u8s8_reference(M, N, K, A.data(), lda, B.data(), ldb);
+        int64_t wrong = 0;
+        for (int64_t m = 0; m < M; ++m) {
+          for (int64_t n = 0; n < N; ++n) wrong += C[m * ldc + n] != want[m * N + n];
+          for (int64_t n = N; n < ldc; ++n) wrong += C[m * ldc + n] != 0x5A5A5A5A;  // never written
+        }
+        EXPECT_EQ(wrong, 0) << name << " M=" << M << " N=" << N << " K=" << K;
+      }
+    const int64_t K = 4096;
+    std::vector<uint8_t> A(2 * K, 255);
+    std::vector<int8_t> B(3 * K, -128);
+    std::vector<int32_t> C(6);
+    fn(2, 3, K, A.data(), K, B.data(), K, C.data(), 3);
+    for (int32_t c : C) EXPECT_EQ(c, -255 * 128 * K) << name;
+  }
+}
+
+TEST(Kernels, LinearW8a8EqualsItsDefinitionAndTracksTheFloatProduct) {
+  // y = sx sw (qx . qw) with qx = round(x / sx), sx = max|x| / 127 per row: computed here in double from
+  // the same integers; and against the float product x W^T the error is what 8-bit rounding of both
+  // operands allows (well under 2% of |x| |w| per output here).
+  at::manual_seed(3);
+  for (int64_t M : {1, 3, 16})
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{64, 128}, {33, 200}}) {
+      const at::Tensor x = at::randn({M, K}), w = at::randn({N, K}) * 0.05;
+      const at::Tensor sw = w.abs().amax(1) / 127.0, qw = (w / sw.unsqueeze(1)).round().to(at::kChar).contiguous();
+      std::vector<int32_t> sums(static_cast<size_t>(N));
+      kernels::int8_row_sums(qw.data_ptr<int8_t>(), N, K, sums.data());
+      const at::Tensor swc = sw.contiguous();
+      at::Tensor y = at::empty({M, N});
+      kernels::linear_w8a8(M, N, K, x.data_ptr<float>(), K, qw.data_ptr<int8_t>(), swc.data_ptr<float>(), sums.data(),
+                           y.data_ptr<float>(), N);
+      // The kernel's own arithmetic for qx: x times 127 / max|x| in float, rounded half to even.
+      const at::Tensor amax = x.abs().amax(1), sx = amax / 127.0, qx = (x * (127.0 / amax).unsqueeze(1)).round();
+      const at::Tensor def = at::matmul(qx.to(at::kDouble), qw.to(at::kDouble).t()) * sx.to(at::kDouble).unsqueeze(1) *
+                             sw.to(at::kDouble).unsqueeze(0);
+      EXPECT_LT((y.to(at::kDouble) - def).abs().max().item<double>(), 1e-5 * def.abs().max().item<double>() + 1e-6)
+          << "M=" << M << " N=" << N;
+      const at::Tensor ref = at::matmul(x, w.t());
+      const at::Tensor bound = at::outer(x.norm(2, 1), w.norm(2, 1)) * 0.02;
+      EXPECT_TRUE(((y - ref).abs() < bound).all().item<bool>()) << "M=" << M << " N=" << N;
+    }
 }

@@ -89,6 +89,7 @@ bool cpu_has(const char* feature) {
   if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
   if (f == "avx2") return __builtin_cpu_supports("avx2");
   if (f == "fma") return __builtin_cpu_supports("fma");
+  if (f == "avx512vnni") return __builtin_cpu_supports("avx512vnni");
 #endif
   return false;  // not x86: only the generic loops (compiled for the target's baseline)
 }
@@ -231,6 +232,50 @@ void set_vector_isa(const std::string& isa) {
   g_isa_overridden = true;
 }
 
+// ------------------------------------------------------------------ int8 products
+bool vnni_available() {
+  static const bool has = cpu_has("avx512vnni");
+  return has;
+}
+
+void gemm_u8s8(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int32_t* C,
+               int64_t ldc) {
+  const VectorLoops& vl = vector_loops();
+  (vl.gemm_u8s8_nt_vnni && vnni_available() ? vl.gemm_u8s8_nt_vnni : vl.gemm_u8s8_nt)(M, N, K, A, lda, B, ldb, C, ldc);
+}
+
+std::string int8_kernel() {
+  const VectorLoops& vl = vector_loops();
+  return vl.gemm_u8s8_nt_vnni && vnni_available() ? std::string(vl.isa) + "-vnni" : std::string(vl.isa);
+}
+
+void int8_row_sums(const int8_t* w, int64_t N, int64_t K, int32_t* sums) {
+  for (int64_t n = 0; n < N; ++n) {
+    int32_t s = 0;
+    for (int64_t k = 0; k < K; ++k) s += w[n * K + k];
+    sums[n] = s;
+  }
+}
+
+void linear_w8a8(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const int8_t* w, const float* w_scale,
+                 const int32_t* w_sum, float* y, int64_t ldy) {
+  thread_local std::vector<uint8_t> q;
+  thread_local std::vector<int32_t> acc;
+  thread_local std::vector<float> sx;
+  q.resize(static_cast<size_t>(M * K));
+  acc.resize(static_cast<size_t>(M * N));
+  sx.resize(static_cast<size_t>(M));
+  const VectorLoops& vl = vector_loops();
+  vl.quantize_rows_u8(x, ldx, M, K, q.data(), K, sx.data());
+  gemm_u8s8(M, N, K, q.data(), K, w, K, acc.data(), N);
+  for (int64_t m = 0; m < M; ++m) {
+    const int32_t* a = acc.data() + m * N;
+    float* yr = y + m * ldy;
+    const float s = sx[m];
+    for (int64_t n = 0; n < N; ++n) yr[n] = s * w_scale[n] * static_cast<float>(a[n] - 128 * w_sum[n]);
+  }
+}
+
 // ------------------------------------------------------------------ switches and the doctor's list
 bool fused_enabled() {
   static const bool on = [] {
@@ -257,6 +302,11 @@ std::vector<FastPath> fast_paths() {
   detail += "; DSFORGE_NATIVE build: the loop files also use -march=native (runs only on CPUs like the build machine's)";
 #endif
   out.push_back({"vector kernels", isa == best, detail});
+  const std::string i8 = int8_kernel();
+  out.push_back({"int8 products", i8 == "avx512-vnni",
+                 i8 == "avx512-vnni" ? "AVX-512 VNNI vpdpbusd (w8a8 decode)"
+                                     : i8 + ": " + (vector_loops().gemm_u8s8_nt_vnni ? "this CPU lacks avx512vnni" : "no VNNI form for these loops") +
+                                           ", so bytes are widened to int16 (half the products per instruction)"});
 #ifdef DSFORGE_HAVE_BLAS
   out.push_back({"direct sgemm", true, "attention products call the system libblas.so.3 directly"});
 #else

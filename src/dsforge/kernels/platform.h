@@ -24,6 +24,20 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const 
 void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
              const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// Int8 products (int8_rows.inc), exact in int32: C[M, N] = A[M, K] (uint8) B[N, K]^T (int8), in the
+// vector loops' ISA, with vpdpbusd where the loops are AVX-512 and the CPU has AVX512-VNNI. int8_kernel()
+// names the form in use: "avx512-vnni", "avx512", "avx2" or "generic".
+void gemm_u8s8(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb, int32_t* C,
+               int64_t ldc);
+std::string int8_kernel();
+// sums[n] = sum_k w[n, k] of a row-major int8 weight [N, K] (what linear_w8a8 needs beside it).
+void int8_row_sums(const int8_t* w, int64_t N, int64_t K, int32_t* sums);
+// A w8a8 linear layer over a few rows (single-threaded): each row of x [M, K] quantised to int8 with its
+// own scale sx = max|x| / 127, W [N, K] int8 with per-row scales, products in int32:
+//   y[m, n] = sx[m] w_scale[n] (sum_k (qx[m, k] + 128) W[n, k] - 128 w_sum[n]) = sx[m] w_scale[n] sum_k qx W.
+void linear_w8a8(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const int8_t* w, const float* w_scale,
+                 const int32_t* w_sum, float* y, int64_t ldy);
+
 // Called first in every parallel task that runs GEMMs: the task's BLAS calls then run single-threaded.
 void blas_single_threaded_in_this_task();
 

@@ -85,6 +85,16 @@ struct VectorLoops {
   void (*gemm_nn_f32)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                       float beta, float* C, int64_t ldc);
   int64_t few_rows_max;
+  // Int8 products of quantised decode (int8_rows.inc): C[M, N] int32 = A[M, K] (uint8) B[N, K]^T (int8),
+  // exact. gemm_u8s8_nt_vnni is the AVX-512 VNNI form (null in the tables that have none); only call it
+  // where the CPU has avx512vnni (kernels::gemm_u8s8 picks).
+  void (*gemm_u8s8_nt)(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb,
+                       int32_t* C, int64_t ldc);
+  void (*gemm_u8s8_nt_vnni)(int64_t M, int64_t N, int64_t K, const uint8_t* A, int64_t lda, const int8_t* B, int64_t ldb,
+                            int32_t* C, int64_t ldc);
+  // Rows of x [M, K] quantised symmetrically per row and shifted into bytes: scale[m] = max|x[m]| / 127,
+  // q[m, k] = round(x[m, k] / scale[m]) + 128 (an all-zero row: scale 0, q 128).
+  void (*quantize_rows_u8)(const float* x, int64_t ldx, int64_t M, int64_t K, uint8_t* q, int64_t ldq, float* scale);
 };
 
 // The table of each ISA (vec_<isa>.cpp); only call one whose ISA the CPU has (platform.h picks).
