@@ -10,6 +10,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/deploy/export.h"
+#include "dsforge/model/deepseek.h"
 #include "dsforge/model/io.h"
 #include "test_util.h"
 #include "tiny_model.h"
@@ -65,6 +66,60 @@ TEST(Quantize, FolderIsReadByEveryCommandAndRefusedTwice) {
   bad.scheme = "int3";
   EXPECT_THROW_MSG(compress::quantize_model(model_dir, dir.path + "/x", bad), ConfigError, "int3");
   EXPECT_FALSE(file_exists(dir.path + "/x"));
+}
+
+TEST(Quantize, W8a8DecodeUsesTheInt8RowsWithPerTokenActivations) {
+  TempDir dir;
+  const std::string model_dir = save_tiny_model(dir.path, {"the cat sat on the mat", "a dog ran in the park"}, "nano");
+  compress::QuantizeOptions o;
+  o.scheme = "w8a8";
+  compress::quantize_model(model_dir, dir.path + "/w8a8", o);
+  const auto qc = nlohmann::json::parse(read_file(dir.path + "/w8a8/config.json"))["quantization_config"];
+  EXPECT_EQ(qc["scheme"], "w8a8");
+  EXPECT_TRUE(qc.contains("activations"));
+
+  model::CausalLm m = model::load_pretrained(dir.path + "/w8a8");
+  auto* ds = dynamic_cast<model::DeepseekV3Impl*>(m.get());
+  ASSERT_NE(ds, nullptr);
+  // Every quantised linear of the model has its int8 rows, keyed by its float32 weight, with row sums.
+  const auto st = load_safetensors(dir.path + "/w8a8/model.safetensors").tensors;
+  int64_t quantised = 0;
+  for (const auto& [name, t] : st) quantised += t.scalar_type() == at::kChar;
+  EXPECT_EQ(static_cast<int64_t>(ds->int8_linears.size()), quantised);
+  const auto params = model::model_state(*m);
+  const at::Tensor& wq = params.at("model.layers.1.mlp.experts.3.up_proj.weight");
+  const auto& l = ds->int8_linears.at(wq.data_ptr());
+  EXPECT_TRUE(at::equal(l.q, st.at("model.layers.1.mlp.experts.3.up_proj.weight")));
+  EXPECT_EQ(l.sums[2], l.q[2].to(at::kInt).sum().item<int32_t>());
+  // An int8-weight folder keeps none (its arithmetic stays float32).
+  compress::quantize_model(model_dir, dir.path + "/int8", {});
+  const model::CausalLm int8_weight = model::load_pretrained(dir.path + "/int8");
+  auto* plain = dynamic_cast<model::DeepseekV3Impl*>(int8_weight.get());
+  ASSERT_NE(plain, nullptr);
+  EXPECT_TRUE(plain->int8_linears.empty());
+
+  // Decode: a prompt and three steps through the fused step, with the int8 rows and without them (the
+  // same dequantised weights in float32). Activation rounding moves the logits a little, not much.
+  m->eval();
+  at::NoGradGuard g;
+  auto run = [&](bool int8) {
+    std::unordered_map<const void*, model::DeepseekV3Impl::Int8Linear> saved;
+    if (!int8) saved.swap(ds->int8_linears);
+    model::KvCache cache = ds->make_cache(1, 32);
+    std::vector<at::Tensor> out{ds->forward_cached(at::arange(5, 13, at::kLong).unsqueeze(0), cache)};
+    for (int64_t t : {40, 41, 42}) out.push_back(ds->forward_cached(at::full({1, 1}, t, at::kLong), cache));
+    if (!int8) saved.swap(ds->int8_linears);
+    return at::cat(out, 1);
+  };
+  const at::Tensor a = run(true), f = run(false);
+  const double rel = ((a - f).abs().max() / f.abs().max()).item<double>();
+  EXPECT_GT(rel, 0.0) << "the int8 path was not taken";
+  EXPECT_LT(rel, 0.03);
+  EXPECT_GT((a.argmax(-1) == f.argmax(-1)).to(at::kFloat).mean().item<double>(), 0.9);
+  // A weight changed after loading (its version moved) is read in float32 again: with every weight
+  // touched, the step equals the float32 one exactly.
+  for (auto& p : m->parameters()) p.mul_(1.0);
+  EXPECT_TRUE(at::equal(run(true), f));
 }
 
 }  // namespace

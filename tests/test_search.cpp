@@ -8,6 +8,7 @@
 #include <cmath>
 #include <numeric>
 #include <set>
+#include <sstream>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
@@ -583,6 +584,75 @@ TEST(SearchReport, ImportanceFindsTheParameterThatMatters) {
   const auto j = trials_json(s, trials);
   EXPECT_EQ(j.size(), 40u);
   EXPECT_EQ(j[0]["state"], "COMPLETE");
+}
+
+TEST(SearchReport, HtmlDrawsHistoryCurvesParallelCoordinatesAndImportance) {
+  const SearchSpace s = space_of(kSpace);  // lr (log), schedule (categorical), decay_fraction (if wsd), experts
+  std::vector<TrialRecord> trials;
+  auto add = [&](int64_t n, TrialState st, Params p, double v, std::map<int64_t, double> inter) {
+    TrialRecord t;
+    t.number = n, t.state = st, t.params = std::move(p), t.value = v, t.intermediate = std::move(inter);
+    trials.push_back(t);
+  };
+  add(0, TrialState::kComplete, {{"train.lr", 1e-3}, {"train.schedule", 0}, {"model.n_routed_experts", 8}}, 3.0, {{10, 4.0}, {20, 3.0}});
+  add(1, TrialState::kComplete, {{"train.lr", 5e-3}, {"train.schedule", 1}, {"train.decay_fraction", 0.2}, {"model.n_routed_experts", 4}},
+      2.0, {{10, 3.5}, {20, 2.0}});
+  add(2, TrialState::kPruned, {{"train.lr", 1e-4}, {"train.schedule", 0}, {"model.n_routed_experts", 16}}, 5.0, {{10, 5.0}});
+  add(3, TrialState::kComplete, {{"train.lr", 2e-4}, {"train.schedule", 1}, {"train.decay_fraction", 0.4}, {"model.n_routed_experts", 12}},
+      6.0, {{10, 6.5}, {20, 6.0}});
+  add(4, TrialState::kFail, {{"train.lr", 3e-3}, {"train.schedule", 0}, {"model.n_routed_experts", 8}}, NAN, {});
+  add(5, TrialState::kComplete, {{"train.lr", 4e-3}, {"train.schedule", 1}, {"train.decay_fraction", 0.3}, {"model.n_routed_experts", 8}},
+      2.5, {{10, 3.0}, {20, 2.5}});
+  const std::string html = search_report_html(s, trials, "a study");
+  auto count = [&](const std::string& needle) {
+    size_t n = 0;
+    for (size_t p = html.find(needle); p != std::string::npos; p = html.find(needle, p + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("<svg class=\"chart\""), 5u);  // history by trial and by compute, curves, parallel coordinates, importance
+  // Compute: the last reported step of each trial, accumulated (the failed trial reported none).
+  EXPECT_EQ(steps_spent(trials), (std::vector<double>{20, 40, 50, 70, 70, 90}));
+  EXPECT_EQ(count("class=\"pc-line\""), 5u);     // complete and pruned trials; the failed one has no value
+  for (const char* axis : {"train.lr", "train.schedule", "train.decay_fraction", "model.n_routed_experts", "cosine", "wsd"})
+    EXPECT_NE(html.find(std::string(">") + axis + "<"), std::string::npos) << axis;
+  // Lines are drawn worst first, the best last (on top), each through the axes it has: trial 0 (cosine)
+  // skips decay_fraction; the best trial's value sits at the bottom of the value axis, the worst at the top.
+  const size_t pc = html.find("aria-label=\"parameters and value\"");
+  ASSERT_NE(pc, std::string::npos);
+  auto title_at = [&](int64_t n) { return html.find("<title>trial " + std::to_string(n) + " (", pc); };
+  auto polyline_of = [&](int64_t n) {
+    const size_t t = title_at(n);
+    const size_t p = html.rfind("points=\"", t);
+    return html.substr(p + 8, html.find('"', p + 8) - p - 8);
+  };
+  auto points = [](const std::string& pts) {
+    std::vector<std::pair<double, double>> out;
+    std::stringstream ss(pts);
+    for (std::string xy; ss >> xy;) out.push_back({std::stod(xy.substr(0, xy.find(','))), std::stod(xy.substr(xy.find(',') + 1))});
+    return out;
+  };
+  EXPECT_EQ(points(polyline_of(0)).size(), 4u);
+  EXPECT_EQ(points(polyline_of(1)).size(), 5u);
+  const double bottom = points(polyline_of(1)).back().second, top = points(polyline_of(3)).back().second;
+  EXPECT_GT(bottom, top);  // SVG y grows downwards
+  EXPECT_LT(title_at(3), title_at(5));
+  EXPECT_LT(title_at(5), title_at(1));
+  EXPECT_LT(title_at(2), title_at(3));  // pruned (grey) beneath every complete one
+  // The log axis places lr by its logarithm: 1e-3 sits between 1e-4 and 5e-3 at log-distance proportions.
+  size_t lr_axis = 0;  // axes follow the space's order (parents before children)
+  while (s.params[lr_axis].name != "train.lr") ++lr_axis;
+  ASSERT_LT(lr_axis, 2u);  // before decay_fraction, which trial 0 lacks: its point index is the axis index
+  const double y_lo = points(polyline_of(2))[lr_axis].second, y_hi = points(polyline_of(1))[lr_axis].second,
+               y_mid = points(polyline_of(0))[lr_axis].second;
+  EXPECT_NEAR((y_lo - y_mid) / (y_lo - y_hi), std::log(1e-3 / 1e-4) / std::log(5e-3 / 1e-4), 1e-3)
+      << polyline_of(2) << " | " << polyline_of(1) << " | " << polyline_of(0);
+  TempDir dir;
+  const std::string path = path_join(dir.path, "report.html");
+  write_file_atomic(path, html);
+  const BrowserRender page = render_in_chromium(path, dir.path);
+  if (!page.available) GTEST_SKIP() << "chromium not installed: the page was checked as text only";
+  EXPECT_EQ(page.charts_total, 5) << page.console;
+  EXPECT_EQ(page.charts_rendered, 5) << page.console;
 }
 
 TEST(SearchTpe, ProposalsMatchOptunaOnAFixedHistory) {

@@ -16,7 +16,10 @@ void add_quantize_command(CLI::App& app, Context& ctx) {
   CLI::App* q = app.add_subcommand("quantize", "int8 weights per output channel: a smaller model folder every command reads");
   q->add_option("--model", a->model, "model folder")->required()->check(CLI::ExistingDirectory);
   q->add_option("--out", a->out, "output model folder")->required();
-  q->add_option("--scheme", a->o.scheme, "int8-weight")->capture_default_str();
+  q->add_option("--scheme", a->o.scheme,
+                "int8-weight (int8 storage, float32 arithmetic) or w8a8 (the same storage; decode multiplies int8 weights with "
+                "per-token int8 activations)")
+      ->capture_default_str();
   q->add_flag("--include-embeddings", a->o.include_embeddings, "also quantise the embedding and the output head");
   q->callback([&ctx, a]() {
     ctx.action = [a]() {

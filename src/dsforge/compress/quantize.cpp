@@ -41,8 +41,8 @@ bool quantizable(const std::string& name, const at::Tensor& t, bool include_embe
 }  // namespace
 
 QuantizeReport quantize_model(const std::string& model_dir, const std::string& out_dir, const QuantizeOptions& opts) {
-  if (opts.scheme != "int8-weight")
-    throw ConfigError(fmt("quantize: scheme '", opts.scheme, "' is unknown (known: int8-weight)"));
+  if (opts.scheme != "int8-weight" && opts.scheme != "w8a8")
+    throw ConfigError(fmt("quantize: scheme '", opts.scheme, "' is unknown (known: int8-weight, w8a8)"));
   const std::string cfg_path = path_join(model_dir, "config.json");
   if (!file_exists(cfg_path)) throw ConfigError(fmt(model_dir, ": no config.json (not a model folder)"));
   auto config = nlohmann::ordered_json::parse(read_file(cfg_path));
@@ -76,6 +76,8 @@ QuantizeReport quantize_model(const std::string& model_dir, const std::string& o
                                    {"granularity", "per-output-channel"},
                                    {"symmetric", true},
                                    {"embeddings", opts.include_embeddings}};
+  if (opts.scheme == "w8a8")  // the weights are the same; the decode step quantises each token's activations too
+    config["quantization_config"]["activations"] = "int8, dynamic, per token (symmetric, max |x| / 127)";
 
   const std::string stage = out_dir + ".partial";
   remove_all(stage);

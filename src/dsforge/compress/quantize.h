@@ -7,6 +7,10 @@
 // records {"quantization_config": {"quant_method": "dsforge", "scheme": "int8-weight", ...}}, and every
 // command that loads the folder dequantises it (model::load_pretrained).
 //
+// w8a8: the same storage; loading a DeepSeek-V3 folder also keeps the int8 rows, and its decode step
+// multiplies them with each token's activations quantised to int8 (per token, max |x| / 127) in int32
+// (kernels::linear_w8a8, VNNI where the CPU has it). Training and long prefills read the float32 weights.
+//
 //   compress::QuantizeReport r = compress::quantize_model("runs/q/model", "runs/q/int8", {});
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -18,7 +22,7 @@
 namespace dsforge::compress {
 
 struct QuantizeOptions {
-  std::string scheme = "int8-weight";
+  std::string scheme = "int8-weight";  // or "w8a8"
   bool include_embeddings = false;
 };
 

@@ -258,7 +258,7 @@ void int8_row_sums(const int8_t* w, int64_t N, int64_t K, int32_t* sums) {
 }
 
 void linear_w8a8(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const int8_t* w, const float* w_scale,
-                 const int32_t* w_sum, float* y, int64_t ldy) {
+                 const int32_t* w_sum, float* y, int64_t ldy, bool accumulate) {
   thread_local std::vector<uint8_t> q;
   thread_local std::vector<int32_t> acc;
   thread_local std::vector<float> sx;
@@ -272,7 +272,10 @@ void linear_w8a8(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, c
     const int32_t* a = acc.data() + m * N;
     float* yr = y + m * ldy;
     const float s = sx[m];
-    for (int64_t n = 0; n < N; ++n) yr[n] = s * w_scale[n] * static_cast<float>(a[n] - 128 * w_sum[n]);
+    if (accumulate)
+      for (int64_t n = 0; n < N; ++n) yr[n] += s * w_scale[n] * static_cast<float>(a[n] - 128 * w_sum[n]);
+    else
+      for (int64_t n = 0; n < N; ++n) yr[n] = s * w_scale[n] * static_cast<float>(a[n] - 128 * w_sum[n]);
   }
 }
 

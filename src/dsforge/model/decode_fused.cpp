@@ -36,7 +36,9 @@ using kernels::gemm_rm;
 struct Mat {
   const float* w = nullptr;
   int64_t out = 0, in = 0;
+  const DeepseekV3Impl::Int8Linear* i8 = nullptr;  // w8a8: its int8 rows (w stays for the absorbed slices)
 };
+using Int8Map = std::unordered_map<const void*, DeepseekV3Impl::Int8Linear>;
 struct Mlp {
   Mat gate, up, down;
 };
@@ -61,37 +63,46 @@ bool gather(const at::Tensor& t, const float*& p) {
   p = t.data_ptr<float>();
   return true;
 }
-bool gather(const torch::nn::Linear& l, Mat& m) {
+bool gather(const torch::nn::Linear& l, Mat& m, const Int8Map& i8) {
   if (!l || !usable(l->weight)) return false;
-  m = {l->weight.data_ptr<float>(), l->weight.size(0), l->weight.size(1)};
+  m = {l->weight.data_ptr<float>(), l->weight.size(0), l->weight.size(1), nullptr};
+  if (!i8.empty())
+    if (auto it = i8.find(m.w); it != i8.end() && it->second.version == static_cast<int64_t>(l->weight._version()))
+      m.i8 = &it->second;
   return true;
 }
-bool gather(const SwiGluMlpImpl& mlp, Mlp& m) {
-  return gather(mlp.gate_proj, m.gate) && gather(mlp.up_proj, m.up) && gather(mlp.down_proj, m.down);
+bool gather(const SwiGluMlpImpl& mlp, Mlp& m, const Int8Map& i8) {
+  return gather(mlp.gate_proj, m.gate, i8) && gather(mlp.up_proj, m.up, i8) && gather(mlp.down_proj, m.down, i8);
 }
-bool gather(DecoderLayerImpl& layer, LayerWeights& w) {
+bool gather(DecoderLayerImpl& layer, LayerWeights& w, const Int8Map& i8) {
   MlaAttentionImpl& a = *layer.self_attn;
   bool ok = gather(layer.input_layernorm->weight, w.in_norm) && gather(layer.post_attention_layernorm->weight, w.post_norm) &&
-            gather(a.kv_a_proj_with_mqa, w.kv_a) && gather(a.kv_a_layernorm->weight, w.kv_a_norm) &&
-            gather(a.kv_b_proj, w.kv_b) && gather(a.o_proj, w.o);
-  ok = ok && (a.q_proj ? gather(a.q_proj, w.q)
-                       : gather(a.q_a_proj, w.q_a) && gather(a.q_a_layernorm->weight, w.q_a_norm) && gather(a.q_b_proj, w.q_b));
+            gather(a.kv_a_proj_with_mqa, w.kv_a, i8) && gather(a.kv_a_layernorm->weight, w.kv_a_norm) &&
+            gather(a.kv_b_proj, w.kv_b, {}) && gather(a.o_proj, w.o, i8);  // kv_b: read per head (absorbed), float32
+  ok = ok && (a.q_proj ? gather(a.q_proj, w.q, i8)
+                       : gather(a.q_a_proj, w.q_a, i8) && gather(a.q_a_layernorm->weight, w.q_a_norm) &&
+                             gather(a.q_b_proj, w.q_b, i8));
   if (!ok) return false;
-  if (!layer.moe) return gather(*layer.dense_mlp, w.dense);
+  if (!layer.moe) return gather(*layer.dense_mlp, w.dense, i8);
   DeepseekMoeImpl& moe = *layer.moe;
   w.moe = true;
   if (!usable(moe.gate->weight) || !gather(moe.gate->e_score_correction_bias, w.router_bias)) return false;
   w.router = {moe.gate->weight.data_ptr<float>(), moe.gate->weight.size(0), moe.gate->weight.size(1)};
   w.has_shared = static_cast<bool>(moe.shared_experts);
-  if (w.has_shared && !gather(*moe.shared_experts, w.shared)) return false;
+  if (w.has_shared && !gather(*moe.shared_experts, w.shared, i8)) return false;
   w.experts.resize(moe.experts->size());
   for (size_t e = 0; e < w.experts.size(); ++e)
-    if (!gather(*moe.experts->ptr<SwiGluMlpImpl>(e), w.experts[e])) return false;
+    if (!gather(*moe.experts->ptr<SwiGluMlpImpl>(e), w.experts[e], i8)) return false;
   return true;
 }
 
 // y[B, out] = x[B, in] W^T (+ y when accumulate).
 void linear(const float* x, const Mat& W, float* y, int64_t B, bool accumulate = false) {
+  if (W.i8) {
+    kernels::linear_w8a8(B, W.out, W.in, x, W.in, W.i8->q.data_ptr<int8_t>(), W.i8->scale.data_ptr<float>(),
+                         W.i8->sums.data(), y, W.out, accumulate);
+    return;
+  }
   gemm_rm(false, true, B, W.out, W.in, x, W.in, W.w, W.in, accumulate ? 1.0f : 0.0f, y, W.out);
 }
 
@@ -186,10 +197,10 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
   std::vector<LayerWeights> W(static_cast<size_t>(L));
   const float *embed, *final_norm;
   Mat head;
-  if (!gather(model->embed_tokens->weight, embed) || !gather(model->norm->weight, final_norm) || !gather(lm_head, head))
+  if (!gather(model->embed_tokens->weight, embed) || !gather(model->norm->weight, final_norm) || !gather(lm_head, head, int8_linears))
     return {};
   for (int64_t l = 0; l < L; ++l)
-    if (!gather(*model->main_layers[static_cast<size_t>(l)], W[static_cast<size_t>(l)])) return {};
+    if (!gather(*model->main_layers[static_cast<size_t>(l)], W[static_cast<size_t>(l)], int8_linears)) return {};
   if (T > cache.max_len) throw Error(fmt("model: KV cache holds ", cache.max_len, " positions; ", T, " requested"));
   if (T > c_.max_position_embeddings)
     throw Error(fmt("model: position ", T, " exceeds max_position_embeddings ", c_.max_position_embeddings));

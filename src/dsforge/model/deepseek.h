@@ -19,6 +19,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include <functional>
+#include <unordered_map>
 #include <vector>
 
 #include "dsforge/model/causal_lm.h"
@@ -112,6 +113,18 @@ class DeepseekV3Impl : public CausalLmImpl {
   // server's prefills) and falls back to the modules otherwise.
   static constexpr int64_t kFusedMaxTokens = 64;
   at::Tensor decode_step_fused(const at::Tensor& tokens, KvCache& cache);
+
+  // w8a8 decode (a folder written by `dsforge quantize --scheme w8a8`; model::load_pretrained attaches
+  // them): the int8 rows of the linear layers, keyed by the float32 weight they were dequantised into.
+  // decode_step_fused multiplies them with per-token int8 activations (kernels::linear_w8a8); a weight
+  // changed since (its version counter moved) is read in float32 again. The module path (training,
+  // prefill beyond kFusedMaxTokens) always reads the float32 weights.
+  struct Int8Linear {
+    at::Tensor q, scale;        // [out, in] int8, [out] float32
+    std::vector<int32_t> sums;  // per row: sum of q (the kernel's unsigned-activation correction)
+    int64_t version = 0;        // the float32 weight's version when attached
+  };
+  std::unordered_map<const void*, Int8Linear> int8_linears;
 
  private:
   ModelConfig c_;

@@ -2,10 +2,13 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/kernels/platform.h"
+#include "dsforge/model/deepseek.h"
 
 namespace dsforge::model {
 
@@ -114,11 +117,17 @@ CausalLm load_pretrained(const std::string& dir) {
   CausalLm m = build_model(model_config_from_json(read_file(cfg_path), cfg_path));
   SafetensorsFile weights = load_folder_weights(dir);
   // int8 folders (dsforge quantize): an I8 weight with a "<name>_scale" companion is q * scale per row.
+  // A w8a8 folder also keeps the int8 rows for the decode step (DeepseekV3Impl::int8_linears).
+  const nlohmann::json qc = nlohmann::json::parse(read_file(cfg_path)).value("quantization_config", nlohmann::json::object());
+  const bool w8a8 = qc.value("scheme", "") == "w8a8";
+  std::map<std::string, std::pair<at::Tensor, at::Tensor>> int8_rows;  // name -> (q, scale)
   for (auto it = weights.tensors.begin(); it != weights.tensors.end();) {
     auto q = weights.tensors.find(it->first.substr(0, it->first.size() - 6));
     if (it->first.size() > 6 && it->first.compare(it->first.size() - 6, 6, "_scale") == 0 && q != weights.tensors.end() &&
         q->second.scalar_type() == at::kChar) {
-      q->second = q->second.to(at::kFloat) * it->second.to(at::kFloat).unsqueeze(1);
+      const at::Tensor scale = it->second.to(at::kFloat).contiguous();
+      if (w8a8) int8_rows[q->first] = {q->second.contiguous(), scale};
+      q->second = q->second.to(at::kFloat) * scale.unsqueeze(1);
       it = weights.tensors.erase(it);
     } else {
       ++it;
@@ -127,6 +136,16 @@ CausalLm load_pretrained(const std::string& dir) {
   if (m->config().model_type == "gpt2") weights.tensors = gpt2_from_hf(std::move(weights));
   load_model_state(*m, weights.tensors, path_join(dir, file_exists(path_join(dir, "model.safetensors.index.json"))
                                                            ? "model.safetensors.index.json" : "model.safetensors"));
+  if (auto* ds = dynamic_cast<DeepseekV3Impl*>(m.get()); ds && !int8_rows.empty()) {
+    for (const auto& item : ds->named_parameters()) {
+      auto it = int8_rows.find(item.key());
+      if (it == int8_rows.end()) continue;
+      DeepseekV3Impl::Int8Linear l{it->second.first, it->second.second, {}, static_cast<int64_t>(item.value()._version())};
+      l.sums.resize(static_cast<size_t>(l.q.size(0)));
+      kernels::int8_row_sums(l.q.data_ptr<int8_t>(), l.q.size(0), l.q.size(1), l.sums.data());
+      ds->int8_linears[item.value().data_ptr()] = std::move(l);
+    }
+  }
   return m;
 }
 

@@ -73,9 +73,11 @@ void write_outputs(search::Study& study, const RunConfig& base, const std::strin
                       fmt("# The best trial (", best->number, ", validation loss ", best->value, ") of the search in ", out,
                           "\n# train it: dsforge train --config ", path_join(out, "best.toml"), "\n", to_toml(cfg)));
   }
+  write_file_atomic(path_join(out, "report.html"), search::search_report_html(space, trials, "dsforge search: " + out));
   std::printf("%s", search::search_report_text(space, trials).c_str());
   std::fflush(stdout);
-  log_info("search: ", path_join(out, "trials.json"), search::best_trial(trials) ? ", " + path_join(out, "best.toml") : "");
+  log_info("search: ", path_join(out, "trials.json"), search::best_trial(trials) ? ", " + path_join(out, "best.toml") : "",
+           ", ", path_join(out, "report.html"));
 }
 
 int run_workers(const SearchOptions& o, const std::string& out) {
@@ -188,7 +190,11 @@ int stage_search(const SearchOptions& o) {
 std::string search_report(const std::string& study_path) {
   if (!file_exists(study_path)) throw IoError(fmt(study_path, ": no such study database"));
   auto study = search::Study::open_existing(study_path);
-  return search::search_report_text(study->space(), study->trials());
+  // The HTML report beside the database.
+  const std::string parent = std::filesystem::path(study_path).parent_path().string();
+  const std::string html = path_join(parent.empty() ? "." : parent, "report.html");
+  write_file_atomic(html, search::search_report_html(study->space(), study->trials(), "dsforge search: " + study_path));
+  return search::search_report_text(study->space(), study->trials()) + "\nHTML report: " + html + "\n";
 }
 
 }  // namespace dsforge::pipeline

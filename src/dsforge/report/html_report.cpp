@@ -60,7 +60,7 @@ std::vector<double> nice_ticks(double lo, double hi, int count) {
 }
 
 std::string svg_line_chart(const std::string& title, const std::vector<Series>& series, const std::string& y_label,
-                           bool log_y) {
+                           bool log_y, const std::string& x_label) {
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   auto ty = [&](double y) { return log_y ? std::log10(y) : y; };
   for (const auto& s : series)
@@ -108,7 +108,7 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
     svg += fmt("<text class=\"tick\" x=\"", px(t), "\" y=\"", kTop + ph + 16, "\" text-anchor=\"middle\">", num(t, 6), "</text>");
   }
   svg += fmt("<rect class=\"frame\" x=\"", kLeft, "\" y=\"", kTop, "\" width=\"", pw, "\" height=\"", ph, "\"/>");
-  svg += fmt("<text class=\"axis\" x=\"", kLeft + pw / 2, "\" y=\"", kH - 6, "\" text-anchor=\"middle\">step</text>");
+  svg += fmt("<text class=\"axis\" x=\"", kLeft + pw / 2, "\" y=\"", kH - 6, "\" text-anchor=\"middle\">", esc(x_label), "</text>");
   svg += fmt("<text class=\"axis\" transform=\"translate(14 ", kTop + ph / 2, ") rotate(-90)\" text-anchor=\"middle\">",
              esc(y_label), log_y ? " (log)" : "", "</text>");
   // Lines, points with tooltips, legend.
@@ -210,6 +210,96 @@ std::string svg_bar_chart(const std::string& title, const std::vector<std::strin
   }
   svg += fmt("<text class=\"axis\" x=\"", left + plot_w / 2, "\" y=\"", h - 6, "\" text-anchor=\"middle\">", esc(x_label),
              "</text>");
+  return svg + "</svg>";
+}
+
+std::string svg_parallel_coordinates(const std::string& title, const std::vector<ParallelAxis>& axes,
+                                     const std::vector<std::vector<double>>& lines, const std::vector<double>& shade,
+                                     const std::vector<bool>& faint, const std::vector<std::string>& line_titles) {
+  const double gap = 150, left = 70, top = 44, plot_h = 260;
+  const double w = left * 2 + gap * static_cast<double>(std::max<size_t>(axes.size(), 2) - 1), h = top + plot_h + 40;
+  std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", w, " ", h, "\" width=\"", w, "\" height=\"", h,
+                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
+  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+  // Each axis maps its (log) value range onto [top + plot_h, top]: the lowest value at the bottom.
+  struct Scale {
+    double lo = 0, hi = 1;
+    bool log = false;
+    double y(double v) const {
+      const double t = log ? std::log10(v) : v;
+      return hi > lo ? (t - lo) / (hi - lo) : 0.5;
+    }
+  };
+  std::vector<Scale> scales(axes.size());
+  for (size_t a = 0; a < axes.size(); ++a) {
+    Scale& sc = scales[a];
+    sc.log = axes[a].log && axes[a].labels.empty();
+    if (!axes[a].labels.empty()) {
+      sc.lo = 0;
+      sc.hi = std::max<double>(1, static_cast<double>(axes[a].labels.size()) - 1);
+      continue;
+    }
+    double lo = INFINITY, hi = -INFINITY;
+    for (const auto& l : lines)
+      if (a < l.size() && std::isfinite(l[a]) && (!sc.log || l[a] > 0)) {
+        const double t = sc.log ? std::log10(l[a]) : l[a];
+        lo = std::min(lo, t);
+        hi = std::max(hi, t);
+      }
+    if (!std::isfinite(lo)) lo = 0, hi = 1;
+    if (hi == lo) lo -= 0.5, hi += 0.5;
+    sc.lo = lo, sc.hi = hi;
+  }
+  auto x_of = [&](size_t a) { return left + gap * static_cast<double>(a); };
+  auto y_of = [&](size_t a, double v) { return top + plot_h * (1.0 - scales[a].y(v)); };
+  for (size_t a = 0; a < axes.size(); ++a) {
+    const double x = x_of(a);
+    svg += fmt("<line x1=\"", x, "\" x2=\"", x, "\" y1=\"", top, "\" y2=\"", top + plot_h, "\" stroke=\"#888\"/>",
+               "<text class=\"axis\" x=\"", x, "\" y=\"", top - 10, "\" text-anchor=\"middle\">", esc(axes[a].name), "</text>");
+    std::vector<std::pair<double, std::string>> ticks;
+    if (!axes[a].labels.empty()) {
+      for (size_t i = 0; i < axes[a].labels.size(); ++i) ticks.push_back({static_cast<double>(i), axes[a].labels[i]});
+    } else {
+      for (double t : nice_ticks(scales[a].lo, scales[a].hi, 4))
+        ticks.push_back({scales[a].log ? std::pow(10.0, t) : t, num(scales[a].log ? std::pow(10.0, t) : t, 3)});
+    }
+    for (const auto& [v, label] : ticks)
+      svg += fmt("<text class=\"tick\" x=\"", x - 5, "\" y=\"", y_of(a, v) + 4, "\" text-anchor=\"end\">", esc(label), "</text>",
+                 "<line x1=\"", x - 3, "\" x2=\"", x, "\" y1=\"", y_of(a, v), "\" y2=\"", y_of(a, v), "\" stroke=\"#888\"/>");
+  }
+  double s_lo = INFINITY, s_hi = -INFINITY;
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (!(i < faint.size() && faint[i]) && i < shade.size() && std::isfinite(shade[i])) {
+      s_lo = std::min(s_lo, shade[i]);
+      s_hi = std::max(s_hi, shade[i]);
+    }
+  // Faint lines first, then the rest from the highest shade to the lowest.
+  std::vector<size_t> order(lines.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto is_faint = [&](size_t i) { return i < faint.size() && faint[i]; };
+  auto shade_of = [&](size_t i) { return i < shade.size() && std::isfinite(shade[i]) ? shade[i] : s_hi; };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (is_faint(a) != is_faint(b)) return is_faint(a);
+    return shade_of(a) > shade_of(b);
+  });
+  for (size_t i : order) {
+    std::string points;
+    for (size_t a = 0; a < axes.size() && a < lines[i].size(); ++a)
+      if (std::isfinite(lines[i][a]) && (!scales[a].log || lines[i][a] > 0)) points += fmt(x_of(a), ",", y_of(a, lines[i][a]), " ");
+    if (points.empty()) continue;
+    std::string colour = "#c8c8c8";
+    double opacity = 0.6;
+    if (!is_faint(i)) {
+      // dark blue (lowest) -> light blue (highest)
+      const double t = s_hi > s_lo ? (shade_of(i) - s_lo) / (s_hi - s_lo) : 0.0;
+      const int r = static_cast<int>(20 + 180 * t), g = static_cast<int>(60 + 150 * t), b = static_cast<int>(150 + 90 * t);
+      colour = fmt("rgb(", r, ",", g, ",", b, ")");
+      opacity = 0.9;
+    }
+    svg += fmt("<polyline class=\"pc-line\" fill=\"none\" stroke=\"", colour, "\" stroke-opacity=\"", opacity,
+               "\" stroke-width=\"1.5\" points=\"", points, "\">",
+               i < line_titles.size() ? "<title>" + esc(line_titles[i]) + "</title>" : std::string(), "</polyline>");
+  }
   return svg + "</svg>";
 }
 
@@ -554,6 +644,11 @@ std::string render_run_report(const std::string& run_dir) {
   return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + esc(run_dir) +
          "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body>" + body +
          "</body></html>\n";
+}
+
+std::string html_page(const std::string& title, const std::string& body_html) {
+  return "<!doctype html><html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title><style>" + kStyle +
+         "</style><script>" + kScript + "</script></head><body>" + body_html + "</body></html>\n";
 }
 
 std::string write_run_report(const std::string& run_dir, const std::string& out) {

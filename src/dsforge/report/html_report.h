@@ -18,9 +18,9 @@ struct Series {
   std::vector<double> x, y;
 };
 
-// A line chart (x: steps) with axes, "nice" ticks, a legend and per-point tooltips.
+// A line chart (x: steps unless x_label says otherwise) with axes, "nice" ticks, a legend and per-point tooltips.
 std::string svg_line_chart(const std::string& title, const std::vector<Series>& series, const std::string& y_label,
-                           bool log_y = false);
+                           bool log_y = false, const std::string& x_label = "step");
 // rows x cols of values, coloured on a diverging scale centred at `center` (1 = perfectly balanced load).
 std::string svg_heatmap(const std::string& title, const std::vector<std::vector<double>>& rows,
                         const std::vector<std::string>& row_labels, const std::string& col_label, double center);
@@ -30,6 +30,21 @@ std::string svg_bar_chart(const std::string& title, const std::vector<std::strin
 // A confusion matrix [gold][pred] as a heatmap shaded by each gold row's share, counts in the cells.
 std::string svg_confusion(const std::string& title, const std::vector<std::string>& labels,
                           const std::vector<std::vector<int64_t>>& matrix);
+// Parallel coordinates: one vertical axis per entry of `axes`, one polyline per entry of `lines` through
+// its value on each axis (NaN: the line skips that axis, e.g. a conditional parameter it lacks). A
+// numerical axis spans its values' range (log10 when `log`); a categorical one (non-empty `labels`)
+// takes the index of the label and places them evenly. Lines are shaded by `shade` (lowest = darkest,
+// drawn last so the best lie on top); `faint` lines (pruned trials) are drawn grey beneath them.
+struct ParallelAxis {
+  std::string name;
+  bool log = false;
+  std::vector<std::string> labels;  // categorical: the value is the index into these
+};
+std::string svg_parallel_coordinates(const std::string& title, const std::vector<ParallelAxis>& axes,
+                                     const std::vector<std::vector<double>>& lines, const std::vector<double>& shade,
+                                     const std::vector<bool>& faint, const std::vector<std::string>& line_titles);
+// A whole self-contained page (the reports' style, and the script that marks how many charts laid out).
+std::string html_page(const std::string& title, const std::string& body_html);
 // Ticks covering [lo, hi]: 1, 2 or 5 times a power of ten apart, about `count` of them.
 std::vector<double> nice_ticks(double lo, double hi, int count = 5);
 

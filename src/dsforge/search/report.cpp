@@ -5,6 +5,9 @@
 #include <cstdio>
 #include <numeric>
 
+#include "dsforge/core/error.h"
+#include "dsforge/report/html_report.h"
+
 namespace dsforge::search {
 
 nlohmann::json trials_json(const SearchSpace& space, const std::vector<TrialRecord>& trials) {
@@ -108,6 +111,123 @@ std::string search_report_text(const SearchSpace& space, const std::vector<Trial
     s += buf + std::string(static_cast<size_t>(std::lround(share * 30)), '#') + "\n";
   }
   return s;
+}
+
+namespace {
+std::string html_escape(const std::string& t) {
+  std::string o;
+  for (char c : t) o += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
+  return o;
+}
+}  // namespace
+
+std::vector<double> steps_spent(const std::vector<TrialRecord>& trials) {
+  std::vector<double> out;
+  double total = 0;
+  for (const auto& t : trials) {
+    if (!t.intermediate.empty()) total += static_cast<double>(t.intermediate.rbegin()->first);
+    out.push_back(total);
+  }
+  return out;
+}
+
+std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title) {
+  using report::Series;
+  std::string body = "<h1>" + html_escape(title) + "</h1>";
+  int complete = 0, pruned = 0;
+  for (const auto& t : trials) complete += t.state == TrialState::kComplete, pruned += t.state == TrialState::kPruned;
+  body += "<p class=\"sub\">" + std::to_string(trials.size()) + " trials: " + std::to_string(complete) + " complete, " +
+          std::to_string(pruned) + " pruned</p>";
+
+  // History: value per complete trial, best so far.
+  Series value{"value", {}, {}}, best{"best so far", {}, {}};
+  double best_so_far = INFINITY;
+  for (const auto& t : trials)
+    if (t.state == TrialState::kComplete && std::isfinite(t.value)) {
+      best_so_far = std::min(best_so_far, t.value);
+      value.x.push_back(static_cast<double>(t.number));
+      value.y.push_back(t.value);
+      best.x.push_back(static_cast<double>(t.number));
+      best.y.push_back(best_so_far);
+    }
+  body += "<h2>Optimisation history</h2><div class=\"grid2\">" +
+          report::svg_line_chart("objective by trial number (complete trials)", {value, best}, "validation loss", false,
+                                 "trial number");
+  // The same against compute: training steps spent by all trials so far (a pruned trial counts the
+  // steps it ran), what a pruner saves.
+  const auto spent = steps_spent(trials);
+  Series by_compute{"best so far", {}, {}};
+  best_so_far = INFINITY;
+  for (size_t i = 0; i < trials.size(); ++i)
+    if (trials[i].state == TrialState::kComplete && std::isfinite(trials[i].value) && trials[i].value < best_so_far) {
+      best_so_far = trials[i].value;
+      by_compute.x.push_back(spent[i]);
+      by_compute.y.push_back(best_so_far);
+    }
+  if (!by_compute.x.empty())
+    body += report::svg_line_chart("best value against training steps spent (all trials, in order)", {by_compute},
+                                   "validation loss", false, "training steps spent by the search");
+  // Curves: every trial's intermediate validation losses (the first 40 trials).
+  std::vector<Series> curves;
+  for (const auto& t : trials) {
+    if (t.intermediate.empty() || curves.size() >= 40) continue;
+    Series c{fmt("trial ", t.number, t.state == TrialState::kPruned ? " (pruned)" : ""), {}, {}};
+    for (const auto& [step, loss] : t.intermediate)
+      if (std::isfinite(loss)) c.x.push_back(static_cast<double>(step)), c.y.push_back(loss);
+    curves.push_back(c);
+  }
+  if (!curves.empty())
+    body += report::svg_line_chart("validation loss during each trial", curves, "validation loss", false, "training step");
+  body += "</div>";
+
+  // Parallel coordinates over the parameters and the value.
+  std::vector<report::ParallelAxis> axes;
+  for (const auto& p : space.params) {
+    report::ParallelAxis a{p.name, p.log, {}};
+    if (!p.numeric())
+      for (const auto& c : p.choices) a.labels.push_back(c.is_string() ? c.get<std::string>() : c.dump());
+    axes.push_back(a);
+  }
+  axes.push_back({"value", false, {}});
+  std::vector<std::vector<double>> lines;
+  std::vector<double> shade;
+  std::vector<bool> faint;
+  std::vector<std::string> names;
+  for (const auto& t : trials) {
+    if (t.state != TrialState::kComplete && t.state != TrialState::kPruned) continue;
+    if (!std::isfinite(t.value)) continue;
+    std::vector<double> l;
+    for (const auto& p : space.params) {
+      auto it = t.params.find(p.name);
+      l.push_back(it == t.params.end() ? NAN : it->second);
+    }
+    l.push_back(t.value);
+    lines.push_back(l);
+    shade.push_back(t.value);
+    faint.push_back(t.state == TrialState::kPruned);
+    names.push_back(fmt("trial ", t.number, " (", state_name(t.state), "): ", t.value));
+  }
+  body += "<h2>Parallel coordinates</h2><p class=\"sub\">one line per trial through its parameter values and its "
+          "value; complete trials from dark (lowest value) to light, pruned trials grey (their last report)</p>" +
+          report::svg_parallel_coordinates("parameters and value", axes, lines, shade, faint, names);
+
+  // Importance.
+  const auto imp = param_importance(space, trials);
+  if (!imp.empty()) {
+    double total = 0;
+    for (const auto& [k, v] : imp) total += v;
+    std::vector<std::pair<double, std::string>> ranked;
+    for (const auto& [k, v] : imp) ranked.emplace_back(total > 0 ? v / total : 0, k);
+    std::sort(ranked.rbegin(), ranked.rend());
+    std::vector<std::string> labels;
+    std::vector<double> shares;
+    for (const auto& [v, k] : ranked) labels.push_back(k), shares.push_back(100 * v);
+    body += "<h2>Parameter importance</h2>" +
+            report::svg_bar_chart("share of the value's variance explained by each parameter alone (%)", labels, shares, {},
+                                  "percent (first-order, binned; see search/report.h)");
+  }
+  body += "<h2>Report</h2><pre>" + html_escape(search_report_text(space, trials)) + "</pre>";
+  return report::html_page(title, body);
 }
 
 }  // namespace dsforge::search

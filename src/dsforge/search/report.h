@@ -25,5 +25,13 @@ std::map<std::string, double> param_importance(const SearchSpace& space, const s
 // The complete trial with the lowest value; nullptr when none completed.
 const TrialRecord* best_trial(const std::vector<TrialRecord>& trials);
 std::string search_report_text(const SearchSpace& space, const std::vector<TrialRecord>& trials);
+// Cumulative training steps after each trial, in trial order: each trial counts the last step it reported
+// a validation loss at (a pruned trial: where it stopped). The compute axis of a pruned search.
+std::vector<double> steps_spent(const std::vector<TrialRecord>& trials);
+// The same as one self-contained HTML page (inline SVG): the optimisation history (each complete trial's
+// value and the best so far, by trial and by training steps spent), every trial's validation curve (pruned ones end where they stopped),
+// parallel coordinates (one axis per parameter and one for the value; complete trials shaded by value,
+// pruned ones grey), the parameter importance as bars, and the text report.
+std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title);
 
 }  // namespace dsforge::search

@@ -1,0 +1,230 @@
+// Quantised variants side by side, one run, one thread by default: for each model the f32 folder, its
+// int8-weight and its w8a8 quantisation (`dsforge quantize --scheme ...`):
+//   size of model.safetensors, peak RSS, prefill tokens/s (a 256-token prompt), decode tokens/s at batch 1
+//   (16-token prompt, 128 new tokens, greedy) and batch 16, and bits per byte on held-out text scored
+//   through the decode path (chunks of 64 tokens through forward_cached: the arithmetic decode uses,
+//   int8 x int8 for w8a8), with its change against f32;
+// and llama.cpp (node-llama-cpp 3.21.1) on the same model exported as GGUF q8_0 against dsforge w8a8,
+// decode at batch 1, each with its peak RSS. Speed models (mini, micro) have random weights; the
+// quality model is a trained one:
+//
+//   dsforge pipeline --config configs/run/continual_base.toml     # nano on TinyStories (9 s): the quality model
+//   ./build/bench_quant [--threads 1] [--skip-llama] [--model runs/continual-base/model] [--text held_out.txt]
+//
+// The rows are also written as JSON (--json FILE).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "bench_util.h"
+#include "dsforge/compress/quantize.h"
+#include "dsforge/core/io.h"
+#include "dsforge/deploy/export.h"
+#include "dsforge/model/deepseek.h"
+#include "dsforge/model/generate.h"
+#include "dsforge/model/io.h"
+#include "dsforge/tokenizer/bpe.h"
+
+using namespace dsforge;
+using namespace dsforge::bench;
+
+namespace {
+
+std::string node_modules() {
+  if (const char* env = std::getenv("DSFORGE_NODE_MODULES")) return env;
+  return (std::filesystem::path(DSFORGE_CLI).parent_path() / "node" / "node_modules").string();
+}
+
+std::string corpus() {
+  const std::string p = std::string(DSFORGE_SOURCE_DIR) + "/../shared/data/tinystories/train_first1000.txt";
+  if (file_exists(p)) return read_file(p);
+  std::string t;
+  for (int i = 0; i < 4000; ++i) t += "Once upon a time there was a little cat who liked to play in the park with a red ball. ";
+  return t;
+}
+
+// A model folder of `preset` with random weights and a BPE tokenizer of (up to) its vocabulary size.
+std::string make_model(const std::string& dir, const std::string& preset) {
+  model::ModelConfig mc = model::model_config_from_preset(preset);
+  tok::BpeTokenizer::TrainOptions to;
+  to.vocab_size = mc.vocab_size;
+  const auto tok = tok::BpeTokenizer::train({corpus()}, to);
+  mc.vocab_size = tok.vocab_size();
+  model::CausalLm m = model::build_model(mc);
+  m->init_weights(0.02, 1);
+  const std::string out = dir + "/" + preset;
+  model::save_pretrained(out, *m);
+  tok.save(out + "/tokenizer.json");
+  return out;
+}
+
+// The variants of `f32_dir`: {name, folder}. "+head": the embedding and the output head quantised too
+// (--include-embeddings): at batch 1 the head is a large share of the bytes a step reads.
+std::vector<std::pair<std::string, std::string>> variants(const std::string& f32_dir) {
+  std::vector<std::pair<std::string, std::string>> out{{"f32", f32_dir}};
+  for (const auto& [scheme, head] : {std::pair<const char*, bool>{"int8-weight", false}, {"w8a8", false}, {"w8a8", true}}) {
+    const std::string name = std::string(scheme) + (head ? "+head" : "");
+    const std::string d = f32_dir + "-" + name;
+    if (!std::filesystem::exists(d)) {
+      compress::QuantizeOptions o;
+      o.scheme = scheme;
+      o.include_embeddings = head;
+      compress::quantize_model(f32_dir, d, o);
+    }
+    out.push_back({name, d});
+  }
+  return out;
+}
+
+// The median of three timings of f, in seconds.
+template <typename F>
+double median3(F&& f) {
+  double t[3];
+  for (double& x : t) x = seconds(f);
+  std::sort(t, t + 3);
+  return t[1];
+}
+
+double file_mb(const std::string& p) { return static_cast<double>(std::filesystem::file_size(p)) / 1e6; }
+
+// Bits per byte of `text` through the decode path: windows of `window` tokens, each fed in chunks of
+// 64 through forward_cached, every next token scored.
+double decode_bits_per_byte(model::CausalLm m, const tok::BpeTokenizer& tok, const std::string& text, int64_t window) {
+  auto* ds = dynamic_cast<model::DeepseekV3Impl*>(m.get());
+  const std::vector<int32_t> ids32 = tok.encode(text);
+  const std::vector<int64_t> ids(ids32.begin(), ids32.end());
+  double nats = 0;
+  at::NoGradGuard g;
+  m->eval();
+  for (size_t start = 0; start + 1 < ids.size(); start += static_cast<size_t>(window)) {
+    const int64_t n = std::min<int64_t>(window + 1, static_cast<int64_t>(ids.size() - start));
+    model::KvCache cache = ds->make_cache(1, window + 1);
+    for (int64_t c = 0; c + 1 < n; c += 64) {
+      const int64_t len = std::min<int64_t>(64, n - 1 - c);
+      const at::Tensor in = at::tensor(std::vector<int64_t>(ids.begin() + start + c, ids.begin() + start + c + len)).unsqueeze(0);
+      const at::Tensor target =
+          at::tensor(std::vector<int64_t>(ids.begin() + start + c + 1, ids.begin() + start + c + 1 + len));
+      const at::Tensor logits = ds->forward_cached(in, cache)[0];
+      nats += at::cross_entropy_loss(logits.to(at::kFloat), target, {}, at::Reduction::Sum).item<double>();
+    }
+  }
+  return nats / std::log(2.0) / static_cast<double>(text.size());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 1;
+  bool skip_llama = false;
+  std::string quality_model = std::string(DSFORGE_SOURCE_DIR) + "/runs/continual-base/model";
+  std::string text_path = std::string(DSFORGE_SOURCE_DIR) + "/../shared/data/tinystories/validation_slice.txt";
+  std::string json_out;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--skip-llama")) skip_llama = true;
+    else if (!std::strcmp(argv[i], "--model") && i + 1 < argc) quality_model = argv[++i];
+    else if (!std::strcmp(argv[i], "--text") && i + 1 < argc) text_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_out = argv[++i];
+  }
+  at::set_num_threads(threads);
+  const std::string dir = (std::filesystem::temp_directory_path() / ("dsforge-bench-quant-" + std::to_string(::getpid()))).string();
+  make_dirs(dir);
+  nlohmann::json rows = nlohmann::json::array();
+  const bool llama = !skip_llama && std::system("node --version >/dev/null 2>&1") == 0 &&
+                     file_exists(node_modules() + "/node-llama-cpp/package.json");
+
+  std::printf("== speed, random weights, %d thread(s), int8 kernel: see `dsforge doctor`\n", threads);
+  std::printf("| model | variant | model.safetensors MB | peak RSS MB | prefill tok/s | decode tok/s b1 | decode tok/s b16 | "
+              "b1 vs f32 |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+  for (const char* preset : {"micro", "mini"}) {
+    const std::string f32 = make_model(dir, preset);
+    double f32_b1 = 0, w8a8_b1 = 0;
+    std::string w8a8_dir;
+    for (const auto& [name, folder] : variants(f32)) {
+      reset_peak_rss();
+      model::CausalLm m = model::load_pretrained(folder);
+      const int64_t V = m->config().vocab_size;
+      std::vector<int64_t> prompt, long_prompt;
+      for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (V - 1));
+      for (int i = 0; i < 256; ++i) long_prompt.push_back(1 + i * 13 % (V - 1));
+      model::SampleOptions o;
+      o.max_new_tokens = 8;
+      model::generate(m, {prompt}, o);  // warm-up
+      o.max_new_tokens = 1;
+      const double prefill = 256.0 / median3([&] { model::generate(m, {long_prompt}, o); });
+      o.max_new_tokens = 128;
+      const double b1 = 128.0 / median3([&] { model::generate(m, {prompt}, o); });
+      std::vector<std::vector<int64_t>> batch;
+      for (int r = 0; r < 16; ++r) {
+        auto p = prompt;
+        p[0] = 1 + r;
+        batch.push_back(p);
+      }
+      o.max_new_tokens = 64;
+      const double b16 = 16 * 64.0 / median3([&] { model::generate(m, batch, o); });
+      const double rss = peak_rss_mb(), size = file_mb(folder + "/model.safetensors");
+      if (name == "f32") f32_b1 = b1;
+      if (name == "w8a8+head") w8a8_b1 = b1, w8a8_dir = folder;
+      std::printf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.2fx |\n", preset, name.c_str(), size, rss, prefill, b1, b16,
+                  b1 / f32_b1);
+      std::fflush(stdout);
+      rows.push_back({{"model", preset}, {"variant", name}, {"size_mb", size}, {"peak_rss_mb", rss}, {"prefill_tok_s", prefill},
+                      {"decode_b1_tok_s", b1}, {"decode_b16_tok_s", b16}});
+    }
+    if (llama) {
+      // llama.cpp q8_0 (every matrix int8 in blocks of 32, the head included) against dsforge w8a8+head.
+      deploy::export_gguf(f32, dir + "/q8.gguf", deploy::GgmlType::Q8_0);
+      std::vector<int64_t> prompt;
+      model::CausalLm m = model::load_pretrained(w8a8_dir);
+      for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (m->config().vocab_size - 1));
+      nlohmann::json req = {{"n_vocab", m->config().vocab_size}, {"decode_speed", {{"prompt", prompt}, {"n", 128}}}};
+      write_file_atomic(dir + "/req.json", req.dump());
+      const std::string cmd = "DSFORGE_NODE_MODULES='" + node_modules() + "' DSFORGE_LLAMA_THREADS=" + std::to_string(threads) +
+                              " node " + DSFORGE_SOURCE_DIR + "/tests/llama/probe.mjs '" + dir + "/q8.gguf' '" + dir +
+                              "/req.json' > '" + dir + "/out.json' 2>'" + dir + "/err.txt'";
+      if (std::system(cmd.c_str()) == 0) {
+        const auto r = nlohmann::json::parse(read_file(dir + "/out.json"));
+        const double theirs = r["decode_tokens_per_s"].get<double>();
+        std::printf("| %s | llama.cpp q8_0 | %.1f | %.0f | | %.0f | | dsforge w8a8+head / llama.cpp q8_0: %.2fx |\n", preset,
+                    file_mb(dir + "/q8.gguf"), r["peak_rss_mb"].get<double>(), theirs, w8a8_b1 / theirs);
+        rows.push_back({{"model", preset}, {"variant", "llama.cpp q8_0"}, {"size_mb", file_mb(dir + "/q8.gguf")},
+                        {"peak_rss_mb", r["peak_rss_mb"]}, {"decode_b1_tok_s", theirs}});
+      } else {
+        std::printf("llama.cpp failed: %s\n", read_file(dir + "/err.txt").c_str());
+      }
+      std::fflush(stdout);
+    }
+  }
+
+  if (file_exists(quality_model + "/config.json") && file_exists(text_path)) {
+    std::string text = read_file(text_path);
+    if (text.size() > 60000) text = text.substr(0, text.rfind('\n', 60000) + 1);
+    std::printf("\n== quality: %s on the first %zu bytes of %s, scored through the decode path (windows of 256 tokens)\n",
+                quality_model.c_str(), text.size(), text_path.c_str());
+    std::printf("| variant | bits per byte | vs f32 |\n|---|---:|---:|\n");
+    const std::string base = dir + "/quality";
+    std::filesystem::copy(quality_model, base, std::filesystem::copy_options::recursive);
+    const tok::BpeTokenizer tok = tok::BpeTokenizer::load(base + "/tokenizer.json");
+    double f32_bpb = 0;
+    for (const auto& [name, folder] : variants(base)) {
+      const double bpb = decode_bits_per_byte(model::load_pretrained(folder), tok, text, 256);
+      if (name == "f32") f32_bpb = bpb;
+      std::printf("| %s | %.5f | %+.3f%% |\n", name.c_str(), bpb, 100 * (bpb / f32_bpb - 1));
+      rows.push_back({{"model", quality_model}, {"variant", name}, {"bits_per_byte", bpb}});
+    }
+  } else {
+    std::printf("\n(quality skipped: %s or %s missing; `dsforge pipeline --config configs/run/continual_base.toml` makes the model)\n",
+                quality_model.c_str(), text_path.c_str());
+  }
+  if (!json_out.empty()) write_file_atomic(json_out, rows.dump(2) + "\n");
+  std::filesystem::remove_all(dir);
+  return 0;
+}
