@@ -4,6 +4,7 @@
 //   (16-token prompt, 128 new tokens, greedy) and batch 16, and bits per byte on held-out text scored
 //   through the decode path (chunks of 64 tokens through forward_cached: the arithmetic decode uses,
 //   int8 x int8 for w8a8), with its change against f32;
+// (the quality model also with static activation scales calibrated on TinyStories' training text);
 // and llama.cpp (node-llama-cpp 3.21.1) on the same model exported as GGUF q8_0 against dsforge w8a8,
 // decode at batch 1, each with its peak RSS. Speed models (mini, micro) have random weights; the
 // quality model is a trained one:
@@ -68,7 +69,7 @@ std::string make_model(const std::string& dir, const std::string& preset) {
 
 // The variants of `f32_dir`: {name, folder}. "+head": the embedding and the output head quantised too
 // (--include-embeddings): at batch 1 the head is a large share of the bytes a step reads.
-std::vector<std::pair<std::string, std::string>> variants(const std::string& f32_dir) {
+std::vector<std::pair<std::string, std::string>> variants(const std::string& f32_dir, const std::string& calib = "") {
   std::vector<std::pair<std::string, std::string>> out{{"f32", f32_dir}};
   for (const auto& [scheme, head] : {std::pair<const char*, bool>{"int8-weight", false}, {"w8a8", false}, {"w8a8", true}}) {
     const std::string name = std::string(scheme) + (head ? "+head" : "");
@@ -80,6 +81,17 @@ std::vector<std::pair<std::string, std::string>> variants(const std::string& f32
       compress::quantize_model(f32_dir, d, o);
     }
     out.push_back({name, d});
+  }
+  if (!calib.empty()) {  // static activation scales from `calib` (quantize --calib)
+    const std::string d = f32_dir + "-w8a8+head+calib";
+    if (!std::filesystem::exists(d)) {
+      compress::QuantizeOptions o;
+      o.scheme = "w8a8";
+      o.include_embeddings = true;
+      o.calib_path = calib;
+      compress::quantize_model(f32_dir, d, o);
+    }
+    out.push_back({"w8a8+head+calib", d});
   }
   return out;
 }
@@ -214,7 +226,9 @@ int main(int argc, char** argv) {
     std::filesystem::copy(quality_model, base, std::filesystem::copy_options::recursive);
     const tok::BpeTokenizer tok = tok::BpeTokenizer::load(base + "/tokenizer.json");
     double f32_bpb = 0;
-    for (const auto& [name, folder] : variants(base)) {
+    // Calibration text: the model's training text (TinyStories), held-out text scored.
+    const std::string calib = std::string(DSFORGE_SOURCE_DIR) + "/../shared/data/tinystories/train_first1000.txt";
+    for (const auto& [name, folder] : variants(base, file_exists(calib) ? calib : "")) {
       const double bpb = decode_bits_per_byte(model::load_pretrained(folder), tok, text, 256);
       if (name == "f32") f32_bpb = bpb;
       std::printf("| %s | %.5f | %+.3f%% |\n", name.c_str(), bpb, 100 * (bpb / f32_bpb - 1));

@@ -7,7 +7,8 @@
 // Two more dsforge TPE variants are run beside them: the exact mixture density (exact_density) and the
 // multivariate kernel (multivariate), each against Optuna's default TPE in a second table.
 //
-//   ./build/bench_search [--seeds 20] [--trials 100] [--only branin,hartmann6] [--skip-optuna]
+//   ./build/bench_search [--seeds 20] [--first-seed 0] [--trials 100] [--only branin,hartmann6] [--skip-optuna]
+// (--first-seed K runs seeds K..K+seeds-1 on both sides: another draw of the same comparison.)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -105,10 +106,11 @@ struct Result {
   std::vector<double> sampler_s;              // per seed, seconds per trial
 };
 
-Result run_dsforge(const Function& fn, const SamplerOptions& so, int seeds, int trials, const std::vector<int>& checkpoints) {
+Result run_dsforge(const Function& fn, const SamplerOptions& so, int first_seed, int seeds, int trials,
+                   const std::vector<int>& checkpoints) {
   const SearchSpace space = space_for(fn);
   Result r;
-  for (int seed = 0; seed < seeds; ++seed) {
+  for (int seed = first_seed; seed < first_seed + seeds; ++seed) {
     std::mt19937_64 noise(1000 + static_cast<uint64_t>(seed));
     std::normal_distribution<double> nd(0, fn.noise_sd > 0 ? fn.noise_sd : 1);
     std::vector<double> truth;
@@ -135,12 +137,13 @@ Result run_dsforge(const Function& fn, const SamplerOptions& so, int seeds, int 
 }  // namespace
 
 int main(int argc, char** argv) {
-  int seeds = 20, trials = 100;
+  int seeds = 20, trials = 100, first_seed = 0;
   std::string only;
   bool skip_optuna = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--seeds") && i + 1 < argc) seeds = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--trials") && i + 1 < argc) trials = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--first-seed") && i + 1 < argc) first_seed = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else if (!std::strcmp(argv[i], "--skip-optuna")) skip_optuna = true;
   }
@@ -156,7 +159,7 @@ int main(int argc, char** argv) {
     } else {
       const std::string out = "/tmp/bench_search_ref_" + std::to_string(::getpid()) + ".json";
       const std::string cmd = fmt("/usr/bin/python3 ", DSFORGE_SOURCE_DIR, "/bench/search_ref.py --seeds ", seeds, " --trials ",
-                                  trials, " --checkpoints ", checkpoints[0], ",", checkpoints[1], " --out ", out,
+                                  trials, " --first-seed ", first_seed, " --checkpoints ", checkpoints[0], ",", checkpoints[1], " --out ", out,
                                   only.empty() ? "" : " --only " + only);
       std::printf("running Optuna: %s\n", cmd.c_str());
       std::fflush(stdout);
@@ -171,8 +174,8 @@ int main(int argc, char** argv) {
 
   SamplerOptions tpe, gp;
   gp.name = "gp";
-  std::printf("\n%d seeds x %d trials; median regret (best - known minimum) after %d and %d trials; sampler ms per trial\n\n",
-              seeds, trials, checkpoints[0], checkpoints[1]);
+  std::printf("\nseeds %d..%d, %d trials; median regret (best - known minimum) after %d and %d trials; sampler ms per trial\n\n",
+              first_seed, first_seed + seeds - 1, trials, checkpoints[0], checkpoints[1]);
   std::printf("| function | trials | dsforge TPE | dsforge GP | Optuna TPE | TPE / Optuna | GP / Optuna |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
   std::string timing, variants;
@@ -183,10 +186,10 @@ int main(int argc, char** argv) {
   dsforge::bench::reset_peak_rss();
   for (const auto& fn : fns) {
     if (!only.empty() && ("," + only + ",").find("," + fn.name + ",") == std::string::npos) continue;
-    const Result a = run_dsforge(fn, tpe, seeds, trials, checkpoints);
-    const Result b = run_dsforge(fn, gp, seeds, trials, checkpoints);
-    const Result ex = run_dsforge(fn, exact, seeds, trials, checkpoints);
-    const Result mu = run_dsforge(fn, multi, seeds, trials, checkpoints);
+    const Result a = run_dsforge(fn, tpe, first_seed, seeds, trials, checkpoints);
+    const Result b = run_dsforge(fn, gp, first_seed, seeds, trials, checkpoints);
+    const Result ex = run_dsforge(fn, exact, first_seed, seeds, trials, checkpoints);
+    const Result mu = run_dsforge(fn, multi, first_seed, seeds, trials, checkpoints);
     std::vector<std::map<int, double>> ref_regret;
     double ref_ms = NAN;
     if (!skip_optuna) {

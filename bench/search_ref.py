@@ -88,6 +88,7 @@ def run(name, seed, trials, checkpoints):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--checkpoints", default="50,100")
     ap.add_argument("--only", default="")
@@ -100,7 +101,7 @@ def main():
         if a.only and name not in a.only.split(","):
             continue
         regrets, secs = [], []
-        for seed in range(a.seeds):
+        for seed in range(a.first_seed, a.first_seed + a.seeds):
             r, s = run(name, seed, a.trials, checkpoints)
             regrets.append(r)
             secs.append(s)

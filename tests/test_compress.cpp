@@ -9,9 +9,11 @@
 #include "dsforge/compress/quantize.h"
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/core/text.h"
 #include "dsforge/deploy/export.h"
 #include "dsforge/model/deepseek.h"
 #include "dsforge/model/io.h"
+#include "dsforge/tokenizer/bpe.h"
 #include "test_util.h"
 #include "tiny_model.h"
 
@@ -120,6 +122,83 @@ TEST(Quantize, W8a8DecodeUsesTheInt8RowsWithPerTokenActivations) {
   // touched, the step equals the float32 one exactly.
   for (auto& p : m->parameters()) p.mul_(1.0);
   EXPECT_TRUE(at::equal(run(true), f));
+}
+
+TEST(Quantize, W8a8CalibrationGivesEachLinearTheLargestInputItSaw) {
+  TempDir dir;
+  const std::vector<std::string> docs{"the cat sat on the mat", "a dog ran in the park", "the bird sang in the tree"};
+  const std::string model_dir = save_tiny_model(dir.path, docs, "nano");
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += docs[static_cast<size_t>(i) % 3] + "\n";
+  write_file_atomic(dir.path + "/calib.txt", text);
+  compress::QuantizeOptions o;
+  o.scheme = "w8a8";
+  o.calib_path = dir.path + "/calib.txt";
+  const auto r = compress::quantize_model(model_dir, dir.path + "/cal", o);
+  EXPECT_GT(r.calib_tokens, 20);
+  EXPECT_NEAR(r.calib_loss_w8a8, r.calib_loss_f32, 0.02 * r.calib_loss_f32);
+
+  // Every quantised linear the decode step multiplies got a scale: those of the main layers but the
+  // absorbed kv_b (MTP modules do not run in decode; the head is not quantised without --include-embeddings).
+  const auto st = load_safetensors(dir.path + "/cal/model.safetensors").tensors;
+  const int64_t layers = model::load_pretrained(model_dir)->config().num_hidden_layers;
+  int64_t expected = 0, scales = 0;
+  for (const auto& [name, t] : st) {
+    scales += ends_with(name, "_input_scale");
+    if (t.scalar_type() != at::kChar || name.find("kv_b_proj") != std::string::npos) continue;
+    for (int64_t l = 0; l < layers; ++l) expected += name.rfind("model.layers." + std::to_string(l) + ".", 0) == 0;
+  }
+  EXPECT_GT(expected, 10);
+  EXPECT_EQ(r.calibrated_linears, expected);
+  EXPECT_EQ(scales, expected);
+
+  // The first layer's q_a_proj reads RMSNorm(embedding) of each token, whatever the attention does: its
+  // scale is the largest |x| of that over the calibration tokens, / 127, computed here through the modules.
+  model::CausalLm f = model::load_pretrained(model_dir);
+  auto* ds = dynamic_cast<model::DeepseekV3Impl*>(f.get());
+  const auto tok = tok::BpeTokenizer::load(model_dir + "/tokenizer.json");
+  std::vector<int64_t> ids{tok.eot_id()};
+  for (int32_t id : tok.encode(text, false)) ids.push_back(id);
+  at::NoGradGuard g;
+  const at::Tensor x = ds->model->main_layers[0]->input_layernorm->forward(
+      ds->model->embed_tokens->forward(at::tensor(ids, at::kLong)));
+  EXPECT_NEAR(st.at("model.layers.0.self_attn.q_a_proj.weight_input_scale").item<float>(),
+              x.abs().max().item<float>() / 127, 1e-6);
+  EXPECT_EQ(st.count("model.layers.1.self_attn.kv_b_proj.weight_input_scale"), 0u);  // read per head, float32
+
+  // Loaded, each linear carries its static scale and decode uses it: on calibration-like text the logits
+  // stay near float32's, and they are not those of dynamic per-token scales.
+  model::CausalLm m = model::load_pretrained(dir.path + "/cal");
+  auto* dm = dynamic_cast<model::DeepseekV3Impl*>(m.get());
+  const auto params = model::model_state(*m);
+  EXPECT_FLOAT_EQ(dm->int8_linears.at(params.at("model.layers.0.self_attn.q_a_proj.weight").data_ptr()).input_scale,
+                  st.at("model.layers.0.self_attn.q_a_proj.weight_input_scale").item<float>());
+  m->eval();
+  const at::Tensor prompt = at::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + 12), at::kLong).unsqueeze(0);
+  auto run = [&]() {
+    model::KvCache cache = dm->make_cache(1, 16);
+    return dm->forward_cached(prompt, cache);
+  };
+  const at::Tensor static_logits = run();
+  for (auto& [p, l] : dm->int8_linears) l.input_scale = 0;
+  const at::Tensor dynamic_logits = run();
+  std::unordered_map<const void*, model::DeepseekV3Impl::Int8Linear> none;
+  none.swap(dm->int8_linears);
+  const at::Tensor float_logits = run();
+  EXPECT_FALSE(at::equal(static_logits, dynamic_logits));
+  // (A random tiny model's logits are small, so 8-bit rounding shows: the bound is on the same scale as
+  // dynamic scales' error, and per-tensor scales may cost a little more than per-token ones, not much.)
+  auto rel = [](const at::Tensor& a, const at::Tensor& b) { return ((a - b).norm() / b.norm()).item<float>(); };
+  EXPECT_LT(rel(static_logits, float_logits), 0.15f);
+  EXPECT_LT(rel(static_logits, float_logits), 1.5f * rel(dynamic_logits, float_logits));
+
+  compress::QuantizeOptions bad;
+  bad.calib_path = dir.path + "/calib.txt";  // int8-weight has no activation scales
+  EXPECT_THROW_MSG(compress::quantize_model(model_dir, dir.path + "/bad", bad), ConfigError, "needs --scheme w8a8");
+  bad.scheme = "w8a8";
+  bad.calib_path = dir.path + "/missing.txt";
+  EXPECT_THROW_MSG(compress::quantize_model(model_dir, dir.path + "/bad", bad), ConfigError, "missing.txt");
+  EXPECT_FALSE(file_exists(dir.path + "/bad"));
 }
 
 }  // namespace

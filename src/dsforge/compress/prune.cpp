@@ -11,6 +11,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "dsforge/compress/calibration.h"
 #include "dsforge/compress/recovery.h"
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
@@ -91,16 +92,7 @@ void check_amount(double amount) {
 
 // The calibration rows: the text after an end-of-text token, cut into rows of seq_len + 1 + D tokens.
 at::Tensor calibration_rows(const std::string& model_dir, const model::ModelConfig& c, const PruneOptions& o) {
-  if (o.calib_path.empty())
-    throw ConfigError("prune --method experts: needs --calib FILE (text the router statistics are measured on)");
-  if (!file_exists(o.calib_path)) throw ConfigError(fmt("--calib ", o.calib_path, ": file does not exist"));
-  const auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
-  std::vector<int32_t> ids;
-  if (tok.eot_id() >= 0) ids.push_back(tok.eot_id());
-  const std::string text = read_file(o.calib_path);
-  const auto enc = tok.encode(text, false);
-  ids.insert(ids.end(), enc.begin(), enc.end());
-  if (o.calib_tokens > 0 && static_cast<int64_t>(ids.size()) > o.calib_tokens) ids.resize(static_cast<size_t>(o.calib_tokens));
+  const std::vector<int64_t> ids = calibration_ids(model_dir, o.calib_path, o.calib_tokens, "prune --method experts");
   int64_t seq = o.calib_seq_len > 0 ? o.calib_seq_len : model::load_training_info(model_dir).seq_len;
   if (seq <= 0) seq = 128;
   seq = std::min(seq, c.max_position_embeddings - model::mtp_depth(c));

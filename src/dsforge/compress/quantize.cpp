@@ -3,10 +3,15 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <map>
+#include <unordered_map>
 #include <nlohmann/json.hpp>
 
+#include "dsforge/compress/calibration.h"
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/model/deepseek.h"
+#include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
 
 namespace dsforge::compress {
@@ -43,6 +48,8 @@ bool quantizable(const std::string& name, const at::Tensor& t, bool include_embe
 QuantizeReport quantize_model(const std::string& model_dir, const std::string& out_dir, const QuantizeOptions& opts) {
   if (opts.scheme != "int8-weight" && opts.scheme != "w8a8")
     throw ConfigError(fmt("quantize: scheme '", opts.scheme, "' is unknown (known: int8-weight, w8a8)"));
+  if (!opts.calib_path.empty() && opts.scheme != "w8a8")
+    throw ConfigError("quantize: --calib gives activation scales, so it needs --scheme w8a8");
   const std::string cfg_path = path_join(model_dir, "config.json");
   if (!file_exists(cfg_path)) throw ConfigError(fmt(model_dir, ": no config.json (not a model folder)"));
   auto config = nlohmann::ordered_json::parse(read_file(cfg_path));
@@ -53,6 +60,24 @@ QuantizeReport quantize_model(const std::string& model_dir, const std::string& o
 
   model::CausalLm m = model::load_pretrained(model_dir);
   QuantizeReport r;
+  // Static activation scales: the largest |x| each linear's input takes over the calibration tokens.
+  std::map<std::string, float> absmax;
+  std::vector<int64_t> calib;
+  const int64_t window = std::min<int64_t>(256, m->config().max_position_embeddings - 1);
+  if (!opts.calib_path.empty()) {
+    auto* ds = dynamic_cast<model::DeepseekV3Impl*>(m.get());
+    if (!ds) throw ConfigError(fmt("quantize --calib: ", model_dir, " is not a DeepSeek-V3 model (w8a8 decode is)"));
+    calib = calibration_ids(model_dir, opts.calib_path, opts.calib_tokens, "quantize --calib");
+    if (calib.size() < 2) throw DataError(fmt("--calib ", opts.calib_path, ": no text to calibrate on"));
+    std::unordered_map<const void*, float> by_weight;
+    ds->record_input_absmax = &by_weight;
+    const auto [nats, n] = model::decode_path_nll(m, calib, window);
+    ds->record_input_absmax = nullptr;
+    r.calib_tokens = n;
+    r.calib_loss_f32 = nats / static_cast<double>(n);
+    for (const auto& item : m->named_parameters())
+      if (auto it = by_weight.find(item.value().data_ptr()); it != by_weight.end()) absmax[item.key()] = it->second;
+  }
   TensorMap out;
   for (const auto& [name, t] : model::model_state(*m)) {
     r.bytes_before += static_cast<uint64_t>(t.numel() * t.element_size());
@@ -69,6 +94,10 @@ QuantizeReport quantize_model(const std::string& model_dir, const std::string& o
     r.bytes_after += static_cast<uint64_t>(q.numel() + scale.numel() * 4);
     out[name] = q;
     out[name + "_scale"] = scale;
+    if (auto it = absmax.find(name); it != absmax.end() && it->second > 0) {
+      out[name + "_input_scale"] = at::full({1}, it->second / 127.0f, at::kFloat);
+      ++r.calibrated_linears;
+    }
   }
   config["quantization_config"] = {{"quant_method", "dsforge"},
                                    {"scheme", opts.scheme},
@@ -77,7 +106,11 @@ QuantizeReport quantize_model(const std::string& model_dir, const std::string& o
                                    {"symmetric", true},
                                    {"embeddings", opts.include_embeddings}};
   if (opts.scheme == "w8a8")  // the weights are the same; the decode step quantises each token's activations too
-    config["quantization_config"]["activations"] = "int8, dynamic, per token (symmetric, max |x| / 127)";
+    config["quantization_config"]["activations"] =
+        opts.calib_path.empty()
+            ? "int8, dynamic, per token (symmetric, max |x| / 127)"
+            : fmt("int8, static per linear (<name>_input_scale: max |x| / 127 over ", r.calib_tokens, " tokens of ",
+                  opts.calib_path, "), values beyond clipped");
 
   const std::string stage = out_dir + ".partial";
   remove_all(stage);
@@ -86,6 +119,10 @@ QuantizeReport quantize_model(const std::string& model_dir, const std::string& o
   save_safetensors(path_join(stage, "model.safetensors"), out, {{"format", "pt"}, {"dsforge.quantization", opts.scheme}});
   model::copy_companion_files(model_dir, stage);
   publish_dir(stage, out_dir, "quantised model");
+  if (!calib.empty()) {
+    const auto [nats, n] = model::decode_path_nll(model::load_pretrained(out_dir), calib, window);
+    r.calib_loss_w8a8 = nats / static_cast<double>(n);
+  }
   return r;
 }
 

@@ -24,12 +24,20 @@ namespace dsforge::compress {
 struct QuantizeOptions {
   std::string scheme = "int8-weight";  // or "w8a8"
   bool include_embeddings = false;
+  // w8a8 only: calibration text for static activation scales (one per linear: max |x| of its input over
+  // the text's tokens through the decode path, / 127), stored as "<name>_input_scale"; "" = dynamic.
+  std::string calib_path;
+  int64_t calib_tokens = 4096;
 };
 
 struct QuantizeReport {
   int64_t tensors_quantized = 0, parameters_quantized = 0;
   uint64_t bytes_before = 0, bytes_after = 0;  // model weights on disk
   double max_relative_error = 0;                // over quantised tensors: max |w - dq(w)| / max |w|
+  // --calib: the calibration error, the mean next-token loss (nats) on the calibration tokens through the
+  // decode path, float32 against the written w8a8 folder with its static scales.
+  int64_t calib_tokens = 0, calibrated_linears = 0;
+  double calib_loss_f32 = 0, calib_loss_w8a8 = 0;
 };
 
 // Per-row symmetric int8 of a 2-D float tensor: {q [R, C] int8, scale [R] float32}; an all-zero row

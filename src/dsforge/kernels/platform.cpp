@@ -12,6 +12,7 @@
 #endif
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -258,7 +259,7 @@ void int8_row_sums(const int8_t* w, int64_t N, int64_t K, int32_t* sums) {
 }
 
 void linear_w8a8(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const int8_t* w, const float* w_scale,
-                 const int32_t* w_sum, float* y, int64_t ldy, bool accumulate) {
+                 const int32_t* w_sum, float* y, int64_t ldy, bool accumulate, float static_scale) {
   thread_local std::vector<uint8_t> q;
   thread_local std::vector<int32_t> acc;
   thread_local std::vector<float> sx;
@@ -266,7 +267,18 @@ void linear_w8a8(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, c
   acc.resize(static_cast<size_t>(M * N));
   sx.resize(static_cast<size_t>(M));
   const VectorLoops& vl = vector_loops();
-  vl.quantize_rows_u8(x, ldx, M, K, q.data(), K, sx.data());
+  if (static_scale > 0) {
+    const float inv = 1.0f / static_scale;
+    for (int64_t m = 0; m < M; ++m) {
+      sx[m] = static_scale;
+      for (int64_t k = 0; k < K; ++k) {
+        const float v = std::nearbyint(x[m * ldx + k] * inv);
+        q[m * K + k] = static_cast<uint8_t>(static_cast<int32_t>(v < -127.0f ? -127.0f : v > 127.0f ? 127.0f : v) + 128);
+      }
+    }
+  } else {
+    vl.quantize_rows_u8(x, ldx, M, K, q.data(), K, sx.data());
+  }
   gemm_u8s8(M, N, K, q.data(), K, w, K, acc.data(), N);
   for (int64_t m = 0; m < M; ++m) {
     const int32_t* a = acc.data() + m * N;

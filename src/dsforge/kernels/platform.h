@@ -35,9 +35,10 @@ void int8_row_sums(const int8_t* w, int64_t N, int64_t K, int32_t* sums);
 // A w8a8 linear layer over a few rows (single-threaded): each row of x [M, K] quantised to int8 with its
 // own scale sx = max|x| / 127, W [N, K] int8 with per-row scales, products in int32:
 //   y[m, n] = sx[m] w_scale[n] (sum_k (qx[m, k] + 128) W[n, k] - 128 w_sum[n]) = sx[m] w_scale[n] sum_k qx W,
-// added to y instead when `accumulate`.
+// added to y instead when `accumulate`. `static_scale` > 0: every row uses that activation scale
+// (calibrated), values beyond +-127 steps clipped.
 void linear_w8a8(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, const int8_t* w, const float* w_scale,
-                 const int32_t* w_sum, float* y, int64_t ldy, bool accumulate = false);
+                 const int32_t* w_sum, float* y, int64_t ldy, bool accumulate = false, float static_scale = 0.0f);
 
 // Called first in every parallel task that runs GEMMs: the task's BLAS calls then run single-threaded.
 void blas_single_threaded_in_this_task();

@@ -97,10 +97,19 @@ bool gather(DecoderLayerImpl& layer, LayerWeights& w, const Int8Map& i8) {
 }
 
 // y[B, out] = x[B, in] W^T (+ y when accumulate).
+// The calibration recorder of the step being run (DeepseekV3Impl::record_input_absmax), or null.
+thread_local std::unordered_map<const void*, float>* t_absmax = nullptr;
+
 void linear(const float* x, const Mat& W, float* y, int64_t B, bool accumulate = false) {
+  if (t_absmax) {
+    float m = 0;
+    for (int64_t i = 0; i < B * W.in; ++i) m = std::max(m, std::abs(x[i]));
+    float& slot = (*t_absmax)[W.w];
+    slot = std::max(slot, m);
+  }
   if (W.i8) {
     kernels::linear_w8a8(B, W.out, W.in, x, W.in, W.i8->q.data_ptr<int8_t>(), W.i8->scale.data_ptr<float>(),
-                         W.i8->sums.data(), y, W.out, accumulate);
+                         W.i8->sums.data(), y, W.out, accumulate, W.i8->input_scale);
     return;
   }
   gemm_rm(false, true, B, W.out, W.in, x, W.in, W.w, W.in, accumulate ? 1.0f : 0.0f, y, W.out);
@@ -202,6 +211,10 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
   for (int64_t l = 0; l < L; ++l)
     if (!gather(*model->main_layers[static_cast<size_t>(l)], W[static_cast<size_t>(l)], int8_linears)) return {};
   if (T > cache.max_len) throw Error(fmt("model: KV cache holds ", cache.max_len, " positions; ", T, " requested"));
+  struct Recorder {  // the step's linears report to record_input_absmax while it runs
+    explicit Recorder(std::unordered_map<const void*, float>* r) { t_absmax = r; }
+    ~Recorder() { t_absmax = nullptr; }
+  } recorder(record_input_absmax);
   if (T > c_.max_position_embeddings)
     throw Error(fmt("model: position ", T, " exceeds max_position_embeddings ", c_.max_position_embeddings));
 

@@ -123,8 +123,12 @@ class DeepseekV3Impl : public CausalLmImpl {
     at::Tensor q, scale;        // [out, in] int8, [out] float32
     std::vector<int32_t> sums;  // per row: sum of q (the kernel's unsigned-activation correction)
     int64_t version = 0;        // the float32 weight's version when attached
+    float input_scale = 0;      // calibrated activation scale (`--calib`); 0 = per token, dynamic
   };
   std::unordered_map<const void*, Int8Linear> int8_linears;
+  // While set, decode_step_fused records max |x| of the input of every linear it runs, keyed by the
+  // float32 weight (what `dsforge quantize --calib` turns into static activation scales).
+  std::unordered_map<const void*, float>* record_input_absmax = nullptr;
 
  private:
   ModelConfig c_;

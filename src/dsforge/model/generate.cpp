@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "dsforge/core/error.h"
+#include "dsforge/model/deepseek.h"
 
 namespace dsforge::model {
 
@@ -234,6 +235,31 @@ BeamResult beam_search(CausalLm m, const std::vector<int64_t>& prompt, const Bea
   for (const auto& f : finished)
     if (!best || normalised(f.log_prob, f.tokens.size()) > normalised(best->log_prob, best->tokens.size())) best = &f;
   return best ? BeamResult{best->tokens, best->log_prob} : BeamResult{};
+}
+
+std::pair<double, int64_t> decode_path_nll(CausalLm m, const std::vector<int64_t>& ids, int64_t window) {
+  auto* ds = dynamic_cast<DeepseekV3Impl*>(m.get());
+  if (!ds) throw Error("decode_path_nll: a DeepSeek-V3 model is needed");
+  at::NoGradGuard no_grad;
+  const bool was_training = m->is_training();
+  m->eval();
+  double nats = 0;
+  int64_t targets = 0;
+  for (size_t start = 0; start + 1 < ids.size(); start += static_cast<size_t>(window)) {
+    const int64_t n = std::min<int64_t>(window + 1, static_cast<int64_t>(ids.size() - start));
+    KvCache cache = ds->make_cache(1, window + 1);
+    for (int64_t c = 0; c + 1 < n; c += DeepseekV3Impl::kFusedMaxTokens) {
+      const int64_t len = std::min<int64_t>(DeepseekV3Impl::kFusedMaxTokens, n - 1 - c);
+      const auto at_ = ids.begin() + static_cast<int64_t>(start) + c;
+      const at::Tensor in = at::tensor(std::vector<int64_t>(at_, at_ + len), at::kLong).unsqueeze(0);
+      const at::Tensor target = at::tensor(std::vector<int64_t>(at_ + 1, at_ + 1 + len), at::kLong);
+      const at::Tensor logits = ds->forward_cached(in, cache)[0].to(at::kFloat);
+      nats += at::cross_entropy_loss(logits, target, {}, at::Reduction::Sum).item<double>();
+      targets += len;
+    }
+  }
+  if (was_training) m->train();
+  return {nats, targets};
 }
 
 }  // namespace dsforge::model

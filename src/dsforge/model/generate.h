@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -31,6 +32,12 @@ struct SampleOptions {
 
 // Picks the next token from logits [V] (float) given the tokens so far; `u` is a uniform draw in [0, 1).
 int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, const SampleOptions& opts, double u);
+
+// The summed next-token negative log-likelihood (nats) of `ids` scored through the decode path: windows
+// of `window` tokens (each from an empty cache), fed to forward_cached in chunks of up to 64 tokens: the
+// arithmetic generate runs (the fused step; int8 x int8 for w8a8 folders). Returns {nats, targets}.
+// DeepSeek-V3 models only (Error otherwise).
+std::pair<double, int64_t> decode_path_nll(CausalLm m, const std::vector<int64_t>& ids, int64_t window);
 
 std::vector<std::vector<int64_t>> generate(CausalLm m, const std::vector<std::vector<int64_t>>& prompts,
                                            const SampleOptions& opts,

@@ -7,6 +7,7 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/core/text.h"
 #include "dsforge/kernels/platform.h"
 #include "dsforge/model/deepseek.h"
 
@@ -121,7 +122,13 @@ CausalLm load_pretrained(const std::string& dir) {
   const nlohmann::json qc = nlohmann::json::parse(read_file(cfg_path)).value("quantization_config", nlohmann::json::object());
   const bool w8a8 = qc.value("scheme", "") == "w8a8";
   std::map<std::string, std::pair<at::Tensor, at::Tensor>> int8_rows;  // name -> (q, scale)
+  std::map<std::string, float> input_scales;                           // name -> calibrated activation scale
   for (auto it = weights.tensors.begin(); it != weights.tensors.end();) {
+    if (ends_with(it->first, ".weight_input_scale")) {
+      input_scales[it->first.substr(0, it->first.size() - 12)] = it->second.to(at::kFloat).view({-1})[0].item<float>();
+      it = weights.tensors.erase(it);
+      continue;
+    }
     auto q = weights.tensors.find(it->first.substr(0, it->first.size() - 6));
     if (it->first.size() > 6 && it->first.compare(it->first.size() - 6, 6, "_scale") == 0 && q != weights.tensors.end() &&
         q->second.scalar_type() == at::kChar) {
@@ -140,7 +147,8 @@ CausalLm load_pretrained(const std::string& dir) {
     for (const auto& item : ds->named_parameters()) {
       auto it = int8_rows.find(item.key());
       if (it == int8_rows.end()) continue;
-      DeepseekV3Impl::Int8Linear l{it->second.first, it->second.second, {}, static_cast<int64_t>(item.value()._version())};
+      DeepseekV3Impl::Int8Linear l{it->second.first, it->second.second, {}, static_cast<int64_t>(item.value()._version()),
+                                   input_scales.count(item.key()) ? input_scales.at(item.key()) : 0.0f};
       l.sums.resize(static_cast<size_t>(l.q.size(0)));
       kernels::int8_row_sums(l.q.data_ptr<int8_t>(), l.q.size(0), l.q.size(1), l.sums.data());
       ds->int8_linears[item.value().data_ptr()] = std::move(l);
