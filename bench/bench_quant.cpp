@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "bench_models.h"
 #include "bench_util.h"
 #include "dsforge/compress/quantize.h"
 #include "dsforge/core/io.h"
@@ -38,34 +39,6 @@ using namespace dsforge;
 using namespace dsforge::bench;
 
 namespace {
-
-std::string node_modules() {
-  if (const char* env = std::getenv("DSFORGE_NODE_MODULES")) return env;
-  return (std::filesystem::path(DSFORGE_CLI).parent_path() / "node" / "node_modules").string();
-}
-
-std::string corpus() {
-  const std::string p = std::string(DSFORGE_SOURCE_DIR) + "/../shared/data/tinystories/train_first1000.txt";
-  if (file_exists(p)) return read_file(p);
-  std::string t;
-  for (int i = 0; i < 4000; ++i) t += "Once upon a time there was a little cat who liked to play in the park with a red ball. ";
-  return t;
-}
-
-// A model folder of `preset` with random weights and a BPE tokenizer of (up to) its vocabulary size.
-std::string make_model(const std::string& dir, const std::string& preset) {
-  model::ModelConfig mc = model::model_config_from_preset(preset);
-  tok::BpeTokenizer::TrainOptions to;
-  to.vocab_size = mc.vocab_size;
-  const auto tok = tok::BpeTokenizer::train({corpus()}, to);
-  mc.vocab_size = tok.vocab_size();
-  model::CausalLm m = model::build_model(mc);
-  m->init_weights(0.02, 1);
-  const std::string out = dir + "/" + preset;
-  model::save_pretrained(out, *m);
-  tok.save(out + "/tokenizer.json");
-  return out;
-}
 
 // The variants of `f32_dir`: {name, folder}. "+head": the embedding and the output head quantised too
 // (--include-embeddings): at batch 1 the head is a large share of the bytes a step reads.
@@ -150,14 +123,13 @@ int main(int argc, char** argv) {
   const std::string dir = (std::filesystem::temp_directory_path() / ("dsforge-bench-quant-" + std::to_string(::getpid()))).string();
   make_dirs(dir);
   nlohmann::json rows = nlohmann::json::array();
-  const bool llama = !skip_llama && std::system("node --version >/dev/null 2>&1") == 0 &&
-                     file_exists(node_modules() + "/node-llama-cpp/package.json");
+  const bool llama = !skip_llama && llama_available();
 
   std::printf("== speed, random weights, %d thread(s), int8 kernel: see `dsforge doctor`\n", threads);
   std::printf("| model | variant | model.safetensors MB | peak RSS MB | prefill tok/s | decode tok/s b1 | decode tok/s b16 | "
               "b1 vs f32 |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
   for (const char* preset : {"micro", "mini"}) {
-    const std::string f32 = make_model(dir, preset);
+    const std::string f32 = make_random_model(dir, preset);
     double f32_b1 = 0, w8a8_b1 = 0;
     std::string w8a8_dir;
     for (const auto& [name, folder] : variants(f32)) {
@@ -197,20 +169,14 @@ int main(int argc, char** argv) {
       std::vector<int64_t> prompt;
       model::CausalLm m = model::load_pretrained(w8a8_dir);
       for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (m->config().vocab_size - 1));
-      nlohmann::json req = {{"n_vocab", m->config().vocab_size}, {"decode_speed", {{"prompt", prompt}, {"n", 128}}}};
-      write_file_atomic(dir + "/req.json", req.dump());
-      const std::string cmd = "DSFORGE_NODE_MODULES='" + node_modules() + "' DSFORGE_LLAMA_THREADS=" + std::to_string(threads) +
-                              " node " + DSFORGE_SOURCE_DIR + "/tests/llama/probe.mjs '" + dir + "/q8.gguf' '" + dir +
-                              "/req.json' > '" + dir + "/out.json' 2>'" + dir + "/err.txt'";
-      if (std::system(cmd.c_str()) == 0) {
-        const auto r = nlohmann::json::parse(read_file(dir + "/out.json"));
-        const double theirs = r["decode_tokens_per_s"].get<double>();
+      const LlamaDecode r = llama_decode(dir + "/q8.gguf", m->config().vocab_size, prompt, 128, threads, dir);
+      if (r.ok) {
         std::printf("| %s | llama.cpp q8_0 | %.1f | %.0f | | %.0f | | dsforge w8a8+head / llama.cpp q8_0: %.2fx |\n", preset,
-                    file_mb(dir + "/q8.gguf"), r["peak_rss_mb"].get<double>(), theirs, w8a8_b1 / theirs);
+                    file_mb(dir + "/q8.gguf"), r.peak_rss_mb, r.tokens_per_s, w8a8_b1 / r.tokens_per_s);
         rows.push_back({{"model", preset}, {"variant", "llama.cpp q8_0"}, {"size_mb", file_mb(dir + "/q8.gguf")},
-                        {"peak_rss_mb", r["peak_rss_mb"]}, {"decode_b1_tok_s", theirs}});
+                        {"peak_rss_mb", r.peak_rss_mb}, {"decode_b1_tok_s", r.tokens_per_s}});
       } else {
-        std::printf("llama.cpp failed: %s\n", read_file(dir + "/err.txt").c_str());
+        std::printf("llama.cpp failed: %s\n", r.error.c_str());
       }
       std::fflush(stdout);
     }

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "bench_models.h"
 #include "bench_util.h"
 #include "dsforge/core/io.h"
 #include "dsforge/deploy/export.h"
@@ -38,34 +39,6 @@ using namespace dsforge::bench;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string node_modules() {
-  if (const char* env = std::getenv("DSFORGE_NODE_MODULES")) return env;
-  return (std::filesystem::path(DSFORGE_CLI).parent_path() / "node" / "node_modules").string();
-}
-
-std::string corpus() {
-  const std::string p = std::string(DSFORGE_SOURCE_DIR) + "/../shared/data/tinystories/train_first1000.txt";
-  if (file_exists(p)) return read_file(p);
-  std::string t;
-  for (int i = 0; i < 4000; ++i) t += "Once upon a time there was a little cat who liked to play in the park with a red ball. ";
-  return t;
-}
-
-// A model folder of `preset` with random weights and a BPE tokenizer of (up to) its vocabulary size.
-std::string make_model(const std::string& dir, const std::string& preset) {
-  model::ModelConfig mc = model::model_config_from_preset(preset);
-  tok::BpeTokenizer::TrainOptions to;
-  to.vocab_size = mc.vocab_size;
-  const auto tok = tok::BpeTokenizer::train({corpus()}, to);
-  mc.vocab_size = tok.vocab_size();
-  model::CausalLm m = model::build_model(mc);
-  m->init_weights(0.02, 1);
-  const std::string out = dir + "/" + preset;
-  model::save_pretrained(out, *m);
-  tok.save(out + "/tokenizer.json");
-  return out;
-}
 
 double percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
@@ -136,14 +109,13 @@ int main(int argc, char** argv) {
   at::set_num_threads(threads);
   const std::string dir = (std::filesystem::temp_directory_path() / ("dsforge-bench-serve-" + std::to_string(::getpid()))).string();
   make_dirs(dir);
-  const bool llama = !skip_llama && std::system("node --version >/dev/null 2>&1") == 0 &&
-                     file_exists(node_modules() + "/node-llama-cpp/package.json");
+  const bool llama = !skip_llama && llama_available();
   std::printf("== decode, batch 1, f32, 16-token prompt, 128 new tokens, %d thread(s)%s\n", threads,
               llama ? "" : " (llama.cpp not installed: dsforge only)");
   std::printf("| model | dsforge tok/s | peak RSS MB | llama.cpp tok/s | peak RSS MB | dsforge / llama.cpp |\n|---|---:|---:|---:|---:|---:|\n");
   std::string micro_dir;
   for (const char* preset : {"nano", "micro", "mini"}) {
-    const std::string md = make_model(dir, preset);
+    const std::string md = make_random_model(dir, preset);
     if (std::string(preset) == "micro") micro_dir = md;
     model::CausalLm m = model::load_pretrained(md);
     std::vector<int64_t> prompt;
@@ -158,18 +130,9 @@ int main(int argc, char** argv) {
     double theirs = 0, theirs_mb = 0;
     if (llama) {
       deploy::export_gguf(md, md + ".gguf", deploy::GgmlType::F32);
-      nlohmann::json req = {{"n_vocab", m->config().vocab_size}, {"decode_speed", {{"prompt", prompt}, {"n", 128}}}};
-      write_file_atomic(dir + "/req.json", req.dump());
-      const std::string cmd = "DSFORGE_NODE_MODULES='" + node_modules() + "' DSFORGE_LLAMA_THREADS=" + std::to_string(threads) +
-                              " node " + DSFORGE_SOURCE_DIR + "/tests/llama/probe.mjs '" + md + ".gguf' '" + dir + "/req.json' > '" + dir +
-                              "/out.json' 2>'" + dir + "/err.txt'";
-      if (std::system(cmd.c_str()) == 0) {
-        const auto r = nlohmann::json::parse(read_file(dir + "/out.json"));
-        theirs = r["decode_tokens_per_s"].get<double>();
-        theirs_mb = r["peak_rss_mb"].get<double>();
-      } else {
-        std::printf("llama.cpp failed: %s\n", read_file(dir + "/err.txt").c_str());
-      }
+      const LlamaDecode r = llama_decode(md + ".gguf", m->config().vocab_size, prompt, 128, threads, dir);
+      if (r.ok) theirs = r.tokens_per_s, theirs_mb = r.peak_rss_mb;
+      else std::printf("llama.cpp failed: %s\n", r.error.c_str());
     }
     std::printf("| %s | %.0f | %.0f | %.0f | %.0f | %.2fx |\n", preset, ours, ours_mb, theirs, theirs_mb, theirs > 0 ? ours / theirs : 0.0);
     std::fflush(stdout);
