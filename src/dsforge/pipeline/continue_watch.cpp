@@ -276,13 +276,14 @@ int watch_continue(const WatchOptions& opts) {
     round["strategy"] = r.strategy;
     round["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-    // The newest model for readers (serve, eval): a copy swapped in whole.
+    // Recorded first (a stop after this point never trains the round again), then the newest model for
+    // readers (serve, eval): a copy swapped in whole.
+    ledger.finish(round);
     const std::string stage = path_join(run_dir, "model.next");
     remove_all(stage);
     fs::copy(path_join(folder, "model"), stage, fs::copy_options::recursive);
     replace_dir(stage, path_join(run_dir, "model"), "newest round's model");
     remove_all(path_join(folder, "checkpoints"));  // only a stopped round needs them
-    ledger.finish(round);
     if (n > opts.keep_rounds) remove_all(path_join(run_dir, round_folder(n - opts.keep_rounds)));
     log_info("continue --watch: round ", n, " done (", r.strategy, ", steps ", r.start_step, "..", r.final_step,
              ", last loss ", r.last_loss, "); newest model in ", path_join(run_dir, "model"));
