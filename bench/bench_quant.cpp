@@ -12,12 +12,13 @@
 //   dsforge pipeline --config configs/run/continual_base.toml     # nano on TinyStories (9 s): the quality model
 //   ./build/bench_quant [--threads 1] [--skip-llama] [--model runs/continual-base/model] [--text held_out.txt]
 //
-// The rows are also written as JSON (--json FILE).
+// The rows are also written as JSON (--json FILE) and as an HTML page with bar charts (--html FILE).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,11 +29,13 @@
 #include "bench_models.h"
 #include "bench_util.h"
 #include "dsforge/compress/quantize.h"
+#include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/deploy/export.h"
 #include "dsforge/model/deepseek.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
+#include "dsforge/report/html_report.h"
 #include "dsforge/tokenizer/bpe.h"
 
 using namespace dsforge;
@@ -78,6 +81,18 @@ double median3(F&& f) {
   return t[1];
 }
 
+// printf that also keeps the text (the HTML page repeats the tables).
+std::string g_printed;
+__attribute__((format(printf, 1, 2))) void say(const char* f, ...) {
+  char buf[4096];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  std::fputs(buf, stdout);
+  g_printed += buf;
+}
+
 double file_mb(const std::string& p) { return static_cast<double>(std::filesystem::file_size(p)) / 1e6; }
 
 // Bits per byte of `text` through the decode path: windows of `window` tokens, each fed in chunks of
@@ -111,13 +126,14 @@ int main(int argc, char** argv) {
   bool skip_llama = false;
   std::string quality_model = std::string(DSFORGE_SOURCE_DIR) + "/runs/continual-base/model";
   std::string text_path = std::string(DSFORGE_SOURCE_DIR) + "/../shared/data/tinystories/validation_slice.txt";
-  std::string json_out;
+  std::string json_out, html_out;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--skip-llama")) skip_llama = true;
     else if (!std::strcmp(argv[i], "--model") && i + 1 < argc) quality_model = argv[++i];
     else if (!std::strcmp(argv[i], "--text") && i + 1 < argc) text_path = argv[++i];
     else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_out = argv[++i];
+    else if (!std::strcmp(argv[i], "--html") && i + 1 < argc) html_out = argv[++i];
   }
   at::set_num_threads(threads);
   const std::string dir = (std::filesystem::temp_directory_path() / ("dsforge-bench-quant-" + std::to_string(::getpid()))).string();
@@ -125,8 +141,8 @@ int main(int argc, char** argv) {
   nlohmann::json rows = nlohmann::json::array();
   const bool llama = !skip_llama && llama_available();
 
-  std::printf("== speed, random weights, %d thread(s), int8 kernel: see `dsforge doctor`\n", threads);
-  std::printf("| model | variant | model.safetensors MB | peak RSS MB | prefill tok/s | decode tok/s b1 | decode tok/s b16 | "
+  say("== speed, random weights, %d thread(s), int8 kernel: see `dsforge doctor`\n", threads);
+  say("| model | variant | model.safetensors MB | peak RSS MB | prefill tok/s | decode tok/s b1 | decode tok/s b16 | "
               "b1 vs f32 |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
   for (const char* preset : {"micro", "mini"}) {
     const std::string f32 = make_random_model(dir, preset);
@@ -157,7 +173,7 @@ int main(int argc, char** argv) {
       const double rss = peak_rss_mb(), size = file_mb(folder + "/model.safetensors");
       if (name == "f32") f32_b1 = b1;
       if (name == "w8a8+head") w8a8_b1 = b1, w8a8_dir = folder;
-      std::printf("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.2fx |\n", preset, name.c_str(), size, rss, prefill, b1, b16,
+      say("| %s | %s | %.1f | %.0f | %.0f | %.0f | %.0f | %.2fx |\n", preset, name.c_str(), size, rss, prefill, b1, b16,
                   b1 / f32_b1);
       std::fflush(stdout);
       rows.push_back({{"model", preset}, {"variant", name}, {"size_mb", size}, {"peak_rss_mb", rss}, {"prefill_tok_s", prefill},
@@ -171,12 +187,12 @@ int main(int argc, char** argv) {
       for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (m->config().vocab_size - 1));
       const LlamaDecode r = llama_decode(dir + "/q8.gguf", m->config().vocab_size, prompt, 128, threads, dir);
       if (r.ok) {
-        std::printf("| %s | llama.cpp q8_0 | %.1f | %.0f | | %.0f | | dsforge w8a8+head / llama.cpp q8_0: %.2fx |\n", preset,
+        say("| %s | llama.cpp q8_0 | %.1f | %.0f | | %.0f | | dsforge w8a8+head / llama.cpp q8_0: %.2fx |\n", preset,
                     file_mb(dir + "/q8.gguf"), r.peak_rss_mb, r.tokens_per_s, w8a8_b1 / r.tokens_per_s);
         rows.push_back({{"model", preset}, {"variant", "llama.cpp q8_0"}, {"size_mb", file_mb(dir + "/q8.gguf")},
                         {"peak_rss_mb", r.peak_rss_mb}, {"decode_b1_tok_s", r.tokens_per_s}});
       } else {
-        std::printf("llama.cpp failed: %s\n", r.error.c_str());
+        say("llama.cpp failed: %s\n", r.error.c_str());
       }
       std::fflush(stdout);
     }
@@ -185,9 +201,9 @@ int main(int argc, char** argv) {
   if (file_exists(quality_model + "/config.json") && file_exists(text_path)) {
     std::string text = read_file(text_path);
     if (text.size() > 60000) text = text.substr(0, text.rfind('\n', 60000) + 1);
-    std::printf("\n== quality: %s on the first %zu bytes of %s, scored through the decode path (windows of 256 tokens)\n",
+    say("\n== quality: %s on the first %zu bytes of %s, scored through the decode path (windows of 256 tokens)\n",
                 quality_model.c_str(), text.size(), text_path.c_str());
-    std::printf("| variant | bits per byte | vs f32 |\n|---|---:|---:|\n");
+    say("| variant | bits per byte | vs f32 |\n|---|---:|---:|\n");
     const std::string base = dir + "/quality";
     std::filesystem::copy(quality_model, base, std::filesystem::copy_options::recursive);
     const tok::BpeTokenizer tok = tok::BpeTokenizer::load(base + "/tokenizer.json");
@@ -197,14 +213,35 @@ int main(int argc, char** argv) {
     for (const auto& [name, folder] : variants(base, file_exists(calib) ? calib : "")) {
       const double bpb = decode_bits_per_byte(model::load_pretrained(folder), tok, text, 256);
       if (name == "f32") f32_bpb = bpb;
-      std::printf("| %s | %.5f | %+.3f%% |\n", name.c_str(), bpb, 100 * (bpb / f32_bpb - 1));
+      say("| %s | %.5f | %+.3f%% |\n", name.c_str(), bpb, 100 * (bpb / f32_bpb - 1));
       rows.push_back({{"model", quality_model}, {"variant", name}, {"bits_per_byte", bpb}});
     }
   } else {
-    std::printf("\n(quality skipped: %s or %s missing; `dsforge pipeline --config configs/run/continual_base.toml` makes the model)\n",
+    say("\n(quality skipped: %s or %s missing; `dsforge pipeline --config configs/run/continual_base.toml` makes the model)\n",
                 quality_model.c_str(), text_path.c_str());
   }
   if (!json_out.empty()) write_file_atomic(json_out, rows.dump(2) + "\n");
+  if (!html_out.empty()) {
+    // Per model, decode tokens/s at batch 1 and 16 by variant; the quality model's bits per byte; the tables.
+    std::string body = "<h1>dsforge quantised variants</h1><div class=\"grid2\">";
+    for (const char* preset : {"micro", "mini"})
+      for (const char* key : {"decode_b1_tok_s", "decode_b16_tok_s"}) {
+        std::vector<std::string> labels;
+        std::vector<double> values;
+        for (const auto& r : rows)
+          if (r["model"] == preset && r.contains(key)) labels.push_back(r["variant"]), values.push_back(r[key].get<double>());
+        if (!labels.empty())
+          body += report::svg_bar_chart(fmt(preset, ": decode tokens/s, batch ", std::string(key) == "decode_b1_tok_s" ? 1 : 16),
+                                        labels, values, {}, "tokens per second (one thread)");
+      }
+    std::vector<std::string> labels;
+    std::vector<double> values;
+    for (const auto& r : rows)
+      if (r.contains("bits_per_byte")) labels.push_back(r["variant"]), values.push_back(r["bits_per_byte"].get<double>());
+    if (!labels.empty()) body += report::svg_bar_chart("held-out bits per byte (decode path)", labels, values, {}, "bits per byte");
+    body += "</div><h2>Tables</h2><pre>" + g_printed + "</pre>";
+    write_file_atomic(html_out, report::html_page("dsforge quantised variants", body));
+  }
   std::filesystem::remove_all(dir);
   return 0;
 }

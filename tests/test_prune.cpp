@@ -369,5 +369,49 @@ TEST(CliPrune, ExpertsPrunedFolderIsReadByOtherCommands) {
   EXPECT_FALSE(std::filesystem::exists(out + "2"));
 }
 
+TEST(CliPrune, CurveScoresEveryPointBeforeAndAfterRecovery) {
+  TempDir dir;
+  const TinyRun run = make_tiny_run(dir.path, 4);
+  const std::string out = path_join(dir.path, "curve");
+  const std::string args = fmt("prune --curve --model ", run.model_dir, " --out ", out, " --methods heads,magnitude --amounts 0.25,0.5",
+                               " --text ", run.corpus, " --recover-steps 2 --config ", run.config, " --train.lr=1e-3");
+  CliRun r = run_cli(args, dir.path);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const auto j = nlohmann::json::parse(read_file(path_join(out, "curve.json")));
+  ASSERT_EQ(j["points"].size(), 4u);
+  EXPECT_EQ(j["recover_steps"], 2);
+  // Every figure is `dsforge eval --text` of the folder it names, recomputed here.
+  auto bpb = [&](const std::string& d) {
+    return nlohmann::json::parse(pipeline::eval_text(d, run.corpus, 0, 0, 16, true))["bits_per_byte"].get<double>();
+  };
+  EXPECT_DOUBLE_EQ(j["bits_per_byte"].get<double>(), bpb(run.model_dir));
+  EXPECT_DOUBLE_EQ(j["control_recovered_bits_per_byte"].get<double>(), bpb(path_join(out, "control-rec")));
+  for (const auto& p : j["points"]) {
+    const std::string d = path_join(out, p["method"].get<std::string>() + "-" + fmt(p["amount"].get<double>()));
+    EXPECT_DOUBLE_EQ(p["bits_per_byte"].get<double>(), bpb(d)) << d;
+    EXPECT_DOUBLE_EQ(p["bits_per_byte_recovered"].get<double>(), bpb(d + "-rec")) << d;
+    EXPECT_EQ(nlohmann::json::parse(read_file(path_join(d + "-rec", "dsforge_pruning.json")))["recover_steps"], 2);
+  }
+  // Heads leave the model smaller the more are removed; magnitude pruning keeps every parameter.
+  EXPECT_GT(j["points"][0]["parameters"].get<int64_t>(), j["points"][1]["parameters"].get<int64_t>());
+  EXPECT_EQ(j["points"][2]["parameters"], j["points"][3]["parameters"]);
+  const std::string html = read_file(path_join(out, "curve.html"));
+  size_t charts = 0;
+  for (size_t p = html.find("<svg class=\"chart\""); p != std::string::npos; p = html.find("<svg class=\"chart\"", p + 1)) ++charts;
+  EXPECT_EQ(charts, 2u);  // one per method
+  EXPECT_NE(read_file(path_join(out, "curve.md")).find("| heads | 0.25 |"), std::string::npos);
+  // The same command again reuses every folder and writes the same curve.
+  CliRun again = run_cli(args, dir.path);
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("reusing"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(read_file(path_join(out, "curve.json"))), j);
+  CliRun bad = run_cli(fmt("prune --curve --model ", run.model_dir, " --out ", out, "2 --amounts 1.5 --text ", run.corpus), dir.path);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("(0, 1)"), std::string::npos) << bad.err;
+  CliRun no_method = run_cli(fmt("prune --model ", run.model_dir, " --out ", out, "3"), dir.path);
+  EXPECT_EQ(no_method.code, 2);
+  EXPECT_NE(no_method.err.find("--method and --amount"), std::string::npos) << no_method.err;
+}
+
 }  // namespace
 }  // namespace dsforge
