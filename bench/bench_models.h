@@ -12,8 +12,10 @@
 #include "dsforge/core/io.h"
 #include "dsforge/model/causal_lm.h"
 #include "dsforge/model/config.h"
+#include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
 #include "dsforge/tokenizer/bpe.h"
+#include "bench_util.h"
 
 namespace dsforge::bench {
 
@@ -48,6 +50,37 @@ inline std::string make_random_model(const std::string& dir, const std::string& 
   model::save_pretrained(out, *m);
   tok.save(out + "/tokenizer.json");
   return out;
+}
+
+// The prompt of the decode benchmarks: 16 token ids spread over the vocabulary.
+inline std::vector<int64_t> bench_prompt(int64_t vocab) {
+  std::vector<int64_t> p;
+  for (int i = 0; i < 16; ++i) p.push_back(1 + i * 7 % (vocab - 1));
+  return p;
+}
+
+// Greedy decode tokens/s after a warm-up, the median of 3: batch 1 (128 new tokens after bench_prompt) and
+// batch 16 (the prompt with 16 different first tokens, 64 new tokens each).
+struct DecodeSpeed {
+  double batch1 = 0, batch16 = 0;
+};
+inline DecodeSpeed decode_speed(const model::CausalLm& m) {
+  const std::vector<int64_t> prompt = bench_prompt(m->config().vocab_size);
+  model::SampleOptions o;
+  o.max_new_tokens = 8;
+  model::generate(m, {prompt}, o);  // warm-up
+  DecodeSpeed d;
+  o.max_new_tokens = 128;
+  d.batch1 = 128.0 / median3([&] { model::generate(m, {prompt}, o); });
+  std::vector<std::vector<int64_t>> batch;
+  for (int r = 0; r < 16; ++r) {
+    auto p = prompt;
+    p[0] = 1 + r;
+    batch.push_back(p);
+  }
+  o.max_new_tokens = 64;
+  d.batch16 = 16 * 64.0 / median3([&] { model::generate(m, batch, o); });
+  return d;
 }
 
 struct LlamaDecode {

@@ -24,18 +24,6 @@
 using namespace dsforge;
 using namespace dsforge::bench;
 
-namespace {
-
-template <typename F>
-double median3(F&& f) {
-  double t[3];
-  for (double& x : t) x = seconds(f);
-  std::sort(t, t + 3);
-  return t[1];
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   int threads = 1;
   for (int i = 1; i < argc; ++i)
@@ -78,21 +66,8 @@ int main(int argc, char** argv) {
     step();  // warm-up
     const double step_s = median3(step);
     m->eval();
-    std::vector<int64_t> prompt;
-    for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (V - 1));
-    model::SampleOptions o;
-    o.max_new_tokens = 8;
-    model::generate(m, {prompt}, o);
-    o.max_new_tokens = 128;
-    const double b1 = 128.0 / median3([&] { model::generate(m, {prompt}, o); });
-    std::vector<std::vector<int64_t>> batch;
-    for (int r = 0; r < 16; ++r) {
-      auto p = prompt;
-      p[0] = 1 + r;
-      batch.push_back(p);
-    }
-    o.max_new_tokens = 64;
-    const double b16 = 16 * 64.0 / median3([&] { model::generate(m, batch, o); });
+    const DecodeSpeed d = decode_speed(m);
+    const double b1 = d.batch1, b16 = d.batch16;
     if (name == "unpruned") step0 = step_s, b1_0 = b1, b16_0 = b16;
     std::printf("| %s | %lld | %.1f | %.1f | %.0f | %.0f | %.2fx | %.2fx | %.2fx | %.0f |\n", name.c_str(),
                 static_cast<long long>(model::count_parameters(*m)),

@@ -72,14 +72,6 @@ std::vector<std::pair<std::string, std::string>> variants(const std::string& f32
   return out;
 }
 
-// The median of three timings of f, in seconds.
-template <typename F>
-double median3(F&& f) {
-  double t[3];
-  for (double& x : t) x = seconds(f);
-  std::sort(t, t + 3);
-  return t[1];
-}
 
 // printf that also keeps the text (the HTML page repeats the tables).
 std::string g_printed;
@@ -152,24 +144,13 @@ int main(int argc, char** argv) {
       reset_peak_rss();
       model::CausalLm m = model::load_pretrained(folder);
       const int64_t V = m->config().vocab_size;
-      std::vector<int64_t> prompt, long_prompt;
-      for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (V - 1));
+      std::vector<int64_t> long_prompt;
       for (int i = 0; i < 256; ++i) long_prompt.push_back(1 + i * 13 % (V - 1));
+      const DecodeSpeed d = decode_speed(m);  // warms up first
       model::SampleOptions o;
-      o.max_new_tokens = 8;
-      model::generate(m, {prompt}, o);  // warm-up
       o.max_new_tokens = 1;
       const double prefill = 256.0 / median3([&] { model::generate(m, {long_prompt}, o); });
-      o.max_new_tokens = 128;
-      const double b1 = 128.0 / median3([&] { model::generate(m, {prompt}, o); });
-      std::vector<std::vector<int64_t>> batch;
-      for (int r = 0; r < 16; ++r) {
-        auto p = prompt;
-        p[0] = 1 + r;
-        batch.push_back(p);
-      }
-      o.max_new_tokens = 64;
-      const double b16 = 16 * 64.0 / median3([&] { model::generate(m, batch, o); });
+      const double b1 = d.batch1, b16 = d.batch16;
       const double rss = peak_rss_mb(), size = file_mb(folder + "/model.safetensors");
       if (name == "f32") f32_b1 = b1;
       if (name == "w8a8+head") w8a8_b1 = b1, w8a8_dir = folder;
@@ -182,10 +163,8 @@ int main(int argc, char** argv) {
     if (llama) {
       // llama.cpp q8_0 (every matrix int8 in blocks of 32, the head included) against dsforge w8a8+head.
       deploy::export_gguf(f32, dir + "/q8.gguf", deploy::GgmlType::Q8_0);
-      std::vector<int64_t> prompt;
-      model::CausalLm m = model::load_pretrained(w8a8_dir);
-      for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (m->config().vocab_size - 1));
-      const LlamaDecode r = llama_decode(dir + "/q8.gguf", m->config().vocab_size, prompt, 128, threads, dir);
+      const int64_t vocab = model::load_pretrained(w8a8_dir)->config().vocab_size;
+      const LlamaDecode r = llama_decode(dir + "/q8.gguf", vocab, bench_prompt(vocab), 128, threads, dir);
       if (r.ok) {
         say("| %s | llama.cpp q8_0 | %.1f | %.0f | | %.0f | | dsforge w8a8+head / llama.cpp q8_0: %.2fx |\n", preset,
                     file_mb(dir + "/q8.gguf"), r.peak_rss_mb, r.tokens_per_s, w8a8_b1 / r.tokens_per_s);

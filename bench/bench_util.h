@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <utility>
 
 namespace dsforge::bench {
 
@@ -31,6 +32,17 @@ double seconds(F&& f) {
   auto t0 = std::chrono::steady_clock::now();
   f();
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The median of three timings of f, in seconds.
+template <typename F>
+double median3(F&& f) {
+  double t[3];
+  for (double& x : t) x = seconds(f);
+  if (t[0] > t[1]) std::swap(t[0], t[1]);
+  if (t[1] > t[2]) std::swap(t[1], t[2]);
+  if (t[0] > t[1]) std::swap(t[0], t[1]);
+  return t[1];
 }
 
 }  // namespace dsforge::bench
