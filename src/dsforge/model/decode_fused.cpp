@@ -78,7 +78,7 @@ bool gather(DecoderLayerImpl& layer, LayerWeights& w, const Int8Map& i8) {
   MlaAttentionImpl& a = *layer.self_attn;
   bool ok = gather(layer.input_layernorm->weight, w.in_norm) && gather(layer.post_attention_layernorm->weight, w.post_norm) &&
             gather(a.kv_a_proj_with_mqa, w.kv_a, i8) && gather(a.kv_a_layernorm->weight, w.kv_a_norm) &&
-            gather(a.kv_b_proj, w.kv_b, {}) && gather(a.o_proj, w.o, i8);  // kv_b: read per head (absorbed), float32
+            gather(a.kv_b_proj, w.kv_b, i8) && gather(a.o_proj, w.o, i8);  // kv_b: read per head (absorbed)
   ok = ok && (a.q_proj ? gather(a.q_proj, w.q, i8)
                        : gather(a.q_a_proj, w.q_a, i8) && gather(a.q_a_layernorm->weight, w.q_a_norm) &&
                              gather(a.q_b_proj, w.q_b, i8));
@@ -294,10 +294,17 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       for (int64_t hh = 0; hh < H; ++hh) vl.softmax_row_f32(&sc[hh * n], &sc[hh * n], n, n, scale);
       gemm_rm(false, false, H, dc, n, sc.data(), n, cb, dc, 0.0f, &lat[i * H * dc], dc);  // attend over latents
     }
-    // ---- o[b, h] = lat[b, h] W_UV[h]^T (d_c -> d_v): one product per head over all rows
-    for (int64_t hh = 0; hh < H; ++hh)
-      gemm_rm(false, true, B, dv, dc, &lat[hh * dc], H * dc, w.kv_b.w + (hh * (dn + dv) + dn) * dc, dc, 0.0f,
-              &o[hh * dv], H * dv);
+    // ---- o[b, h] = lat[b, h] W_UV[h]^T (d_c -> d_v): one product per head over all rows; W_UV[h] is a
+    // block of kv_b's rows, so a w8a8 model multiplies its int8 rows (W_UK[h] is read by columns above:
+    // float32)
+    for (int64_t hh = 0; hh < H; ++hh) {
+      const int64_t row0 = hh * (dn + dv) + dn;
+      if (const auto* q8 = w.kv_b.i8)
+        kernels::linear_w8a8(B, dv, dc, &lat[hh * dc], H * dc, q8->q.data_ptr<int8_t>() + row0 * dc,
+                             q8->scale.data_ptr<float>() + row0, q8->sums.data() + row0, &o[hh * dv], H * dv);
+      else
+        gemm_rm(false, true, B, dv, dc, &lat[hh * dc], H * dc, w.kv_b.w + row0 * dc, dc, 0.0f, &o[hh * dv], H * dv);
+    }
     linear(o.data(), w.o, h.data(), B, /*accumulate=*/true);  // h += o W_o^T
 
     // ---- feed-forward
