@@ -21,6 +21,7 @@
 #include <random>
 #include <vector>
 
+#include "../tests/reference/sampling.h"
 #include "bench_util.h"
 #include "dsforge/kernels/platform.h"
 #include "dsforge/model/deepseek.h"
@@ -106,38 +107,6 @@ void products() {
   std::printf("peak RSS %.0f MB\n", peak_rss_mb());
 }
 
-// The sampling rule by its definition: sort the probabilities (ties by id), keep the shortest prefix of
-// mass >= top_p, invert its renormalised CDF at u.
-int64_t sample_by_sorting(const std::vector<double>& logits, const model::SampleOptions& o, double u) {
-  const int64_t V = static_cast<int64_t>(logits.size());
-  std::vector<double> l = logits;
-  for (double& v : l) v /= o.temperature;
-  if (o.top_k > 0 && o.top_k < V) {
-    std::vector<double> d = l;
-    std::sort(d.begin(), d.end(), std::greater<double>());
-    for (double& v : l)
-      if (v < d[static_cast<size_t>(o.top_k - 1)]) v = -INFINITY;
-  }
-  const double top = *std::max_element(l.begin(), l.end());
-  double z = 0;
-  for (double& v : l) z += v = std::exp(v - top);
-  std::vector<int64_t> order(static_cast<size_t>(V));
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
-  int64_t keep = V;
-  double acc = 0;
-  for (int64_t i = 0; i < V && o.top_p < 1.0; ++i)
-    if ((acc += l[order[i]] / z) >= o.top_p) {
-      keep = i + 1;
-      break;
-    }
-  double mass = 0;
-  for (int64_t i = 0; i < keep; ++i) mass += l[order[i]] / z;
-  acc = 0;
-  for (int64_t i = 0; i < keep; ++i)
-    if (u * mass < (acc += l[order[i]] / z)) return order[i];
-  return order[keep - 1];
-}
 
 void sampling() {
   std::printf("\n== sampling one row of V = 2048 logits (N(0, 3)), us per row, 2000 draws\n");
@@ -160,7 +129,7 @@ void sampling() {
     const int draws = 2000;
     std::vector<int64_t> a(draws), b(draws);
     const double ts = seconds([&] {
-                        for (int i = 0; i < draws; ++i) a[i] = sample_by_sorting(logits, o, (i + 0.5) / draws);
+                        for (int i = 0; i < draws; ++i) a[i] = reference::sample_by_sorting(logits, o, (i + 0.5) / draws);
                       }) / draws * 1e6;
     const double tq = seconds([&] {
                         for (int i = 0; i < draws; ++i) b[i] = model::sample_token(t, {}, o, (i + 0.5) / draws);

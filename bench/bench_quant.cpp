@@ -32,7 +32,6 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/deploy/export.h"
-#include "dsforge/model/deepseek.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
 #include "dsforge/report/html_report.h"
@@ -87,28 +86,11 @@ __attribute__((format(printf, 1, 2))) void say(const char* f, ...) {
 
 double file_mb(const std::string& p) { return static_cast<double>(std::filesystem::file_size(p)) / 1e6; }
 
-// Bits per byte of `text` through the decode path: windows of `window` tokens, each fed in chunks of
-// 64 through forward_cached, every next token scored.
+// Bits per byte of `text` through the decode path (model::decode_path_nll, windows of `window` tokens).
 double decode_bits_per_byte(model::CausalLm m, const tok::BpeTokenizer& tok, const std::string& text, int64_t window) {
-  auto* ds = dynamic_cast<model::DeepseekV3Impl*>(m.get());
-  const std::vector<int32_t> ids32 = tok.encode(text);
-  const std::vector<int64_t> ids(ids32.begin(), ids32.end());
-  double nats = 0;
-  at::NoGradGuard g;
-  m->eval();
-  for (size_t start = 0; start + 1 < ids.size(); start += static_cast<size_t>(window)) {
-    const int64_t n = std::min<int64_t>(window + 1, static_cast<int64_t>(ids.size() - start));
-    model::KvCache cache = ds->make_cache(1, window + 1);
-    for (int64_t c = 0; c + 1 < n; c += 64) {
-      const int64_t len = std::min<int64_t>(64, n - 1 - c);
-      const at::Tensor in = at::tensor(std::vector<int64_t>(ids.begin() + start + c, ids.begin() + start + c + len)).unsqueeze(0);
-      const at::Tensor target =
-          at::tensor(std::vector<int64_t>(ids.begin() + start + c + 1, ids.begin() + start + c + 1 + len));
-      const at::Tensor logits = ds->forward_cached(in, cache)[0];
-      nats += at::cross_entropy_loss(logits.to(at::kFloat), target, {}, at::Reduction::Sum).item<double>();
-    }
-  }
-  return nats / std::log(2.0) / static_cast<double>(text.size());
+  const std::vector<int32_t> ids = tok.encode(text);
+  return model::decode_path_nll(m, std::vector<int64_t>(ids.begin(), ids.end()), window).first / std::log(2.0) /
+         static_cast<double>(text.size());
 }
 
 }  // namespace

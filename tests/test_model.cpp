@@ -19,6 +19,7 @@
 #include "dsforge/model/info.h"
 #include "dsforge/model/io.h"
 #include "dsforge/model/layers.h"
+#include "reference/sampling.h"
 #include "test_util.h"
 
 using namespace dsforge;
@@ -581,36 +582,7 @@ TEST(Generate, SamplingEqualsTheSortedCdfInversion) {
   // The sampler selects without sorting the vocabulary; the definition sorts: probabilities (after
   // temperature and top-k) descending, ties by id, the shortest prefix with mass >= top_p, its CDF
   // renormalised and inverted at u. Large vocabularies (the selection's rounds), ties, masked tokens.
-  auto reference = [](const std::vector<double>& logits, const SampleOptions& o, double u) {
-    const int64_t V = static_cast<int64_t>(logits.size());
-    std::vector<double> l = logits;
-    for (double& v : l) v /= o.temperature;
-    if (o.top_k > 0 && o.top_k < V) {
-      std::vector<double> d = l;
-      std::sort(d.begin(), d.end(), std::greater<double>());
-      for (double& v : l)
-        if (v < d[static_cast<size_t>(o.top_k - 1)]) v = -INFINITY;
-    }
-    const double top = *std::max_element(l.begin(), l.end());
-    double z = 0;
-    for (double& v : l) z += v = std::exp(v - top);
-    std::vector<int64_t> order(static_cast<size_t>(V));
-    std::iota(order.begin(), order.end(), 0);
-    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
-    int64_t keep = V;
-    double acc = 0;
-    for (int64_t i = 0; i < V && o.top_p < 1.0; ++i)
-      if ((acc += l[order[i]] / z) >= o.top_p) {
-        keep = i + 1;
-        break;
-      }
-    double mass = 0;
-    for (int64_t i = 0; i < keep; ++i) mass += l[order[i]] / z;
-    acc = 0;
-    for (int64_t i = 0; i < keep; ++i)
-      if (u * mass < (acc += l[order[i]] / z)) return order[i];
-    return order[keep - 1];
-  };
+  const auto reference = &dsforge::reference::sample_by_sorting;
   std::mt19937 rng(3);
   std::normal_distribution<double> normal(0.0, 2.0);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);

@@ -63,6 +63,15 @@ void check_shard_vocab(const std::string& shard, int64_t vocab, const std::strin
 
 }  // namespace
 
+void check_earlier_domain(const std::string& strategy_name, const std::string& from, bool old_data) {
+  const Strategy strategy = parse_strategy(strategy_name);
+  if ((strategy.needs_fisher() || strategy.replay) && !old_data && !has_state(from))
+    throw ConfigError(fmt("continue: strategy '", strategy.name, "' needs the earlier domain's ",
+                          strategy.replay ? "token windows" : "Fisher", ", but ", from,
+                          " has no continual/ state (it was not written by `dsforge continue`): pass --old-data with "
+                          "the text (or run folder) the model was trained on"));
+}
+
 ContinueOutcome continue_training(const ContinueSpec& spec) {
   const RunConfig& cfg = spec.cfg;
   const Strategy strategy = parse_strategy(cfg.continual.strategy);
@@ -88,11 +97,8 @@ ContinueOutcome continue_training(const ContinueSpec& spec) {
       state.replay.emplace(cfg.continual.replay_capacity, window, seed ^ 0x5EEDull);
       state.replay->offer_shard(spec.old_shard, cfg.train.seq_len);
       state.domains.push_back({{"data", spec.old_shard}, {"strategy", "pretrained"}, {"model", spec.from}});
-    } else if (strategy.needs_fisher() || strategy.replay) {
-      throw ConfigError(fmt("continue: strategy '", strategy.name, "' needs the earlier domain's ",
-                            strategy.replay ? "token windows" : "Fisher", ", but ", spec.from,
-                            " has no continual/ state (it was not written by `dsforge continue`): pass --old-data with "
-                            "the text (or run folder) the model was trained on"));
+    } else {
+      check_earlier_domain(cfg.continual.strategy, spec.from, false);
     }
   }
   if (strategy.needs_fisher() && (state.ewc.empty() || !state.online))

@@ -47,4 +47,8 @@ struct ContinueOutcome {
 
 ContinueOutcome continue_training(const ContinueSpec& spec);
 
+// ConfigError (naming --old-data) when the strategy needs the earlier domain (a Fisher, replay windows)
+// and neither `from`'s continual state nor old data (`old_data`) can give it.
+void check_earlier_domain(const std::string& strategy, const std::string& from, bool old_data);
+
 }  // namespace dsforge::continual

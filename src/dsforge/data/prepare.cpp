@@ -56,6 +56,29 @@ PreparedCorpus reused(PreparedCorpus out) {
   return out;
 }
 
+// The filters' counts in the order they run (stats.json "filters").
+nlohmann::ordered_json filters_json(const CleanCounts& cc) {
+  return {{"input", cc.input},
+          {"invalid_utf8", cc.invalid_utf8},
+          {"dropped_invalid_utf8", cc.dropped_invalid_utf8},
+          {"binary_files_skipped", cc.binary_files_skipped},
+          {"repeated_lines", cc.repeated_lines},
+          {"repetitive_ngrams", cc.repetitive},
+          {"too_short", cc.too_short},
+          {"too_long", cc.too_long},
+          {"contamination", cc.contamination},
+          {"exact_duplicates", cc.duplicates},
+          {"near_duplicates", cc.near_duplicates},
+          {"kept", cc.kept}};
+}
+
+void log_filters(const CleanCounts& cc) {
+  log_info("data: ", cc.input, " documents in, ", cc.kept, " kept (", cc.too_short, " too short, ", cc.too_long,
+           " too long, ", cc.repetitive, " repetitive, ", cc.duplicates, " exact and ", cc.near_duplicates,
+           " near duplicates, ", cc.contamination, " in validation/test, ", cc.invalid_utf8 + cc.dropped_invalid_utf8,
+           " with invalid UTF-8)");
+}
+
 }  // namespace
 
 PreparedCorpus prepare_corpus(const RunConfig& cfg) {
@@ -191,18 +214,7 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
   CorpusStats st = stats.finish();
   nlohmann::ordered_json j;  // filters in the order they run
   j["source"] = dc.source;
-  j["filters"] = {{"input", cc.input},
-                  {"invalid_utf8", cc.invalid_utf8},
-                  {"dropped_invalid_utf8", cc.dropped_invalid_utf8},
-                  {"binary_files_skipped", cc.binary_files_skipped},
-                  {"repeated_lines", cc.repeated_lines},
-                  {"repetitive_ngrams", cc.repetitive},
-                  {"too_short", cc.too_short},
-                  {"too_long", cc.too_long},
-                  {"contamination", cc.contamination},
-                  {"exact_duplicates", cc.duplicates},
-                  {"near_duplicates", cc.near_duplicates},
-                  {"kept", cc.kept}};
+  j["filters"] = filters_json(cc);
   j["split"] = {{"train_documents", out.train_docs},
                 {"val_documents", out.val_docs},
                 {"val_source", own_val ? "data.val_paths" : val_from_train ? "last training document" : "hash split"},
@@ -212,10 +224,7 @@ PreparedCorpus prepare_corpus(const RunConfig& cfg) {
   write_file_atomic(out.stats_path, j.dump(2) + "\n");
   write_file_atomic(stamp, hash);
 
-  log_info("data: ", cc.input, " documents in, ", cc.kept, " kept (", cc.too_short, " too short, ", cc.too_long,
-           " too long, ", cc.repetitive, " repetitive, ", cc.duplicates, " exact and ", cc.near_duplicates,
-           " near duplicates, ", cc.contamination, " in validation/test, ", cc.invalid_utf8 + cc.dropped_invalid_utf8,
-           " with invalid UTF-8)");
+  log_filters(cc);
   log_info("data: train ", out.train_docs, " / val ", out.val_docs, out.test_path.empty() ? "" : fmt(" / test ", out.test_docs),
            " documents; ", st.words, " words, vocabulary ", st.vocabulary, ", unigram entropy ",
            st.unigram_entropy_bits_per_word, " bits/word, Zipf slope ", st.zipf_slope);

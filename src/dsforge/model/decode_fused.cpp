@@ -188,6 +188,49 @@ int64_t first_key(const bool* pad_row, int64_t pos) {
   return hit ? static_cast<const bool*>(hit) - pad_row : pos;
 }
 
+// The routed experts' scratch of one step.
+struct MoeScratch {
+  MoeScratch(const ModelConfig& c, int64_t B)
+      : logits(B * std::max<int64_t>(c.n_routed_experts, 1)), scores(std::max<int64_t>(c.n_routed_experts, 1)),
+        choice(scores.size()), weight(std::max<int64_t>(c.num_experts_per_tok, 1)), idx(weight.size()),
+        by_expert(static_cast<size_t>(c.n_routed_experts)), xg(B > 1 ? B * c.hidden_size : 0), yg(xg.size()) {}
+  std::vector<float> logits, scores, choice, weight;
+  std::vector<int64_t> idx;
+  std::vector<std::vector<std::pair<int64_t, float>>> by_expert;  // (row, weight) per expert
+  std::vector<float> xg, yg;                                      // an expert's rows gathered, and its outputs
+};
+
+// h[B, d] += the routed experts of x (router with its correction bias, top-k, weights). One row runs its
+// experts directly; several rows are grouped by expert, so each expert's weights are read once per step.
+void routed_experts(const ModelConfig& c, const LayerWeights& w, const float* x, float* h, int64_t B, MoeScratch& s,
+                    float* g, float* u, float* tmp) {
+  const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok, d = c.hidden_size;
+  linear(x, w.router, s.logits.data(), B);
+  if (B == 1) {
+    route(c, s.logits.data(), w.router_bias, s.scores.data(), s.choice.data(), s.idx.data(), s.weight.data());
+    for (int64_t k = 0; k < K; ++k)
+      swiglu(x, w.experts[static_cast<size_t>(s.idx[static_cast<size_t>(k)])], h, 1, g, u, tmp, s.weight[k]);
+    return;
+  }
+  for (auto& rows : s.by_expert) rows.clear();
+  for (int64_t b = 0; b < B; ++b) {
+    route(c, &s.logits[b * E], w.router_bias, s.scores.data(), s.choice.data(), s.idx.data(), s.weight.data());
+    for (int64_t k = 0; k < K; ++k) s.by_expert[static_cast<size_t>(s.idx[static_cast<size_t>(k)])].push_back({b, s.weight[k]});
+  }
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& rows = s.by_expert[static_cast<size_t>(e)];
+    const int64_t n = static_cast<int64_t>(rows.size());
+    if (n == 0) continue;
+    for (int64_t i = 0; i < n; ++i) std::memcpy(&s.xg[i * d], &x[rows[static_cast<size_t>(i)].first * d], sizeof(float) * d);
+    std::fill(s.yg.begin(), s.yg.begin() + n * d, 0.0f);
+    swiglu(s.xg.data(), w.experts[static_cast<size_t>(e)], s.yg.data(), n, g, u, tmp);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto [b, weight] = rows[static_cast<size_t>(i)];
+      for (int64_t j = 0; j < d; ++j) h[b * d + j] += weight * s.yg[i * d + j];
+    }
+  }
+}
+
 }  // namespace
 
 at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& cache) {
@@ -219,8 +262,7 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
     throw Error(fmt("model: position ", T, " exceeds max_position_embeddings ", c_.max_position_embeddings));
 
   const int64_t d = c_.hidden_size, H = c_.num_attention_heads, dn = c_.qk_nope_head_dim, dr = c_.qk_rope_head_dim,
-                dv = c_.v_head_dim, dc = c_.kv_lora_rank, dqk = dn + dr, V = c_.vocab_size,
-                E = c_.n_routed_experts, K = c_.num_experts_per_tok;
+                dv = c_.v_head_dim, dc = c_.kv_lora_rank, dqk = dn + dr, V = c_.vocab_size;
   const float eps = static_cast<float>(c_.rms_norm_eps), scale = static_cast<float>(rope_.softmax_scale);
   const int64_t width = std::max({c_.intermediate_size, c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts),
                                   c_.moe_intermediate_size});
@@ -230,11 +272,8 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
   // Scratch: the residual stream h, the normed x, the projections, one row's attention, the MLP widths.
   std::vector<float> h(B * d), x(B * d), rs(std::max<int64_t>(B, 1)), qa(B * std::max<int64_t>(c_.q_lora_rank, 1)),
       q(B * H * dqk), kv(B * (dc + dr)), qpe(B * H * dr), qabs(B * H * dc), sc(H * T), lat(B * H * dc), o(B * H * dv), g(B * width),
-      u(B * width), tmp(B * d), logits_e(B * std::max<int64_t>(E, 1)), scores(std::max<int64_t>(E, 1)),
-      choice(std::max<int64_t>(E, 1)), wk(std::max<int64_t>(K, 1));
-  std::vector<int64_t> ik(static_cast<size_t>(std::max<int64_t>(K, 1)));
-  std::vector<std::vector<std::pair<int64_t, float>>> by_expert(static_cast<size_t>(E));  // (row, weight) per expert
-  std::vector<float> xg(B > 1 ? B * d : 0), yg(B > 1 ? B * d : 0);
+      u(B * width), tmp(B * d);
+  MoeScratch moe(c_, B);
 
   const at::Tensor tok = tokens.to(at::kCPU, at::kLong).contiguous();
   const int64_t* tp = tok.data_ptr<int64_t>();
@@ -314,32 +353,7 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       continue;
     }
     if (w.has_shared) swiglu(x.data(), w.shared, h.data(), B, g.data(), u.data(), tmp.data());
-    linear(x.data(), w.router, logits_e.data(), B);
-    if (B == 1) {
-      route(c_, logits_e.data(), w.router_bias, scores.data(), choice.data(), ik.data(), wk.data());
-      for (int64_t k = 0; k < K; ++k)
-        swiglu(x.data(), w.experts[static_cast<size_t>(ik[static_cast<size_t>(k)])], h.data(), 1, g.data(), u.data(),
-               tmp.data(), wk[k]);
-      continue;
-    }
-    // Several rows: group them by expert, so each expert's weights are read once per step.
-    for (auto& rows : by_expert) rows.clear();
-    for (int64_t b = 0; b < B; ++b) {
-      route(c_, &logits_e[b * E], w.router_bias, scores.data(), choice.data(), ik.data(), wk.data());
-      for (int64_t k = 0; k < K; ++k) by_expert[static_cast<size_t>(ik[static_cast<size_t>(k)])].push_back({b, wk[k]});
-    }
-    for (int64_t e = 0; e < E; ++e) {
-      const auto& rows = by_expert[static_cast<size_t>(e)];
-      const int64_t n = static_cast<int64_t>(rows.size());
-      if (n == 0) continue;
-      for (int64_t i = 0; i < n; ++i) std::memcpy(&xg[i * d], &x[rows[static_cast<size_t>(i)].first * d], sizeof(float) * d);
-      std::fill(yg.begin(), yg.begin() + n * d, 0.0f);
-      swiglu(xg.data(), w.experts[static_cast<size_t>(e)], yg.data(), n, g.data(), u.data(), tmp.data());
-      for (int64_t i = 0; i < n; ++i) {
-        const auto [b, weight] = rows[static_cast<size_t>(i)];
-        for (int64_t j = 0; j < d; ++j) h[b * d + j] += weight * yg[i * d + j];
-      }
-    }
+    routed_experts(c_, w, x.data(), h.data(), B, moe, g.data(), u.data(), tmp.data());
   }
   vl.rms_norm_rows_f32(h.data(), final_norm, x.data(), rs.data(), d, eps, 0, B);
   at::Tensor logits = at::empty({Bs, S, V}, at::kFloat);

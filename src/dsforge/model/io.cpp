@@ -115,11 +115,12 @@ TensorMap gpt2_from_hf(SafetensorsFile f) {
 CausalLm load_pretrained(const std::string& dir) {
   const std::string cfg_path = path_join(dir, "config.json");
   if (!file_exists(cfg_path)) throw CheckpointError(fmt(dir, ": no config.json (not a model folder)"));
-  CausalLm m = build_model(model_config_from_json(read_file(cfg_path), cfg_path));
+  const std::string cfg_text = read_file(cfg_path);
+  CausalLm m = build_model(model_config_from_json(cfg_text, cfg_path));
   SafetensorsFile weights = load_folder_weights(dir);
   // int8 folders (dsforge quantize): an I8 weight with a "<name>_scale" companion is q * scale per row.
   // A w8a8 folder also keeps the int8 rows for the decode step (DeepseekV3Impl::int8_linears).
-  const nlohmann::json qc = nlohmann::json::parse(read_file(cfg_path)).value("quantization_config", nlohmann::json::object());
+  const nlohmann::json qc = nlohmann::json::parse(cfg_text).value("quantization_config", nlohmann::json::object());
   const bool w8a8 = qc.value("scheme", "") == "w8a8";
   std::map<std::string, std::pair<at::Tensor, at::Tensor>> int8_rows;  // name -> (q, scale)
   std::map<std::string, float> input_scales;                           // name -> calibrated activation scale

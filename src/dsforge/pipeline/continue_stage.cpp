@@ -106,11 +106,7 @@ continual::ContinueOutcome continue_in_folder(const RunConfig& cfg, const std::s
 
 void check_continue_start(const std::string& from, const std::string& strategy, const std::string& old_data) {
   check_model_dir(from);
-  const continual::Strategy s = continual::parse_strategy(strategy);
-  if ((s.needs_fisher() || s.replay) && old_data.empty() && !continual::has_state(from))
-    throw ConfigError(fmt("continue: strategy '", s.name, "' needs the earlier domain's ", s.replay ? "token windows" : "Fisher",
-                          ", but ", from, " has no continual/ state (it was not written by `dsforge continue`): pass "
-                          "--old-data with the text (or run folder) the model was trained on"));
+  continual::check_earlier_domain(strategy, from, !old_data.empty());
 }
 
 int stage_continue(const ContinueOptions& opts) {

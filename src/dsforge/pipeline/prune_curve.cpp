@@ -107,11 +107,12 @@ std::string prune_curve(const PruneCurveOptions& opts) {
   }
   write_file_atomic(path_join(opts.out, "curve.json"), j.dump(2) + "\n");
   write_file_atomic(path_join(opts.out, "curve.md"), md);
-  const std::string body = fmt("<h1>Pruning curves</h1><p class=\"sub\">", opts.model, " scored on ", opts.text,
+  const std::string body = fmt("<h1>Pruning curves</h1><p class=\"sub\">", report::html_escape(opts.model), " scored on ",
+                               report::html_escape(opts.text),
                                recover ? fmt("; recovery: ", opts.prune.recover_steps, " steps, the control is the unpruned "
                                              "model through the same steps (the curve's point at 0)")
                                        : std::string(),
-                               "</p><div class=\"grid2\">", charts, "</div><h2>Table</h2><pre>", md, "</pre>");
+                               "</p><div class=\"grid2\">", charts, "</div><h2>Table</h2><pre>", report::html_escape(md), "</pre>");
   write_file_atomic(path_join(opts.out, "curve.html"), report::html_page("dsforge pruning curves", body));
   log_info("prune curve: wrote ", path_join(opts.out, "curve.json"), ", curve.md, curve.html");
   return md;

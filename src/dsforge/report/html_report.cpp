@@ -11,11 +11,7 @@
 #include "dsforge/core/io.h"
 
 namespace dsforge::report {
-namespace {
-
-using nlohmann::json;
-
-std::string esc(const std::string& s) {
+std::string html_escape(const std::string& s) {
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
@@ -29,6 +25,11 @@ std::string esc(const std::string& s) {
   }
   return out;
 }
+
+namespace {
+
+using nlohmann::json;
+
 
 std::string num(double v, int sig = 4) {
   char buf[64];
@@ -72,8 +73,8 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
       y1 = std::max(y1, ty(s.y[i]));
     }
   std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", kW, " ", kH, "\" width=\"", kW, "\" height=\"", kH,
-                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
-  svg += fmt("<text x=\"", kW / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+                        "\" role=\"img\" aria-label=\"", html_escape(title), "\">");
+  svg += fmt("<text x=\"", kW / 2, "\" y=\"20\" class=\"title\">", html_escape(title), "</text>");
   if (!std::isfinite(x0)) return svg + fmt("<text x=\"", kW / 2, "\" y=\"", kH / 2, "\" class=\"empty\">no data</text></svg>");
   if (x1 == x0) x1 = x0 + 1;
   if (y1 == y0) {
@@ -108,9 +109,9 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
     svg += fmt("<text class=\"tick\" x=\"", px(t), "\" y=\"", kTop + ph + 16, "\" text-anchor=\"middle\">", num(t, 6), "</text>");
   }
   svg += fmt("<rect class=\"frame\" x=\"", kLeft, "\" y=\"", kTop, "\" width=\"", pw, "\" height=\"", ph, "\"/>");
-  svg += fmt("<text class=\"axis\" x=\"", kLeft + pw / 2, "\" y=\"", kH - 6, "\" text-anchor=\"middle\">", esc(x_label), "</text>");
+  svg += fmt("<text class=\"axis\" x=\"", kLeft + pw / 2, "\" y=\"", kH - 6, "\" text-anchor=\"middle\">", html_escape(x_label), "</text>");
   svg += fmt("<text class=\"axis\" transform=\"translate(14 ", kTop + ph / 2, ") rotate(-90)\" text-anchor=\"middle\">",
-             esc(y_label), log_y ? " (log)" : "", "</text>");
+             html_escape(y_label), log_y ? " (log)" : "", "</text>");
   // Lines, points with tooltips, legend.
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& s = series[k];
@@ -123,11 +124,11 @@ std::string svg_line_chart(const std::string& title, const std::vector<Series>& 
       path += fmt(path.empty() ? "M" : "L", px(s.x[i]), " ", py(s.y[i]));
       if (s.x.size() <= 400)
         dots += fmt("<circle cx=\"", px(s.x[i]), "\" cy=\"", py(s.y[i]), "\" r=\"2.2\" fill=\"", color, "\"><title>",
-                    esc(s.name), " @ step ", num(s.x[i], 8), ": ", num(s.y[i], 6), "</title></circle>");
+                    html_escape(s.name), " @ step ", num(s.x[i], 8), ": ", num(s.y[i], 6), "</title></circle>");
     }
     svg += fmt("<path d=\"", path, "\" fill=\"none\" stroke=\"", color, "\" stroke-width=\"1.6\"/>", dots);
     svg += fmt("<rect x=\"", kLeft + pw - 150, "\" y=\"", kTop + 8 + 16 * k, "\" width=\"10\" height=\"10\" fill=\"", color,
-               "\"/><text class=\"legend\" x=\"", kLeft + pw - 135, "\" y=\"", kTop + 17 + 16 * k, "\">", esc(s.name), "</text>");
+               "\"/><text class=\"legend\" x=\"", kLeft + pw - 135, "\" y=\"", kTop + 17 + 16 * k, "\">", html_escape(s.name), "</text>");
   }
   return svg + "</svg>";
 }
@@ -144,8 +145,8 @@ std::string svg_heatmap(const std::string& title, const std::vector<std::vector<
   const double left = 80, top = 34;
   const double w = left + cell * static_cast<double>(cols) + 90, h = top + rh * static_cast<double>(rows.size()) + 40;
   std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", w, " ", h, "\" width=\"", w, "\" height=\"", h,
-                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
-  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+                        "\" role=\"img\" aria-label=\"", html_escape(title), "\">");
+  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", html_escape(title), "</text>");
   // Below the centre: white -> blue (under-loaded); above: white -> red (over-loaded).
   auto color = [&](double v) {
     double t;
@@ -164,21 +165,21 @@ std::string svg_heatmap(const std::string& title, const std::vector<std::vector<
   for (size_t i = 0; i < rows.size(); ++i) {
     const double y = top + rh * static_cast<double>(i);
     svg += fmt("<text class=\"tick\" x=\"", left - 6, "\" y=\"", y + rh / 2 + 4, "\" text-anchor=\"end\">",
-               esc(i < row_labels.size() ? row_labels[i] : std::to_string(i)), "</text>");
+               html_escape(i < row_labels.size() ? row_labels[i] : std::to_string(i)), "</text>");
     for (size_t j = 0; j < rows[i].size(); ++j)
       svg += fmt("<rect x=\"", left + cell * static_cast<double>(j), "\" y=\"", y, "\" width=\"", cell - 1, "\" height=\"",
-                 rh - 1, "\" fill=\"", color(rows[i][j]), "\"><title>", esc(i < row_labels.size() ? row_labels[i] : ""),
+                 rh - 1, "\" fill=\"", color(rows[i][j]), "\"><title>", html_escape(i < row_labels.size() ? row_labels[i] : ""),
                  ", expert ", j, ": ", num(rows[i][j], 3), "</title></rect>");
   }
   svg += fmt("<text class=\"axis\" x=\"", left + cell * static_cast<double>(cols) / 2, "\" y=\"", h - 8,
-             "\" text-anchor=\"middle\">", esc(col_label), "</text>");
+             "\" text-anchor=\"middle\">", html_escape(col_label), "</text>");
   // Legend: under / balanced / over.
   const double lx = left + cell * static_cast<double>(cols) + 14;
   const std::pair<double, std::string> keys[] = {{0.0, "0"}, {center, num(center, 3) + " (mean)"}, {hi, num(hi, 3)}};
   for (int k = 0; k < 3; ++k)
     svg += fmt("<rect x=\"", lx, "\" y=\"", top + 20 * k, "\" width=\"12\" height=\"12\" fill=\"", color(keys[k].first),
                "\" stroke=\"#999\"/><text class=\"legend\" x=\"", lx + 16, "\" y=\"", top + 10 + 20 * k, "\">",
-               esc(keys[k].second), "</text>");
+               html_escape(keys[k].second), "</text>");
   return svg + "</svg>";
 }
 
@@ -191,8 +192,8 @@ std::string svg_bar_chart(const std::string& title, const std::vector<std::strin
   for (double v : baseline) hi = std::max(hi, v);
   hi = hi > 0 ? hi : 1;
   std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", w, " ", h, "\" width=\"", w, "\" height=\"", h,
-                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
-  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+                        "\" role=\"img\" aria-label=\"", html_escape(title), "\">");
+  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", html_escape(title), "</text>");
   for (double t : nice_ticks(0, hi, 4)) {
     const double x = left + plot_w * t / hi;
     svg += fmt("<line class=\"grid\" x1=\"", x, "\" x2=\"", x, "\" y1=\"", top - 4, "\" y2=\"", h - 36, "\"/>",
@@ -200,15 +201,15 @@ std::string svg_bar_chart(const std::string& title, const std::vector<std::strin
   }
   for (size_t i = 0; i < labels.size(); ++i) {
     const double y = top + (bar + gap) * static_cast<double>(i);
-    svg += fmt("<text class=\"tick\" x=\"", left - 6, "\" y=\"", y + bar - 4, "\" text-anchor=\"end\">", esc(labels[i]),
+    svg += fmt("<text class=\"tick\" x=\"", left - 6, "\" y=\"", y + bar - 4, "\" text-anchor=\"end\">", html_escape(labels[i]),
                "</text><rect x=\"", left, "\" y=\"", y, "\" width=\"", std::max(0.5, plot_w * values[i] / hi), "\" height=\"",
-               bar, "\" fill=\"", kColors[0], "\"><title>", esc(labels[i]), ": ", num(values[i], 3), "</title></rect>");
+               bar, "\" fill=\"", kColors[0], "\"><title>", html_escape(labels[i]), ": ", num(values[i], 3), "</title></rect>");
     if (i < baseline.size() && baseline[i] > 0)
       svg += fmt("<line x1=\"", left + plot_w * baseline[i] / hi, "\" x2=\"", left + plot_w * baseline[i] / hi, "\" y1=\"", y - 1,
                  "\" y2=\"", y + bar + 1, "\" stroke=\"", kColors[1], "\" stroke-width=\"2\"><title>baseline ", num(baseline[i], 3),
                  "</title></line>");
   }
-  svg += fmt("<text class=\"axis\" x=\"", left + plot_w / 2, "\" y=\"", h - 6, "\" text-anchor=\"middle\">", esc(x_label),
+  svg += fmt("<text class=\"axis\" x=\"", left + plot_w / 2, "\" y=\"", h - 6, "\" text-anchor=\"middle\">", html_escape(x_label),
              "</text>");
   return svg + "</svg>";
 }
@@ -219,8 +220,8 @@ std::string svg_parallel_coordinates(const std::string& title, const std::vector
   const double gap = 150, left = 70, top = 44, plot_h = 260;
   const double w = left * 2 + gap * static_cast<double>(std::max<size_t>(axes.size(), 2) - 1), h = top + plot_h + 40;
   std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", w, " ", h, "\" width=\"", w, "\" height=\"", h,
-                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
-  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+                        "\" role=\"img\" aria-label=\"", html_escape(title), "\">");
+  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", html_escape(title), "</text>");
   // Each axis maps its (log) value range onto [top + plot_h, top]: the lowest value at the bottom.
   struct Scale {
     double lo = 0, hi = 1;
@@ -255,7 +256,7 @@ std::string svg_parallel_coordinates(const std::string& title, const std::vector
   for (size_t a = 0; a < axes.size(); ++a) {
     const double x = x_of(a);
     svg += fmt("<line x1=\"", x, "\" x2=\"", x, "\" y1=\"", top, "\" y2=\"", top + plot_h, "\" stroke=\"#888\"/>",
-               "<text class=\"axis\" x=\"", x, "\" y=\"", top - 10, "\" text-anchor=\"middle\">", esc(axes[a].name), "</text>");
+               "<text class=\"axis\" x=\"", x, "\" y=\"", top - 10, "\" text-anchor=\"middle\">", html_escape(axes[a].name), "</text>");
     std::vector<std::pair<double, std::string>> ticks;
     if (!axes[a].labels.empty()) {
       for (size_t i = 0; i < axes[a].labels.size(); ++i) ticks.push_back({static_cast<double>(i), axes[a].labels[i]});
@@ -264,7 +265,7 @@ std::string svg_parallel_coordinates(const std::string& title, const std::vector
         ticks.push_back({scales[a].log ? std::pow(10.0, t) : t, num(scales[a].log ? std::pow(10.0, t) : t, 3)});
     }
     for (const auto& [v, label] : ticks)
-      svg += fmt("<text class=\"tick\" x=\"", x - 5, "\" y=\"", y_of(a, v) + 4, "\" text-anchor=\"end\">", esc(label), "</text>",
+      svg += fmt("<text class=\"tick\" x=\"", x - 5, "\" y=\"", y_of(a, v) + 4, "\" text-anchor=\"end\">", html_escape(label), "</text>",
                  "<line x1=\"", x - 3, "\" x2=\"", x, "\" y1=\"", y_of(a, v), "\" y2=\"", y_of(a, v), "\" stroke=\"#888\"/>");
   }
   double s_lo = INFINITY, s_hi = -INFINITY;
@@ -298,7 +299,7 @@ std::string svg_parallel_coordinates(const std::string& title, const std::vector
     }
     svg += fmt("<polyline class=\"pc-line\" fill=\"none\" stroke=\"", colour, "\" stroke-opacity=\"", opacity,
                "\" stroke-width=\"1.5\" points=\"", points, "\">",
-               i < line_titles.size() ? "<title>" + esc(line_titles[i]) + "</title>" : std::string(), "</polyline>");
+               i < line_titles.size() ? "<title>" + html_escape(line_titles[i]) + "</title>" : std::string(), "</polyline>");
   }
   return svg + "</svg>";
 }
@@ -309,15 +310,15 @@ std::string svg_confusion(const std::string& title, const std::vector<std::strin
   const double cell = std::clamp(540.0 / std::max<size_t>(n, 1), 9.0, 40.0), left = 150, top = 34;
   const double w = left + cell * static_cast<double>(n) + 20, h = top + cell * static_cast<double>(n) + 40;
   std::string svg = fmt("<svg class=\"chart\" viewBox=\"0 0 ", w, " ", h, "\" width=\"", w, "\" height=\"", h,
-                        "\" role=\"img\" aria-label=\"", esc(title), "\">");
-  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", esc(title), "</text>");
+                        "\" role=\"img\" aria-label=\"", html_escape(title), "\">");
+  svg += fmt("<text x=\"", w / 2, "\" y=\"20\" class=\"title\">", html_escape(title), "</text>");
   // Shade by the share of the gold row (recall per cell): white -> dark blue; counts in the cells when they fit.
   for (size_t g = 0; g < n; ++g) {
     int64_t row_total = 0;
     for (int64_t v : matrix[g]) row_total += v;
     const double y = top + cell * static_cast<double>(g);
     if (cell >= 12)
-      svg += fmt("<text class=\"tick\" x=\"", left - 6, "\" y=\"", y + cell / 2 + 4, "\" text-anchor=\"end\">", esc(labels[g]),
+      svg += fmt("<text class=\"tick\" x=\"", left - 6, "\" y=\"", y + cell / 2 + 4, "\" text-anchor=\"end\">", html_escape(labels[g]),
                  "</text>");
     for (size_t p = 0; p < n; ++p) {
       const double share = row_total > 0 ? static_cast<double>(matrix[g][p]) / static_cast<double>(row_total) : 0.0;
@@ -326,7 +327,7 @@ std::string svg_confusion(const std::string& title, const std::vector<std::strin
                     static_cast<int>(255 - 95 * share));
       const double x = left + cell * static_cast<double>(p);
       svg += fmt("<rect x=\"", x, "\" y=\"", y, "\" width=\"", cell - 1, "\" height=\"", cell - 1, "\" fill=\"", fill,
-                 "\"", g == p ? " stroke=\"#2ca02c\"" : "", "><title>gold ", esc(labels[g]), ", predicted ", esc(labels[p]), ": ",
+                 "\"", g == p ? " stroke=\"#2ca02c\"" : "", "><title>gold ", html_escape(labels[g]), ", predicted ", html_escape(labels[p]), ": ",
                  matrix[g][p], " (", num(100 * share, 3), "% of the class)</title></rect>");
       if (cell >= 22 && matrix[g][p] > 0)
         svg += fmt("<text class=\"tick\" x=\"", x + cell / 2, "\" y=\"", y + cell / 2 + 4, "\" text-anchor=\"middle\"",
@@ -394,7 +395,7 @@ Series named(const std::map<std::string, Series>& m, const std::string& key, con
 
 std::string table(const std::vector<std::pair<std::string, std::string>>& rows) {
   std::string t = "<table>";
-  for (const auto& [k, v] : rows) t += "<tr><th>" + esc(k) + "</th><td>" + esc(v) + "</td></tr>";
+  for (const auto& [k, v] : rows) t += "<tr><th>" + html_escape(k) + "</th><td>" + html_escape(v) + "</td></tr>";
   return t + "</table>";
 }
 
@@ -442,7 +443,7 @@ std::string classification_section(const std::string& dir) {
   const std::string path = path_join(dir, "finetune.json");
   if (!file_exists(path)) return "";
   const json j = read_json(path);
-  std::string body = "<h2>Classification: " + esc(j.value("task", "")) + "</h2>";
+  std::string body = "<h2>Classification: " + html_escape(j.value("task", "")) + "</h2>";
   std::vector<std::pair<std::string, std::string>> rows;
   for (const char* k : {"accuracy", "macro_f1", "weighted_f1"}) {
     if (!j.contains("model") || !j["model"].contains(k)) continue;
@@ -473,7 +474,7 @@ std::string generation_section(const std::string& dir) {
   const std::string path = path_join(dir, "seq2seq.json");
   if (!file_exists(path)) return "";
   const json j = read_json(path);
-  std::string body = "<h2>Generation: " + esc(j.value("task", "")) + "</h2><table><tr><th>decoder</th><th>BLEU</th>"
+  std::string body = "<h2>Generation: " + html_escape(j.value("task", "")) + "</h2><table><tr><th>decoder</th><th>BLEU</th>"
                      "<th>chrF</th><th>ROUGE-1</th><th>ROUGE-2</th><th>ROUGE-L</th></tr>";
   for (const char* name : {"greedy", "beam", "copy-source"}) {
     if (!j.contains(name)) continue;
@@ -482,7 +483,7 @@ std::string generation_section(const std::string& dir) {
     for (const char* k : {"bleu", "chrf", "rouge1", "rouge2", "rougeL"}) body += "<td>" + num(s.value(k, 0.0)) + "</td>";
     body += "</tr>";
   }
-  body += "</table><p class=\"sub\">" + esc(j.value("bleu_signature", "")) + "</p>";
+  body += "</table><p class=\"sub\">" + html_escape(j.value("bleu_signature", "")) + "</p>";
   auto lines = [&](const std::string& name) {
     const std::string p = path_join(dir, name);
     std::vector<std::string> out;
@@ -497,7 +498,7 @@ std::string generation_section(const std::string& dir) {
   if (!src.empty()) {
     body += "<h3>First test examples</h3><table><tr><th>source</th><th>reference</th><th>greedy</th><th>beam</th></tr>";
     for (size_t i = 0; i < src.size(); ++i) {
-      auto at = [&](const std::vector<std::string>& v) { return i < v.size() ? esc(v[i]) : std::string(); };
+      auto at = [&](const std::vector<std::string>& v) { return i < v.size() ? html_escape(v[i]) : std::string(); };
       body += "<tr><td>" + at(src) + "</td><td>" + at(ref) + "</td><td>" + at(greedy) + "</td><td>" + at(beam) + "</td></tr>";
     }
     body += "</table>";
@@ -551,14 +552,14 @@ std::string render_run_report(const std::string& run_dir) {
   // A fine-tuning folder (finetune.json, no training log) gets the classification and analysis sections.
   if (!file_exists(path_join(run_dir, "metrics.jsonl")) &&
       (file_exists(path_join(run_dir, "finetune.json")) || file_exists(path_join(run_dir, "seq2seq.json"))))
-    return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + esc(run_dir) +
+    return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + html_escape(run_dir) +
            "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body><h1>dsforge fine-tuning report</h1>" +
-           "<div class=\"sub\">" + esc(run_dir) + "</div>" + classification_section(run_dir) + generation_section(run_dir) +
+           "<div class=\"sub\">" + html_escape(run_dir) + "</div>" + classification_section(run_dir) + generation_section(run_dir) +
            analysis_section(run_dir) +
            "</body></html>\n";
   const RunData d = read_metrics(path_join(run_dir, "metrics.jsonl"));
   std::string body;
-  body += "<h1>dsforge run report</h1><div class=\"sub\">" + esc(run_dir) + "</div>";
+  body += "<h1>dsforge run report</h1><div class=\"sub\">" + html_escape(run_dir) + "</div>";
 
   // Final metrics first: what a reader wants to know.
   std::vector<std::pair<std::string, std::string>> finals;
@@ -624,8 +625,8 @@ std::string render_run_report(const std::string& run_dir) {
   if (file_exists(samples_path)) {
     body += "<h2>Samples</h2>";
     for (const auto& s : read_json(samples_path))
-      body += "<p class=\"sample\"><span class=\"prompt\">" + esc(s.value("prompt", "")) + "</span>" +
-              esc(s.value("completion", "")) + "</p>";
+      body += "<p class=\"sample\"><span class=\"prompt\">" + html_escape(s.value("prompt", "")) + "</span>" +
+              html_escape(s.value("completion", "")) + "</p>";
   }
   const std::string stats_path = path_join(run_dir, "data/stats.json");
   if (file_exists(stats_path)) {
@@ -639,15 +640,15 @@ std::string render_run_report(const std::string& run_dir) {
     body += "<h2>Data</h2>" + table(rows);
   }
   const std::string cfg_path = path_join(run_dir, "config.toml");
-  if (file_exists(cfg_path)) body += "<h2>Configuration</h2><pre>" + esc(read_file(cfg_path)) + "</pre>";
+  if (file_exists(cfg_path)) body += "<h2>Configuration</h2><pre>" + html_escape(read_file(cfg_path)) + "</pre>";
 
-  return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + esc(run_dir) +
+  return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + html_escape(run_dir) +
          "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body>" + body +
          "</body></html>\n";
 }
 
 std::string html_page(const std::string& title, const std::string& body_html) {
-  return "<!doctype html><html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title><style>" + kStyle +
+  return "<!doctype html><html><head><meta charset=\"utf-8\"><title>" + html_escape(title) + "</title><style>" + kStyle +
          "</style><script>" + kScript + "</script></head><body>" + body_html + "</body></html>\n";
 }
 

@@ -43,6 +43,8 @@ struct ParallelAxis {
 std::string svg_parallel_coordinates(const std::string& title, const std::vector<ParallelAxis>& axes,
                                      const std::vector<std::vector<double>>& lines, const std::vector<double>& shade,
                                      const std::vector<bool>& faint, const std::vector<std::string>& line_titles);
+// Text for HTML: & < > " escaped.
+std::string html_escape(const std::string& s);
 // A whole self-contained page (the reports' style, and the script that marks how many charts laid out).
 std::string html_page(const std::string& title, const std::string& body_html);
 // Ticks covering [lo, hi]: 1, 2 or 5 times a power of ten apart, about `count` of them.

@@ -113,13 +113,6 @@ std::string search_report_text(const SearchSpace& space, const std::vector<Trial
   return s;
 }
 
-namespace {
-std::string html_escape(const std::string& t) {
-  std::string o;
-  for (char c : t) o += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
-  return o;
-}
-}  // namespace
 
 std::vector<double> steps_spent(const std::vector<TrialRecord>& trials) {
   std::vector<double> out;
@@ -133,7 +126,7 @@ std::vector<double> steps_spent(const std::vector<TrialRecord>& trials) {
 
 std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title) {
   using report::Series;
-  std::string body = "<h1>" + html_escape(title) + "</h1>";
+  std::string body = "<h1>" + report::html_escape(title) + "</h1>";
   int complete = 0, pruned = 0;
   for (const auto& t : trials) complete += t.state == TrialState::kComplete, pruned += t.state == TrialState::kPruned;
   body += "<p class=\"sub\">" + std::to_string(trials.size()) + " trials: " + std::to_string(complete) + " complete, " +
@@ -226,7 +219,7 @@ std::string search_report_html(const SearchSpace& space, const std::vector<Trial
             report::svg_bar_chart("share of the value's variance explained by each parameter alone (%)", labels, shares, {},
                                   "percent (first-order, binned; see search/report.h)");
   }
-  body += "<h2>Report</h2><pre>" + html_escape(search_report_text(space, trials)) + "</pre>";
+  body += "<h2>Report</h2><pre>" + report::html_escape(search_report_text(space, trials)) + "</pre>";
   return report::html_page(title, body);
 }
 
