@@ -13,6 +13,9 @@ PACKAGES=(
   libeigen3-dev           # the Gaussian-process sampler
   libcpp-httplib-dev      # dsforge serve
   wordnet-base            # the built-in default corpus (glosses)
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev  # `dsforge image`: decoding, standardisation,
+  libopencv-features2d-dev libopencv-objdetect-dev                  # augmentation, SIFT and HOG
+  zlib1g-dev              # MNIST's gzipped IDX files
 )
 # What `make test` and the benchmarks add (`setup.sh --demo` leaves them out).
 TEST_PACKAGES=(

@@ -38,5 +38,6 @@ void add_distill_command(CLI::App& app, Context& ctx);
 void add_embed_commands(CLI::App& app, Context& ctx);
 void add_search_command(CLI::App& app, Context& ctx);
 void add_continue_command(CLI::App& app, Context& ctx);
+void add_image_commands(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

@@ -77,7 +77,8 @@ RunConfig finetune_run_config(const FinetuneSchedule& s, const std::vector<std::
   return cfg;
 }
 
-std::vector<double> run_finetune(train::TrainTask& task, RunConfig cfg, int64_t steps_per_epoch, const std::string& what) {
+std::vector<double> run_finetune(train::TrainTask& task, RunConfig cfg, int64_t steps_per_epoch, const std::string& what,
+                                 std::function<train::Scalars(int64_t)> evaluate) {
   std::string temp;
   if (cfg.run.out_dir.empty()) {
     char tmpl[] = "/tmp/dsforge-finetune-XXXXXX";
@@ -89,6 +90,7 @@ std::vector<double> run_finetune(train::TrainTask& task, RunConfig cfg, int64_t 
   // report the steps this run trained).
   std::vector<double> sums, counts;
   train::TrainCallbacks cb;
+  cb.evaluate = std::move(evaluate);
   cb.on_step_loss = [&](int64_t step, double& loss) {
     const auto e = static_cast<size_t>(step / std::max<int64_t>(1, steps_per_epoch));
     if (sums.size() <= e) sums.resize(e + 1, 0.0), counts.resize(e + 1, 0.0);

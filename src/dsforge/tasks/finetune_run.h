@@ -8,6 +8,7 @@
 // per epoch, one checkpoint at the end (in --out when given).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -66,6 +67,8 @@ RunConfig finetune_run_config(const FinetuneSchedule& s, const std::vector<std::
 
 // Trains `task` with `cfg` through train::Trainer and returns the mean training loss of each epoch.
 // Without an out_dir the loop's checkpoints and logs go to a temporary folder, removed after.
-std::vector<double> run_finetune(train::TrainTask& task, RunConfig cfg, int64_t steps_per_epoch, const std::string& what);
+// `evaluate`, when given, is the loop's validation (train.eval_every; early stopping reads its val_loss).
+std::vector<double> run_finetune(train::TrainTask& task, RunConfig cfg, int64_t steps_per_epoch, const std::string& what,
+                                 std::function<train::Scalars(int64_t)> evaluate = nullptr);
 
 }  // namespace dsforge::tasks
