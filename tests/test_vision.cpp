@@ -17,6 +17,8 @@
 #include "dsforge/vision/models.h"
 #include "dsforge/vision/train_image.h"
 #include "test_util.h"
+#include "tiny_model.h"
+#include "dsforge/vision/multimodal.h"
 
 namespace dsforge {
 namespace {
@@ -382,6 +384,62 @@ TEST(Cli, ImageCommandsAndTheirErrors) {
   r = run_cli("image predict --model " + t.path + "/run/model " + t.path + "/set/b/bad.png", t.path);
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("not a decodable image"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace dsforge
+
+namespace dsforge {
+namespace {
+
+using namespace vision;
+
+TEST(Vision, NumberWords) {
+  EXPECT_EQ(number_words(0), "zero");
+  EXPECT_EQ(number_words(13), "thirteen");
+  EXPECT_EQ(number_words(40), "forty");
+  EXPECT_EQ(number_words(47), "forty-seven");
+  EXPECT_EQ(number_words(100), "one hundred");
+  EXPECT_EQ(number_words(115), "one hundred and fifteen");
+  EXPECT_EQ(number_words(999), "nine hundred and ninety-nine");
+  EXPECT_THROW(number_words(1000), ConfigError);
+}
+
+TEST(SlowVision, MultimodalTrainsSavesAndAnswersAboutAPictureFile) {
+  if (!std::filesystem::exists(shared_data_dir() + "/sklearn_toy/digits.csv")) GTEST_SKIP() << "shared data absent";
+  TempDir t;
+  std::vector<std::string> docs;
+  for (int n = 0; n < 200; ++n) docs.push_back("Q: what number is shown? A: " + number_words(n) + ". Q: what is the sum of the digits? A: " + number_words(n % 19));
+  const std::string lm = save_tiny_model(t.path + "/lm", docs);
+  PrepareImagesOptions po;
+  prepare_images(shared_data_dir() + "/sklearn_toy/digits.csv", t.path + "/digits", po);
+  MultimodalOptions o;
+  o.train_examples = 256;
+  o.test_examples = 24;
+  o.epochs = 1;
+  o.freeze_lm = true;
+  o.write_examples = 3;
+  const MultimodalResult r = train_multimodal(lm, t.path + "/digits", t.path + "/mm", o);
+  EXPECT_EQ(r.prefix_tokens, 4);  // 8 x 16 pictures, the CNN's stride-4 columns
+  EXPECT_LT(r.trainable_parameters, r.total_parameters);
+  EXPECT_GE(r.exact_match, 0.0);
+  EXPECT_LE(r.exact_match, 1.0);
+  ASSERT_EQ(r.exact_match_by_question.size(), 2u);
+  // Frozen: the saved language model is the one it started from.
+  const TensorMap before = load_safetensors(lm + "/model.safetensors").tensors,
+                  after = load_safetensors(t.path + "/mm/model/lm/model.safetensors").tensors;
+  ASSERT_EQ(before.size(), after.size());
+  for (const auto& [k, v] : before) EXPECT_TRUE(at::equal(v, after.at(k))) << k;
+  // The picture written to examples/ gets the answer the held-out scoring gave (same pixels, same model).
+  const std::string answer = answer_about_image(t.path + "/mm/model", t.path + "/mm/examples/heldout_0.png", r.samples[0].question, 8);
+  EXPECT_EQ(answer, r.samples[0].answer);
+  EXPECT_NE(read_file(t.path + "/mm/examples/examples.tsv").find("heldout_2.png"), std::string::npos);
+  // A GPT-2 language model cannot take the prefix.
+  const std::string gpt2 = save_tiny_model(t.path + "/gpt2", docs, "gpt2-tiny");
+  EXPECT_THROW(train_multimodal(gpt2, t.path + "/digits", t.path + "/mm2", o), ConfigError);
+  auto cli = run_cli("generate --model " + lm + " --image " + t.path + "/mm/examples/heldout_0.png --prompt 'Q: what number is shown? A:'", t.path);
+  EXPECT_NE(cli.code, 0);
+  EXPECT_NE(cli.err.find("multimodal folder"), std::string::npos) << cli.err;
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "dsforge/pipeline/stages.h"
 #include "dsforge/vision/features.h"
 #include "dsforge/vision/images.h"
+#include "dsforge/vision/multimodal.h"
 #include "dsforge/vision/train_image.h"
 
 namespace dsforge::cli {
@@ -195,6 +196,49 @@ void add_image_commands(CLI::App& app, Context& ctx) {
       };
     });
   }
+}
+
+void add_multimodal_command(CLI::App& app, Context& ctx) {
+  CLI::App* mm = app.add_subcommand("multimodal", "image-to-text: an image encoder as prefix tokens of a DeepSeek language model");
+  mm->require_subcommand(1);
+  struct Args {
+    std::string lm, data, out;
+    vision::MultimodalOptions opt;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* c = mm->add_subcommand("train", "train on pictures of digits side by side: the number they show and their sum, in words");
+  c->add_option("--lm", a->lm, "DeepSeek-V3 model folder with tokenizer.json (e.g. runs/quickstart/model)")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--data", a->data, "a prepared digit image set (dsforge image prepare on MNIST or digits.csv)")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--out", a->out, "run folder: model/, multimodal.json, examples/, checkpoints/")->required();
+  c->add_option("--encoder", a->opt.encoder, "cnn, mobilenet or vit")->check(CLI::IsMember({"cnn", "mobilenet", "vit"}))->capture_default_str();
+  c->add_flag("--freeze-lm", a->opt.freeze_lm, "train only the encoder, projector and prefix positions");
+  c->add_option("--encoder-from", a->opt.encoder_from, "a `dsforge image train` model folder (same --encoder) to start the encoder from")
+      ->check(CLI::ExistingDirectory);
+  c->add_option("--digits", a->opt.digits, "digits per picture (1-3)")->capture_default_str();
+  c->add_option("--train-examples", a->opt.train_examples, "training pictures (from the train split)")->capture_default_str();
+  c->add_option("--test-examples", a->opt.test_examples, "held-out pictures (from the val split)")->capture_default_str();
+  c->add_option("--epochs", a->opt.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--batch", a->opt.batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--lr", a->opt.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--seed", a->opt.seed, "seed")->capture_default_str();
+  c->add_option("--write-examples", a->opt.write_examples, "held-out pictures written to <out>/examples")->capture_default_str();
+  c->callback([&ctx, a]() {
+    ctx.action = [&ctx, a]() {
+      a->opt.overrides = ctx.overrides;
+      use_threads(ctx);
+      const vision::MultimodalResult r = vision::train_multimodal(a->lm, a->data, a->out, a->opt);
+      std::printf("multimodal: %lld image tokens, %lld trainable of %lld parameters (language model %s), trained in %.1f s\n",
+                  static_cast<long long>(r.prefix_tokens), static_cast<long long>(r.trainable_parameters),
+                  static_cast<long long>(r.total_parameters), r.freeze_lm ? "frozen" : "tuned", r.train_seconds);
+      std::printf("held-out (%lld pictures): exact match %.2f%% (number %.2f%%, sum %.2f%%), BLEU %.2f, chrF %.2f\n",
+                  static_cast<long long>(r.held_out), 100 * r.exact_match, 100 * r.exact_match_by_question.at(0),
+                  100 * r.exact_match_by_question.at(1), r.bleu, r.chrf);
+      for (size_t i = 0; i < r.samples.size() && i < 4; ++i)
+        std::printf("  %s -> %s (expected %s)\n", r.samples[i].question.c_str(), r.samples[i].answer.c_str(), r.samples[i].expected.c_str());
+      std::printf("wrote %s/model, multimodal.json, examples/\n", a->out.c_str());
+      return 0;
+    };
+  });
 }
 
 }  // namespace dsforge::cli

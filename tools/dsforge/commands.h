@@ -39,5 +39,6 @@ void add_embed_commands(CLI::App& app, Context& ctx);
 void add_search_command(CLI::App& app, Context& ctx);
 void add_continue_command(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
+void add_multimodal_command(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

@@ -50,6 +50,11 @@ class CausalLmImpl : public torch::nn::Module {
   // Rows of S + 1 + extra_target_tokens() tokens: next-token loss on the first S + 1, plus any
   // auxiliary losses (MTP, balance) the model has. The default is the plain next-token loss.
   virtual LossOutput loss(const at::Tensor& tokens, double mtp_weight);
+  // Input embeddings of tokens [B, S] -> [B, S, d], and the logits [B, S, V] of a sequence given as
+  // embeddings: what a multimodal model needs to put image features before the text (vision/multimodal.h).
+  // Models without them throw ConfigError naming the model type.
+  virtual at::Tensor embed(const at::Tensor& tokens);
+  virtual at::Tensor forward_embeddings(const at::Tensor& embeds);
   virtual int64_t extra_target_tokens() const { return 0; }
 
   // Every matrix and embedding ~ N(0, std^2), norms 1, biases 0; models may refine (GPT-2 scales

@@ -63,15 +63,21 @@ DeepseekV3Impl::DeepseekV3Impl(const ModelConfig& c) : c_(c) {
 
 at::Tensor DeepseekV3Impl::hidden(const at::Tensor& tokens, int64_t start_pos, KvCache* cache, bool absorb) {
   // absorb only matters without a cache (the cache's mode decides otherwise)
-  const int64_t S = tokens.size(1);
-  if (start_pos + S > c_.max_position_embeddings)
-    throw Error(fmt("model: position ", start_pos + S, " exceeds max_position_embeddings ", c_.max_position_embeddings));
-  at::Tensor h = model->embed_tokens(tokens);  // (B, S, d)
+  return hidden_from_embeddings(model->embed_tokens(tokens), start_pos, cache, absorb);  // (B, S, d)
+}
+
+at::Tensor DeepseekV3Impl::hidden_from_embeddings(at::Tensor h, int64_t start_pos, KvCache* cache, bool absorb) {
+  if (start_pos + h.size(1) > c_.max_position_embeddings)
+    throw Error(fmt("model: position ", start_pos + h.size(1), " exceeds max_position_embeddings ", c_.max_position_embeddings));
   if (dropout_.embedding > 0) h = at::dropout(h, dropout_.embedding, is_training());
   for (size_t l = 0; l < model->main_layers.size(); ++l)
     h = model->main_layers[l](h, rope_, start_pos, cache ? &cache->layers[l] : nullptr, absorb);
   return model->norm(h);
 }
+
+at::Tensor DeepseekV3Impl::embed(const at::Tensor& tokens) { return model->embed_tokens(tokens); }
+
+at::Tensor DeepseekV3Impl::forward_embeddings(const at::Tensor& embeds) { return lm_head(hidden_from_embeddings(embeds)); }
 
 at::Tensor DeepseekV3Impl::forward(const at::Tensor& tokens) { return lm_head(hidden(tokens)); }
 
@@ -295,6 +301,11 @@ void init_weights(torch::nn::Module& m, double std, uint64_t seed) {
 }
 
 void CausalLmImpl::init_weights(double std, uint64_t seed) { model::init_weights(*this, std, seed); }
+
+at::Tensor CausalLmImpl::embed(const at::Tensor&) {
+  throw ConfigError(fmt("model type '", config().model_type, "' does not take input embeddings (multimodal prefixes need deepseek_v3)"));
+}
+at::Tensor CausalLmImpl::forward_embeddings(const at::Tensor& e) { return embed(e); }
 
 LossOutput CausalLmImpl::loss(const at::Tensor& tokens, double) {
   const int64_t S = tokens.size(1) - 1;

@@ -75,8 +75,12 @@ class DeepseekV3Impl : public CausalLmImpl {
   // tokens [B, S] -> logits [B, S, V] (no cache).
   at::Tensor forward(const at::Tensor& tokens) override;
   at::Tensor hidden_states(const at::Tensor& tokens) override { return hidden(tokens); }
+  at::Tensor embed(const at::Tensor& tokens) override;
+  at::Tensor forward_embeddings(const at::Tensor& embeds) override;
   // Hidden states after the final norm [B, S, d] (also the MTP input h^0).
   at::Tensor hidden(const at::Tensor& tokens, int64_t start_pos = 0, KvCache* cache = nullptr, bool absorb = false);
+  // The layers and final norm over input embeddings h [B, S, d] (hidden() after its embedding lookup).
+  at::Tensor hidden_from_embeddings(at::Tensor h, int64_t start_pos = 0, KvCache* cache = nullptr, bool absorb = false);
   at::Tensor logits_from_hidden(const at::Tensor& h) { return lm_head(h); }
 
   // tokens [B, L] with L >= S + 1 where S = L - 1 - D when possible: the main model reads

@@ -350,7 +350,9 @@ ImageDataset standardise(RawImages raw, const StandardiseOptions& opt) {
   int64_t channels = 1;
   if (!opt.grayscale)
     for (const auto& im : raw.images) channels = std::max(channels, im.channels);
-  if (opt.size == 0)
+  const int64_t th = opt.size > 0 ? opt.size : opt.height, tw = opt.size > 0 ? opt.size : opt.width;
+  const bool resize = th > 0 && tw > 0;
+  if (!resize)
     for (const auto& im : raw.images)
       if (im.height != raw.images[0].height || im.width != raw.images[0].width)
         throw DataError(fmt("images have mixed sizes (", raw.images[0].source, " is ", raw.images[0].width, "x", raw.images[0].height, ", ",
@@ -362,9 +364,9 @@ ImageDataset standardise(RawImages raw, const StandardiseOptions& opt) {
     cv::Mat m = chw_to_mat(im.chw.data(), im.channels, im.height, im.width);
     if (channels == 1 && m.channels() == 3) cv::cvtColor(m, m, cv::COLOR_RGB2GRAY);
     if (channels == 3 && m.channels() == 1) cv::cvtColor(m, m, cv::COLOR_GRAY2RGB);
-    if (opt.size > 0 && (m.rows != opt.size || m.cols != opt.size)) {
-      const bool shrink = m.rows > opt.size || m.cols > opt.size;
-      cv::resize(m, m, cv::Size(static_cast<int>(opt.size), static_cast<int>(opt.size)), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
+    if (resize && (m.rows != th || m.cols != tw)) {
+      const bool shrink = m.rows > th || m.cols > tw;
+      cv::resize(m, m, cv::Size(static_cast<int>(tw), static_cast<int>(th)), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
     }
     if (opt.equalize != "none") {
       auto eq = [&](cv::Mat& g) {

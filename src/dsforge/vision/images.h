@@ -65,6 +65,7 @@ RawImage read_image_file(const std::string& path);
 
 struct StandardiseOptions {
   int64_t size = 0;          // resize to size x size (0 = keep; mixed sizes then are an error)
+  int64_t height = 0, width = 0;  // or to width x height, when size is 0 and both are set
   bool grayscale = false;    // one channel (colour images are converted; gray stays gray)
   std::string equalize = "none";  // "none" | "hist" (global histogram equalisation) | "clahe" (contrast-limited, 8x8 tiles)
   double clahe_clip = 2.0;

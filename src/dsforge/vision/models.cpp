@@ -123,12 +123,16 @@ class CnnImpl : public ImageClassifierImpl {
     fc = register_module("fc", torch::nn::Linear(b * (c.height / 4) * (c.width / 4), c.hidden));
     head = register_module("head", torch::nn::Linear(c.hidden, c.classes));
   }
-  at::Tensor forward(const at::Tensor& x) override {
+  at::Tensor trunk(const at::Tensor& x) {
     at::Tensor h = at::max_pool2d(at::relu(c2(at::relu(c1(x)))), {2, 2});
-    h = at::max_pool2d(at::relu(c4(at::relu(c3(h)))), {2, 2}).flatten(1);
-    h = at::relu(fc(at::dropout(h, c_.dropout, is_training())));
+    return at::max_pool2d(at::relu(c4(at::relu(c3(h)))), {2, 2});
+  }
+  at::Tensor forward(const at::Tensor& x) override {
+    at::Tensor h = at::relu(fc(at::dropout(trunk(x).flatten(1), c_.dropout, is_training())));
     return head(at::dropout(h, c_.dropout, is_training()));
   }
+  at::Tensor column_features(const at::Tensor& x) override { return trunk(x).mean(2).transpose(1, 2); }
+  int64_t feature_dim() const override { return 2 * c_.width_base; }
   void init_weights(uint64_t seed) override { with_seed(seed, [&] { reset_all(*this); }); }
   torch::nn::Conv2d c1{nullptr}, c2{nullptr}, c3{nullptr}, c4{nullptr};
   torch::nn::Linear fc{nullptr}, head{nullptr};
@@ -161,12 +165,14 @@ class MobileNetImpl : public ImageClassifierImpl {
     }
     head = register_module("head", torch::nn::Linear(in, c.classes));
   }
-  at::Tensor forward(const at::Tensor& x) override {
+  at::Tensor trunk(const at::Tensor& x) {
     at::Tensor h = stem->forward(x);
     for (size_t i = 0; i < dw.size(); ++i) h = pw[i]->forward(dw[i]->forward(h));
-    h = h.mean({2, 3});
-    return head(at::dropout(h, c_.dropout, is_training()));
+    return h;
   }
+  at::Tensor forward(const at::Tensor& x) override { return head(at::dropout(trunk(x).mean({2, 3}), c_.dropout, is_training())); }
+  at::Tensor column_features(const at::Tensor& x) override { return trunk(x).mean(2).transpose(1, 2); }
+  int64_t feature_dim() const override { return 8 * c_.width_base; }
   void init_weights(uint64_t seed) override { with_seed(seed, [&] { reset_all(*this); }); }
   std::shared_ptr<ConvBn> stem;
   std::vector<std::shared_ptr<ConvBn>> dw, pw;
@@ -192,13 +198,20 @@ class VitImpl : public ImageClassifierImpl {
     norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.dim}).eps(1e-6)));
     head = register_module("head", torch::nn::Linear(c.dim, c.classes));
   }
-  at::Tensor forward(const at::Tensor& x) override {
-    at::Tensor t = patch_embed(x).flatten(2).transpose(1, 2);  // [B, patches, dim]
+  // [B, 1 + patches, dim] after the blocks and the final norm.
+  at::Tensor tokens(const at::Tensor& x) {
+    at::Tensor t = patch_embed(x).flatten(2).transpose(1, 2);  // [B, patches, dim], row-major
     t = at::cat({cls.expand({x.size(0), 1, c_.dim}), t}, 1) + pos;
     t = at::dropout(t, c_.dropout, is_training());
     for (auto& b : blocks) t = b->forward(t, at::Tensor());  // no mask: every patch sees every patch
-    return head(norm(t.select(1, 0)));
+    return norm(t);
   }
+  at::Tensor forward(const at::Tensor& x) override { return head(tokens(x).select(1, 0)); }
+  at::Tensor column_features(const at::Tensor& x) override {
+    const int64_t rows = c_.height / c_.patch, cols = c_.width / c_.patch;
+    return tokens(x).narrow(1, 1, rows * cols).view({x.size(0), rows, cols, c_.dim}).mean(1);
+  }
+  int64_t feature_dim() const override { return c_.dim; }
   // Linear and patch weights N(0, 0.02) with zero biases, positions and class token N(0, 0.02) (as in
   // the ViT reference code); layer norms at 1 and 0.
   void init_weights(uint64_t seed) override {

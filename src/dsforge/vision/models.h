@@ -22,6 +22,11 @@ namespace dsforge::vision {
 class ImageClassifierImpl : public torch::nn::Module {
  public:
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // One feature vector per image column band [B, columns, feature_dim()]: the encoder's last feature map
+  // averaged over its height (CNN, MobileNet: width / 4 columns; ViT: width / patch). A multimodal model
+  // reads these as its image tokens, left to right.
+  virtual at::Tensor column_features(const at::Tensor& x) = 0;
+  virtual int64_t feature_dim() const = 0;
   // PyTorch's default initialisation of every layer, drawn from `seed`.
   virtual void init_weights(uint64_t seed) = 0;
   const ImageModelConfig& config() const { return c_; }
