@@ -4,8 +4,9 @@
 // Training: images per second of full training steps (forward, cross-entropy, backward, clipping, AdamW)
 // on MNIST-sized batches of 64: dsforge through `dsforge image train` (the one training loop, reading
 // its metrics.jsonl; data normalisation included, augmentation off), PyTorch on a fixed random batch.
-// Inference: images per second in batches of 256 (`dsforge image eval` / torch.no_grad). Peak RSS of
-// each process beside its time.
+// Inference: images per second in batches of 64 (`dsforge image eval` / torch.no_grad). Peak RSS of
+// each phase beside its time: dsforge's training and inference are two processes; PyTorch's training peak
+// is read before its inference starts.
 //
 //   bench_image [--threads 1] [--steps 200] [--archs cnn,mobilenet,vit]
 #include <sys/resource.h>
@@ -88,8 +89,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("bench_image: MNIST 28x28, batch 64, %d threads, %d training steps\n", threads, steps);
-  std::printf("%-10s %14s %14s %7s %12s %12s %7s %10s %10s\n", "arch", "train im/s", "torch im/s", "ratio", "infer im/s", "torch im/s",
-              "ratio", "RSS MB", "torch MB");
+  std::printf("%-10s %11s %11s %7s %11s %11s %7s %9s %9s %9s %9s\n", "arch", "train im/s", "torch im/s", "ratio", "infer im/s",
+              "torch im/s", "ratio", "train MB", "torch MB", "infer MB", "torch MB");
   std::stringstream ss(archs);
   std::string arch;
   while (std::getline(ss, arch, ',')) {
@@ -106,7 +107,7 @@ int main(int argc, char** argv) {
     const Child ev = run(fmt(cli, " image eval --model ", out, "/model --data ", data, " --run.threads=", threads), work + "/ev.txt");
     double infer_ips = 0;
     std::sscanf(ev.out.c_str() + std::min(ev.out.size(), ev.out.find("; ") + 2), "%lf", &infer_ips);
-    double t_train = 0, t_infer = 0, t_mb = 0;
+    double t_train = 0, t_infer = 0, t_train_mb = 0, t_mb = 0;
     if (have_torch) {
       const Child ref = run(fmt("/usr/bin/python3 ", DSFORGE_SOURCE_DIR, "/tests/reference/vision_ref.py bench ", arch, " 1 28 28 10 64 ",
                                 std::max(20, steps / 4), " ", threads),
@@ -115,12 +116,13 @@ int main(int argc, char** argv) {
       if (ref.code == 0 && j.is_object()) {
         t_train = j["train_images_per_s"].get<double>();
         t_infer = j["infer_images_per_s"].get<double>();
+        t_train_mb = j["train_peak_rss_mb"].get<double>();  // the peak before inference started
         t_mb = ref.peak_mb;
       }
     }
-    std::printf("%-10s %14.0f %14.0f %6.2fx %12.0f %12.0f %6.2fx %10.0f %10.0f\n", arch.c_str(), train_ips, t_train,
-                t_train > 0 ? train_ips / t_train : 0.0, infer_ips, t_infer, t_infer > 0 ? infer_ips / t_infer : 0.0,
-                std::max(ours.peak_mb, ev.peak_mb), t_mb);
+    std::printf("%-10s %11.0f %11.0f %6.2fx %11.0f %11.0f %6.2fx %9.0f %9.0f %9.0f %9.0f\n", arch.c_str(), train_ips, t_train,
+                t_train > 0 ? train_ips / t_train : 0.0, infer_ips, t_infer, t_infer > 0 ? infer_ips / t_infer : 0.0, ours.peak_mb,
+                t_train_mb, ev.peak_mb, t_mb);
   }
   if (!have_torch) std::printf("bench_image: /usr/bin/python3 with torch not installed; dsforge only\n");
   fs::remove_all(work);

@@ -9,15 +9,6 @@
 
 namespace dsforge::continual {
 
-uint64_t SplitMix64::below(uint64_t n) {
-  // Rejection of the top partial block: every residue equally likely.
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  uint64_t x;
-  do x = next();
-  while (x >= limit);
-  return x % n;
-}
-
 Reservoir::Reservoir(int64_t capacity, int64_t window, uint64_t seed) : capacity_(capacity), window_(window), rng_(seed) {
   if (capacity < 1) throw ConfigError(fmt("key 'continual.replay_capacity': ", capacity, " must be at least 1"));
   if (window < 2) throw ConfigError(fmt("replay: window of ", window, " tokens; need at least 2"));

@@ -18,27 +18,9 @@
 #include <vector>
 
 #include "dsforge/core/safetensors.h"
+#include "dsforge/core/splitmix.h"
 
 namespace dsforge::continual {
-
-// A small, fast, seedable generator (SplitMix64, Steele et al. 2014): replay and Fisher draws never
-// touch libtorch's global generator (the trainer's dropout stream).
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : s_(seed) {}
-  uint64_t next() {
-    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }  // [0, 1)
-  // Uniform in [0, n) without modulo bias.
-  uint64_t below(uint64_t n);
-
- private:
-  uint64_t s_;
-};
 
 class Reservoir {
  public:

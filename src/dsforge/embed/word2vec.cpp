@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/splitmix.h"
 #include "dsforge/embed/corpus.h"
 #include "dsforge/embed/glove.h"
 #include "dsforge/embed/kernels.h"
@@ -122,15 +123,7 @@ struct Word2VecShared {
   const Vocab* vocab;
 };
 
-struct Rng {  // splitmix64: 64 good bits per call, a few cycles
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-};
+using Rng = SplitMix64;  // 64 good bits per call, a few cycles
 
 // The hot loops, compiled twice (Haswell: AVX2 + FMA; baseline x86-64) and picked at load time.
 // Draws the noise words of one positive pair (skipping the positive word itself, as word2vec does) into

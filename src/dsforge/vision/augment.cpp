@@ -6,21 +6,15 @@
 #include <sstream>
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/splitmix.h"
 #include "dsforge/vision/opencv_mat.h"
 
 namespace dsforge::vision {
 namespace {
 
-// splitmix64: a fixed sequence on every standard library (std:: distributions are not).
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  double uniform(double lo, double hi) { return lo + (hi - lo) * static_cast<double>(next() >> 11) * 0x1.0p-53; }
+// SplitMix64 with a fair coin.
+struct Rng : SplitMix64 {
+  using SplitMix64::SplitMix64;
   bool coin() { return (next() >> 63) != 0; }
 };
 
@@ -94,13 +88,13 @@ AugmentOptions parse_augment(const std::string& spec) {
 }
 
 uint64_t image_seed(uint64_t seed, int64_t step, int64_t row) {
-  Rng r{seed ^ (0xD1B54A32D192ED03ull * static_cast<uint64_t>(step + 1))};
-  r.s ^= 0x8CB92BA72F3D8DD7ull * static_cast<uint64_t>(row + 1);
-  return r.next();
+  return SplitMix64(seed ^ (0xD1B54A32D192ED03ull * static_cast<uint64_t>(step + 1)) ^
+                    (0x8CB92BA72F3D8DD7ull * static_cast<uint64_t>(row + 1)))
+      .next();
 }
 
 void augment_image(const uint8_t* src, int64_t c, int64_t h, int64_t w, uint8_t* dst, const AugmentOptions& a, uint64_t seed) {
-  Rng rng{seed};
+  Rng rng(seed);
   cv::Mat m = chw_to_mat(src, c, h, w);
   const int H = static_cast<int>(h), W = static_cast<int>(w);
   if (a.crop < 1) {  // random resized crop (Szegedy et al. 2015): up to 10 draws, else the whole image

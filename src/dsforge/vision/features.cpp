@@ -145,9 +145,7 @@ FeatureBaselineResult feature_baseline(const std::string& data_dir, const Featur
   if (opt.words < 2) throw ConfigError("image features: --words must be at least 2");
   const nlohmann::json info = read_dataset_info(data_dir);
   const ImageDataset train = load_image_split(data_dir, "train");
-  const std::string eval_split = info["splits"].contains("val") ? "val" : info["splits"].contains("test") ? "test" : "";
-  if (eval_split.empty()) throw DataError(fmt(data_dir, ": no val or test split to score on"));
-  const ImageDataset val = load_image_split(data_dir, eval_split);
+  const ImageDataset val = load_image_split(data_dir, held_out_split(info, data_dir));
 
   FeatureBaselineResult r;
   r.kind = opt.kind;

@@ -637,6 +637,12 @@ nlohmann::json read_dataset_info(const std::string& data_dir) {
   return j;
 }
 
+std::string held_out_split(const nlohmann::json& info, const std::string& data_dir) {
+  if (info["splits"].contains("val")) return "val";
+  if (info["splits"].contains("test")) return "test";
+  throw DataError(fmt(data_dir, ": no val or test split to score on (prepare it with --val 0.2)"));
+}
+
 ImageDataset load_image_split(const std::string& data_dir, const std::string& split) {
   const nlohmann::json info = read_dataset_info(data_dir);
   if (!info["splits"].contains(split))

@@ -112,6 +112,8 @@ ImagePrepareResult prepare_images(const std::string& source, const std::string& 
 
 // dataset.json of a prepared folder (IoError / DataError naming it when absent or malformed).
 nlohmann::json read_dataset_info(const std::string& data_dir);
+// The split models are scored on: "val", else "test" (DataError naming the folder when it has neither).
+std::string held_out_split(const nlohmann::json& info, const std::string& data_dir);
 // "train", "val" or "test" of a prepared folder, with the classes, mean and std of dataset.json.
 ImageDataset load_image_split(const std::string& data_dir, const std::string& split);
 

@@ -282,7 +282,7 @@ MultimodalResult train_multimodal(const std::string& lm_dir, const std::string& 
   const tok::BpeTokenizer tok = tok::BpeTokenizer::load(path_join(lm_dir, "tokenizer.json"));
   if (tok.eot_id() < 0) throw ConfigError(fmt(lm_dir, "/tokenizer.json: no end-of-text special token to end answers with"));
   const nlohmann::json info = read_dataset_info(data_dir);
-  const std::string held = info["splits"].contains("val") ? "val" : "test";
+  const std::string held = held_out_split(info, data_dir);
   const Pictures train = compose(load_image_split(data_dir, "train"), opt.train_examples, opt.digits, opt.seed * 7 + 1);
   const Pictures test = compose(load_image_split(data_dir, held), opt.test_examples, opt.digits, opt.seed * 7 + 2);
 

@@ -44,7 +44,7 @@ struct ImageEvalResult {
   eval::ClassificationReport report;
   double loss = 0;  // mean cross-entropy
   int64_t images = 0;
-  double images_per_second = 0;  // forward passes in batches of 256
+  double images_per_second = 0;  // forward passes in batches of 64
   std::vector<HardExample> hardest;  // highest loss first
   std::vector<int64_t> predictions;
 };
