@@ -85,6 +85,9 @@ int main(int argc, char** argv) {
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "dsforge: error: %s\n", e.what());
     return 2;
+  } catch (const Interrupted& e) {
+    std::fprintf(stderr, "dsforge: %s\n", e.what());
+    return 130;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dsforge: error: %s\n", e.what());
     return 1;

@@ -18,6 +18,7 @@ class ConfigError : public Error { using Error::Error; };      // bad run/model 
 class DataError : public Error { using Error::Error; };        // unreadable or malformed input data
 class CheckpointError : public Error { using Error::Error; };  // corrupt, truncated or mismatched checkpoint
 class IoError : public Error { using Error::Error; };          // filesystem failures
+class Interrupted : public Error { using Error::Error; };      // SIGINT/SIGTERM, a checkpoint saved (exit 130)
 
 // Concatenates its arguments with operator<< : fmt("key '", k, "' expected ", n).
 template <typename... Args>

@@ -101,7 +101,10 @@ std::vector<double> run_finetune(train::TrainTask& task, RunConfig cfg, int64_t 
     train::Trainer trainer(cfg, task);
     trainer.set_callbacks(cb);
     const train::TrainResult r = trainer.fit();
-    if (r.interrupted) throw Error(fmt(what, ": interrupted at step ", r.final_step, " (checkpoint in ", cfg.run.out_dir, ")"));
+    if (r.interrupted)
+      throw Interrupted(temp.empty() ? fmt(what, ": interrupted at step ", r.final_step, " (checkpoint in ", cfg.run.out_dir,
+                                           "); run the same command again to resume")
+                                     : fmt(what, ": interrupted at step ", r.final_step, " (no --out folder: nothing kept)"));
   } catch (...) {
     if (!temp.empty()) remove_all(temp);
     throw;

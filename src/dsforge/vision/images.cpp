@@ -589,7 +589,9 @@ ImagePrepareResult prepare_images(const std::string& source, const std::string& 
              {"mean", train.mean},
              {"std", train.stddev}};
 
-  const std::string stage = out_dir + ".partial";
+  std::string base = out_dir;  // "data/" stages beside the folder as "data.partial", not inside it
+  while (base.size() > 1 && base.back() == '/') base.pop_back();
+  const std::string stage = base + ".partial";
   remove_all(stage);
   make_dirs(stage);
   nlohmann::ordered_json splits = nlohmann::ordered_json::object();

@@ -219,7 +219,8 @@ LoadedImageModel load_image_model(const std::string& model_dir) {
   m.stddev = m.config.at("std").get<std::vector<double>>();
   m.preprocess.grayscale = c.channels == 1;
   m.preprocess.equalize = m.config.value("preprocess", nlohmann::json::object()).value("equalize", "none");
-  m.preprocess.size = c.height == c.width ? c.height : 0;
+  m.preprocess.height = c.height;
+  m.preprocess.width = c.width;
   m.model = make_image_model(c);
   const std::string weights = path_join(model_dir, "model.safetensors");
   model::load_model_state(*m.model, load_safetensors(weights).tensors, weights);
@@ -242,7 +243,6 @@ ImageEvalResult evaluate_loaded_model(const std::string& model_dir, const std::s
 
 std::vector<ImagePrediction> predict_image_files(const LoadedImageModel& m, const std::vector<std::string>& files) {
   const ImageModelConfig& c = m.model->config();
-  if (m.preprocess.size == 0) throw ConfigError("image predict: the model's images are not square; predict on a prepared split instead");
   RawImages raw;
   raw.classes = m.classes;
   for (const auto& f : files) raw.images.push_back(read_image_file(f));
