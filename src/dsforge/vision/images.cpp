@@ -423,8 +423,9 @@ double pixel_difference(const uint8_t* a, const uint8_t* b, int64_t bytes) {
 }
 
 std::vector<int64_t> near_duplicate_keep(const std::vector<uint64_t>& hashes, int max_distance,
-                                         const std::function<bool(int64_t, int64_t)>& same) {
+                                         const std::function<bool(int64_t, int64_t)>& same, std::vector<int64_t>* duplicate_of) {
   std::vector<int64_t> keep;
+  if (duplicate_of) duplicate_of->assign(hashes.size(), -1);
   if (max_distance < 0) {
     keep.resize(hashes.size());
     std::iota(keep.begin(), keep.end(), int64_t{0});
@@ -439,17 +440,20 @@ std::vector<int64_t> near_duplicate_keep(const std::vector<uint64_t>& hashes, in
     return bits == 64 ? h : (h >> first) & ((uint64_t{1} << bits) - 1);
   };
   for (size_t i = 0; i < hashes.size(); ++i) {
-    bool dup = false;
-    for (int b = 0; b < bands && !dup; ++b) {
+    int64_t dup = -1;
+    for (int b = 0; b < bands && dup < 0; ++b) {
       auto it = index[static_cast<size_t>(b)].find(band(hashes[i], b));
       if (it == index[static_cast<size_t>(b)].end()) continue;
       for (const int64_t j : it->second)
         if (hamming64(hashes[i], hashes[static_cast<size_t>(j)]) <= max_distance && (!same || same(j, static_cast<int64_t>(i)))) {
-          dup = true;
+          dup = j;
           break;
         }
     }
-    if (dup) continue;
+    if (dup >= 0) {
+      if (duplicate_of) (*duplicate_of)[i] = dup;
+      continue;
+    }
     keep.push_back(static_cast<int64_t>(i));
     for (int b = 0; b < bands; ++b) index[static_cast<size_t>(b)][band(hashes[i], b)].push_back(static_cast<int64_t>(i));
   }
@@ -531,20 +535,15 @@ ImagePrepareResult prepare_images(const std::string& source, const std::string& 
   std::vector<uint64_t> hashes;
   for (int64_t i = 0; i < all.size(); ++i) hashes.push_back(perceptual_hash(all.image(i), all.channels, all.height, all.width));
   auto same = [&](int64_t a, int64_t b) { return pixel_difference(all.image(a), all.image(b), all.image_bytes()) <= opt.dedup_pixels; };
-  const std::vector<int64_t> kept = near_duplicate_keep(hashes, opt.dedup_distance, same);
+  std::vector<int64_t> duplicate_of;
+  const std::vector<int64_t> kept = near_duplicate_keep(hashes, opt.dedup_distance, same, &duplicate_of);
   nlohmann::ordered_json dup_examples = nlohmann::ordered_json::array();
-  if (static_cast<int64_t>(kept.size()) < all.size()) {
-    std::vector<bool> is_kept(static_cast<size_t>(all.size()), false);
-    for (const int64_t k : kept) is_kept[static_cast<size_t>(k)] = true;
-    for (int64_t i = 0; i < all.size() && dup_examples.size() < 10; ++i)
-      if (!is_kept[static_cast<size_t>(i)])
-        for (const int64_t k : kept)
-          if (k < i && hamming64(hashes[static_cast<size_t>(i)], hashes[static_cast<size_t>(k)]) <= opt.dedup_distance && same(k, i)) {
-            dup_examples.push_back({{"dropped", all.sources[static_cast<size_t>(i)]}, {"kept", all.sources[static_cast<size_t>(k)]},
-                                    {"hash_distance", hamming64(hashes[static_cast<size_t>(i)], hashes[static_cast<size_t>(k)])},
-                                    {"pixel_difference", pixel_difference(all.image(i), all.image(k), all.image_bytes())}});
-            break;
-          }
+  for (size_t i = 0; i < duplicate_of.size() && dup_examples.size() < 10; ++i) {
+    const int64_t k = duplicate_of[i];
+    if (k < 0) continue;
+    dup_examples.push_back({{"dropped", all.sources[i]}, {"kept", all.sources[static_cast<size_t>(k)]},
+                            {"hash_distance", hamming64(hashes[i], hashes[static_cast<size_t>(k)])},
+                            {"pixel_difference", pixel_difference(all.image(static_cast<int64_t>(i)), all.image(k), all.image_bytes())}});
   }
   const int64_t duplicates = all.size() - static_cast<int64_t>(kept.size());
   ImageDataset unique = all.subset(kept);

@@ -82,8 +82,10 @@ inline int hamming64(uint64_t a, uint64_t b) { return __builtin_popcountll(a ^ b
 // kept image's (and, when `same` is given, for which same(earlier, image) holds) is dropped.
 // Multi-index hashing: the 64 bits in max_distance + 1 bands, one of which must match exactly, so the
 // work grows with the near pairs, not with N^2.
+// `duplicate_of`, when given, receives for each image the kept image it duplicates (-1 for kept ones).
 std::vector<int64_t> near_duplicate_keep(const std::vector<uint64_t>& hashes, int max_distance,
-                                         const std::function<bool(int64_t, int64_t)>& same = nullptr);
+                                         const std::function<bool(int64_t, int64_t)>& same = nullptr,
+                                         std::vector<int64_t>* duplicate_of = nullptr);
 // How much two images of one size differ: sum |a - b| / sum (a + b), 0 for equal images, 1 for images
 // with no bright pixel in common. Relative to the bright pixels, so that two thin strokes on a black
 // background that do not overlap count as different (a mean difference would call them nearly equal).

@@ -74,8 +74,8 @@ struct MultimodalImpl : torch::nn::Module {
   }
   // Logits of the text positions [B, T, V] after the image prefix.
   at::Tensor text_logits(const at::Tensor& prefix, const at::Tensor& tokens) {
-    const int64_t P = prefix.size(1);
-    return lm->forward_embeddings(at::cat({prefix.to(lm->embed(tokens).scalar_type()), lm->embed(tokens)}, 1)).narrow(1, P, tokens.size(1));
+    const at::Tensor text = lm->embed(tokens);
+    return lm->forward_embeddings(at::cat({prefix.to(text.scalar_type()), text}, 1)).narrow(1, prefix.size(1), tokens.size(1));
   }
   model::CausalLm lm{nullptr};
   std::shared_ptr<VisionPrefixImpl> vision;
