@@ -13,18 +13,18 @@
 #include "dsforge/vision/train_image.h"
 
 namespace dsforge::cli {
+
+void use_threads(const Context& ctx) {
+  RunConfig cfg;
+  for (const auto& ov : ctx.overrides) apply_override(cfg, ov);
+  pipeline::configure_threads(cfg);
+}
+
 namespace {
 
 void print_eval(const std::string& what, const vision::ImageEvalResult& e) {
   std::printf("%s: accuracy %.2f%%, macro F1 %.4f, loss %.4f on %lld images; %.0f images/s\n", what.c_str(), 100 * e.report.accuracy,
               e.report.macro.fmeasure, e.loss, static_cast<long long>(e.images), e.images_per_second);
-}
-
-// All cores unless --run.threads says otherwise (Debian's libtorch starts with one intra-op thread).
-void use_threads(const Context& ctx) {
-  RunConfig cfg;
-  for (const auto& ov : ctx.overrides) apply_override(cfg, ov);
-  pipeline::configure_threads(cfg);
 }
 
 void add_image_prepare(CLI::App* img, Context& ctx) {

@@ -20,6 +20,10 @@ struct Context {
 // subcommand where one is required; "" when they are fine (CLI11 reports everything else).
 std::string unknown_command_message(const CLI::App& app, const std::vector<char*>& args);
 
+// All cores unless --run.threads says otherwise (Debian's libtorch starts with one intra-op thread): what
+// a command that trains or scores outside the run-config pipeline calls first.
+void use_threads(const Context& ctx);
+
 void add_stage_commands(CLI::App& app, Context& ctx);
 void add_tokenizer_commands(CLI::App& app, Context& ctx);
 void add_model_commands(CLI::App& app, Context& ctx);
@@ -40,5 +44,7 @@ void add_search_command(CLI::App& app, Context& ctx);
 void add_continue_command(CLI::App& app, Context& ctx);
 void add_image_commands(CLI::App& app, Context& ctx);
 void add_multimodal_command(CLI::App& app, Context& ctx);
+void add_robust_commands(CLI::App& app, Context& ctx);
+void add_fairness_commands(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

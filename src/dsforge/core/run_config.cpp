@@ -63,6 +63,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"augment.insert_prob", &c.augment.insert_prob, true},
       {"augment.swap_prob", &c.augment.swap_prob, true},
       {"augment.delete_prob", &c.augment.delete_prob, true},
+      {"augment.cda_pairs", &c.augment.cda_pairs, true, true},
       {"tokenizer.vocab_size", &c.tokenizer.vocab_size, true},
       {"tokenizer.special_tokens", &c.tokenizer.special_tokens, true},
       {"tokenizer.max_train_docs", &c.tokenizer.max_train_docs, true},
@@ -398,7 +399,8 @@ void validate(const RunConfig& c) {
   need(c.tokenizer.pretokenizer == "gpt2" || c.tokenizer.pretokenizer == "deepseek-v3", "tokenizer.pretokenizer",
        "must be \"gpt2\" or \"deepseek-v3\"");
   need(!c.tokenizer.special_tokens.empty(), "tokenizer.special_tokens", "must contain the end-of-text token first");
-  need(c.augment.copies >= 1, "augment.copies", "must be at least 1");
+  need(c.augment.copies >= 1 || (c.augment.copies == 0 && !c.augment.cda_pairs.empty()), "augment.copies",
+       "must be at least 1 (0 only with augment.cda_pairs: counterfactual copies alone)");
   for (auto [key, p] : {std::pair<const char*, double>{"augment.synonym_prob", c.augment.synonym_prob},
                         {"augment.insert_prob", c.augment.insert_prob}, {"augment.swap_prob", c.augment.swap_prob},
                         {"augment.delete_prob", c.augment.delete_prob}})

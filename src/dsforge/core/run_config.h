@@ -52,11 +52,14 @@ struct RunConfig {
   } data;
   struct Augment {
     bool enabled = false;       // add augmented copies of the training split (never of validation)
-    int64_t copies = 1;         // augmented copies per training document
+    int64_t copies = 1;         // EDA copies per training document (0 = none: counterfactual copies only)
     double synonym_prob = 0.1;  // EDA operations (Wei & Zou 2019), WordNet synonyms
     double insert_prob = 0.1;
     double swap_prob = 0.1;
     double delete_prob = 0.1;
+    // Counterfactual data augmentation (Lu et al. 2018): a word-pair list (data/fairness/gender_pairs.txt's
+    // format); each document mentioning a listed term gets one more copy with every term swapped.
+    std::string cda_pairs;
   } augment;
   struct Tokenizer {
     int64_t vocab_size = 0;  // 0 = the model's vocab_size

@@ -2,6 +2,7 @@
 #pragma once
 #include <cctype>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace dsforge {
@@ -23,6 +24,29 @@ inline std::vector<std::string> split_whitespace(const std::string& s) {
     i = j;
   }
   return out;
+}
+
+// The words of `s` as [begin, end) byte ranges of ASCII letter runs, an apostrophe between letters kept
+// inside ("isn't"): what substitution (synonym attacks, counterfactual terms) works on.
+inline std::vector<std::pair<size_t, size_t>> word_spans(const std::string& s) {
+  std::vector<std::pair<size_t, size_t>> out;
+  auto letter = [&](size_t i) { return i < s.size() && std::isalpha(static_cast<unsigned char>(s[i])); };
+  for (size_t i = 0; i < s.size();) {
+    if (!letter(i)) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (letter(j) || (s[j] == '\'' && letter(j + 1))) ++j;
+    out.emplace_back(i, j);
+    i = j;
+  }
+  return out;
+}
+
+inline std::string lower_ascii(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 }  // namespace dsforge

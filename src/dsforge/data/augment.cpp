@@ -31,7 +31,17 @@ const std::unordered_set<std::string> kStopwords = {
     "not",  "no",   "he",   "she",  "they", "we",   "you",  "i",     "his",  "her",  "their", "our", "your",
     "who",  "which", "what", "when", "where", "how", "than", "then", "so",   "if",   "do",   "does", "did"};
 
+// lexnames(5WN): 0 adj.all, 1 adj.pert, 2 adv.all, 3-28 noun.*, 29-43 verb.*, 44 adj.ppl.
+char lexname_pos(int lex_filenum) {
+  if (lex_filenum == 2) return 'r';
+  if (lex_filenum >= 3 && lex_filenum <= 28) return 'n';
+  if (lex_filenum >= 29 && lex_filenum <= 43) return 'v';
+  return 'a';
+}
+
 }  // namespace
+
+bool is_stopword(const std::string& lower_word) { return kStopwords.count(lower_word) > 0; }
 
 WordNet::WordNet(const std::string& dir) {
   for_each_wordnet_synset(dir, [&](const WordNetSynset& syn) {
@@ -43,6 +53,7 @@ WordNet::WordNet(const std::string& dir) {
       if (v.empty() || v.back() != id) v.push_back(id);
     }
     synset_lemmas_.push_back(std::move(lemmas));
+    synset_pos_.push_back(lexname_pos(syn.lex_filenum));
   });
   for (const char* pos : {"noun", "verb", "adj", "adv"}) {
     std::ifstream in(path_join(dir, std::string(pos) + ".exc"));
@@ -72,17 +83,32 @@ std::vector<std::string> WordNet::base_forms(const std::string& word) const {
   return out;
 }
 
-std::vector<std::string> WordNet::synonyms(const std::string& word) const {
+std::vector<std::string> WordNet::synonyms(const std::string& word) const { return synonyms(word, 0); }
+
+char WordNet::dominant_pos(const std::string& word) const {
+  const std::string order = "nvar";
+  int64_t count[4] = {0, 0, 0, 0};
+  for (const auto& b : base_forms(word))
+    for (uint32_t id : synsets_of_.at(b)) ++count[order.find(synset_pos_[id])];
+  size_t best = 0;
+  for (size_t i = 1; i < 4; ++i)
+    if (count[i] > count[best]) best = i;
+  return count[best] > 0 ? order[best] : 0;
+}
+
+std::vector<std::string> WordNet::synonyms(const std::string& word, char pos) const {
   std::vector<std::string> out;
   const auto bases = base_forms(word);
   for (const auto& b : bases)
-    for (uint32_t id : synsets_of_.at(b))
+    for (uint32_t id : synsets_of_.at(b)) {
+      if (pos != 0 && synset_pos_[id] != pos) continue;
       for (const auto& l : synset_lemmas_[id]) {
         if (std::find(bases.begin(), bases.end(), l) != bases.end()) continue;
         std::string s = l;
         std::replace(s.begin(), s.end(), '_', ' ');
         if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
       }
+    }
   return out;
 }
 

@@ -25,13 +25,23 @@ class WordNet {
   // Other lemmas of every synset of every base form, in database order, without duplicates
   // ("motor_car" is returned as "motor car").
   std::vector<std::string> synonyms(const std::string& word) const;
+  // The same restricted to synsets of one part of speech: 'n', 'v', 'a' (adjectives, satellites
+  // included) or 'r' (adverbs).
+  std::vector<std::string> synonyms(const std::string& word, char pos) const;
+  // The part of speech with the most synsets of the word's base forms (ties: n, v, a, r); 0 when
+  // WordNet does not know the word. What a substitution keeps when no tagger is at hand.
+  char dominant_pos(const std::string& word) const;
   size_t lemma_count() const { return synsets_of_.size(); }
 
  private:
   std::unordered_map<std::string, std::vector<uint32_t>> synsets_of_;  // lemma -> synset ids
   std::vector<std::vector<std::string>> synset_lemmas_;
+  std::vector<char> synset_pos_;
   std::unordered_map<std::string, std::vector<std::string>> exceptions_;  // inflected -> bases
 };
+
+// Function words EDA and the synonym attack leave alone ("the", "is", "not", ...), lower case.
+bool is_stopword(const std::string& lower_word);
 
 struct AugmentOptions {
   double synonym_prob = 0.1;  // each content word replaced by a synonym with this probability

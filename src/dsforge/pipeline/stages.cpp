@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "dsforge/core/log.h"
 #include "dsforge/core/utf8.h"
 #include "dsforge/data/augment.h"
+#include "dsforge/data/counterfactual.h"
 #include "dsforge/data/corpus.h"
 #include "dsforge/data/ingest.h"
 #include "dsforge/data/shards.h"
@@ -136,6 +138,8 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
   data::WordNet wn(cfg.data.wordnet_dir);
   data::Augmenter aug(wn, {cfg.augment.synonym_prob, cfg.augment.insert_prob, cfg.augment.swap_prob,
                            cfg.augment.delete_prob});
+  const std::optional<data::TermSwapper> cda =
+      cfg.augment.cda_pairs.empty() ? std::nullopt : std::optional<data::TermSwapper>(data::TermSwapper::load(cfg.augment.cda_pairs));
   // Output as the name says: JSONL holds any document; a text file holds one-line documents only.
   const bool jsonl_out = output.size() >= 6 && output.compare(output.size() - 6, 6, ".jsonl") == 0;
   std::unique_ptr<data::JsonlWriter> jw;
@@ -150,8 +154,19 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
   data::IngestOptions io = data::ingest_options(cfg);
   io.txt_documents = data::TxtDocuments::kLine;  // augmentation input: .txt is one document per line
   io.skip_binary = false;
-  int64_t n = 0;
+  int64_t n = 0, written = 0;
+  auto emit = [&](const std::string& copy) {
+    if (jw) {
+      jw->write(copy);
+    } else if (copy.find('\n') != std::string::npos) {
+      throw DataError(fmt(input, ": document ", n + 1, " spans lines; write the augmented copies to a .jsonl output"));
+    } else {
+      tw << copy << '\n';
+    }
+    ++written;
+  };
   data::for_each_document({input}, io, [&](std::string&& doc) {
+    if (cda && cda->mentions(doc) > 0) emit(cda->swap(doc));  // the counterfactual copy
     for (int64_t k = 0; k < cfg.augment.copies; ++k) {
       // One seed per (run seed, document, copy): reproducible and independent of thread or order.
       const uint64_t seed = fnv1a64(fmt(cfg.run.seed, ":", n, ":", k));
@@ -167,13 +182,7 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
           start = end + 1;
         }
       }
-      if (jw) {
-        jw->write(copy);
-      } else if (copy.find('\n') != std::string::npos) {
-        throw DataError(fmt(input, ": document ", n + 1, " spans lines; write the augmented copies to a .jsonl output"));
-      } else {
-        tw << copy << '\n';
-      }
+      emit(copy);
     }
     ++n;
   });
@@ -184,7 +193,7 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
     if (!tw) throw IoError(fmt(tmp, ": write failed"));
     std::filesystem::rename(tmp, output);
   }
-  log_info("augment: ", n * cfg.augment.copies, " augmented copies of ", n, " documents -> ", output);
+  log_info("augment: ", written, " augmented copies of ", n, " documents", cda ? " (counterfactual copies included)" : "", " -> ", output);
 }
 
 void stage_augment(const RunConfig& cfg) {

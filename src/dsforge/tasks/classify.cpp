@@ -22,6 +22,9 @@
 #include "dsforge/tokenizer/bpe.h"
 #include "dsforge/core/shuffle.h"
 #include "dsforge/tasks/finetune_run.h"
+#include "dsforge/tasks/text_classifier.h"
+#include "dsforge/core/splitmix.h"
+#include "dsforge/model/deepseek.h"
 #include "dsforge/train/optim.h"
 
 namespace dsforge::tasks {
@@ -68,46 +71,14 @@ ClassifyData wordnet_lexname_task(const std::string& wordnet_dir, int64_t max_tr
 
 namespace {
 
-// Token ids [B, L] padded with `pad` and the mask [B, L] of real tokens.
-std::pair<at::Tensor, at::Tensor> encode_batch(const tok::BpeTokenizer& tok, const std::vector<const Example*>& ex,
-                                               int64_t max_len, int64_t pad) {
-  std::vector<std::vector<int32_t>> ids;
-  int64_t L = 1;
-  for (const Example* e : ex) {
-    auto t = tok.encode(e->text, false);
-    if (static_cast<int64_t>(t.size()) > max_len) t.resize(static_cast<size_t>(max_len));
-    if (t.empty()) t.push_back(static_cast<int32_t>(pad));
-    L = std::max<int64_t>(L, static_cast<int64_t>(t.size()));
-    ids.push_back(std::move(t));
-  }
-  at::Tensor x = at::full({static_cast<int64_t>(ex.size()), L}, pad, at::kLong);
-  at::Tensor m = at::zeros({static_cast<int64_t>(ex.size()), L}, at::kFloat);
-  auto xa = x.accessor<int64_t, 2>();
-  auto ma = m.accessor<float, 2>();
-  for (size_t b = 0; b < ids.size(); ++b)
-    for (size_t j = 0; j < ids[b].size(); ++j) {
-      xa[static_cast<int64_t>(b)][static_cast<int64_t>(j)] = ids[b][j];
-      ma[static_cast<int64_t>(b)][static_cast<int64_t>(j)] = 1.0f;
-    }
-  return {x, m};
-}
+at::Tensor pooled(model::CausalLm& m, const at::Tensor& x, const at::Tensor& mask) { return masked_mean(m->hidden_states(x), mask); }
 
-// Mean of the hidden states over real tokens (right padding: a causal model's real positions never
-// see the padding, so this equals the unpadded computation).
-at::Tensor pooled(model::CausalLm& m, const at::Tensor& x, const at::Tensor& mask) {
-  at::Tensor h = m->hidden_states(x).to(at::kFloat);  // [B, L, d]
-  return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, true).clamp_min(1.0);
+std::pair<at::Tensor, at::Tensor> encode_batch(const tok::BpeTokenizer& tok, const std::vector<const Example*>& ex, int64_t max_len,
+                                               int64_t pad) {
+  std::vector<std::string> texts;
+  for (const Example* e : ex) texts.push_back(e->text);
+  return encode_texts(tok, texts, max_len, pad);
 }
-
-// The backbone and its classification head as one module: "model.*" and "score.*".
-struct ClassifierModule : torch::nn::Module {
-  ClassifierModule(model::CausalLm b, int64_t d, int64_t classes) {
-    backbone = register_module("model", std::move(b));
-    head = register_module("score", torch::nn::Linear(torch::nn::LinearOptions(d, classes)));
-  }
-  model::CausalLm backbone;
-  torch::nn::Linear head{nullptr};
-};
 
 // Fine-tuning a classifier as a task of the one training loop: cross-entropy of the head over the
 // pooled hidden states of a batch of examples.
@@ -117,7 +88,7 @@ class ClassifyTask : public train::TrainTask {
                const std::map<std::string, int64_t>& label_index, const FinetuneOptions& opt, double bias_speed,
                std::string identity)
       : m_(std::move(m)), tok_(tok), train_(train), label_index_(label_index), max_len_(opt.max_len),
-        pad_(std::max<int64_t>(tok.eot_id(), 0)), bias_speed_(bias_speed), identity_(std::move(identity)),
+        pad_(std::max<int64_t>(tok.eot_id(), 0)), bias_speed_(bias_speed), identity_(std::move(identity)), opt_(opt),
         stream_(static_cast<int64_t>(train.size()), opt.seed) {}
 
   torch::nn::Module& module() override { return *m_; }
@@ -133,17 +104,31 @@ class ClassifyTask : public train::TrainTask {
   }
   std::string config_json() const override { return model::model_config_to_json(m_->backbone->config()); }
   std::string identity() const override { return identity_; }
-  train::MicroLoss micro_batch_loss(int64_t rows, int64_t first, int64_t count, int64_t, c10::Device device) override {
-    std::vector<const Example*> batch;
+  train::MicroLoss micro_batch_loss(int64_t rows, int64_t first, int64_t count, int64_t step, c10::Device device) override {
+    if (step != step_) step_ = step, micro_ = 0;
+    const int64_t row0 = micro_++ * rows + first;
+    std::vector<std::string> texts;
     std::vector<int64_t> y;
     for (int64_t i : stream_.next(rows, first, count)) {
-      batch.push_back(&train_[static_cast<size_t>(i)]);
-      y.push_back(label_index_.at(batch.back()->label));
+      const Example& e = train_[static_cast<size_t>(i)];
+      // Augmented texts are keyed by (seed, step, row): the same after a resume.
+      texts.push_back(opt_.augment_text ? opt_.augment_text(e.text, row_seed(step, row0 + static_cast<int64_t>(texts.size()))) : e.text);
+      y.push_back(label_index_.at(e.label));
     }
-    auto [x, mask] = encode_batch(tok_, batch, max_len_, pad_);
-    at::Tensor loss = at::cross_entropy_loss(m_->head(pooled(m_->backbone, x.to(device), mask.to(device))),
-                                             at::tensor(y, at::kLong).to(device));
-    return {loss, loss, at::Tensor()};
+    auto [x, mask] = encode_texts(tok_, texts, max_len_, pad_);
+    x = x.to(device);
+    mask = mask.to(device);
+    const at::Tensor target = at::tensor(y, at::kLong).to(device);
+    at::Tensor logits, loss;
+    if (!opt_.adversarial) {
+      logits = m_->head(pooled(m_->backbone, x, mask));
+      loss = at::cross_entropy_loss(logits, target);
+    } else {
+      std::tie(logits, loss) = adversarial_loss(x, mask, target, step, row0);
+    }
+    at::Tensor total = loss;
+    if (opt_.counterfactual && opt_.clp_weight > 0) total = total + opt_.clp_weight * pairing_penalty(texts, logits, device);
+    return {total, loss, at::Tensor()};
   }
   nlohmann::json data_position() const override { return stream_.position(); }
   void set_data_position(const nlohmann::json& p) override { stream_.set_position(p); }
@@ -156,6 +141,54 @@ class ClassifyTask : public train::TrainTask {
   int64_t tokens_per_row() const override { return max_len_; }
 
  private:
+  uint64_t row_seed(int64_t step, int64_t row) const {
+    return SplitMix64(opt_.seed ^ 0x7e47ULL ^ (static_cast<uint64_t>(step) << 20) ^ static_cast<uint64_t>(row)).next();
+  }
+  at::Tensor logits_of_embeddings(const at::Tensor& e, const at::Tensor& mask) {
+    auto* ds = dynamic_cast<model::DeepseekV3Impl*>(m_->backbone.get());
+    if (!ds)
+      throw ConfigError(fmt("adversarial fine-tuning perturbs token embeddings: it needs a DeepSeek-V3 backbone, not '",
+                            m_->backbone->config().model_type, "'"));
+    return m_->head(masked_mean(ds->hidden_from_embeddings(e), mask));
+  }
+  // Embedding-space adversarial loss: PGD (attacked with the model in eval mode) or FreeLB. Returns the
+  // clean logits (for logit pairing) and the loss.
+  std::pair<at::Tensor, at::Tensor> adversarial_loss(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& target,
+                                                     int64_t step, int64_t row0) {
+    train::AttackOptions a = *opt_.adversarial;
+    a.seed = row_seed(step, row0) ^ 0xad5eULL;
+    const at::Tensor e = m_->backbone->embed(x);
+    const at::Tensor token_mask = mask.unsqueeze(-1);
+    auto ce = [&](const at::Tensor& emb, at::Reduction::Reduction r) {
+      return at::cross_entropy_loss(logits_of_embeddings(emb, mask), target, {}, r);
+    };
+    const at::Tensor logits = logits_of_embeddings(e, mask);
+    const at::Tensor clean = at::cross_entropy_loss(logits, target);
+    if (opt_.adversarial_mode == "freelb")
+      return {logits, train::freelb_loss([&](const at::Tensor& emb) { return ce(emb, at::Reduction::None); }, e, a, token_mask)};
+    m_->eval();
+    const at::Tensor attacked = train::perturb([&](const at::Tensor& emb) { return ce(emb, at::Reduction::None); }, e, a, token_mask);
+    m_->train();
+    const at::Tensor adv = ce(e + (attacked - e.detach()), at::Reduction::Mean);
+    return {logits, (1 - opt_.adversarial_weight) * clean + opt_.adversarial_weight * adv};
+  }
+  // Counterfactual logit pairing: mean |logits(x) - logits(x')| over texts whose counterfactual differs.
+  at::Tensor pairing_penalty(const std::vector<std::string>& texts, const at::Tensor& logits, c10::Device device) {
+    std::vector<std::string> swapped;
+    std::vector<int64_t> rows;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      std::string cf = opt_.counterfactual(texts[i]);
+      if (cf == texts[i]) continue;
+      swapped.push_back(std::move(cf));
+      rows.push_back(static_cast<int64_t>(i));
+    }
+    if (rows.empty()) return at::zeros({}, logits.options());
+    auto [xc, mc] = encode_texts(tok_, swapped, max_len_, pad_);
+    const at::Tensor other = m_->head(pooled(m_->backbone, xc.to(device), mc.to(device)));
+    const at::Tensor mine = logits.index_select(0, at::tensor(rows, at::kLong).to(device));
+    return (mine - other).abs().mean(-1).sum() / static_cast<double>(texts.size());
+  }
+
   std::shared_ptr<ClassifierModule> m_;
   const tok::BpeTokenizer& tok_;
   const std::vector<Example>& train_;
@@ -163,7 +196,9 @@ class ClassifyTask : public train::TrainTask {
   int64_t max_len_, pad_;
   double bias_speed_;
   std::string identity_;
+  const FinetuneOptions& opt_;
   ExampleStream stream_;
+  int64_t step_ = -1, micro_ = 0;
 };
 
 }  // namespace
@@ -191,8 +226,18 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
   torch::nn::Linear head = classifier->head;
   FinetuneSchedule sched = finetune_schedule(static_cast<int64_t>(data.train.size()), opt);
   RunConfig cfg = finetune_run_config(sched, opt.overrides, out_dir.empty() ? "" : path_join(out_dir, "train"));
+  std::string extras;  // robustness and fairness options change what is trained: part of the identity
+  if (opt.adversarial) {
+    train::validate(*opt.adversarial, "finetune: adversarial");
+    if (opt.adversarial_mode != "pgd" && opt.adversarial_mode != "freelb")
+      throw ConfigError(fmt("finetune: adversarial mode '", opt.adversarial_mode, "': expected pgd or freelb"));
+    extras += fmt("|", opt.adversarial_mode, " ", opt.adversarial->describe(), " x", opt.adversarial_weight);
+  }
+  if (opt.augment_text) extras += "|augmented";
+  if (opt.counterfactual && opt.clp_weight > 0) extras += fmt("|clp ", opt.clp_weight);
+  if (opt.clp_weight < 0) throw ConfigError(fmt("finetune: logit-pairing weight ", opt.clp_weight, ": expected >= 0"));
   ClassifyTask task(classifier, tok, data.train, label_index, opt, cfg.train.bias_update_speed,
-                    fmt("classify|", model_dir, "|", data.name, "|", data.train.size(), "|", labels.size()));
+                    fmt("classify|", model_dir, "|", data.name, "|", data.train.size(), "|", labels.size(), extras));
   FinetuneResult r;
   const auto t0 = std::chrono::steady_clock::now();
   r.epoch_losses = run_finetune(task, cfg, (sched.examples + opt.batch - 1) / opt.batch, "finetune");
@@ -235,12 +280,7 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
   r.majority = eval::classification_report(std::vector<std::string>(gold.size(), r.majority_label), gold);
 
   if (!out_dir.empty()) {
-    make_dirs(out_dir);
-    TensorMap weights = model::model_state(*backbone);
-    weights["score.weight"] = head->weight.detach();
-    weights["score.bias"] = head->bias.detach();
-    nlohmann::json lj = labels;
-    save_safetensors(path_join(out_dir, "classifier.safetensors"), weights, {{"labels", lj.dump()}});
+    save_text_classifier(out_dir, *classifier, path_join(model_dir, "tokenizer.json"), labels, opt.max_len);
     write_file_atomic(path_join(out_dir, "finetune.json"), finetune_json(data, r) + "\n");
     write_file_atomic(path_join(out_dir, "predictions.tsv"), predictions_tsv(data.test, r.test_predictions));
     write_file_atomic(path_join(out_dir, "train_predictions.tsv"), predictions_tsv(data.train, predict(data.train)));

@@ -8,10 +8,13 @@
 // sentiment sentences in ../shared/data/text_classification).
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "dsforge/eval/text_metrics.h"
+#include "dsforge/train/adversarial.h"
 
 namespace dsforge::tasks {
 
@@ -40,6 +43,20 @@ struct FinetuneOptions {
   // Run-config overrides for the training loop ("train.beta2=0.98", "train.precision=bf16"); see
   // tasks/finetune_run.h for the fine-tuning defaults they change.
   std::vector<std::string> overrides;
+
+  // Robustness and fairness options (dsforge robust train, dsforge fairness train):
+  // adversarial training on the token embeddings (a DeepSeek backbone): mode "pgd" trains on
+  // (1 - w) CE(clean) + w CE(attacked), "freelb" on FreeLB's mean over adversarial->steps ascent points.
+  std::optional<train::AttackOptions> adversarial;
+  std::string adversarial_mode = "pgd";
+  double adversarial_weight = 0.5;
+  // A rewrite of each training text keyed by a seed that depends on (seed, step, row), e.g. synonym
+  // augmentation; nullptr = the texts as they are.
+  std::function<std::string(const std::string& text, uint64_t seed)> augment_text;
+  // Counterfactual logit pairing (Garg et al. 2019): adds clp_weight x mean |logits(x) - logits(x')| over
+  // the batch's texts whose counterfactual x' differs from x.
+  std::function<std::string(const std::string& text)> counterfactual;
+  double clp_weight = 0;
 };
 
 struct Prediction {

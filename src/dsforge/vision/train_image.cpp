@@ -23,7 +23,7 @@
 namespace dsforge::vision {
 
 at::Tensor image_batch(const ImageDataset& d, const std::vector<int64_t>& indices, const AugmentOptions* augment, uint64_t seed,
-                       int64_t step, int64_t first_row) {
+                       int64_t step, int64_t first_row, bool normalise) {
   const auto n = static_cast<int64_t>(indices.size());
   const int64_t C = d.channels, plane = d.height * d.width;
   at::Tensor x = at::empty({n, C, d.height, d.width}, at::kFloat);
@@ -36,8 +36,9 @@ at::Tensor image_batch(const ImageDataset& d, const std::vector<int64_t>& indice
       src = buf.data();
     }
     for (int64_t c = 0; c < C; ++c) {
-      const float mean = static_cast<float>(d.mean.empty() ? 0.0 : d.mean[static_cast<size_t>(c)]);
-      const float inv = static_cast<float>(1.0 / (d.stddev.empty() ? 1.0 : std::max(1e-6, d.stddev[static_cast<size_t>(c)])));
+      const float mean = static_cast<float>(d.mean.empty() || !normalise ? 0.0 : d.mean[static_cast<size_t>(c)]);
+      const float inv =
+          static_cast<float>(1.0 / (d.stddev.empty() || !normalise ? 1.0 : std::max(1e-6, d.stddev[static_cast<size_t>(c)])));
       float* o = out + (k * C + c) * plane;
       const uint8_t* s = src + c * plane;
       for (int64_t i = 0; i < plane; ++i) o[i] = (static_cast<float>(s[i]) * (1.0f / 255.0f) - mean) * inv;
@@ -46,18 +47,32 @@ at::Tensor image_batch(const ImageDataset& d, const std::vector<int64_t>& indice
   return x;
 }
 
+at::Tensor normalise_pixels(const at::Tensor& x01, const std::vector<double>& mean, const std::vector<double>& stddev) {
+  const int64_t C = x01.size(1);
+  std::vector<float> m(static_cast<size_t>(C), 0.0f), inv(static_cast<size_t>(C), 1.0f);
+  for (size_t c = 0; c < m.size(); ++c) {
+    if (c < mean.size()) m[c] = static_cast<float>(mean[c]);
+    if (c < stddev.size()) inv[c] = static_cast<float>(1.0 / std::max(1e-6, stddev[c]));
+  }
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  return (x01 - at::tensor(m, opts).to(x01.device()).view({1, C, 1, 1})) * at::tensor(inv, opts).to(x01.device()).view({1, C, 1, 1});
+}
+
 namespace {
 
 // Image classification as a task of the one training loop.
 class ImageTask : public train::TrainTask {
  public:
-  ImageTask(ImageClassifier m, const ImageDataset& d, AugmentOptions a, uint64_t seed, std::string identity)
-      : m_(std::move(m)), d_(d), a_(a), seed_(seed), identity_(std::move(identity)), stream_(d.size(), seed) {}
+  ImageTask(ImageClassifier m, const ImageDataset& d, AugmentOptions a, uint64_t seed, std::string identity,
+            std::optional<train::AttackOptions> adversarial, double adversarial_weight)
+      : m_(std::move(m)), d_(d), a_(a), seed_(seed), identity_(std::move(identity)), adversarial_(std::move(adversarial)),
+        adversarial_weight_(adversarial_weight), stream_(d.size(), seed) {}
   torch::nn::Module& module() override { return *m_; }
   void init_weights(double, uint64_t seed) override { m_->init_weights(seed); }
   std::string describe() const override {
     return fmt(m_->config().arch, ": ", model::count_parameters(*m_), " parameters, ", d_.size(), " training images ", d_.channels, "x",
-               d_.height, "x", d_.width, ", augmentation ", a_.describe());
+               d_.height, "x", d_.width, ", augmentation ", a_.describe(),
+               adversarial_ ? fmt(", adversarial training: ", adversarial_->describe(), " (weight ", adversarial_weight_, ")") : "");
   }
   std::string config_json() const override { return to_json(m_->config()).dump(); }
   std::string identity() const override { return identity_; }
@@ -65,11 +80,27 @@ class ImageTask : public train::TrainTask {
     if (step != step_) step_ = step, micro_ = 0;
     const std::vector<int64_t> idx = stream_.next(rows, first, count);
     // Each image's augmentation is keyed by (step, its row in the step): the same after a resume.
-    at::Tensor x = image_batch(d_, idx, &a_, seed_, step, micro_++ * rows + first).to(device);
+    const int64_t row = micro_++ * rows + first;
+    at::Tensor x = image_batch(d_, idx, &a_, seed_, step, row, /*normalise=*/!adversarial_).to(device);
     std::vector<int64_t> labels;
     for (const int64_t i : idx) labels.push_back(d_.labels[static_cast<size_t>(i)]);
     at::Tensor y = at::tensor(labels, at::kLong).to(device);
-    at::Tensor loss = at::cross_entropy_loss(m_->forward(x).to(at::kFloat), y);
+    if (!adversarial_) {
+      at::Tensor loss = at::cross_entropy_loss(m_->forward(x).to(at::kFloat), y);
+      return {loss, loss, at::Tensor()};
+    }
+    // x is in pixels [0, 1]: attack there (the model in eval mode, so dropout and batch-norm statistics
+    // stay out of the attack), then train on the attacked batch.
+    auto ce = [&](const at::Tensor& px, at::Reduction::Reduction r) {
+      return at::cross_entropy_loss(m_->forward(normalise_pixels(px, d_.mean, d_.stddev)).to(at::kFloat), y, {}, r);
+    };
+    train::AttackOptions a = *adversarial_;
+    a.seed = image_seed(seed_ ^ 0xad5e11ULL, step, row);
+    m_->eval();
+    const at::Tensor x_adv = train::perturb([&](const at::Tensor& px) { return ce(px, at::Reduction::None); }, x, a, {}, train::Box{0, 1});
+    m_->train();
+    at::Tensor loss = ce(x_adv, at::Reduction::Mean);
+    if (adversarial_weight_ < 1) loss = adversarial_weight_ * loss + (1 - adversarial_weight_) * ce(x, at::Reduction::Mean);
     return {loss, loss, at::Tensor()};
   }
   nlohmann::json data_position() const override { return stream_.position(); }
@@ -82,6 +113,8 @@ class ImageTask : public train::TrainTask {
   AugmentOptions a_;
   uint64_t seed_;
   std::string identity_;
+  std::optional<train::AttackOptions> adversarial_;
+  double adversarial_weight_;
   tasks::ExampleStream stream_;
   int64_t step_ = -1, micro_ = 0;
 };
@@ -171,8 +204,14 @@ ImageTrainResult train_image_model(const std::string& data_dir, const std::strin
 
   tasks::FinetuneSchedule sched = tasks::finetune_schedule(train.size(), opt);
   RunConfig cfg = tasks::finetune_run_config(sched, opt.overrides, out_dir);
+  if (opt.adversarial) train::validate(*opt.adversarial, "image train: adversarial");
+  if (!(opt.adversarial_weight > 0 && opt.adversarial_weight <= 1))
+    throw ConfigError(fmt("image train: adversarial weight ", opt.adversarial_weight, ": expected a value in (0, 1]"));
+  const std::string adversarial = opt.adversarial ? fmt(opt.adversarial->describe(), " x", opt.adversarial_weight) : "";
   ImageTask task(model, train, opt.augment, opt.seed + 1,
-                 fmt("image|", data_dir, "|", train.size(), "|", to_json(r.config).dump(), "|", opt.augment.describe()));
+                 fmt("image|", data_dir, "|", train.size(), "|", to_json(r.config).dump(), "|", opt.augment.describe(), "|",
+                     adversarial),
+                 opt.adversarial, opt.adversarial_weight);
   auto evaluate = [&](int64_t) {
     const ImageEvalResult e = evaluate_image_model(*model, val, 0);
     return train::Scalars{{"val_loss", e.loss}, {"val_accuracy", e.report.accuracy}};
@@ -194,6 +233,7 @@ ImageTrainResult train_image_model(const std::string& data_dir, const std::strin
                                    {"std", train.stddev},
                                    {"preprocess", {{"grayscale", train.channels == 1}, {"equalize", options.value("equalize", "none")}}},
                                    {"data", data_dir}};
+  if (opt.adversarial) config["adversarial_training"] = adversarial;
   write_file_atomic(path_join(stage, "config.json"), config.dump(2) + "\n");
   save_safetensors(path_join(stage, "model.safetensors"), model::model_state(*model), {{"format", "pt"}});
   replace_dir(stage, dir, "image model");

@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "dsforge/eval/text_metrics.h"
+#include "dsforge/train/adversarial.h"
 #include "dsforge/vision/augment.h"
 #include "dsforge/vision/images.h"
 #include "dsforge/vision/model_config.h"
@@ -33,6 +35,11 @@ struct ImageTrainOptions {
   uint64_t seed = 0;
   AugmentOptions augment;
   std::vector<std::string> overrides;  // run-config overrides for the loop ("train.precision=bf16")
+  // Adversarial training (Madry et al. 2018): each batch is attacked in pixel space [0, 1] (the model in
+  // eval mode, seeded by step and row) and the loss is adversarial_weight x CE(attacked) +
+  // (1 - adversarial_weight) x CE(clean).
+  std::optional<train::AttackOptions> adversarial;
+  double adversarial_weight = 1.0;
 };
 
 struct HardExample {
@@ -60,9 +67,12 @@ struct ImageTrainResult {
 };
 
 // Normalised float batch [n, C, H, W] of the images at `indices` ((x / 255 - mean) / std), each augmented
-// with image_seed(seed, step, first_row + k) when `augment` is given.
+// with image_seed(seed, step, first_row + k) when `augment` is given; pixels in [0, 1] (x / 255) when
+// not `normalise`.
 at::Tensor image_batch(const ImageDataset& d, const std::vector<int64_t>& indices, const AugmentOptions* augment = nullptr,
-                       uint64_t seed = 0, int64_t step = 0, int64_t first_row = 0);
+                       uint64_t seed = 0, int64_t step = 0, int64_t first_row = 0, bool normalise = true);
+// (x - mean) / std per channel of pixels [n, C, H, W] in [0, 1]: what a model reads.
+at::Tensor normalise_pixels(const at::Tensor& x01, const std::vector<double>& mean, const std::vector<double>& stddev);
 
 // Trains on `data_dir`'s train split, scores the val split (test when there is no val), writes
 // out_dir/model/, out_dir/image.json and out_dir/report.html. Checkpoints go to out_dir/checkpoints (the
