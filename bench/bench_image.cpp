@@ -9,8 +9,6 @@
 // is read before its inference starts.
 //
 //   bench_image [--threads 1] [--steps 200] [--archs cnn,mobilenet,vit]
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -24,34 +22,15 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "bench_util.h"
 
 namespace fs = std::filesystem;
 using dsforge::fmt;
 
 namespace {
 
-struct Child {
-  int code = -1;
-  double peak_mb = 0;
-  std::string out;
-};
-
-// Runs `cmd` under /bin/sh, its stdout captured; the peak RSS of the child (wait4).
-Child run(const std::string& cmd, const std::string& out_file) {
-  Child c;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", (cmd + " >" + out_file + " 2>" + out_file + ".err").c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int status = 0;
-  struct rusage ru {};
-  wait4(pid, &status, 0, &ru);
-  c.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  c.peak_mb = static_cast<double>(ru.ru_maxrss) / 1024.0;  // sh is tiny; the child it waited for dominates
-  c.out = dsforge::read_file(out_file);
-  return c;
-}
+using dsforge::bench::Child;
+Child run(const std::string& cmd, const std::string& out_file) { return dsforge::bench::run_child(cmd, out_file); }
 
 double last_metric(const std::string& metrics, const std::string& key) {
   std::ifstream in(metrics);

@@ -1,9 +1,14 @@
 // Timing and peak-memory helpers for the benchmarks. Peak RSS is per phase: reset_peak_rss()
 // clears the kernel's high-water mark (VmHWM) so each measured phase reports its own peak.
 #pragma once
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <utility>
 
@@ -25,6 +30,30 @@ inline double peak_rss_mb() {
     }
   }
   return 0;
+}
+
+// A command run under /bin/sh with its output in out_file (stderr in out_file.err): exit code, output,
+// and the peak RSS of the process tree's largest member (wait4's ru_maxrss; sh itself is tiny).
+struct Child {
+  int code = -1;
+  double peak_mb = 0;
+  std::string out;
+};
+inline Child run_child(const std::string& cmd, const std::string& out_file) {
+  Child c;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", (cmd + " >" + out_file + " 2>" + out_file + ".err").c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  struct rusage ru {};
+  wait4(pid, &status, 0, &ru);
+  c.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  c.peak_mb = static_cast<double>(ru.ru_maxrss) / 1024.0;
+  std::ifstream in(out_file);
+  c.out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return c;
 }
 
 template <typename F>

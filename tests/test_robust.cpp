@@ -500,6 +500,9 @@ TEST(Cli, RobustAndFairnessCommandsAndTheirErrors) {
   const auto j = nlohmann::json::parse(read_file(t.path + "/weat/fairness.json"));
   EXPECT_TRUE(j["weat"][0]["exact"].get<bool>());
   EXPECT_EQ(j["weat"][0]["permutations"], 12870);  // C(16, 8)
+  r = run_cli("report " + t.path + "/weat", t.path);  // the run report carries the section
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(read_file(t.path + "/weat/report.html").find("WEAT (Caliskan et al. 2017)"), std::string::npos);
   // ... unless only single-token words count: then a whole set can be missing.
   r = run_cli("fairness weat --model " + lm + " --test weat1 --single-token", t.path);
   EXPECT_NE(r.code, 0);

@@ -96,7 +96,11 @@ void add_train(CLI::App* robust, Context& ctx) {
       ->capture_default_str();
   c->add_option("--arch", a->image.train.arch, "images: cnn, mobilenet or vit")->check(CLI::IsMember({"cnn", "mobilenet", "vit"}))->capture_default_str();
   c->add_option("--augment", a->augment, "images: on-the-fly augmentation (as image train)")->capture_default_str();
-  c->add_option("--defence", a->text.defence, "text: pgd, freelb or synonym")->check(CLI::IsMember({"pgd", "freelb", "synonym"}))->capture_default_str();
+  c->add_option("--defence", a->text.defence, "text: pgd, freelb (embeddings), synonym (random substitutions), synonym-attack (training on the attack's examples)")
+      ->check(CLI::IsMember({"pgd", "freelb", "synonym", "synonym-attack"}))
+      ->capture_default_str();
+  c->add_option("--attack-train", a->text.attack_train, "text, synonym-attack: training texts attacked per round")->capture_default_str();
+  c->add_option("--rounds", a->text.rounds, "text, synonym-attack: rounds of attacking the latest model and retraining")->capture_default_str();
   c->add_option("--synonym-prob", a->text.synonym_prob, "text, synonym defence: replacement probability per word")->capture_default_str();
   c->add_option("--max-train", a->max_train, "text: training examples (0 = all)");
   c->add_option("--max-test", a->max_test, "text: test examples (0 = all)");

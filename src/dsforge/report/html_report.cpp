@@ -548,15 +548,34 @@ std::string analysis_section(const std::string& dir) {
   return body;
 }
 
+namespace {
+
+// The robustness and fairness sections `dsforge robust|fairness --out DIR` wrote as robust.html and
+// fairness.html: their bodies, inside this report.
+std::string robustness_fairness_sections(const std::string& run_dir) {
+  std::string out;
+  for (const char* page : {"robust.html", "fairness.html"}) {
+    const std::string path = path_join(run_dir, page);
+    if (!file_exists(path)) continue;
+    const std::string html = read_file(path);
+    const size_t a = html.find("<body>"), b = html.rfind("</body>");
+    if (a != std::string::npos && b != std::string::npos && b > a) out += html.substr(a + 6, b - a - 6);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string render_run_report(const std::string& run_dir) {
-  // A fine-tuning folder (finetune.json, no training log) gets the classification and analysis sections.
+  // A fine-tuning folder (finetune.json, no training log) gets the classification and analysis sections;
+  // a robust / fairness folder its sections.
+  const std::string extra = robustness_fairness_sections(run_dir);
   if (!file_exists(path_join(run_dir, "metrics.jsonl")) &&
-      (file_exists(path_join(run_dir, "finetune.json")) || file_exists(path_join(run_dir, "seq2seq.json"))))
+      (file_exists(path_join(run_dir, "finetune.json")) || file_exists(path_join(run_dir, "seq2seq.json")) || !extra.empty()))
     return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + html_escape(run_dir) +
-           "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body><h1>dsforge fine-tuning report</h1>" +
+           "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body><h1>dsforge report</h1>" +
            "<div class=\"sub\">" + html_escape(run_dir) + "</div>" + classification_section(run_dir) + generation_section(run_dir) +
-           analysis_section(run_dir) +
-           "</body></html>\n";
+           analysis_section(run_dir) + extra + "</body></html>\n";
   const RunData d = read_metrics(path_join(run_dir, "metrics.jsonl"));
   std::string body;
   body += "<h1>dsforge run report</h1><div class=\"sub\">" + html_escape(run_dir) + "</div>";
@@ -641,6 +660,7 @@ std::string render_run_report(const std::string& run_dir) {
   }
   const std::string cfg_path = path_join(run_dir, "config.toml");
   if (file_exists(cfg_path)) body += "<h2>Configuration</h2><pre>" + html_escape(read_file(cfg_path)) + "</pre>";
+  body += extra;
 
   return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dsforge report: " + html_escape(run_dir) +
          "</title><style>" + kStyle + "</style><script>" + kScript + "</script></head><body>" + body +

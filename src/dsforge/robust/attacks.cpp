@@ -9,6 +9,7 @@
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/splitmix.h"
 #include "dsforge/core/text.h"
 #include "dsforge/data/augment.h"
 #include "dsforge/report/html_report.h"
@@ -189,6 +190,21 @@ std::string cased_like(const std::string& original, std::string word) {
   return word;
 }
 
+// Single-word synonyms of the word's dominant part of speech, at most `max` (what the attack tries).
+std::vector<std::string> candidate_synonyms(const data::WordNet& wn, const std::string& word, bool keep_pos, int64_t max) {
+  std::vector<std::string> out;
+  const std::string w = lower_ascii(word);
+  if (data::is_stopword(w)) return out;
+  const char pos = wn.dominant_pos(w);
+  if (pos == 0) return out;
+  for (auto& s : wn.synonyms(w, keep_pos ? pos : 0)) {
+    if (s.find(' ') != std::string::npos || s.find('-') != std::string::npos) continue;  // one word for one word
+    out.push_back(std::move(s));
+    if (static_cast<int64_t>(out.size()) >= max) break;
+  }
+  return out;
+}
+
 // Probability of class `gold` for each text, and the predicted class of each.
 std::pair<std::vector<double>, std::vector<int64_t>> gold_probability(const tasks::TextClassifier& c, const std::vector<std::string>& texts,
                                                                       int64_t gold) {
@@ -205,7 +221,7 @@ std::pair<std::vector<double>, std::vector<int64_t>> gold_probability(const task
 }  // namespace
 
 AttackReport synonym_attack(const tasks::TextClassifier& c, const std::vector<tasks::Example>& examples, const data::WordNet& wn,
-                            const SynonymAttackOptions& o) {
+                            const SynonymAttackOptions& o, std::vector<tasks::Example>* found) {
   if (!(o.budget > 0 && o.budget <= 1)) throw ConfigError(fmt("synonym attack: budget ", o.budget, ": expected a share of words in (0, 1]"));
   if (o.max_candidates < 1) throw ConfigError(fmt("synonym attack: max_candidates ", o.max_candidates, ": expected at least 1"));
   const auto t0 = std::chrono::steady_clock::now();
@@ -256,14 +272,9 @@ AttackReport synonym_attack(const tasks::TextClassifier& c, const std::vector<ta
     bool flipped = false;
     for (size_t k = 0; k < order.size() && substituted < budget && !flipped; ++k) {
       const size_t i = candidates[order[k]];
-      const std::string w = lower_ascii(current[i]);
-      std::vector<std::string> texts, words;
-      for (const auto& s : wn.synonyms(w, o.keep_pos ? wn.dominant_pos(w) : 0)) {
-        if (s.find(' ') != std::string::npos || s.find('-') != std::string::npos) continue;  // one word for one word
-        words.push_back(s);
-        texts.push_back(render(i, s));
-        if (static_cast<int64_t>(words.size()) >= o.max_candidates) break;
-      }
+      const std::vector<std::string> words = candidate_synonyms(wn, current[i], o.keep_pos, o.max_candidates);
+      std::vector<std::string> texts;
+      for (const auto& s : words) texts.push_back(render(i, s));
       if (texts.empty()) continue;
       auto [p, pred] = gold_probability(c, texts, gold);
       queries += static_cast<double>(texts.size());
@@ -279,6 +290,7 @@ AttackReport synonym_attack(const tasks::TextClassifier& c, const std::vector<ta
       ++substituted;
       if (pred[best] != gold) {
         flipped = true;
+        if (found) found->push_back({render(spans.size(), ""), ex.label});
         if (r.shown.size() < kShown)
           r.shown.push_back({ex.text, render(spans.size(), ""), ex.label, ex.label, c.labels()[static_cast<size_t>(pred[best])],
                              static_cast<double>(substituted) / static_cast<double>(spans.size()), ""});
@@ -292,6 +304,21 @@ AttackReport synonym_attack(const tasks::TextClassifier& c, const std::vector<ta
   t.finish(r);
   r.seconds = seconds_since(t0);
   return r;
+}
+
+std::string random_synonym_substitution(const std::string& text, const data::WordNet& wn, double p, uint64_t seed) {
+  SplitMix64 rng(seed);
+  std::string out;
+  size_t pos = 0;
+  for (const auto& [a, b] : word_spans(text)) {
+    if (rng.uniform() >= p) continue;
+    const std::string word = text.substr(a, b - a);
+    const auto syn = candidate_synonyms(wn, word, true, 30);
+    if (syn.empty()) continue;
+    out += text.substr(pos, a - pos) + cased_like(word, syn[rng.below(syn.size())]);
+    pos = b;
+  }
+  return out + text.substr(pos);
 }
 
 nlohmann::ordered_json attack_json(const AttackReport& r) {

@@ -73,7 +73,14 @@ struct SynonymAttackOptions {
   int64_t max_candidates = 30;  // synonyms tried per word
   bool keep_pos = true;         // only synonyms of the word's dominant part of speech
 };
+// With `found`, every successful adversarial text is appended to it with its gold label (what adversarial
+// training on the attack's examples trains on).
 AttackReport synonym_attack(const tasks::TextClassifier& c, const std::vector<tasks::Example>& examples, const data::WordNet& wn,
-                            const SynonymAttackOptions& o);
+                            const SynonymAttackOptions& o, std::vector<tasks::Example>* found = nullptr);
+
+// The synonym attack's candidates at random: each content word with a single-word synonym of its
+// dominant part of speech is replaced by a random one with probability `p` (seeded). The synonym
+// defence trains on these, so the model sees the substitutions the attack will try.
+std::string random_synonym_substitution(const std::string& text, const data::WordNet& wn, double p, uint64_t seed);
 
 }  // namespace dsforge::robust

@@ -5,6 +5,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/shuffle.h"
 #include "dsforge/data/augment.h"
 #include "dsforge/report/html_report.h"
 #include "dsforge/tasks/text_classifier.h"
@@ -80,17 +81,20 @@ DefenceResult defend_text_classifier(const std::string& model_dir, const tasks::
                                      const RobustTextOptions& o) {
   tasks::FinetuneOptions defended = o.finetune;
   std::shared_ptr<data::WordNet> wn = std::make_shared<data::WordNet>(o.wordnet_dir);
-  std::shared_ptr<data::Augmenter> augmenter;
   if (o.defence == "pgd" || o.defence == "freelb") {
     defended.adversarial = o.training_attack;
     defended.adversarial_mode = o.defence;
   } else if (o.defence == "synonym") {
     if (!(o.synonym_prob > 0 && o.synonym_prob <= 1))
       throw ConfigError(fmt("robust train: synonym probability ", o.synonym_prob, ": expected a value in (0, 1]"));
-    augmenter = std::make_shared<data::Augmenter>(*wn, data::AugmentOptions{o.synonym_prob, 0, 0, 0});
-    defended.augment_text = [augmenter](const std::string& text, uint64_t seed) { return augmenter->augment(text, seed); };
+    const double p = o.synonym_prob;
+    defended.augment_text = [wn, p](const std::string& text, uint64_t seed) { return random_synonym_substitution(text, *wn, p, seed); };
+  } else if (o.defence == "synonym-attack") {
+    if (o.skip_baseline) throw ConfigError("robust train: the synonym-attack defence attacks the baseline; it cannot skip it");
+    if (o.attack_train < 1) throw ConfigError(fmt("robust train: --attack-train ", o.attack_train, ": expected at least 1"));
+    if (o.rounds < 1) throw ConfigError(fmt("robust train: --rounds ", o.rounds, ": expected at least 1"));
   } else {
-    throw ConfigError(fmt("robust train: defence '", o.defence, "': expected pgd, freelb or synonym"));
+    throw ConfigError(fmt("robust train: defence '", o.defence, "': expected pgd, freelb, synonym or synonym-attack"));
   }
   train::validate(o.embedding_attack, "robust train: evaluation attack");
   std::string baseline = o.baseline;
@@ -100,8 +104,31 @@ DefenceResult defend_text_classifier(const std::string& model_dir, const tasks::
     tasks::finetune_classifier(model_dir, data, o.finetune, baseline);
   }
   const std::string defended_dir = path_join(out_dir, "defended");
-  log_info("robust train: fine-tuning with the ", o.defence, " defence -> ", defended_dir);
-  tasks::finetune_classifier(model_dir, data, defended, defended_dir);
+  nlohmann::ordered_json attack_rounds = nlohmann::ordered_json::array();
+  if (o.defence == "synonym-attack") {
+    // Round r attacks round r-1's model (the baseline first) on a fresh sample of training texts; the
+    // successes accumulate and each round fine-tunes the language model on train + all of them.
+    tasks::ClassifyData train_data = data;
+    std::string attacked = baseline;
+    for (int64_t round = 0; round < o.rounds; ++round) {
+      std::vector<tasks::Example> sample = data.train, found;
+      shuffle_in_place(sample, o.finetune.seed ^ (0x5eedULL + static_cast<uint64_t>(round)));
+      if (static_cast<int64_t>(sample.size()) > o.attack_train) sample.resize(static_cast<size_t>(o.attack_train));
+      const AttackReport a = synonym_attack(tasks::load_text_classifier(attacked), sample, *wn, o.synonym, &found);
+      log_info("robust train: round ", round + 1, ": the synonym attack flipped ", found.size(), " of ", sample.size(), " training texts (",
+               100 * a.success_rate, "% of those classified right); training on them too");
+      train_data.train.insert(train_data.train.end(), found.begin(), found.end());
+      attack_rounds.push_back({{"round", round + 1}, {"model_attacked", attacked}, {"training_texts_attacked", sample.size()},
+                               {"adversarial_examples_added", found.size()}, {"success_rate_on_training_texts", a.success_rate}});
+      train_data.name = fmt(data.name, "+", train_data.train.size() - data.train.size(), " adversarial");
+      attacked = round + 1 < o.rounds ? path_join(out_dir, fmt("round", round + 1)) : defended_dir;
+      log_info("robust train: fine-tuning on ", train_data.train.size(), " texts -> ", attacked);
+      tasks::finetune_classifier(model_dir, train_data, defended, attacked);
+    }
+  } else {
+    log_info("robust train: fine-tuning with the ", o.defence, " defence -> ", defended_dir);
+    tasks::finetune_classifier(model_dir, data, defended, defended_dir);
+  }
 
   std::vector<tasks::Example> test = data.test;
   if (o.examples > 0 && static_cast<int64_t>(test.size()) > o.examples) test.resize(static_cast<size_t>(o.examples));
@@ -119,10 +146,11 @@ DefenceResult defend_text_classifier(const std::string& model_dir, const tasks::
   };
   if (!baseline.empty()) attack_both("baseline", baseline);
   attack_both(o.defence + " defence", defended_dir);
-  r.json = {{"task", data.name},
-            {"defence", o.defence},
-            {"training_attack", o.defence == "synonym" ? fmt("synonym replacement p=", o.synonym_prob) : o.training_attack.describe()},
-            {"test_examples_attacked", test.size()}};
+  const std::string training_attack = o.defence == "synonym"          ? fmt("random synonym substitution p=", o.synonym_prob)
+                                      : o.defence == "synonym-attack" ? "the synonym attack on the baseline's training texts"
+                                                                      : fmt(o.defence, ": ", o.training_attack.describe());
+  r.json = {{"task", data.name}, {"defence", o.defence}, {"training_attack", training_attack}, {"test_examples_attacked", test.size()}};
+  if (!attack_rounds.empty()) r.json["attack_rounds"] = attack_rounds;
   write_robust_outputs(out_dir, "Adversarial training of a text classifier: before and after", r.rows, r.json);
   r.json["results"] = rows_json(r.rows);
   return r;

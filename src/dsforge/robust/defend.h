@@ -38,13 +38,19 @@ DefenceResult defend_image_model(const std::string& data_dir, const std::string&
 
 struct RobustTextOptions {
   tasks::FinetuneOptions finetune;
-  std::string defence = "pgd";  // pgd | freelb (embedding space, finetune.adversarial) | synonym (augmentation)
+  // pgd | freelb: embedding space (finetune.adversarial); synonym: random substitutions from the attack's
+  // candidates (augmentation); synonym-attack: the synonym attack run on `attack_train` training texts
+  // against the baseline, its successes added to the training set with their gold labels (adversarial
+  // training in the discrete input space).
+  std::string defence = "pgd";
   train::AttackOptions training_attack;  // pgd / freelb
   double synonym_prob = 0.3;             // synonym: each content word replaced with this probability
   std::string wordnet_dir = "/usr/share/wordnet";
   SynonymAttackOptions synonym;          // the evaluation attacks
   train::AttackOptions embedding_attack;
   int64_t examples = 500;                // test examples attacked (0 = all)
+  int64_t attack_train = 2000;           // synonym-attack: training texts attacked per round (a seeded sample)
+  int64_t rounds = 1;                    // synonym-attack: attack-and-retrain rounds
   std::string baseline;                  // a fine-tuned classifier folder; empty = fine-tune one plainly
   bool skip_baseline = false;
 };
