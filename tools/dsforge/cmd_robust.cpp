@@ -67,19 +67,34 @@ void add_attack(CLI::App* robust, Context& ctx) {
   });
 }
 
+struct TrainArgs {
+  std::string data, model, train_file, test_file, out, baseline, augment = "none";
+  std::string attack = "pgd";
+  robust::RobustImageOptions image;
+  robust::RobustTextOptions text;
+  train::AttackOptions a;
+  int64_t epochs = 0, batch = 0, eval_steps = 0, max_train = 0, max_test = 0, examples = -1;
+  double lr = 0, eval_eps = -1;
+  uint64_t seed = 0;
+  bool fixed_start = false, no_baseline = false;
+};
+
+// The flags image and text training share, into their options (Options: RobustImageOptions or
+// RobustTextOptions; Training: its ImageTrainOptions or FinetuneOptions).
+template <typename Options, typename Training>
+void apply_common(const TrainArgs& a, const Context& ctx, Options& o, Training& t) {
+  if (a.examples >= 0) o.examples = a.examples;
+  if (a.epochs > 0) t.epochs = a.epochs;
+  if (a.batch > 0) t.batch = a.batch;
+  if (a.lr > 0) t.lr = a.lr;
+  t.seed = a.seed;
+  t.overrides = ctx.overrides;
+  o.baseline = a.baseline;
+  o.skip_baseline = a.no_baseline;
+}
+
 void add_train(CLI::App* robust, Context& ctx) {
-  struct Args {
-    std::string data, model, train_file, test_file, out, baseline, augment = "none";
-    std::string attack = "pgd";
-    robust::RobustImageOptions image;
-    robust::RobustTextOptions text;
-    train::AttackOptions a;
-    int64_t epochs = 0, batch = 0, eval_steps = 0, max_train = 0, max_test = 0, examples = -1;
-    double lr = 0, eval_eps = -1;
-    uint64_t seed = 0;
-    bool fixed_start = false, no_baseline = false;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<TrainArgs>();
   CLI::App* c = robust->add_subcommand(
       "train", "adversarial training, before and after: images (--data) with PGD/FGSM; text classifiers (--model --train --test) with "
                "embedding PGD, FreeLB or synonym augmentation");
@@ -128,15 +143,8 @@ void add_train(CLI::App* robust, Context& ctx) {
         o.train.adversarial = a->a;
         o.train.adversarial->method = a->attack;
         o.attack = eval;
-        if (a->examples >= 0) o.examples = a->examples;
-        if (a->epochs > 0) o.train.epochs = a->epochs;
-        if (a->batch > 0) o.train.batch = a->batch;
-        if (a->lr > 0) o.train.lr = a->lr;
-        o.train.seed = a->seed;
+        apply_common(*a, ctx, o, o.train);
         o.train.augment = vision::parse_augment(a->augment);
-        o.train.overrides = ctx.overrides;
-        o.baseline = a->baseline;
-        o.skip_baseline = a->no_baseline;
         r = robust::defend_image_model(a->data, a->out, o);
       } else {
         if (a->model.empty() || a->train_file.empty() || a->test_file.empty())
@@ -144,14 +152,7 @@ void add_train(CLI::App* robust, Context& ctx) {
         robust::RobustTextOptions& o = a->text;
         o.training_attack = a->a;
         o.embedding_attack = eval;
-        if (a->examples >= 0) o.examples = a->examples;
-        if (a->epochs > 0) o.finetune.epochs = a->epochs;
-        if (a->batch > 0) o.finetune.batch = a->batch;
-        if (a->lr > 0) o.finetune.lr = a->lr;
-        o.finetune.seed = a->seed;
-        o.finetune.overrides = ctx.overrides;
-        o.baseline = a->baseline;
-        o.skip_baseline = a->no_baseline;
+        apply_common(*a, ctx, o, o.finetune);
         tasks::ClassifyData d;
         d.name = "tsv:" + a->train_file;
         d.train = tasks::read_tsv_examples(a->train_file, a->max_train);

@@ -49,4 +49,19 @@ inline std::string lower_ascii(std::string s) {
   return s;
 }
 
+// Calls fn(line, number) for each line of `text` (numbers from 1, a trailing "\r" removed): what the
+// readers of small list files (word pairs, WEAT tests, probes) iterate with, naming file:line in errors.
+template <typename F>
+void for_each_line(const std::string& text, F&& fn) {
+  size_t pos = 0, number = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    fn(line, ++number);
+    pos = end + 1;
+  }
+}
+
 }  // namespace dsforge

@@ -31,22 +31,16 @@ TermSwapper TermSwapper::load(const std::string& path_in) {
   const std::string path = repo_data_file(path_in);
   const std::string text = read_file(path);
   std::vector<std::vector<std::string>> groups;
-  size_t line_no = 0, pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
+  for_each_line(text, [&](std::string line, size_t line_no) {
     if (const size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
     std::vector<std::string> terms = split_whitespace(line);
-    if (terms.empty()) continue;
+    if (terms.empty()) return;
     if (terms.size() < 2) throw DataError(fmt(path, ":", line_no, ": '", terms[0], "' has no counterpart (expected two or more terms)"));
     for (const auto& t : terms)
       if (word_spans(t).size() != 1 || word_spans(t)[0] != std::make_pair<size_t, size_t>(0, t.size()))
         throw DataError(fmt(path, ":", line_no, ": '", t, "' is not one word of letters"));
     groups.push_back(std::move(terms));
-  }
+  });
   if (groups.empty()) throw DataError(fmt(path, ": no term pairs"));
   return TermSwapper(groups, path);
 }

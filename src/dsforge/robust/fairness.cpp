@@ -27,14 +27,8 @@ namespace dsforge::robust {
 std::vector<WeatTest> read_weat_tests(const std::string& path) {
   const std::string text = read_file(path);
   std::vector<WeatTest> tests;
-  size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (line.empty() || line[0] == '#') continue;
+  for_each_line(text, [&](const std::string& line, size_t line_no) {
+    if (line.empty() || line[0] == '#') return;
     if (line[0] == '[') {
       const size_t close = line.find(']');
       if (close == std::string::npos) throw DataError(fmt(path, ":", line_no, ": expected '[name] description'"));
@@ -42,7 +36,7 @@ std::vector<WeatTest> read_weat_tests(const std::string& path) {
       t.name = line.substr(1, close - 1);
       t.description = line.substr(std::min(line.size(), close + 2));
       tests.push_back(std::move(t));
-      continue;
+      return;
     }
     const size_t colon = line.find(':');
     if (tests.empty() || colon == std::string::npos || line.size() < 3 || line[1] != ' ' || std::string("XYAB").find(line[0]) == std::string::npos)
@@ -51,7 +45,7 @@ std::vector<WeatTest> read_weat_tests(const std::string& path) {
     if (s.words.empty()) throw DataError(fmt(path, ":", line_no, ": set '", s.label, "' has no words"));
     WeatTest& t = tests.back();
     (line[0] == 'X' ? t.x : line[0] == 'Y' ? t.y : line[0] == 'A' ? t.a : t.b) = std::move(s);
-  }
+  });
   for (const auto& t : tests)
     if (t.x.words.empty() || t.y.words.empty() || t.a.words.empty() || t.b.words.empty())
       throw DataError(fmt(path, ": test [", t.name, "] needs all four sets X, Y, A and B"));
@@ -222,23 +216,16 @@ CounterfactualResult counterfactual_fairness(const tasks::TextClassifier& c, con
 std::vector<GroupExample> read_group_examples(const std::string& path) {
   const std::string text = read_file(path);
   std::vector<GroupExample> out;
-  size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
+  for_each_line(text, [&](const std::string& line, size_t line_no) {
+    if (line.empty()) return;
     const size_t t2 = line.rfind('\t');
     const size_t t1 = t2 == std::string::npos || t2 == 0 ? std::string::npos : line.rfind('\t', t2 - 1);
     if (t1 == std::string::npos) throw DataError(fmt(path, ":", line_no, ": expected 'text<TAB>label<TAB>group'"));
     GroupExample e{line.substr(0, t1), line.substr(t1 + 1, t2 - t1 - 1), line.substr(t2 + 1)};
-    if (line_no == 1 && e.label == "label") continue;
+    if (line_no == 1 && e.label == "label") return;
     if (e.label.empty() || e.group.empty()) throw DataError(fmt(path, ":", line_no, ": empty label or group"));
     out.push_back(std::move(e));
-  }
+  });
   if (out.empty()) throw DataError(fmt(path, ": no examples"));
   return out;
 }
@@ -279,26 +266,20 @@ GroupFairness group_fairness(const std::vector<std::string>& predicted, const st
 LmProbe read_lm_probe(const std::string& path) {
   const std::string text = read_file(path);
   LmProbe p;
-  size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (line.empty() || line[0] == '#') continue;
-    if (line[0] == '=') {
-      const size_t colon = line.find(':');
-      if (colon == std::string::npos) throw DataError(fmt(path, ":", line_no, ": expected '= group: term term ...'"));
-      LmProbe::Group g{split_whitespace(line.substr(1, colon - 1)).empty() ? "" : split_whitespace(line.substr(1, colon - 1))[0],
-                       split_whitespace(line.substr(colon + 1)), 0};
-      if (g.name.empty() || g.terms.empty()) throw DataError(fmt(path, ":", line_no, ": a group needs a name and terms"));
-      p.groups.push_back(std::move(g));
-    } else {
+  for_each_line(text, [&](const std::string& line, size_t line_no) {
+    if (line.empty() || line[0] == '#') return;
+    if (line[0] != '=') {
       if (line.find("{}") == std::string::npos) throw DataError(fmt(path, ":", line_no, ": template without a {} slot"));
       p.templates.push_back(line);
+      return;
     }
-  }
+    const size_t colon = line.find(':');
+    const auto name = split_whitespace(line.substr(1, colon == std::string::npos ? std::string::npos : colon - 1));
+    if (colon == std::string::npos || name.size() != 1) throw DataError(fmt(path, ":", line_no, ": expected '= group: term term ...'"));
+    LmProbe::Group g{name[0], split_whitespace(line.substr(colon + 1)), 0};
+    if (g.terms.empty()) throw DataError(fmt(path, ":", line_no, ": group '", g.name, "' has no terms"));
+    p.groups.push_back(std::move(g));
+  });
   if (p.groups.size() < 2) throw DataError(fmt(path, ": the probe needs two or more '= group: terms' lines"));
   if (p.templates.empty()) throw DataError(fmt(path, ": no templates"));
   return p;
