@@ -50,17 +50,28 @@ void add_weat(CLI::App* f, Context& ctx) {
       const robust::WordVectorLookup lookup =
           a->vectors.empty() ? robust::lm_embedding_lookup(a->model, a->single_token) : robust::vector_file_lookup(a->vectors);
       std::vector<robust::WeatResult> results;
+      nlohmann::ordered_json skipped = nlohmann::ordered_json::array();
       std::printf("%-8s %8s %10s  %-13s %s\n", "test", "d", "p", "words X/Y/A/B", "targets / attributes");
       for (const auto& t : robust::read_weat_tests(data::repo_data_file(a->tests))) {
         if (!a->only.empty() && std::find(a->only.begin(), a->only.end(), t.name) == a->only.end()) continue;
-        results.push_back(robust::run_weat(t, lookup, a->permutations, a->seed));
+        try {
+          results.push_back(robust::run_weat(t, lookup, a->permutations, a->seed));
+        } catch (const DataError& e) {
+          // Running every test, one the vocabulary cannot serve is skipped and said; one asked for by name is an error.
+          if (!a->only.empty()) throw;
+          std::printf("%-8s skipped: %s\n", t.name.c_str(), e.what());
+          skipped.push_back({{"test", t.name}, {"reason", e.what()}});
+          continue;
+        }
         const auto& r = results.back();
         std::printf("%-8s %8.3f %10.4g  %3lld/%lld/%lld/%lld  %s\n", r.name.c_str(), r.effect_size, r.p_value, static_cast<long long>(r.x),
                     static_cast<long long>(r.y), static_cast<long long>(r.a), static_cast<long long>(r.b), r.description.c_str());
       }
+      if (results.empty() && !skipped.empty()) throw DataError(fmt("fairness weat: no test could run (", skipped[0]["reason"].get<std::string>(), ")"));
       if (results.empty()) throw ConfigError("fairness weat: no test matched --test");
-      finish(a->out, a->json, {{"source", a->vectors.empty() ? a->model : a->vectors}, {"weat", robust::weat_json(results)}},
-             robust::weat_html(results));
+      nlohmann::ordered_json j = {{"source", a->vectors.empty() ? a->model : a->vectors}, {"weat", robust::weat_json(results)}};
+      if (!skipped.empty()) j["skipped"] = skipped;
+      finish(a->out, a->json, j, robust::weat_html(results));
       return 0;
     };
   });
