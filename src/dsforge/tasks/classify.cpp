@@ -19,12 +19,12 @@
 #include "dsforge/eval/metrics_files.h"
 #include "dsforge/log/tensorboard.h"
 #include "dsforge/model/io.h"
-#include "dsforge/tokenizer/bpe.h"
 #include "dsforge/core/shuffle.h"
-#include "dsforge/tasks/finetune_run.h"
-#include "dsforge/tasks/text_classifier.h"
 #include "dsforge/core/splitmix.h"
 #include "dsforge/model/deepseek.h"
+#include "dsforge/tasks/finetune_run.h"
+#include "dsforge/tasks/text_classifier.h"
+#include "dsforge/tokenizer/bpe.h"
 #include "dsforge/train/optim.h"
 
 namespace dsforge::tasks {
@@ -162,10 +162,12 @@ class ClassifyTask : public train::TrainTask {
     auto ce = [&](const at::Tensor& emb, at::Reduction::Reduction r) {
       return at::cross_entropy_loss(logits_of_embeddings(emb, mask), target, {}, r);
     };
+    if (opt_.adversarial_mode == "freelb") {  // the clean logits only when logit pairing needs them
+      const at::Tensor logits = opt_.counterfactual && opt_.clp_weight > 0 ? logits_of_embeddings(e, mask) : at::Tensor();
+      return {logits, train::freelb_loss([&](const at::Tensor& emb) { return ce(emb, at::Reduction::None); }, e, a, token_mask)};
+    }
     const at::Tensor logits = logits_of_embeddings(e, mask);
     const at::Tensor clean = at::cross_entropy_loss(logits, target);
-    if (opt_.adversarial_mode == "freelb")
-      return {logits, train::freelb_loss([&](const at::Tensor& emb) { return ce(emb, at::Reduction::None); }, e, a, token_mask)};
     m_->eval();
     const at::Tensor attacked = train::perturb([&](const at::Tensor& emb) { return ce(emb, at::Reduction::None); }, e, a, token_mask);
     m_->train();

@@ -209,8 +209,8 @@ ImageTrainResult train_image_model(const std::string& data_dir, const std::strin
     throw ConfigError(fmt("image train: adversarial weight ", opt.adversarial_weight, ": expected a value in (0, 1]"));
   const std::string adversarial = opt.adversarial ? fmt(opt.adversarial->describe(), " x", opt.adversarial_weight) : "";
   ImageTask task(model, train, opt.augment, opt.seed + 1,
-                 fmt("image|", data_dir, "|", train.size(), "|", to_json(r.config).dump(), "|", opt.augment.describe(), "|",
-                     adversarial),
+                 fmt("image|", data_dir, "|", train.size(), "|", to_json(r.config).dump(), "|", opt.augment.describe(),
+                     adversarial.empty() ? "" : "|" + adversarial),
                  opt.adversarial, opt.adversarial_weight);
   auto evaluate = [&](int64_t) {
     const ImageEvalResult e = evaluate_image_model(*model, val, 0);
