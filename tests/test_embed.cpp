@@ -4,6 +4,8 @@
 // values, and the errors on bad input.
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +20,11 @@
 #include "dsforge/embed/glove.h"
 #include "dsforge/embed/run.h"
 #include "dsforge/embed/word2vec.h"
+#include "dsforge/model/causal_lm.h"
+#include "dsforge/model/io.h"
+#include "dsforge/tokenizer/bpe.h"
+#include "dsforge/train/embedding_init.h"
+#include "tiny_model.h"
 #include "test_util.h"
 
 using namespace dsforge;
@@ -416,4 +423,42 @@ TEST(EmbedCli, TrainWritesAllFormats) {
   const std::string nb = run_embed_neighbors(tmp.path + "/out/vectors.bin", "animal3", 3);
   EXPECT_EQ(std::count(nb.begin(), nb.end(), '\n'), 3);
   EXPECT_THROW_MSG(run_embed_neighbors(tmp.path + "/out/vectors.bin", "zebra", 3), DataError, "'zebra' is not in the vocabulary");
+}
+
+TEST(Embed, LanguageModelEmbeddingsStartFromWordVectors) {
+  TempDir t;
+  const std::string model_dir = save_tiny_model(t.path, {"the dog ran to the cat", "a dog and a cat", "the red dog"});
+  model::CausalLm m = model::load_pretrained(model_dir);
+  const auto tok = tok::BpeTokenizer::load(model_dir + "/tokenizer.json");
+  const int64_t d = m->config().hidden_size;
+  WordVectors v;
+  v.dim = static_cast<int>(d);
+  v.words = {"dog", "cat"};
+  for (int64_t i = 0; i < 2 * d; ++i) v.data.push_back(static_cast<float>(i % d) * (i < d ? 1.0f : -1.0f) + 0.5f);
+  at::Tensor table;
+  for (const auto& p : m->named_parameters())
+    if (p.key().find("embed_tokens.weight") != std::string::npos) table = p.value();
+  ASSERT_TRUE(table.defined());
+  const at::Tensor before = table.detach().clone();
+  const train::EmbeddingInit r = train::init_embeddings_from_vectors(*m, tok, v, 0.02);
+  EXPECT_GE(r.word_tokens, r.initialised);
+  // The rows of the tokens " dog" / "dog" now point along the dog vector with norm 0.02 sqrt(d); every
+  // row of a token that is not a known word is untouched.
+  const at::Tensor dog = at::tensor(std::vector<float>(v.row(0), v.row(0) + d));
+  int64_t changed = 0;
+  for (int64_t id = 0; id < tok.vocab_size(); ++id) {
+    std::string w = tok.decode({static_cast<int32_t>(id)});
+    if (!w.empty() && w[0] == ' ') w.erase(0, 1);
+    const at::Tensor row = table[id].detach();
+    if (w == "dog") {
+      EXPECT_NEAR(row.norm().item<double>(), 0.02 * std::sqrt(static_cast<double>(d)), 1e-5);
+      EXPECT_NEAR(at::cosine_similarity(row, dog, 0).item<double>(), 1.0, 1e-5);
+    }
+    if (w != "dog" && w != "cat") EXPECT_TRUE(at::equal(row, before[id])) << w;
+    changed += !at::equal(row, before[id]);
+  }
+  EXPECT_EQ(changed, r.initialised);
+  EXPECT_GE(r.initialised, 1);
+  v.dim = static_cast<int>(d) + 1;
+  EXPECT_THROW_MSG(train::init_embeddings_from_vectors(*m, tok, v, 0.02), ConfigError, "the vectors have");
 }

@@ -84,6 +84,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"train.eps", &c.train.eps, false},
       {"train.grad_clip", &c.train.grad_clip, false},
       {"train.init_std", &c.train.init_std, true},
+      {"train.init_embeddings", &c.train.init_embeddings, true, true},
       {"train.label_smoothing", &c.train.label_smoothing, false},
       {"train.early_stopping_patience", &c.train.early_stopping_patience, false},
       {"train.early_stopping_min_delta", &c.train.early_stopping_min_delta, false},

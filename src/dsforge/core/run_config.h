@@ -86,6 +86,9 @@ struct RunConfig {
     double eps = 1e-8;
     double grad_clip = 1.0;      // global norm; 0 disables
     double init_std = 0.02;
+    // A word-vector file (dsforge embed's, word2vec text or binary): on a fresh start, the embedding row of
+    // every token that is a whole word the file knows starts from its vector, scaled to the init norm.
+    std::string init_embeddings;
     double label_smoothing = 0.0;
     int64_t early_stopping_patience = 0;  // evaluations without improvement before stopping; 0 = off
     double early_stopping_min_delta = 0.0;  // improvement of val loss that counts

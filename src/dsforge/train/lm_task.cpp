@@ -5,6 +5,11 @@
 #include <cmath>
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+#include "dsforge/core/log.h"
+#include "dsforge/embed/vectors.h"
+#include "dsforge/tokenizer/bpe.h"
+#include "dsforge/train/embedding_init.h"
 #include "dsforge/data/shards.h"
 #include "dsforge/log/metrics.h"
 #include "dsforge/log/tensorboard.h"
@@ -49,12 +54,18 @@ LmTask::LmTask(const RunConfig& cfg, model::CausalLm model, const std::string& t
   model_->set_label_smoothing(tc.label_smoothing);
   model_->set_dropout(dropout_);
   pretrained_ = pretrained;
+  init_embeddings_ = tc.init_embeddings;
+  tokenizer_path_ = path_join(cfg.run.out_dir, "tokenizer.json");
 }
 
 LmTask::~LmTask() = default;
 
 void LmTask::init_weights(double std, uint64_t seed) {
-  if (!pretrained_) model_->init_weights(std, seed);
+  if (pretrained_) return;
+  model_->init_weights(std, seed);
+  if (init_embeddings_.empty()) return;
+  const EmbeddingInit r = init_embeddings_from_vectors(*model_, tok::BpeTokenizer::load(tokenizer_path_), embed::load_vectors(init_embeddings_), std);
+  log_info("train: ", r.initialised, " of ", r.word_tokens, " whole-word tokens start from the vectors in ", init_embeddings_);
 }
 
 std::string LmTask::describe() const { return fmt(model::count_parameters(*model_), " parameters"); }

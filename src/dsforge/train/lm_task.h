@@ -61,6 +61,7 @@ class LmTask : public TrainTask {
   model::DropoutRates dropout_;
   double last_load_ratio_ = 0;
   bool pretrained_ = false;
+  std::string init_embeddings_, tokenizer_path_;  // train.init_embeddings and the run's tokenizer
 };
 
 }  // namespace dsforge::train
