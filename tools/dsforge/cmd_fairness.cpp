@@ -9,7 +9,6 @@
 #include "dsforge/data/counterfactual.h"
 #include "dsforge/robust/fairness.h"
 #include "dsforge/tasks/classify.h"
-#include "dsforge/tasks/text_classifier.h"
 
 namespace dsforge::cli {
 namespace {
@@ -94,34 +93,10 @@ void add_counterfactual(CLI::App* f, Context& ctx) {
   c->callback([&ctx, a]() {
     ctx.action = [&ctx, a]() {
       use_threads(ctx);
-      const tasks::TextClassifier cls = tasks::load_text_classifier(a->model);
-      const data::TermSwapper swapper = data::TermSwapper::load(a->pairs);
-      std::vector<std::string> texts;
-      std::vector<robust::GroupExample> grouped;
-      if (a->groups) {
-        grouped = robust::read_group_examples(a->data);
-        for (const auto& e : grouped) texts.push_back(e.text);
-      } else {
-        for (const auto& e : tasks::read_tsv_examples(a->data)) texts.push_back(e.text);
-      }
-      const robust::CounterfactualResult r = robust::counterfactual_fairness(cls, texts, swapper);
-      std::printf("counterfactual token fairness: %lld of %lld texts mention a term; mean gap %.4f, max %.4f, %.2f%% predictions flip\n",
-                  static_cast<long long>(r.mentioning), static_cast<long long>(r.examples), r.mean_gap, r.max_gap, 100 * r.flip_rate);
-      nlohmann::ordered_json j = {{"model", a->model}, {"data", a->data}, {"counterfactual", robust::counterfactual_json(r)}};
-      std::string html = robust::counterfactual_html({{a->model, r}});
-      if (a->groups) {
-        const std::string positive = a->positive.empty() ? cls.labels().back() : a->positive;
-        if (cls.label_index(positive) < 0) throw ConfigError(fmt("fairness counterfactual: --positive '", positive, "' is not a label of ", a->model));
-        const robust::GroupFairness g = robust::group_fairness(cls.predict(texts), grouped, positive);
-        std::printf("group fairness ('%s' positive): demographic parity difference %.4f, equalised-odds difference %.4f\n", positive.c_str(),
-                    g.demographic_parity_difference, g.equalized_odds_difference);
-        for (const auto& gr : g.groups)
-          std::printf("  %-16s n=%-6lld positive rate %.4f  TPR %.4f  FPR %.4f  accuracy %.4f\n", gr.name.c_str(), static_cast<long long>(gr.n),
-                      gr.positive_rate, gr.tpr, gr.fpr, gr.accuracy);
-        j["groups"] = robust::group_json(g);
-        html += robust::group_html(g);
-      }
-      finish(a->out, a->json, j, html);
+      const robust::ClassifierFairness f =
+          robust::classifier_fairness(a->model, a->data, data::TermSwapper::load(a->pairs), a->groups, a->positive);
+      std::fputs(f.summary.c_str(), stdout);
+      finish(a->out, a->json, f.json, f.html);
       return 0;
     };
   });

@@ -18,6 +18,7 @@
 #include "dsforge/vision/images.h"
 #include "dsforge/vision/models.h"
 #include "dsforge/vision/train_image.h"
+#include "dsforge/train/adversarial.h"
 
 namespace dsforge::robust {
 namespace {

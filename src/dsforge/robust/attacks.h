@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "dsforge/train/adversarial.h"
+#include "dsforge/train/attack_options.h"
 
 namespace dsforge::data {
 class WordNet;

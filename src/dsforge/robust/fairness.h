@@ -131,6 +131,17 @@ std::string counterfactual_html(const std::vector<std::pair<std::string, Counter
 std::string group_html(const GroupFairness& g);
 std::string lm_probe_html(const LmProbe& p);
 
+// counterfactual_fairness (and group_fairness with `groups`: data is text<TAB>label<TAB>group; `positive`
+// defaults to the classifier's last label) of a saved text classifier on a file: one line per measure
+// for the terminal, the JSON and the report sections.
+struct ClassifierFairness {
+  std::string summary;
+  nlohmann::ordered_json json;
+  std::string html;
+};
+ClassifierFairness classifier_fairness(const std::string& model_dir, const std::string& data, const data::TermSwapper& swapper,
+                                       bool groups, const std::string& positive);
+
 // ---- Mitigation: before and after ----
 struct MitigationResult {
   std::vector<std::pair<std::string, CounterfactualResult>> rows;  // baseline, mitigated

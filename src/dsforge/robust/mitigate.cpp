@@ -30,6 +30,37 @@ double accuracy(const tasks::TextClassifier& c, const std::vector<tasks::Example
 
 }  // namespace
 
+ClassifierFairness classifier_fairness(const std::string& model_dir, const std::string& data, const data::TermSwapper& swapper,
+                                       bool groups, const std::string& positive_in) {
+  const tasks::TextClassifier cls = tasks::load_text_classifier(model_dir);
+  std::vector<std::string> texts;
+  std::vector<GroupExample> grouped;
+  if (groups) {
+    grouped = read_group_examples(data);
+    for (const auto& e : grouped) texts.push_back(e.text);
+  } else {
+    for (const auto& e : tasks::read_tsv_examples(data)) texts.push_back(e.text);
+  }
+  const CounterfactualResult r = counterfactual_fairness(cls, texts, swapper);
+  ClassifierFairness out;
+  out.summary = fmt("counterfactual token fairness: ", r.mentioning, " of ", r.examples, " texts mention a term; mean gap ", r.mean_gap,
+                    ", max ", r.max_gap, ", ", 100 * r.flip_rate, "% of predictions flip\n");
+  out.json = {{"model", model_dir}, {"data", data}, {"counterfactual", counterfactual_json(r)}};
+  out.html = counterfactual_html({{model_dir, r}});
+  if (!groups) return out;
+  const std::string positive = positive_in.empty() ? cls.labels().back() : positive_in;
+  if (cls.label_index(positive) < 0) throw ConfigError(fmt("fairness counterfactual: --positive '", positive, "' is not a label of ", model_dir));
+  const GroupFairness g = group_fairness(cls.predict(texts), grouped, positive);
+  out.summary += fmt("group fairness ('", positive, "' positive): demographic parity difference ", g.demographic_parity_difference,
+                     ", equalised-odds difference ", g.equalized_odds_difference, "\n");
+  for (const auto& gr : g.groups)
+    out.summary += fmt("  ", gr.name, ": n=", gr.n, " positive rate ", gr.positive_rate, ", TPR ", gr.tpr, ", FPR ", gr.fpr, ", accuracy ",
+                       gr.accuracy, "\n");
+  out.json["groups"] = group_json(g);
+  out.html += group_html(g);
+  return out;
+}
+
 MitigationResult mitigate_classifier(const std::string& model_dir, const tasks::ClassifyData& data, const data::TermSwapper& swapper,
                                      const std::string& out_dir, const tasks::FinetuneOptions& finetune, const std::string& method,
                                      double clp_weight, const std::string& baseline_in) {

@@ -26,6 +26,7 @@
 #include "dsforge/tasks/text_classifier.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "dsforge/train/optim.h"
+#include "dsforge/train/adversarial.h"
 
 namespace dsforge::tasks {
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "dsforge/eval/text_metrics.h"
-#include "dsforge/train/adversarial.h"
+#include "dsforge/train/attack_options.h"
 
 namespace dsforge::tasks {
 

@@ -18,6 +18,7 @@
 #include "dsforge/model/io.h"
 #include "dsforge/report/html_report.h"
 #include "dsforge/tasks/finetune_run.h"
+#include "dsforge/train/adversarial.h"
 #include "dsforge/train/task.h"
 
 namespace dsforge::vision {

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "dsforge/eval/text_metrics.h"
-#include "dsforge/train/adversarial.h"
+#include "dsforge/train/attack_options.h"
 #include "dsforge/vision/augment.h"
 #include "dsforge/vision/images.h"
 #include "dsforge/vision/model_config.h"
