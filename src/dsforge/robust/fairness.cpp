@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -172,6 +173,11 @@ WordVectorLookup vector_file_lookup(const std::string& path) {
   return [v](const std::string& word) -> std::optional<std::vector<float>> {
     int64_t i = v->find(word);
     if (i < 0) i = v->find(lower_ascii(word));
+    if (i < 0 && !word.empty()) {  // "einstein" in the lists, "Einstein" in a cased vocabulary
+      std::string cap = lower_ascii(word);
+      cap[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(cap[0])));
+      i = v->find(cap);
+    }
     if (i < 0) return std::nullopt;
     return std::vector<float>(v->row(static_cast<size_t>(i)), v->row(static_cast<size_t>(i)) + v->dim);
   };

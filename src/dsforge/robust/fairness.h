@@ -68,7 +68,8 @@ double weat_association(const std::vector<float>& w, const std::vector<std::vect
 // (the leading space: how a word mid-sentence is tokenized). With single_token, words that take more
 // than one token count as missing.
 WordVectorLookup lm_embedding_lookup(const std::string& model_dir, bool single_token);
-// A word-vector file (word2vec text/binary or dsforge's safetensors), case-insensitive fallback.
+// A word-vector file (word2vec text/binary or dsforge's safetensors); a word missing as written is looked
+// up in lower case, then capitalised.
 WordVectorLookup vector_file_lookup(const std::string& path);
 
 // ---- Classifiers ----
