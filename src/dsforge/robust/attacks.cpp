@@ -44,6 +44,18 @@ struct Tally {
     r.relative_perturbation = relative / attacked;
     r.queries_per_example = queries / attacked;
   }
+  // One example of a gradient attack: true when the attack flipped a correct prediction.
+  bool add(int64_t gold, int64_t clean, int64_t adv, double pert, double size, int64_t steps) {
+    ++examples;
+    robust_correct += adv == gold;
+    if (clean != gold) return false;
+    ++clean_correct;
+    perturbation += pert;
+    if (size > 0) relative += pert / size;
+    queries += static_cast<double>(steps);
+    flipped += adv != gold;
+    return adv != gold;
+  }
 };
 
 std::vector<int64_t> to_vector(const at::Tensor& t) {
@@ -103,14 +115,7 @@ AttackReport attack_image_model(const std::string& model_dir, const std::string&
     const auto clean = to_vector(logits(x).argmax(-1)), adv = to_vector(logits(x_adv).argmax(-1));
     const auto pert = to_doubles(train::perturbation_norm(x_adv - x, a.norm));
     for (size_t k = 0; k < idx.size(); ++k) {
-      ++t.examples;
-      t.robust_correct += adv[k] == gold[k];
-      if (clean[k] != gold[k]) continue;
-      ++t.clean_correct;
-      t.perturbation += pert[k];
-      t.queries += static_cast<double>(a.step_count());
-      if (adv[k] == gold[k]) continue;
-      ++t.flipped;
+      if (!t.add(gold[k], clean[k], adv[k], pert[k], 0, a.step_count())) continue;
       if (r.shown.size() < kShown) {
         const auto row = static_cast<int64_t>(k);
         r.shown.push_back({d.sources.empty() ? fmt("#", idx[k]) : d.sources[static_cast<size_t>(idx[k])], "", d.classes[static_cast<size_t>(gold[k])],
@@ -155,15 +160,7 @@ AttackReport embedding_attack(const tasks::TextClassifier& c, const std::vector<
     const auto pert = to_doubles(train::perturbation_norm(e_adv - e, a.norm));
     const auto size = to_doubles(train::perturbation_norm(e * token_mask, a.norm));
     for (size_t k = 0; k < texts.size(); ++k) {
-      ++t.examples;
-      t.robust_correct += adv[k] == gold[k];
-      if (clean[k] != gold[k]) continue;
-      ++t.clean_correct;
-      t.perturbation += pert[k];
-      t.relative += pert[k] / std::max(size[k], 1e-12);
-      t.queries += static_cast<double>(a.step_count());
-      if (adv[k] == gold[k]) continue;
-      ++t.flipped;
+      if (!t.add(gold[k], clean[k], adv[k], pert[k], std::max(size[k], 1e-12), a.step_count())) continue;
       if (r.shown.size() < kShown)
         r.shown.push_back({texts[k], "", examples[b0 + k].label, c.labels()[static_cast<size_t>(clean[k])],
                            c.labels()[static_cast<size_t>(adv[k])], pert[k], ""});
@@ -209,14 +206,8 @@ std::vector<std::string> candidate_synonyms(const data::WordNet& wn, const std::
 // Probability of class `gold` for each text, and the predicted class of each.
 std::pair<std::vector<double>, std::vector<int64_t>> gold_probability(const tasks::TextClassifier& c, const std::vector<std::string>& texts,
                                                                       int64_t gold) {
-  std::pair<std::vector<double>, std::vector<int64_t>> out;
-  for (size_t b0 = 0; b0 < texts.size(); b0 += 64) {
-    const std::vector<std::string> part(texts.begin() + static_cast<long>(b0), texts.begin() + static_cast<long>(std::min(texts.size(), b0 + 64)));
-    const at::Tensor p = at::softmax(c.logits(part), -1);
-    for (double v : to_doubles(p.select(1, gold))) out.first.push_back(v);
-    for (int64_t v : to_vector(p.argmax(-1))) out.second.push_back(v);
-  }
-  return out;
+  const at::Tensor p = c.probabilities(texts);
+  return {to_doubles(p.select(1, gold)), to_vector(p.argmax(-1))};
 }
 
 }  // namespace

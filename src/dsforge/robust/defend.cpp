@@ -1,6 +1,8 @@
 #include "dsforge/robust/defend.h"
 
+#include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
@@ -167,17 +169,26 @@ std::vector<std::pair<std::string, AttackReport>> attack_saved_model(const std::
     throw ConfigError(fmt(model_dir, ": not a model robust attack supports (an image classifier from `dsforge image train`, or a text "
                           "classifier from `dsforge finetune --task tsv --out`); language models have no label to attack"));
   for (const std::string& name : attacks) {
+    if (name != "fgsm" && name != "pgd" && name != "synonym") throw ConfigError(fmt("robust attack: '", name, "': expected fgsm, pgd or synonym"));
+    if (image && name == "synonym") throw ConfigError("robust attack: the synonym attack is for text classifiers; images take fgsm or pgd");
+  }
+  // A text classifier, its examples and WordNet are read once for all the attacks.
+  std::optional<tasks::TextClassifier> c;
+  std::vector<tasks::Example> test;
+  std::unique_ptr<data::WordNet> wn;
+  if (!image) {
+    c.emplace(tasks::load_text_classifier(model_dir));
+    test = tasks::read_tsv_examples(data, examples);
+    if (std::find(attacks.begin(), attacks.end(), "synonym") != attacks.end()) wn = std::make_unique<data::WordNet>(wordnet_dir);
+  }
+  for (const std::string& name : attacks) {
     train::AttackOptions ai = a;
-    if (name == "fgsm" || name == "pgd") ai.method = name;
-    else if (name != "synonym") throw ConfigError(fmt("robust attack: '", name, "': expected fgsm, pgd or synonym"));
+    if (name != "synonym") ai.method = name;
     if (image) {
-      if (name == "synonym") throw ConfigError("robust attack: the synonym attack is for text classifiers; images take fgsm or pgd");
       rows.push_back({name, attack_image_model(model_dir, data, split, ai, examples)});
       continue;
     }
-    const tasks::TextClassifier c = tasks::load_text_classifier(model_dir);
-    std::vector<tasks::Example> test = tasks::read_tsv_examples(data, examples);
-    AttackReport r = name == "synonym" ? synonym_attack(c, test, data::WordNet(wordnet_dir), s) : embedding_attack(c, test, ai);
+    AttackReport r = name == "synonym" ? synonym_attack(*c, test, *wn, s) : embedding_attack(*c, test, ai);
     r.model = model_dir;
     r.data = data;
     rows.push_back({name, r});

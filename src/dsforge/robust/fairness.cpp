@@ -194,22 +194,17 @@ CounterfactualResult counterfactual_fairness(const tasks::TextClassifier& c, con
     if (swapper.mentions(t) > 0) orig.push_back(t), swapped.push_back(swapper.swap(t));
   r.mentioning = static_cast<int64_t>(orig.size());
   if (orig.empty()) return r;
+  const at::Tensor pa = c.probabilities(orig), pb = c.probabilities(swapped);
+  const at::Tensor tv = ((pa - pb).abs().sum(-1) * 0.5).to(at::kDouble).contiguous();
+  const at::Tensor flip = (pa.argmax(-1) != pb.argmax(-1)).to(at::kLong).contiguous();
   int64_t flips = 0;
   std::vector<CounterfactualResult::Pair> all;
-  for (size_t b0 = 0; b0 < orig.size(); b0 += 64) {
-    const size_t b1 = std::min(orig.size(), b0 + 64);
-    const std::vector<std::string> a(orig.begin() + static_cast<long>(b0), orig.begin() + static_cast<long>(b1));
-    const std::vector<std::string> b(swapped.begin() + static_cast<long>(b0), swapped.begin() + static_cast<long>(b1));
-    const at::Tensor pa = at::softmax(c.logits(a), -1), pb = at::softmax(c.logits(b), -1);
-    const at::Tensor tv = ((pa - pb).abs().sum(-1) * 0.5).to(at::kDouble).contiguous();
-    const at::Tensor flip = (pa.argmax(-1) != pb.argmax(-1)).to(at::kLong).contiguous();
-    for (size_t i = 0; i < a.size(); ++i) {
-      const double gap = tv.data_ptr<double>()[i];
-      r.mean_gap += gap;
-      r.max_gap = std::max(r.max_gap, gap);
-      flips += flip.data_ptr<int64_t>()[i];
-      all.push_back({a[i], b[i], gap});
-    }
+  for (size_t i = 0; i < orig.size(); ++i) {
+    const double gap = tv.data_ptr<double>()[i];
+    r.mean_gap += gap;
+    r.max_gap = std::max(r.max_gap, gap);
+    flips += flip.data_ptr<int64_t>()[i];
+    all.push_back({orig[i], swapped[i], gap});
   }
   r.mean_gap /= static_cast<double>(orig.size());
   r.flip_rate = static_cast<double>(flips) / static_cast<double>(orig.size());

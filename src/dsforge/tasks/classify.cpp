@@ -21,7 +21,6 @@
 #include "dsforge/model/io.h"
 #include "dsforge/core/shuffle.h"
 #include "dsforge/core/splitmix.h"
-#include "dsforge/model/deepseek.h"
 #include "dsforge/tasks/finetune_run.h"
 #include "dsforge/tasks/text_classifier.h"
 #include "dsforge/tokenizer/bpe.h"
@@ -146,11 +145,7 @@ class ClassifyTask : public train::TrainTask {
     return SplitMix64(opt_.seed ^ 0x7e47ULL ^ (static_cast<uint64_t>(step) << 20) ^ static_cast<uint64_t>(row)).next();
   }
   at::Tensor logits_of_embeddings(const at::Tensor& e, const at::Tensor& mask) {
-    auto* ds = dynamic_cast<model::DeepseekV3Impl*>(m_->backbone.get());
-    if (!ds)
-      throw ConfigError(fmt("adversarial fine-tuning perturbs token embeddings: it needs a DeepSeek-V3 backbone, not '",
-                            m_->backbone->config().model_type, "'"));
-    return m_->head(masked_mean(ds->hidden_from_embeddings(e), mask));
+    return logits_from_embeddings(*m_, e, mask, "adversarial fine-tuning (it perturbs token embeddings)");
   }
   // Embedding-space adversarial loss: PGD (attacked with the model in eval mode) or FreeLB. Returns the
   // clean logits (for logit pairing) and the loss.
@@ -283,7 +278,7 @@ FinetuneResult finetune_classifier(const std::string& model_dir, const ClassifyD
   r.majority = eval::classification_report(std::vector<std::string>(gold.size(), r.majority_label), gold);
 
   if (!out_dir.empty()) {
-    save_text_classifier(out_dir, *classifier, path_join(model_dir, "tokenizer.json"), labels, opt.max_len);
+    save_text_classifier(out_dir, *classifier, model_dir, labels, opt.max_len);
     write_file_atomic(path_join(out_dir, "finetune.json"), finetune_json(data, r) + "\n");
     write_file_atomic(path_join(out_dir, "predictions.tsv"), predictions_tsv(data.test, r.test_predictions));
     write_file_atomic(path_join(out_dir, "train_predictions.tsv"), predictions_tsv(data.train, predict(data.train)));

@@ -58,24 +58,32 @@ at::Tensor TextClassifier::logits(const std::vector<std::string>& texts) const {
   return m_->head(masked_mean(m_->backbone->hidden_states(x), mask));
 }
 
-std::vector<std::string> TextClassifier::predict(const std::vector<std::string>& texts) const {
-  std::vector<std::string> out;
+at::Tensor TextClassifier::probabilities(const std::vector<std::string>& texts) const {
+  std::vector<at::Tensor> parts;
   for (size_t b0 = 0; b0 < texts.size(); b0 += 64) {
     const std::vector<std::string> part(texts.begin() + static_cast<long>(b0), texts.begin() + static_cast<long>(std::min(texts.size(), b0 + 64)));
-    const at::Tensor best = logits(part).argmax(-1).to(at::kCPU).contiguous();
-    for (size_t i = 0; i < part.size(); ++i) out.push_back(labels_[static_cast<size_t>(best.data_ptr<int64_t>()[i])]);
+    parts.push_back(at::softmax(logits(part).to(at::kFloat), -1).to(at::kCPU));
   }
+  return parts.empty() ? at::zeros({0, static_cast<int64_t>(labels_.size())}) : at::cat(parts).contiguous();
+}
+
+std::vector<std::string> TextClassifier::predict(const std::vector<std::string>& texts) const {
+  const at::Tensor best = probabilities(texts).argmax(-1).contiguous();
+  std::vector<std::string> out;
+  for (int64_t i = 0; i < best.numel(); ++i) out.push_back(labels_[static_cast<size_t>(best.data_ptr<int64_t>()[i])]);
   return out;
 }
 
 at::Tensor TextClassifier::embed(const at::Tensor& ids) const { return m_->backbone->embed(ids); }
 
 at::Tensor TextClassifier::logits_from_embeddings(const at::Tensor& embeds, const at::Tensor& mask) const {
-  auto* ds = dynamic_cast<model::DeepseekV3Impl*>(m_->backbone.get());
-  if (!ds)
-    throw ConfigError(fmt("embedding-space attacks need a DeepSeek-V3 backbone; this classifier's is '",
-                          m_->backbone->config().model_type, "' (the synonym attack works on any)"));
-  return m_->head(masked_mean(ds->hidden_from_embeddings(embeds), mask));
+  return tasks::logits_from_embeddings(*m_, embeds, mask, "embedding-space attack (the synonym attack works on any backbone)");
+}
+
+at::Tensor logits_from_embeddings(ClassifierModule& m, const at::Tensor& embeds, const at::Tensor& mask, const std::string& what) {
+  auto* ds = dynamic_cast<model::DeepseekV3Impl*>(m.backbone.get());
+  if (!ds) throw ConfigError(fmt(what, ": needs a DeepSeek-V3 backbone; this one is '", m.backbone->config().model_type, "'"));
+  return m.head(masked_mean(ds->hidden_from_embeddings(embeds), mask));
 }
 
 int64_t TextClassifier::label_index(const std::string& label) const {
@@ -83,7 +91,7 @@ int64_t TextClassifier::label_index(const std::string& label) const {
   return it == labels_.end() ? -1 : static_cast<int64_t>(it - labels_.begin());
 }
 
-void save_text_classifier(const std::string& dir, const ClassifierModule& m, const std::string& tokenizer_json_path,
+void save_text_classifier(const std::string& dir, const ClassifierModule& m, const std::string& base_model_dir,
                           const std::vector<std::string>& labels, int64_t max_len) {
   make_dirs(dir);
   TensorMap weights = model::model_state(*m.backbone);
@@ -93,7 +101,7 @@ void save_text_classifier(const std::string& dir, const ClassifierModule& m, con
   save_safetensors(path_join(dir, "classifier.safetensors"), weights,
                    {{"labels", lj.dump()}, {"max_len", std::to_string(max_len)}});
   write_file_atomic(path_join(dir, "config.json"), model::model_config_to_json(m.backbone->config()));
-  write_file_atomic(path_join(dir, "tokenizer.json"), read_file(tokenizer_json_path));
+  model::copy_companion_files(base_model_dir, dir);
 }
 
 TextClassifier load_text_classifier(const std::string& dir) {

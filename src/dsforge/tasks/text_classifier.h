@@ -42,9 +42,11 @@ class TextClassifier {
  public:
   TextClassifier(std::shared_ptr<ClassifierModule> m, std::shared_ptr<const tok::BpeTokenizer> tok, std::vector<std::string> labels,
                  int64_t max_len);
-  // Logits [B, classes] (eval mode, no gradient).
+  // Logits [B, classes] of one batch (eval mode, no gradient).
   at::Tensor logits(const std::vector<std::string>& texts) const;
-  // The predicted label of each text, in batches of 64.
+  // Class probabilities [N, classes] on the CPU of any number of texts, scored in batches of 64.
+  at::Tensor probabilities(const std::vector<std::string>& texts) const;
+  // The predicted label of each text.
   std::vector<std::string> predict(const std::vector<std::string>& texts) const;
   std::pair<at::Tensor, at::Tensor> encode(const std::vector<std::string>& texts) const;
   // Input embeddings [B, L, d] of token ids, and the logits of a batch given as embeddings (a DeepSeek
@@ -65,8 +67,13 @@ class TextClassifier {
   int64_t max_len_, pad_;
 };
 
-// Saves `c` into dir (classifier.safetensors with the labels and max_len, config.json, tokenizer.json).
-void save_text_classifier(const std::string& dir, const ClassifierModule& m, const std::string& tokenizer_json_path,
+// The head over the masked mean of a DeepSeek backbone's hidden states for input embeddings [B, L, d];
+// another backbone is refused naming its type and `what` needed the embeddings.
+at::Tensor logits_from_embeddings(ClassifierModule& m, const at::Tensor& embeds, const at::Tensor& mask, const std::string& what);
+
+// Saves a classifier into dir: classifier.safetensors (with the labels and max_len), config.json, and
+// the tokenizer files of the model folder it was fine-tuned from (model::copy_companion_files).
+void save_text_classifier(const std::string& dir, const ClassifierModule& m, const std::string& base_model_dir,
                           const std::vector<std::string>& labels, int64_t max_len);
 // What save_text_classifier wrote; a folder without those files is refused naming what is missing.
 TextClassifier load_text_classifier(const std::string& dir);
