@@ -15,7 +15,9 @@
 #include "dsforge/model/config.h"
 #include "dsforge/model/generate.h"
 #include "dsforge/model/io.h"
+#include "dsforge/pipeline/stages.h"
 #include "dsforge/report/html_report.h"
+#include "dsforge/tasks/back_translate.h"
 #include "dsforge/tasks/classify.h"
 #include "dsforge/tasks/regress.h"
 #include "dsforge/tasks/seq2seq.h"
@@ -273,4 +275,121 @@ TEST(Seq2Seq, ParallelFilesMustAlign) {
   EXPECT_THROW_MSG(tasks::read_parallel(s, t), DataError, "a.de:2: empty line");
   write_file_atomic(t, "ein Hund\neine Katze\n");
   EXPECT_EQ(tasks::read_parallel(s, t).size(), 2u);
+}
+
+TEST(BackTranslate, DictionaryModelsRecoverSourcesAndTheFiltersCountWhatTheyDrop) {
+  TempDir dir;
+  const std::vector<tasks::Pair> dict = {{"cat", "a small animal that purrs"},     {"oak", "a tall tree with acorns"},
+                                         {"saw", "a tool with a toothed blade"},    {"rain", "water falling from clouds"},
+                                         {"bread", "food made of flour and water"}, {"river", "a large stream of water"}};
+  std::vector<std::string> docs;
+  for (const auto& p : dict) docs.push_back(p.source + " " + p.target);
+  const std::string base = save_tiny_model(dir.path, docs);
+  // word -> definition (forward) and definition -> word (reverse), saved by finetune --out as DIR/model.
+  tasks::Seq2SeqData fwd, rev;
+  fwd.name = "forward";
+  rev.name = "reverse";
+  for (int rep = 0; rep < 40; ++rep)
+    for (const auto& p : dict) {
+      fwd.train.push_back(p);
+      rev.train.push_back({p.target, p.source});
+    }
+  fwd.test = {dict[0]};
+  rev.test = {{dict[0].target, dict[0].source}};
+  tasks::Seq2SeqOptions opt;
+  opt.epochs = 6;
+  opt.lr = 3e-3;
+  opt.beam = 0;
+  tasks::finetune_seq2seq(base, fwd, opt, path_join(dir.path, "fwd"));
+  tasks::finetune_seq2seq(base, rev, opt, path_join(dir.path, "rev"));
+  const std::string fwd_model = path_join(dir.path, "fwd/model"), rev_model = path_join(dir.path, "rev/model");
+
+  // Batched greedy decoding (left-padded, mixed lengths) equals one sentence at a time and beam search.
+  const tasks::Translator reverse(rev_model);
+  std::vector<std::string> defs, words;
+  for (const auto& p : dict) {
+    defs.push_back(p.target);
+    words.push_back(p.source);
+  }
+  tasks::TranslateOptions one, all, beam;
+  one.batch = 1;
+  all.batch = 6;
+  beam.beam = 3;
+  EXPECT_EQ(reverse.translate(defs, all), words);
+  EXPECT_EQ(reverse.translate(defs, one), words);
+  EXPECT_EQ(reverse.translate(defs, beam), words);
+  tasks::TranslateOptions sample;
+  sample.temperature = 1.0;
+  sample.seed = 3;
+  EXPECT_EQ(reverse.translate(defs, sample), reverse.translate(defs, sample));  // seeded
+
+  // Monolingual "target" text: the six definitions, a blank line and one the models cannot round-trip.
+  const std::string mono = path_join(dir.path, "mono.txt");
+  std::string text;
+  for (const auto& d : defs) text += d + "\n";
+  text += "\nzebra stripes glow everywhere tonight\n";
+  write_file_atomic(mono, text);
+  tasks::BackTranslateOptions bt;
+  bt.decode.temperature = 0;  // greedy
+  bt.max_ratio = 0;
+  bt.round_trip_model = fwd_model;
+  bt.min_chrf = 50;
+  bt.chunk = 4;  // two chunks
+  const auto st = tasks::back_translate(rev_model, mono, path_join(dir.path, "bt"), bt);
+  EXPECT_EQ(st.lines, 7);
+  EXPECT_EQ(st.blank, 1);
+  EXPECT_EQ(st.dropped_chrf, 1);
+  EXPECT_EQ(st.kept, 6);
+  EXPECT_EQ(read_file(path_join(dir.path, "bt/source.txt")), "cat\noak\nsaw\nrain\nbread\nriver\n");
+  EXPECT_EQ(read_file(path_join(dir.path, "bt/target.txt")), text.substr(0, text.find("\n\n") + 1));
+  EXPECT_NE(read_file(path_join(dir.path, "bt/dropped.tsv")).find("\tzebra stripes glow everywhere tonight\n"), std::string::npos);
+  const auto j = nlohmann::json::parse(read_file(path_join(dir.path, "bt/back_translate.json")));
+  EXPECT_EQ(j["kept"], 6);
+  EXPECT_EQ(j["dropped_chrf"], 1);
+  // The kept pairs' round trips are exact (chrF 100); the mean is over all seven scored lines.
+  EXPECT_GT(j["mean_round_trip_chrf"].get<double>(), 6 * 100.0 / 7);
+
+  // Length ratio, hand-counted: a one-word source against definitions of 5, 5, 6, 4, 6, 5 words.
+  EXPECT_DOUBLE_EQ(tasks::word_length_ratio("cat", "a small animal that purrs"), 5.0);
+  EXPECT_DOUBLE_EQ(tasks::word_length_ratio("", "  two words "), 2.0);
+  bt.round_trip_model.clear();
+  bt.min_chrf = 0;
+  bt.max_ratio = 4.5;
+  bt.max_lines = 6;
+  const auto ratio = tasks::back_translate(rev_model, mono, path_join(dir.path, "bt2"), bt);
+  EXPECT_EQ(ratio.lines, 6);
+  EXPECT_EQ(ratio.dropped_ratio, 5);
+  EXPECT_EQ(read_file(path_join(dir.path, "bt2/source.txt")), "rain\n");
+
+  // data augment's back-translation paraphrases: definition -> word -> definition returns the six
+  // known definitions unchanged (dropped as identical); the unknown line comes back as another one.
+  RunConfig cfg;
+  cfg.augment.copies = 0;
+  cfg.augment.bt_models = {rev_model, fwd_model};
+  cfg.augment.bt_temperature = 0;
+  validate(cfg);
+  const std::string augmented = path_join(dir.path, "augmented.txt");
+  const auto counts = pipeline::augment_file(cfg, mono, augmented);
+  EXPECT_EQ(counts.documents, 7);
+  EXPECT_EQ(counts.bt_dropped_identical, 6);
+  EXPECT_EQ(counts.bt_copies, 1);
+  EXPECT_EQ(counts.eda_copies, 0);
+  const std::string paraphrase = read_file(augmented);
+  EXPECT_TRUE(std::find(defs.begin(), defs.end(), paraphrase.substr(0, paraphrase.size() - 1)) != defs.end()) << paraphrase;
+  const auto manifest = nlohmann::json::parse(read_file(augmented + ".manifest.json"));
+  EXPECT_EQ(manifest["back_translated_copies"], 1);
+  EXPECT_EQ(manifest["back_translation_dropped_identical"], 6);
+  cfg.augment.bt_models = {rev_model};
+  EXPECT_THROW_MSG(validate(cfg), ConfigError, "augment.bt_models");
+
+  // Bad input and settings.
+  write_file_atomic(path_join(dir.path, "blank.txt"), "\n  \n");
+  EXPECT_THROW_MSG(tasks::back_translate(rev_model, path_join(dir.path, "blank.txt"), path_join(dir.path, "bt3"), bt), DataError,
+                   "blank.txt: no text to back-translate");
+  bt.min_chrf = 40;
+  EXPECT_THROW_MSG(tasks::back_translate(rev_model, mono, path_join(dir.path, "bt3"), bt), ConfigError, "--round-trip-model");
+  bt.min_chrf = 0;
+  bt.max_ratio = 0.5;
+  EXPECT_THROW_MSG(tasks::back_translate(rev_model, mono, path_join(dir.path, "bt3"), bt), ConfigError, "max ratio 0.5");
+  EXPECT_THROW_MSG(tasks::Translator(path_join(dir.path, "missing")), Error, "missing");
 }

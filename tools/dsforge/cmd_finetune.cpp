@@ -1,20 +1,84 @@
-// dsforge finetune: text classification on a pretrained model
+// dsforge finetune (classification, regression, generation) | data back-translate
 #include <iostream>
 #include <memory>
 
 #include "commands.h"
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/tasks/back_translate.h"
 #include "dsforge/tasks/classify.h"
 #include "dsforge/tasks/regress.h"
 #include "dsforge/tasks/seq2seq.h"
 
 namespace dsforge::cli {
 
+namespace {
+
+// dsforge data back-translate: synthetic parallel pairs from monolingual target-language text.
+void add_back_translate(CLI::App& data, Context& ctx) {
+  struct Args {
+    std::string model, input, out;
+    tasks::BackTranslateOptions opt;
+    std::string mode = "sample";
+  };
+  auto a = std::make_shared<Args>();
+  a->opt.decode.temperature = 1.0;
+  CLI::App* c = data.add_subcommand(
+      "back-translate", "translate monolingual target-language text into the source language with a reverse model "
+                        "(finetune --task parallel --out DIR: DIR/model), filter, and write synthetic pairs");
+  c->add_option("--model", a->model, "the reverse (target -> source) model folder")->required()->check(CLI::ExistingDirectory);
+  c->add_option("-i,--input", a->input, "target-language text, one sentence per line")->required()->check(CLI::ExistingFile);
+  c->add_option("-o,--out", a->out, "folder for source.txt, target.txt, dropped.tsv and back_translate.json")->required();
+  c->add_option("--decode", a->mode, "sample (Edunov et al. 2018), greedy or beam")
+      ->check(CLI::IsMember({"sample", "greedy", "beam"}))
+      ->capture_default_str();
+  c->add_option("--beam", a->opt.decode.beam, "beam width (--decode beam)")->check(CLI::PositiveNumber);
+  c->add_option("--temperature", a->opt.decode.temperature, "sampling temperature")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--top-p", a->opt.decode.top_p, "sampling: nucleus")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  c->add_option("--top-k", a->opt.decode.top_k, "sampling: 0 = no limit")->capture_default_str();
+  c->add_option("--batch", a->opt.decode.batch, "sentences decoded together")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--max-source", a->opt.decode.max_source, "tokens of each input line kept")->capture_default_str();
+  c->add_option("--max-target", a->opt.decode.max_target, "tokens generated at most")->capture_default_str();
+  c->add_option("--seed", a->opt.decode.seed, "sampling seed")->capture_default_str();
+  c->add_option("--max-lines", a->opt.max_lines, "input lines translated (0 = all)")->capture_default_str();
+  c->add_option("--max-ratio", a->opt.max_ratio, "drop pairs whose word counts differ by more than this factor (0 = keep all)")
+      ->capture_default_str();
+  c->add_option("--round-trip-model", a->opt.round_trip_model,
+                "the forward (source -> target) model: synthetic sources are translated back (greedy) and scored by chrF")
+      ->check(CLI::ExistingDirectory);
+  c->add_option("--min-chrf", a->opt.min_chrf, "drop pairs whose round-trip sentence chrF is below this (0..100)")->capture_default_str();
+  c->callback([&ctx, a, c]() {
+    ctx.action = [&ctx, a, c]() {
+      use_threads(ctx);
+      if (a->mode != "beam" && c->get_option("--beam")->count() > 0)
+        throw ConfigError("data back-translate: --beam goes with --decode beam");
+      if (a->mode != "sample")
+        for (const char* flag : {"--temperature", "--top-p", "--top-k"})
+          if (c->get_option(flag)->count() > 0) throw ConfigError(fmt("data back-translate: ", flag, " goes with --decode sample"));
+      if (a->mode == "greedy") a->opt.decode.temperature = 0;
+      if (a->mode == "beam") {
+        a->opt.decode.temperature = 0;
+        if (c->get_option("--beam")->count() == 0) a->opt.decode.beam = 4;
+      }
+      a->opt.round_trip.max_source = a->opt.decode.max_target;
+      a->opt.round_trip.batch = a->opt.decode.batch;
+      const tasks::BackTranslateStats s = tasks::back_translate(a->model, a->input, a->out, a->opt);
+      std::cout << fmt("back-translate: ", s.lines, " lines -> ", s.kept, " pairs kept (dropped: ", s.empty_output, " empty, ",
+                       s.dropped_ratio, " length ratio, ", s.dropped_chrf, " round-trip chrF)");
+      if (!a->opt.round_trip_model.empty()) std::cout << fmt("; mean round-trip chrF ", s.mean_round_trip_chrf);
+      std::cout << fmt(" in ", s.seconds, " s -> ", a->out, "/source.txt, target.txt\n");
+      return 0;
+    };
+  });
+}
+
+}  // namespace
+
 void add_finetune_command(CLI::App& app, Context& ctx) {
   struct Args {
     std::string model, task = "wordnet-lexname", train, test, out, wordnet_dir = "/usr/share/wordnet";
-    std::string train_source, train_target, test_source, test_target, test_references;
+    std::vector<std::string> train_source, train_target;
+    std::string test_source, test_target, test_references;
     bool ref_id_column = false;
     int64_t max_train = 4000, max_test = 1000;
     bool no_stem = false, json = false;
@@ -44,8 +108,10 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
   c->add_option("--lr", a->opt.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--max-len", a->opt.max_len, "tokens per text")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--seed", a->opt.seed, "seed")->capture_default_str();
-  c->add_option("--train-source", a->train_source, "parallel task: training sources, one per line");
-  c->add_option("--train-target", a->train_target, "parallel task: training targets, line-aligned");
+  c->add_option("--train-source", a->train_source,
+                "parallel task: training sources, one per line (repeat with --train-target to add files, e.g. "
+                "back-translated pairs)");
+  c->add_option("--train-target", a->train_target, "parallel task: training targets, line-aligned with their --train-source");
   c->add_option("--test-source", a->test_source, "parallel task: test sources");
   c->add_option("--test-target", a->test_target, "parallel task: test references");
   c->add_option("--test-references", a->test_references,
@@ -87,8 +153,16 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
         } else {
           if (a->train_source.empty() || a->train_target.empty() || a->test_source.empty() || a->test_target.empty())
             throw ConfigError("finetune --task parallel: needs --train-source, --train-target, --test-source and --test-target");
-          data.name = "parallel:" + a->train_source;
-          data.train = tasks::read_parallel(a->train_source, a->train_target, a->max_train);
+          if (a->train_source.size() != a->train_target.size())
+            throw ConfigError(fmt("finetune --task parallel: ", a->train_source.size(), " --train-source files but ",
+                                  a->train_target.size(), " --train-target files; give them in pairs"));
+          data.name = "parallel:" + a->train_source[0];
+          // --max-train limits the first pair of files (the real parallel data); added files come whole.
+          for (size_t f = 0; f < a->train_source.size(); ++f) {
+            auto pairs = tasks::read_parallel(a->train_source[f], a->train_target[f], f == 0 ? a->max_train : 0);
+            if (f > 0) data.name += "+" + a->train_source[f];
+            data.train.insert(data.train.end(), pairs.begin(), pairs.end());
+          }
           data.test = tasks::read_parallel(a->test_source, a->test_target, a->max_test);
         }
         data.english_target = !a->no_stem;
@@ -127,6 +201,7 @@ void add_finetune_command(CLI::App& app, Context& ctx) {
       return 0;
     };
   });
+  add_back_translate(*app.get_subcommand("data"), ctx);  // registered by add_stage_commands
 }
 
 void add_regress_command(CLI::App& app, Context& ctx) {

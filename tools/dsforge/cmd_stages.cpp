@@ -54,8 +54,9 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
 
   auto aug = std::make_shared<std::pair<std::string, std::string>>();
   CLI::App* augment = stage(*data, "augment",
-                            "WordNet synonym replacement, random insertion, swap and deletion (augment.* keys): the run's "
-                            "training split, or --input to --output", *args);
+                            "EDA (WordNet synonym replacement, random insertion, swap, deletion), counterfactual copies and "
+                            "back-translation paraphrases (augment.* keys): the run's training split, or --input to --output; "
+                            "each kind counted in the manifest", *args);
   augment->add_option("-i,--input", aug->first, "documents: *.jsonl records (data.jsonl_field), else one per line")->check(CLI::ExistingFile);
   augment->add_option("-o,--output", aug->second, "augmented copies: JSONL when the name ends in .jsonl, else one per line");
   augment->callback([&ctx, args, aug]() {

@@ -64,6 +64,9 @@ std::vector<Field> fields(RunConfig& c) {
       {"augment.swap_prob", &c.augment.swap_prob, true},
       {"augment.delete_prob", &c.augment.delete_prob, true},
       {"augment.cda_pairs", &c.augment.cda_pairs, true, true},
+      {"augment.bt_models", &c.augment.bt_models, true, true},
+      {"augment.bt_copies", &c.augment.bt_copies, true},
+      {"augment.bt_temperature", &c.augment.bt_temperature, true},
       {"tokenizer.vocab_size", &c.tokenizer.vocab_size, true},
       {"tokenizer.special_tokens", &c.tokenizer.special_tokens, true},
       {"tokenizer.max_train_docs", &c.tokenizer.max_train_docs, true},
@@ -400,8 +403,12 @@ void validate(const RunConfig& c) {
   need(c.tokenizer.pretokenizer == "gpt2" || c.tokenizer.pretokenizer == "deepseek-v3", "tokenizer.pretokenizer",
        "must be \"gpt2\" or \"deepseek-v3\"");
   need(!c.tokenizer.special_tokens.empty(), "tokenizer.special_tokens", "must contain the end-of-text token first");
-  need(c.augment.copies >= 1 || (c.augment.copies == 0 && !c.augment.cda_pairs.empty()), "augment.copies",
-       "must be at least 1 (0 only with augment.cda_pairs: counterfactual copies alone)");
+  need(c.augment.copies >= 1 || (c.augment.copies == 0 && (!c.augment.cda_pairs.empty() || !c.augment.bt_models.empty())),
+       "augment.copies", "must be at least 1 (0 only with augment.cda_pairs or augment.bt_models: their copies alone)");
+  need(c.augment.bt_models.empty() || c.augment.bt_models.size() == 2, "augment.bt_models",
+       "must name two model folders: [to the pivot language, back from it]");
+  need(c.augment.bt_copies >= 1, "augment.bt_copies", "must be at least 1");
+  need(c.augment.bt_temperature >= 0, "augment.bt_temperature", "must be >= 0 (0 = greedy)");
   for (auto [key, p] : {std::pair<const char*, double>{"augment.synonym_prob", c.augment.synonym_prob},
                         {"augment.insert_prob", c.augment.insert_prob}, {"augment.swap_prob", c.augment.swap_prob},
                         {"augment.delete_prob", c.augment.delete_prob}})

@@ -52,7 +52,7 @@ struct RunConfig {
   } data;
   struct Augment {
     bool enabled = false;       // add augmented copies of the training split (never of validation)
-    int64_t copies = 1;         // EDA copies per training document (0 = none: counterfactual copies only)
+    int64_t copies = 1;         // EDA copies per training document (0 = none: counterfactual or back-translated copies only)
     double synonym_prob = 0.1;  // EDA operations (Wei & Zou 2019), WordNet synonyms
     double insert_prob = 0.1;
     double swap_prob = 0.1;
@@ -60,6 +60,13 @@ struct RunConfig {
     // Counterfactual data augmentation (Lu et al. 2018): a word-pair list (data/fairness/gender_pairs.txt's
     // format); each document mentioning a listed term gets one more copy with every term swapped.
     std::string cda_pairs;
+    // Back-translation paraphrases: two model folders of `finetune --task parallel --out DIR` (DIR/model),
+    // [to the pivot language, back from it]; each line of a training document takes the round trip,
+    // sampled at bt_temperature (0 = greedy), bt_copies times. A paraphrase equal to its document or with
+    // an empty line is dropped (counted). Empty = off.
+    std::vector<std::string> bt_models;
+    int64_t bt_copies = 1;
+    double bt_temperature = 0.7;
   } augment;
   struct Tokenizer {
     int64_t vocab_size = 0;  // 0 = the model's vocab_size

@@ -29,6 +29,7 @@
 #include "dsforge/model/io.h"
 #include "dsforge/pipeline/run_folder.h"
 #include "dsforge/report/html_report.h"
+#include "dsforge/tasks/translate.h"
 #include "dsforge/tokenizer/bpe.h"
 #include "dsforge/tokenizer/encode_corpus.h"
 #include "dsforge/train/trainer.h"
@@ -134,12 +135,72 @@ std::string data_stats_report(const RunConfig& cfg, const std::vector<std::strin
   return out + "train split:\n" + data::stats_table(data::stats_from_json(j["train"]));
 }
 
-void augment_file(const RunConfig& cfg, const std::string& input, const std::string& output) {
-  data::WordNet wn(cfg.data.wordnet_dir);
-  data::Augmenter aug(wn, {cfg.augment.synonym_prob, cfg.augment.insert_prob, cfg.augment.swap_prob,
-                           cfg.augment.delete_prob});
+namespace {
+
+// Back-translation paraphrases of a chunk of documents: every non-empty line goes to the pivot language
+// and back; copy k of a document is dropped when it equals the document or a line came back empty.
+struct RoundTrip {
+  tasks::Translator to_pivot, from_pivot;
+  tasks::TranslateOptions decode;
+  std::vector<std::vector<std::string>> paraphrase(const std::vector<std::string>& docs, int64_t copies, uint64_t seed,
+                                                   AugmentCounts& counts) const {
+    std::vector<std::string> lines;
+    std::vector<std::pair<size_t, size_t>> span;  // per document: first line, line count
+    for (const auto& doc : docs) {
+      const size_t first = lines.size();
+      size_t start = 0;
+      while (true) {
+        const size_t end = std::min(doc.find('\n', start), doc.size());
+        lines.push_back(doc.substr(start, end - start));
+        if (end == doc.size()) break;
+        start = end + 1;
+      }
+      span.emplace_back(first, lines.size() - first);
+    }
+    std::vector<std::vector<std::string>> out(docs.size());
+    for (int64_t k = 0; k < copies; ++k) {
+      tasks::TranslateOptions d = decode;
+      d.seed = seed + 1000003ULL * static_cast<uint64_t>(k);
+      const std::vector<std::string> pivot = to_pivot.translate(lines, d);
+      d.seed += 1;
+      const std::vector<std::string> back = from_pivot.translate(pivot, d);
+      for (size_t i = 0; i < docs.size(); ++i) {
+        std::string copy;
+        bool empty_line = false;
+        for (size_t l = span[i].first; l < span[i].first + span[i].second; ++l) {
+          if (l > span[i].first) copy += '\n';
+          const bool blank = lines[l].find_first_not_of(" \t\r") == std::string::npos;
+          if (!blank && back[l].empty()) empty_line = true;
+          copy += blank ? lines[l] : back[l];
+        }
+        if (empty_line) ++counts.bt_dropped_empty;
+        else if (copy == docs[i]) ++counts.bt_dropped_identical;
+        else out[i].push_back(std::move(copy));
+      }
+    }
+    return out;
+  }
+};
+
+}  // namespace
+
+AugmentCounts augment_file(const RunConfig& cfg, const std::string& input, const std::string& output,
+                           const std::string& manifest) {
+  const auto& a = cfg.augment;
+  std::optional<data::WordNet> wn;
+  std::optional<data::Augmenter> aug;
+  if (a.copies > 0) {
+    wn.emplace(cfg.data.wordnet_dir);
+    aug.emplace(*wn, data::AugmentOptions{a.synonym_prob, a.insert_prob, a.swap_prob, a.delete_prob});
+  }
   const std::optional<data::TermSwapper> cda =
-      cfg.augment.cda_pairs.empty() ? std::nullopt : std::optional<data::TermSwapper>(data::TermSwapper::load(cfg.augment.cda_pairs));
+      a.cda_pairs.empty() ? std::nullopt : std::optional<data::TermSwapper>(data::TermSwapper::load(a.cda_pairs));
+  std::unique_ptr<RoundTrip> bt;
+  if (!a.bt_models.empty()) {
+    bt.reset(new RoundTrip{tasks::Translator(a.bt_models[0]), tasks::Translator(a.bt_models[1]), {}});
+    bt->decode.temperature = a.bt_temperature;
+    bt->decode.batch = 64;
+  }
   // Output as the name says: JSONL holds any document; a text file holds one-line documents only.
   const bool jsonl_out = output.size() >= 6 && output.compare(output.size() - 6, 6, ".jsonl") == 0;
   std::unique_ptr<data::JsonlWriter> jw;
@@ -154,38 +215,55 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
   data::IngestOptions io = data::ingest_options(cfg);
   io.txt_documents = data::TxtDocuments::kLine;  // augmentation input: .txt is one document per line
   io.skip_binary = false;
-  int64_t n = 0, written = 0;
-  auto emit = [&](const std::string& copy) {
+  AugmentCounts counts;
+  auto emit = [&](const std::string& copy, int64_t& counter) {
     if (jw) {
       jw->write(copy);
     } else if (copy.find('\n') != std::string::npos) {
-      throw DataError(fmt(input, ": document ", n + 1, " spans lines; write the augmented copies to a .jsonl output"));
+      throw DataError(fmt(input, ": document ", counts.documents + 1, " spans lines; write the augmented copies to a .jsonl output"));
     } else {
       tw << copy << '\n';
     }
-    ++written;
+    ++counter;
+  };
+  // Documents go in chunks so that back-translation decodes many lines at once; memory stays bounded.
+  std::vector<std::string> chunk;
+  auto flush = [&]() {
+    if (chunk.empty()) return;
+    std::vector<std::vector<std::string>> paraphrases(chunk.size());
+    if (bt) paraphrases = bt->paraphrase(chunk, a.bt_copies, fnv1a64(fmt(cfg.run.seed, ":bt:", counts.documents)), counts);
+    for (size_t i = 0; i < chunk.size(); ++i) {
+      const std::string& doc = chunk[i];
+      const int64_t n = counts.documents + static_cast<int64_t>(i);
+      if (cda && cda->mentions(doc) > 0) emit(cda->swap(doc), counts.cda_copies);  // the counterfactual copy
+      for (int64_t k = 0; k < a.copies; ++k) {
+        // One seed per (run seed, document, copy): reproducible and independent of thread or order.
+        const uint64_t seed = fnv1a64(fmt(cfg.run.seed, ":", n, ":", k));
+        std::string copy;
+        if (doc.find('\n') == std::string::npos) {
+          copy = aug->augment(doc, seed);
+        } else {  // EDA works on words of a line: augment each line, keep the line structure
+          size_t start = 0;
+          for (int64_t line = 0; start <= doc.size(); ++line) {
+            size_t end = std::min(doc.find('\n', start), doc.size());
+            copy += aug->augment(doc.substr(start, end - start), seed ^ fnv1a64(std::to_string(line)));
+            if (end < doc.size()) copy += '\n';
+            start = end + 1;
+          }
+        }
+        emit(copy, counts.eda_copies);
+      }
+      for (const auto& p : paraphrases[i]) emit(p, counts.bt_copies);
+    }
+    counts.documents += static_cast<int64_t>(chunk.size());
+    if (bt) log_info("augment: ", counts.documents, " documents, ", counts.bt_copies, " back-translated copies");
+    chunk.clear();
   };
   data::for_each_document({input}, io, [&](std::string&& doc) {
-    if (cda && cda->mentions(doc) > 0) emit(cda->swap(doc));  // the counterfactual copy
-    for (int64_t k = 0; k < cfg.augment.copies; ++k) {
-      // One seed per (run seed, document, copy): reproducible and independent of thread or order.
-      const uint64_t seed = fnv1a64(fmt(cfg.run.seed, ":", n, ":", k));
-      std::string copy;
-      if (doc.find('\n') == std::string::npos) {
-        copy = aug.augment(doc, seed);
-      } else {  // EDA works on words of a line: augment each line, keep the line structure
-        size_t start = 0;
-        for (int64_t line = 0; start <= doc.size(); ++line) {
-          size_t end = std::min(doc.find('\n', start), doc.size());
-          copy += aug.augment(doc.substr(start, end - start), seed ^ fnv1a64(std::to_string(line)));
-          if (end < doc.size()) copy += '\n';
-          start = end + 1;
-        }
-      }
-      emit(copy);
-    }
-    ++n;
+    chunk.push_back(std::move(doc));
+    if (chunk.size() >= 256) flush();
   });
+  flush();
   if (jw) {
     jw->commit();
   } else {
@@ -193,7 +271,23 @@ void augment_file(const RunConfig& cfg, const std::string& input, const std::str
     if (!tw) throw IoError(fmt(tmp, ": write failed"));
     std::filesystem::rename(tmp, output);
   }
-  log_info("augment: ", written, " augmented copies of ", n, " documents", cda ? " (counterfactual copies included)" : "", " -> ", output);
+  write_file_atomic(manifest.empty() ? output + ".manifest.json" : manifest, augment_counts_json(counts, cfg) + "\n");
+  log_info("augment: ", counts.documents, " documents -> ", counts.eda_copies, " EDA, ", counts.cda_copies, " counterfactual, ",
+           counts.bt_copies, " back-translated copies (", counts.bt_dropped_identical, " identical and ", counts.bt_dropped_empty,
+           " empty round trips dropped) -> ", output);
+  return counts;
+}
+
+std::string augment_counts_json(const AugmentCounts& c, const RunConfig& cfg) {
+  nlohmann::ordered_json j = {{"documents", c.documents},
+                              {"eda_copies", c.eda_copies},
+                              {"counterfactual_copies", c.cda_copies},
+                              {"back_translated_copies", c.bt_copies},
+                              {"back_translation_dropped_identical", c.bt_dropped_identical},
+                              {"back_translation_dropped_empty", c.bt_dropped_empty},
+                              {"copies", c.eda_copies + c.cda_copies + c.bt_copies}};
+  if (!cfg.augment.bt_models.empty()) j["back_translation_models"] = cfg.augment.bt_models;
+  return j.dump(2);
 }
 
 void stage_augment(const RunConfig& cfg) {
@@ -206,7 +300,7 @@ void stage_augment(const RunConfig& cfg) {
   }
   RunConfig split_cfg = cfg;
   split_cfg.data.jsonl_field = "text";  // the prepared split's field, whatever the raw corpus used
-  augment_file(split_cfg, data::split_path(cfg.run.out_dir, "train"), out);
+  augment_file(split_cfg, data::split_path(cfg.run.out_dir, "train"), out, run_path(cfg, "data/augment.json"));
   write_file_atomic(stamp, hash);
 }
 

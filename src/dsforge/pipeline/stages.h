@@ -36,9 +36,16 @@ std::string data_stats_report(const RunConfig& cfg, const std::vector<std::strin
 // Augmented copies of <run>/data/train.jsonl -> <run>/data/train_augmented.jsonl (augment.*); the
 // tokenize stage adds them to the training shard only.
 void stage_augment(const RunConfig& cfg);
+struct AugmentCounts {
+  int64_t documents = 0, eda_copies = 0, cda_copies = 0, bt_copies = 0;
+  int64_t bt_dropped_identical = 0, bt_dropped_empty = 0;  // back-translated copies not written
+};
 // The same on any file: .jsonl records (data.jsonl_field) or a text file of one document per line
-// in; augmented copies out as JSONL when `output` ends in .jsonl, else one per line.
-void augment_file(const RunConfig& cfg, const std::string& input, const std::string& output);
+// in; augmented copies out as JSONL when `output` ends in .jsonl, else one per line. The counts go to
+// `manifest` (default: output + ".manifest.json"); the stage's is <run>/data/augment.json.
+AugmentCounts augment_file(const RunConfig& cfg, const std::string& input, const std::string& output,
+                           const std::string& manifest = "");
+std::string augment_counts_json(const AugmentCounts& c, const RunConfig& cfg);
 void stage_tokenizer(const RunConfig& cfg);
 void stage_tokenize(const RunConfig& cfg);
 // What a caller hears of a training run (a search trial): each validation loss; returning true stops

@@ -20,6 +20,7 @@
 #include "dsforge/tokenizer/bpe.h"
 #include "dsforge/core/shuffle.h"
 #include "dsforge/tasks/finetune_run.h"
+#include "dsforge/tasks/translate_model.h"
 #include "dsforge/train/optim.h"
 
 namespace dsforge::tasks {
@@ -222,19 +223,12 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
   if (ref_sets.size() != data.test.size())
     throw DataError(fmt(data.name, ": ", ref_sets.size(), " reference sets for ", data.test.size(), " test pairs"));
   auto decode_all = [&](int64_t beam) {
-    model::BeamOptions bo;
-    bo.beam = beam;
-    bo.max_new_tokens = max_tgt + 1;
-    bo.length_penalty = opt.length_penalty;
-    bo.stop_tokens = {eot};
-    std::vector<std::string> out;
-    for (const auto& p : data.test) {
-      std::vector<int64_t> prompt = encode(p.source, max_src);
-      prompt.push_back(eot);
-      const auto res = model::beam_search(m, prompt, bo);
-      out.push_back(tok.decode(std::vector<int32_t>(res.tokens.begin(), res.tokens.end())));
-    }
-    return out;
+    TranslateOptions to;
+    to.beam = beam;
+    to.max_source = max_src;
+    to.max_target = max_tgt;
+    to.length_penalty = opt.length_penalty;
+    return translate_with(m, tok, eot, sources, to);
   };
   const auto t1 = std::chrono::steady_clock::now();
   r.outputs["greedy"] = decode_all(1);
@@ -245,6 +239,10 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
 
   if (!out_dir.empty()) {
     make_dirs(out_dir);
+    // The fine-tuned model, loadable by `data back-translate` and `generate`.
+    const std::string model_out = path_join(out_dir, "model");
+    model::save_pretrained(model_out, *m);
+    model::copy_companion_files(model_dir, model_out);
     write_file_atomic(path_join(out_dir, "seq2seq.json"), seq2seq_json(data, r) + "\n");
     write_file_atomic(path_join(out_dir, "source.txt"), join_lines(sources));
     write_file_atomic(path_join(out_dir, "reference.txt"), join_lines(refs));
