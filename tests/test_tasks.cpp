@@ -356,10 +356,11 @@ TEST(BackTranslate, DictionaryModelsRecoverSourcesAndTheFiltersCountWhatTheyDrop
   bt.min_chrf = 0;
   bt.max_ratio = 4.5;
   bt.max_lines = 6;
+  bt.tag = "<bt>";  // tagged back-translation: the ratio is measured on the untagged source
   const auto ratio = tasks::back_translate(rev_model, mono, path_join(dir.path, "bt2"), bt);
   EXPECT_EQ(ratio.lines, 6);
   EXPECT_EQ(ratio.dropped_ratio, 5);
-  EXPECT_EQ(read_file(path_join(dir.path, "bt2/source.txt")), "rain\n");
+  EXPECT_EQ(read_file(path_join(dir.path, "bt2/source.txt")), "<bt> rain\n");
 
   // data augment's back-translation paraphrases: definition -> word -> definition returns the six
   // known definitions unchanged (dropped as identical); the unknown line comes back as another one.

@@ -46,6 +46,7 @@ void add_back_translate(CLI::App& data, Context& ctx) {
   c->add_option("--round-trip-model", a->opt.round_trip_model,
                 "the forward (source -> target) model: synthetic sources are translated back (greedy) and scored by chrF")
       ->check(CLI::ExistingDirectory);
+  c->add_option("--tag", a->opt.tag, "tagged back-translation: prefix every synthetic source with this text and a space");
   c->add_option("--min-chrf", a->opt.min_chrf, "drop pairs whose round-trip sentence chrF is below this (0..100)")->capture_default_str();
   c->callback([&ctx, a, c]() {
     ctx.action = [&ctx, a, c]() {

@@ -46,5 +46,6 @@ void add_image_commands(CLI::App& app, Context& ctx);
 void add_multimodal_command(CLI::App& app, Context& ctx);
 void add_robust_commands(CLI::App& app, Context& ctx);
 void add_fairness_commands(CLI::App& app, Context& ctx);
+void add_audio_commands(CLI::App& app, Context& ctx);
 
 }  // namespace dsforge::cli

@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
   cli::add_multimodal_command(app, ctx);
   cli::add_robust_commands(app, ctx);
   cli::add_fairness_commands(app, ctx);
+  cli::add_audio_commands(app, ctx);
   if (std::string hint = cli::unknown_command_message(app, args); !hint.empty()) {
     std::fprintf(stderr, "dsforge: error: %s\n", hint.c_str());
     return 2;

@@ -90,7 +90,7 @@ BackTranslateStats back_translate(const std::string& reverse_model, const std::s
         }
       }
       if (reason.empty()) {
-        src_out.write(one_line(synthetic[i]) + "\n");
+        src_out.write((opt.tag.empty() ? "" : opt.tag + " ") + one_line(synthetic[i]) + "\n");
         tgt_out.write(targets[i] + "\n");
         ++st.kept;
       } else {
@@ -138,6 +138,7 @@ std::string back_translate_json(const BackTranslateStats& s, const BackTranslate
                               {"round_trip_model", opt.round_trip_model},
                               {"max_ratio", opt.max_ratio},
                               {"min_chrf", opt.min_chrf},
+                              {"tag", opt.tag},
                               {"lines", s.lines},
                               {"blank_lines", s.blank},
                               {"kept", s.kept},

@@ -26,6 +26,9 @@ struct BackTranslateOptions {
   double min_chrf = 0.0;            // round-trip sentence chrF (0..100); needs round_trip_model
   int64_t max_lines = 0;            // 0 = all
   int64_t chunk = 512;              // lines per streamed chunk
+  // Tagged back-translation (Caswell et al. 2019): this text and a space before every synthetic source,
+  // so that the model can tell synthetic sources from real ones. Empty = untagged.
+  std::string tag;
 };
 
 struct BackTranslateStats {

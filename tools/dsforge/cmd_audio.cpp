@@ -1,0 +1,127 @@
+// dsforge audio synth | prepare | features
+#include <algorithm>
+#include <iostream>
+#include <memory>
+
+#include "commands.h"
+#include "dsforge/audio/audio_io.h"
+#include "dsforge/audio/dsp.h"
+#include "dsforge/audio/features.h"
+#include "dsforge/audio/prepare.h"
+#include "dsforge/audio/synth.h"
+#include "dsforge/core/error.h"
+#include "dsforge/core/io.h"
+
+namespace dsforge::cli {
+namespace {
+
+void add_feature_options(CLI::App* c, audio::FeatureOptions& o) {
+  c->add_option("--n-fft", o.n_fft, "FFT size")->capture_default_str();
+  c->add_option("--win-length", o.win_length, "window length (0 = n_fft)")->capture_default_str();
+  c->add_option("--hop-length", o.hop_length, "hop (0 = win_length / 2)")->capture_default_str();
+  c->add_option("--power", o.power, "spectrogram: 1 magnitude, 2 power")->capture_default_str();
+  c->add_option("--n-mels", o.n_mels, "mel filters")->capture_default_str();
+  c->add_option("--f-min", o.f_min, "lowest mel frequency (Hz)")->capture_default_str();
+  c->add_option("--f-max", o.f_max, "highest mel frequency (Hz; 0 = Nyquist)")->capture_default_str();
+  c->add_option("--mel-scale", o.mel_scale, "htk or slaney")->capture_default_str();
+  c->add_option("--mel-norm", o.mel_norm, "filter normalisation: slaney or empty")->capture_default_str();
+  c->add_option("--top-db", o.top_db, "log-mel and MFCC floor below the clip's maximum (negative = none)")->capture_default_str();
+  c->add_option("--n-mfcc", o.n_mfcc, "MFCC coefficients")->capture_default_str();
+  c->add_flag("--log-mels", o.log_mels, "MFCC over ln(mel + 1e-6) instead of decibels");
+}
+
+}  // namespace
+
+void add_audio_commands(CLI::App& app, Context& ctx) {
+  CLI::App* audio = app.add_subcommand("audio", "audio data: the synthetic spoken-words set, preparation into shards, features");
+  audio->require_subcommand(1);
+
+  auto so = std::make_shared<audio::SynthOptions>();
+  auto synth_out = std::make_shared<std::string>();
+  CLI::App* s = audio->add_subcommand(
+      "synth", "make the built-in spoken-words set with espeak-ng (digits and 30 nouns, 10 voices x 2 speeds x 2 pitches, "
+               "sox noise at set SNRs): synthetic speech, not recordings");
+  s->add_option("-o,--out", *synth_out, "output folder (<word>/<voice>_s<speed>_p<pitch>_<noise>.wav)")->required();
+  s->add_option("--words", so->words, "words to speak (default: zero..nine and 30 nouns)")->delimiter(',');
+  s->add_option("--voices", so->voices, "espeak-ng voices (default: 10 English voice variants)")->delimiter(',');
+  s->add_option("--speeds", so->speeds, "words per minute")->delimiter(',')->capture_default_str();
+  s->add_option("--pitches", so->pitches, "pitches, 0..99")->delimiter(',')->capture_default_str();
+  s->add_option("--snrs", so->snrs, "SNRs (dB) of the noisy takes")->delimiter(',')->capture_default_str();
+  s->add_option("--seed", so->seed, "noise choice and offsets")->capture_default_str();
+  s->callback([&ctx, so, synth_out]() {
+    ctx.action = [so, synth_out]() {
+      const auto r = audio::synthesize_spoken_words(*synth_out, *so);
+      std::cout << fmt(r.clips, " clips (", r.clean, " clean, ", r.noisy, " with noise) in ", *synth_out, "\n");
+      return 0;
+    };
+  });
+
+  struct PrepArgs {
+    std::string input, out;
+    bool no_trim = false;
+    audio::PrepareOptions opt;
+  };
+  auto pa = std::make_shared<PrepArgs>();
+  CLI::App* p = audio->add_subcommand(
+      "prepare", "decode, resample, trim, normalise and split labelled clips (IN/<class>/<speaker>_*.wav) by speaker into shards");
+  p->add_option("-i,--input", pa->input, "folder with one subfolder per class")->required()->check(CLI::ExistingDirectory);
+  p->add_option("-o,--out", pa->out, "output folder (train/val/test.safetensors, audio.json)")->required();
+  p->add_option("--rate", pa->opt.rate, "sample rate (Hz)")->capture_default_str();
+  p->add_flag("--no-trim", pa->no_trim, "keep leading and trailing silence");
+  p->add_option("--trim-db", pa->opt.trim_db, "silence: frames this many dB below the loudest")->capture_default_str();
+  p->add_option("--loudness", pa->opt.target_dbfs, "target RMS level (dBFS)")->capture_default_str();
+  p->add_option("--min-seconds", pa->opt.min_seconds, "skip clips shorter than this after trimming")->capture_default_str();
+  p->add_option("--max-seconds", pa->opt.max_seconds, "cut clips longer than this (0 = keep whole)")->capture_default_str();
+  p->add_option("--val-fraction", pa->opt.val_fraction, "share of speakers held out for validation")->capture_default_str();
+  p->add_option("--test-fraction", pa->opt.test_fraction, "share of speakers held out for test")->capture_default_str();
+  p->add_option("--test-speakers", pa->opt.test_speakers, "these speakers are the test split")->delimiter(',');
+  p->add_option("--val-speakers", pa->opt.val_speakers, "these speakers are the validation split")->delimiter(',');
+  p->add_option("--seed", pa->opt.seed, "speaker split seed")->capture_default_str();
+  p->callback([&ctx, pa]() {
+    ctx.action = [pa]() {
+      pa->opt.trim = !pa->no_trim;
+      std::cout << audio::prepare_table(audio::prepare_audio(pa->input, pa->out, pa->opt));
+      return 0;
+    };
+  });
+
+  struct FeatArgs {
+    std::vector<std::string> inputs;
+    std::string kind = "mfcc", out;
+    int64_t rate = 0;
+    audio::FeatureOptions opt;
+  };
+  auto fa = std::make_shared<FeatArgs>();
+  CLI::App* f = audio->add_subcommand(
+      "features", "log-mel spectrogram or MFCC of audio files (torchaudio 0.13's definitions); prints each shape and range");
+  f->add_option("-i,--input", fa->inputs, "audio files")->required()->check(CLI::ExistingFile);
+  f->add_option("--kind", fa->kind, "spectrogram, mel, log-mel or mfcc")
+      ->check(CLI::IsMember({"spectrogram", "mel", "log-mel", "mfcc"}))
+      ->capture_default_str();
+  f->add_option("--rate", fa->rate, "resample to this rate first (0 = the file's; --sample-rate defaults to it)");
+  f->add_option("--out", fa->out, "write the features of the inputs as raw float32 rows, one file per input: OUT/<name>.f32");
+  add_feature_options(f, fa->opt);
+  f->callback([&ctx, fa]() {
+    ctx.action = [fa]() {
+      if (!fa->out.empty()) make_dirs(fa->out);
+      for (const auto& path : fa->inputs) {
+        audio::Clip c = audio::read_audio(path);
+        if (fa->rate > 0) c.samples = audio::resample(c.samples, c.rate, fa->rate);
+        audio::FeatureOptions o = fa->opt;
+        o.sample_rate = fa->rate > 0 ? fa->rate : c.rate;
+        const audio::Features x = audio::FeatureExtractor(o).compute(fa->kind, c.samples);
+        const auto [lo, hi] = std::minmax_element(x.data.begin(), x.data.end());
+        std::cout << fmt(path, ": ", fa->kind, " ", x.rows, " x ", x.frames, " (", c.format, ", ", c.rate, " Hz, ",
+                         static_cast<double>(c.samples.size()) / static_cast<double>(o.sample_rate), " s), min ", *lo, " max ", *hi, "\n");
+        if (!fa->out.empty()) {
+          std::string name = path.substr(path.find_last_of('/') + 1);
+          write_file_atomic(path_join(fa->out, name + ".f32"),
+                            std::string_view(reinterpret_cast<const char*>(x.data.data()), x.data.size() * sizeof(float)));
+        }
+      }
+      return 0;
+    };
+  });
+}
+
+}  // namespace dsforge::cli
