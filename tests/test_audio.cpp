@@ -342,3 +342,26 @@ TEST(AudioSynth, EspeakWordsWithNoiseAreDeterministic) {
   EXPECT_EQ(p.splits[2].clips, 4);
   EXPECT_EQ(p.splits[0].speakers, (std::vector<std::string>{"en-f2"}));
 }
+
+TEST(AudioCli, BadInputIsOneClearLine) {
+  TempDir dir;
+  write_file_atomic(path_join(dir.path, "junk.wav"), std::string(100, 'x'));
+  CliRun f = run_cli("audio features -i " + path_join(dir.path, "junk.wav") + " --kind mfcc", dir.path);
+  EXPECT_NE(f.code, 0);
+  EXPECT_NE(f.err.find("junk.wav: cannot read audio"), std::string::npos) << f.err;
+  write_wav(path_join(dir.path, "short.wav"), tone(440, 0.01, 16000), 16000);  // 160 samples: less than one frame
+  CliRun s = run_cli("audio features -i " + path_join(dir.path, "short.wav"), dir.path);
+  EXPECT_NE(s.code, 0);
+  EXPECT_NE(s.err.find("shorter than one frame"), std::string::npos) << s.err;
+  make_dirs(path_join(dir.path, "empty"));
+  CliRun p = run_cli("audio prepare -i " + path_join(dir.path, "empty") + " -o " + path_join(dir.path, "out"), dir.path);
+  EXPECT_NE(p.code, 0);
+  EXPECT_NE(p.err.find("no class subfolder"), std::string::npos) << p.err;
+  write_file_atomic(path_join(dir.path, "mono.de"), "Ein Hund.\n");
+  make_dirs(path_join(dir.path, "m"));
+  CliRun b = run_cli("data back-translate --model " + path_join(dir.path, "m") + " -i " + path_join(dir.path, "mono.de") + " -o " +
+                         path_join(dir.path, "bt") + " --decode greedy --temperature 0.5",
+                     dir.path);
+  EXPECT_NE(b.code, 0);
+  EXPECT_NE(b.err.find("--temperature goes with --decode sample"), std::string::npos) << b.err;
+}
