@@ -293,7 +293,13 @@ std::string augment_counts_json(const AugmentCounts& c, const RunConfig& cfg) {
 void stage_augment(const RunConfig& cfg) {
   claim_run_folder(cfg, "data augment");
   const std::string out = data::split_path(cfg.run.out_dir, "train_augmented"), stamp = run_path(cfg, "data/AUGMENT_DONE");
-  const std::string hash = hex64(fnv1a64(read_file(run_path(cfg, "data/DONE")) + section_hash(cfg, "augment")));
+  // The back-translation models' weights count too: a model retrained in place redoes the paraphrases.
+  std::string models;
+  for (const auto& m : cfg.augment.bt_models) {
+    const std::string one = path_join(m, "model.safetensors"), index = path_join(m, "model.safetensors.index.json");
+    models += hex64(fnv1a64(read_file(file_exists(one) || !file_exists(index) ? one : index)));
+  }
+  const std::string hash = hex64(fnv1a64(read_file(run_path(cfg, "data/DONE")) + section_hash(cfg, "augment") + models));
   if (file_exists(stamp) && read_file(stamp) == hash && file_exists(out)) {
     log_info("augment: reusing ", out);
     return;
