@@ -11,6 +11,7 @@
 #include <set>
 
 #include "dsforge/audio/audio_io.h"
+#include "dsforge/audio/augment.h"
 #include "dsforge/audio/dsp.h"
 #include "dsforge/audio/features.h"
 #include "dsforge/audio/prepare.h"
@@ -364,4 +365,67 @@ TEST(AudioCli, BadInputIsOneClearLine) {
                      dir.path);
   EXPECT_NE(b.code, 0);
   EXPECT_NE(b.err.find("--temperature goes with --decode sample"), std::string::npos) << b.err;
+}
+
+TEST(AudioAugment, ShiftSpeedNoiseAndMasksDoWhatTheySayAndAreSeeded) {
+  const std::vector<float> x = {1, 2, 3, 4, 5};
+  EXPECT_EQ(time_shift(x, 2), (std::vector<float>{0, 0, 1, 2, 3}));
+  EXPECT_EQ(time_shift(x, -1), (std::vector<float>{2, 3, 4, 5, 0}));
+  // Speed 1.25: 16,000 samples become ceil(16000 * 100 / 125) = 12,800; a 400 Hz tone becomes 500 Hz.
+  const auto fast = change_speed(tone(400, 1.0, 16000), 1.25);
+  EXPECT_EQ(fast.size(), 12800u);
+  const auto want = tone(500, 0.8, 16000);
+  double worst = 0;
+  for (size_t i = 200; i + 200 < fast.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(fast[i]) - want[i]));
+  EXPECT_LT(worst, 5e-3);
+  EXPECT_THROW_MSG(change_speed(x, 3.0), ConfigError, "speed factor 3");
+
+  WaveAugment a;
+  a.max_shift_seconds = 0.05;
+  a.speed_min = 0.9;
+  a.speed_max = 1.1;
+  a.snr_db = 10;
+  const auto clip = tone(300, 0.5, 16000);
+  const auto y1 = augment_wave(clip, 16000, a, 7), y2 = augment_wave(clip, 16000, a, 7), y3 = augment_wave(clip, 16000, a, 8);
+  EXPECT_EQ(y1, y2);
+  EXPECT_NE(y1, y3);
+  const double factor = static_cast<double>(clip.size()) / static_cast<double>(y1.size());
+  EXPECT_GE(factor, 0.9 - 1e-3);
+  EXPECT_LE(factor, 1.1 + 1e-3);
+  WaveAugment noise_only;
+  noise_only.snr_db = 5;
+  const auto noisy = augment_wave(clip, 16000, noise_only, 1);
+  std::vector<float> added(clip.size());
+  for (size_t i = 0; i < clip.size(); ++i) added[i] = noisy[i] - clip[i];
+  EXPECT_NEAR(10 * std::log10(mean_power(clip) / mean_power(added)), 5.0, 1e-3);
+
+  Features f{10, 20, std::vector<float>(200)};
+  for (size_t i = 0; i < f.data.size(); ++i) f.data[i] = static_cast<float>(i % 7);
+  Features g = f;
+  SpecAugment s;
+  s.freq_masks = 1;
+  s.freq_width = 3;
+  s.time_masks = 2;
+  s.time_width = 4;
+  const int64_t masked = spec_augment(g, s, 3);
+  // Rows and frames entirely at the mean are the masked ones (no row or frame of f is constant).
+  double m = 0;
+  for (float v : f.data) m += v;
+  const auto mu = static_cast<float>(m / static_cast<double>(f.data.size()));
+  std::vector<bool> row(10, true), frame(20, true);
+  for (int64_t r = 0; r < 10; ++r)
+    for (int64_t t = 0; t < 20; ++t) {
+      row[static_cast<size_t>(r)] = row[static_cast<size_t>(r)] && g.at(r, t) == mu;
+      frame[static_cast<size_t>(t)] = frame[static_cast<size_t>(t)] && g.at(r, t) == mu;
+    }
+  const int64_t R = std::count(row.begin(), row.end(), true), T = std::count(frame.begin(), frame.end(), true);
+  EXPECT_EQ(masked, R * 20 + T * 10 - R * T);
+  EXPECT_LE(R, 3);
+  EXPECT_LE(T, 2 * 4);
+  for (int64_t r = 0; r < 10; ++r)
+    for (int64_t t = 0; t < 20; ++t)
+      if (!row[static_cast<size_t>(r)] && !frame[static_cast<size_t>(t)]) EXPECT_EQ(g.at(r, t), f.at(r, t));
+  Features h = f;
+  EXPECT_EQ(spec_augment(h, s, 3), masked);
+  EXPECT_EQ(h.data, g.data);
 }

@@ -1,10 +1,11 @@
-// dsforge audio synth | prepare | features
+// dsforge audio synth | prepare | augment | features
 #include <algorithm>
 #include <iostream>
 #include <memory>
 
 #include "commands.h"
 #include "dsforge/audio/audio_io.h"
+#include "dsforge/audio/augment.h"
 #include "dsforge/audio/dsp.h"
 #include "dsforge/audio/features.h"
 #include "dsforge/audio/prepare.h"
@@ -85,11 +86,41 @@ void add_audio_commands(CLI::App& app, Context& ctx) {
     };
   });
 
+  struct AugArgs {
+    std::string input, output;
+    std::vector<double> speed;
+    uint64_t seed = 0;
+    audio::WaveAugment a;
+  };
+  auto aa = std::make_shared<AugArgs>();
+  CLI::App* ag = audio->add_subcommand("augment", "one seeded augmentation of a clip, to listen to: time shift, speed, noise");
+  ag->add_option("-i,--input", aa->input, "audio file")->required()->check(CLI::ExistingFile);
+  ag->add_option("-o,--output", aa->output, "WAV file to write")->required();
+  ag->add_option("--shift", aa->a.max_shift_seconds, "largest time shift (s), either way")->capture_default_str();
+  ag->add_option("--speed", aa->speed, "speed factor range MIN,MAX (0.5..2), e.g. 0.9,1.1")->delimiter(',')->expected(2);
+  ag->add_option("--snr", aa->a.snr_db, "white noise at this SNR (dB); negative = none")->capture_default_str();
+  ag->add_option("--seed", aa->seed, "seed")->capture_default_str();
+  ag->callback([&ctx, aa]() {
+    ctx.action = [aa]() {
+      if (!aa->speed.empty()) {
+        aa->a.speed_min = aa->speed[0];
+        aa->a.speed_max = aa->speed[1];
+      }
+      const audio::Clip c = audio::read_audio(aa->input);
+      const auto y = audio::augment_wave(c.samples, c.rate, aa->a, aa->seed);
+      audio::write_wav(aa->output, y, c.rate);
+      std::cout << fmt(aa->output, ": ", y.size(), " samples at ", c.rate, " Hz (from ", c.samples.size(), ")\n");
+      return 0;
+    };
+  });
+
   struct FeatArgs {
     std::vector<std::string> inputs;
     std::string kind = "mfcc", out;
     int64_t rate = 0;
+    uint64_t seed = 0;
     audio::FeatureOptions opt;
+    audio::SpecAugment spec;
   };
   auto fa = std::make_shared<FeatArgs>();
   CLI::App* f = audio->add_subcommand(
@@ -101,6 +132,11 @@ void add_audio_commands(CLI::App& app, Context& ctx) {
   f->add_option("--rate", fa->rate, "resample to this rate first (0 = the file's; --sample-rate defaults to it)");
   f->add_option("--out", fa->out, "write the features of the inputs as raw float32 rows, one file per input: OUT/<name>.f32");
   add_feature_options(f, fa->opt);
+  f->add_option("--freq-masks", fa->spec.freq_masks, "SpecAugment: frequency masks")->capture_default_str();
+  f->add_option("--freq-width", fa->spec.freq_width, "SpecAugment: rows per frequency mask at most")->capture_default_str();
+  f->add_option("--time-masks", fa->spec.time_masks, "SpecAugment: time masks")->capture_default_str();
+  f->add_option("--time-width", fa->spec.time_width, "SpecAugment: frames per time mask at most")->capture_default_str();
+  f->add_option("--seed", fa->seed, "SpecAugment seed")->capture_default_str();
   f->callback([&ctx, fa]() {
     ctx.action = [fa]() {
       if (!fa->out.empty()) make_dirs(fa->out);
@@ -109,7 +145,8 @@ void add_audio_commands(CLI::App& app, Context& ctx) {
         if (fa->rate > 0) c.samples = audio::resample(c.samples, c.rate, fa->rate);
         audio::FeatureOptions o = fa->opt;
         o.sample_rate = fa->rate > 0 ? fa->rate : c.rate;
-        const audio::Features x = audio::FeatureExtractor(o).compute(fa->kind, c.samples);
+        audio::Features x = audio::FeatureExtractor(o).compute(fa->kind, c.samples);
+        audio::spec_augment(x, fa->spec, fa->seed);
         const auto [lo, hi] = std::minmax_element(x.data.begin(), x.data.end());
         std::cout << fmt(path, ": ", fa->kind, " ", x.rows, " x ", x.frames, " (", c.format, ", ", c.rate, " Hz, ",
                          static_cast<double>(c.samples.size()) / static_cast<double>(o.sample_rate), " s), min ", *lo, " max ", *hi, "\n");
