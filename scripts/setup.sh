@@ -17,7 +17,6 @@ PACKAGES=(
   libopencv-features2d-dev libopencv-objdetect-dev                  # augmentation, SIFT and HOG
   zlib1g-dev              # MNIST's gzipped IDX files
   libsndfile1-dev libfftw3-dev  # `dsforge audio`: decoding WAV/FLAC/OGG, the FFTs of its features
-  espeak-ng sox           # the built-in synthetic spoken-words set (`dsforge audio synth`)
 )
 # What `make test` and the benchmarks add (`setup.sh --demo` leaves them out).
 TEST_PACKAGES=(
@@ -29,6 +28,7 @@ TEST_PACKAGES=(
   python3-gensim          # bench_embed's reference word2vec
   sentencepiece           # bench_tokenizer's reference (spm_train, spm_encode)
   python3-torchaudio      # audio features' reference (tests and bench_audio)
+  espeak-ng sox           # the synthetic spoken-words set (`dsforge audio synth`; `make demo` does not need it)
 )
 if [ "${1:-}" != "--demo" ]; then PACKAGES+=("${TEST_PACKAGES[@]}"); fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
