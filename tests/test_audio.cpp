@@ -424,7 +424,9 @@ TEST(AudioAugment, ShiftSpeedNoiseAndMasksDoWhatTheySayAndAreSeeded) {
   EXPECT_LE(T, 2 * 4);
   for (int64_t r = 0; r < 10; ++r)
     for (int64_t t = 0; t < 20; ++t)
-      if (!row[static_cast<size_t>(r)] && !frame[static_cast<size_t>(t)]) EXPECT_EQ(g.at(r, t), f.at(r, t));
+      if (!row[static_cast<size_t>(r)] && !frame[static_cast<size_t>(t)]) {
+        EXPECT_EQ(g.at(r, t), f.at(r, t));
+      }
   Features h = f;
   EXPECT_EQ(spec_augment(h, s, 3), masked);
   EXPECT_EQ(h.data, g.data);

@@ -64,7 +64,6 @@ class FeatureExtractor {
   Features mfcc(const std::vector<float>& x) const;
   // By name: "spectrogram", "mel", "log-mel", "mfcc".
   Features compute(const std::string& kind, const std::vector<float>& x) const;
-  const FeatureOptions& options() const { return opt_; }
   int64_t frames_for(int64_t samples) const;
 
  private:

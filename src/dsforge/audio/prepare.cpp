@@ -82,7 +82,7 @@ PrepareResult prepare_audio(const std::string& input_dir, const std::string& out
     for (const auto& f : files) {
       ++r.files;
       if (!is_audio_file_name(f)) {
-        r.skipped.emplace_back(f, "not an audio file name (wav, flac, ogg, opus, aiff, au, caf, w64)");
+        r.skipped.emplace_back(f, fmt(f, ": not an audio file name (wav, flac, ogg, opus, aiff, au, caf, w64)"));
         continue;
       }
       items.push_back({f, speaker_of(f), label, {}, {}});

@@ -41,7 +41,7 @@ struct PreparedSplit {
 struct PrepareResult {
   std::vector<std::string> classes;
   std::vector<PreparedSplit> splits;                        // train, val, test
-  std::vector<std::pair<std::string, std::string>> skipped;  // file, reason
+  std::vector<std::pair<std::string, std::string>> skipped;  // file, reason (the reason names the file)
   int64_t files = 0;
 };
 

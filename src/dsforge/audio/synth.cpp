@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -173,52 +172,48 @@ SynthResult synthesize_spoken_words(const std::string& out_dir, const SynthOptio
   std::atomic<size_t> next{0};
   std::atomic<int64_t> clean{0}, noisy{0};
   std::mutex error_mutex;
-  std::string error;
-  std::function<void(int)> work;
+  std::string error;  // the first failure; the other workers stop at their next clip
+  std::atomic<bool> failed{false};
+  auto fail = [&](const std::string& what) {
+    std::lock_guard<std::mutex> lock(error_mutex);
+    if (!failed.exchange(true)) error = what;
+  };
   auto worker = [&](int id) {
     try {
-      work(id);
+      for (size_t i; !failed && (i = next++) < jobs.size();) {
+        const Job& j = jobs[i];
+        const std::string name = fmt(file_safe(j.voice), "_s", j.speed, "_p", j.pitch);
+        const std::string raw = path_join(stage, fmt(".raw", id, ".wav"));
+        if (run_quiet({"espeak-ng", "-v", j.voice, "-s", std::to_string(j.speed), "-p", std::to_string(j.pitch), "-w", raw, j.word}) != 0)
+          return fail(fmt("espeak-ng failed on voice '", j.voice, "' (word '", j.word, "')"));
+        Clip c = read_audio(raw);
+        // A third of the takes clean, the rest at one of the SNRs over one noise bed from a seeded offset.
+        SplitMix64 rng(opt.seed ^ fnv1a64(fmt(j.word, "|", name)));
+        const uint64_t pick = rng.next() % (opt.snrs.size() + std::max<size_t>(1, opt.snrs.size() / 2));
+        std::string tag = "clean";
+        if (pick < opt.snrs.size()) {
+          const size_t kind = rng.next() % beds.size();
+          const auto& bed = beds[kind];
+          const size_t off = rng.next() % (bed.size() - std::min(bed.size() - 1, c.samples.size()));
+          const std::vector<float> noise(bed.begin() + static_cast<long>(off),
+                                         bed.begin() + static_cast<long>(std::min(bed.size(), off + c.samples.size())));
+          c.samples = mix_at_snr(c.samples, noise, opt.snrs[pick]);
+          tag = fmt(kinds[kind].substr(0, kinds[kind].size() - 5), std::llround(opt.snrs[pick]), "db");
+          ++noisy;
+        } else {
+          ++clean;
+        }
+        write_wav(path_join(path_join(stage, j.word), name + "_" + tag + ".wav"), c.samples, c.rate);
+      }
     } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      error = e.what();
+      fail(e.what());
     }
   };
-  auto body = [&](int id) {
-    for (size_t i; (i = next++) < jobs.size();) {
-      if (!error.empty()) return;
-      const Job& j = jobs[i];
-      const std::string name = fmt(file_safe(j.voice), "_s", j.speed, "_p", j.pitch);
-      const std::string raw = path_join(stage, fmt(".raw", id, ".wav"));
-      if (run_quiet({"espeak-ng", "-v", j.voice, "-s", std::to_string(j.speed), "-p", std::to_string(j.pitch), "-w", raw, j.word}) != 0) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        error = fmt("espeak-ng failed on voice '", j.voice, "' (word '", j.word, "'); `espeak-ng --voices` lists the voices");
-        return;
-      }
-      Clip c = read_audio(raw);
-      // A third of the takes clean, the rest at one of the SNRs over one noise bed from a seeded offset.
-      SplitMix64 rng(opt.seed ^ fnv1a64(fmt(j.word, "|", name)));
-      const uint64_t pick = rng.next() % (opt.snrs.size() + std::max<size_t>(1, opt.snrs.size() / 2));
-      std::string tag = "clean";
-      if (pick < opt.snrs.size()) {
-        const size_t kind = rng.next() % beds.size();
-        const auto& bed = beds[kind];
-        const size_t off = rng.next() % (bed.size() - std::min(bed.size() - 1, c.samples.size()));
-        std::vector<float> noise(bed.begin() + static_cast<long>(off), bed.end());
-        c.samples = mix_at_snr(c.samples, noise, opt.snrs[pick]);
-        tag = fmt(kinds[kind].substr(0, kinds[kind].size() - 5), std::llround(opt.snrs[pick]), "db");
-        ++noisy;
-      } else {
-        ++clean;
-      }
-      write_wav(path_join(path_join(stage, j.word), name + "_" + tag + ".wav"), c.samples, c.rate);
-    }
-  };
-  work = body;
   const int threads = opt.threads > 0 ? opt.threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) pool.emplace_back(worker, t);
   for (auto& t : pool) t.join();
-  if (!error.empty()) {
+  if (failed) {
     remove_all(stage);
     throw Error("audio synth: " + error);
   }

@@ -13,17 +13,6 @@
 namespace dsforge::tasks {
 namespace {
 
-int64_t count_words(const std::string& s) {
-  int64_t n = 0;
-  bool in_word = false;
-  for (char c : s) {
-    const bool space = c == ' ' || c == '\t' || c == '\r' || c == '\n';
-    if (!space && !in_word) ++n;
-    in_word = !space;
-  }
-  return n;
-}
-
 std::string one_line(std::string s) {
   std::replace(s.begin(), s.end(), '\t', ' ');
   return s;
@@ -32,7 +21,7 @@ std::string one_line(std::string s) {
 }  // namespace
 
 double word_length_ratio(const std::string& a, const std::string& b) {
-  const int64_t x = count_words(a), y = count_words(b);
+  const auto x = static_cast<int64_t>(eval::unicode_split(a).size()), y = static_cast<int64_t>(eval::unicode_split(b).size());
   return static_cast<double>(std::max(x, y)) / static_cast<double>(std::max<int64_t>(1, std::min(x, y)));
 }
 
@@ -74,11 +63,12 @@ BackTranslateStats back_translate(const std::string& reverse_model, const std::s
     if (forward) back = forward->translate(synthetic, opt.round_trip);
     for (size_t i = 0; i < targets.size(); ++i) {
       std::string reason;
+      const double ratio = synthetic[i].empty() ? 0.0 : word_length_ratio(synthetic[i], targets[i]);
       if (synthetic[i].empty()) {
         reason = "empty";
         ++st.empty_output;
-      } else if (opt.max_ratio > 0 && word_length_ratio(synthetic[i], targets[i]) > opt.max_ratio) {
-        reason = fmt("ratio ", word_length_ratio(synthetic[i], targets[i]));
+      } else if (opt.max_ratio > 0 && ratio > opt.max_ratio) {
+        reason = fmt("ratio ", ratio);
         ++st.dropped_ratio;
       } else if (forward) {
         const double c = chrf->sentence_score(back[i], {targets[i]});

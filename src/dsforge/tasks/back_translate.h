@@ -49,7 +49,8 @@ BackTranslateStats back_translate(const std::string& reverse_model, const std::s
 std::string back_translate_json(const BackTranslateStats& s, const BackTranslateOptions& opt, const std::string& reverse_model,
                                 const std::string& input);
 
-// The length-ratio test on its own: max(a, b) / max(1, min(a, b)) words, a and b counted by spaces.
+// The length-ratio test on its own: max(a, b) / max(1, min(a, b)) words, a and b split as Python's
+// str.split() does (eval::unicode_split).
 double word_length_ratio(const std::string& a, const std::string& b);
 
 }  // namespace dsforge::tasks

@@ -184,7 +184,8 @@ Seq2SeqResult finetune_seq2seq(const std::string& model_dir, const Seq2SeqData& 
   const int64_t eot = tok.eot_id();
   if (eot < 0) throw ConfigError(fmt(model_dir, "/tokenizer.json: no special token to separate source and target"));
   const int64_t limit = m->config().max_position_embeddings;
-  const int64_t max_src = std::min(opt.max_source, limit / 2), max_tgt = std::min(opt.max_target, limit - max_src - 2);
+  const TokenBudget budget = token_budget(limit, opt.max_source, opt.max_target);
+  const int64_t max_src = budget.source, max_tgt = budget.target;
   auto encode = [&](const std::string& text, int64_t max) {
     auto ids = tok.encode(text, false);
     if (static_cast<int64_t>(ids.size()) > max) ids.resize(static_cast<size_t>(max));

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <numeric>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
@@ -16,14 +15,12 @@
 namespace dsforge::tasks {
 
 struct Translator::Impl {
-  std::string dir;
   model::CausalLm model{nullptr};
   tok::BpeTokenizer tok;
   int64_t eot = -1;
 };
 
 Translator::Translator(const std::string& model_dir) : impl_(std::make_unique<Impl>()) {
-  impl_->dir = model_dir;
   impl_->model = model::load_pretrained(model_dir);
   impl_->model->eval();
   impl_->tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
@@ -34,7 +31,13 @@ Translator::Translator(const std::string& model_dir) : impl_(std::make_unique<Im
 Translator::~Translator() = default;
 Translator::Translator(Translator&&) noexcept = default;
 Translator& Translator::operator=(Translator&&) noexcept = default;
-const std::string& Translator::model_dir() const { return impl_->dir; }
+
+TokenBudget token_budget(int64_t context, int64_t max_source, int64_t max_target) {
+  TokenBudget b;
+  b.source = std::min(max_source, context / 2);
+  b.target = std::max<int64_t>(1, std::min(max_target, context - b.source - 2));
+  return b;
+}
 
 std::vector<std::string> Translator::translate(const std::vector<std::string>& sources, const TranslateOptions& opt) const {
   return translate_with(impl_->model, impl_->tok, impl_->eot, sources, opt);
@@ -46,10 +49,8 @@ std::vector<std::string> translate_with(model::CausalLm model, const tok::BpeTok
   if (opt.batch < 1) throw ConfigError(fmt("translate: batch ", opt.batch, " must be >= 1"));
   if (opt.temperature < 0) throw ConfigError(fmt("translate: temperature ", opt.temperature, " must be >= 0"));
   if (opt.beam > 1 && opt.temperature > 0) throw ConfigError("translate: choose beam search or sampling, not both");
-  // The same budget as fine-tuning (tasks/seq2seq.cpp): the source gets at most half the context.
-  const int64_t limit = model->config().max_position_embeddings;
-  const int64_t max_src = std::min(opt.max_source, limit / 2);
-  const int64_t max_new = std::max<int64_t>(1, std::min(opt.max_target, limit - max_src - 2)) + 1;  // + the closing <eot>
+  const TokenBudget budget = token_budget(model->config().max_position_embeddings, opt.max_source, opt.max_target);
+  const int64_t max_src = budget.source, max_new = budget.target + 1;  // + the closing <eot>
 
   std::vector<std::vector<int64_t>> prompts(sources.size());
   for (size_t i = 0; i < sources.size(); ++i) {

@@ -39,7 +39,6 @@ class Translator {
 
   // One output per source, in order; an empty source gives an empty output.
   std::vector<std::string> translate(const std::vector<std::string>& sources, const TranslateOptions& opt) const;
-  const std::string& model_dir() const;
 
  private:
   struct Impl;
