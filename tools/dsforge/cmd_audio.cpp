@@ -1,4 +1,4 @@
-// dsforge audio synth | prepare | augment | features
+// dsforge audio synth | prepare | augment | features | train | eval | predict
 #include <algorithm>
 #include <iostream>
 #include <memory>
@@ -10,6 +10,7 @@
 #include "dsforge/audio/features.h"
 #include "dsforge/audio/prepare.h"
 #include "dsforge/audio/synth.h"
+#include "dsforge/audio/train_audio.h"
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 
@@ -31,11 +32,106 @@ void add_feature_options(CLI::App* c, audio::FeatureOptions& o) {
   c->add_flag("--log-mels", o.log_mels, "MFCC over ln(mel + 1e-6) instead of decibels");
 }
 
+void print_eval(const audio::AudioEvalResult& e) {
+  std::printf("%s: accuracy %.2f%%, macro F1 %.4f, loss %.4f on %lld clips; %.0f clips/s\n", e.split.c_str(), 100 * e.report.accuracy,
+              e.report.macro.fmeasure, e.loss, static_cast<long long>(e.clips), e.clips_per_second);
+  for (const auto& s : e.speakers)
+    std::printf("  voice %-12s %4lld clips  accuracy %.2f%%\n", s.speaker.c_str(), static_cast<long long>(s.clips), 100 * s.accuracy());
+}
+
+void add_audio_train(CLI::App* audio, Context& ctx) {
+  struct Args {
+    std::string data, out, augment = "none";
+    std::vector<std::string> settings;
+    audio::AudioTrainOptions opt;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* c = audio->add_subcommand(
+      "train", "train an LSTM or GRU over MFCC frames or a CNN over log-mel through the training loop; score it on held-out voices");
+  c->add_option("--data", a->data, "a prepared audio folder (dsforge audio prepare)")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--arch", a->opt.arch, "lstm, gru or cnn")->check(CLI::IsMember({"lstm", "gru", "cnn"}))->capture_default_str();
+  c->add_option("--out", a->out, "run folder: model/, audio_train.json, report.html, hardest/, checkpoints/, metrics.jsonl, tb/")->required();
+  c->add_option("--epochs", a->opt.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--batch", a->opt.batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--lr", a->opt.lr, "peak learning rate (5% warmup, then linear decay)")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--weight-decay", a->opt.weight_decay, "AdamW weight decay")->capture_default_str();
+  c->add_option("--seed", a->opt.seed, "seed (initialisation, batches, augmentation)")->capture_default_str();
+  c->add_option("--clip-seconds", a->opt.clip_seconds, "the window every clip is centred in (0 = the longest training clip)")
+      ->capture_default_str();
+  c->add_option("--augment", a->augment,
+                "in-loader augmentation, e.g. shift=0.1,speed=0.9:1.1,snr=20,freq-mask=2x6,time-mask=2x10 (or none)")
+      ->capture_default_str();
+  c->add_option("--set", a->settings,
+                "model setting key=value: features (mfcc|log-mel), n_fft, hop_length, n_mels, n_mfcc, hidden, layers, bidirectional, "
+                "width_base, token_frames, dropout");
+  c->callback([&ctx, a]() {
+    ctx.action = [&ctx, a]() {
+      a->opt.overrides = ctx.overrides;
+      use_threads(ctx);
+      a->opt.augment = audio::parse_audio_augment(a->augment);
+      a->opt.model = parse_settings(a->settings);
+      const audio::AudioTrainResult r = audio::train_audio_model(a->data, a->out, a->opt);
+      std::printf("%s over %s: %lld parameters, %.1f MFLOPs per clip, trained on %lld clips in %.1f s\n", r.config.arch.c_str(),
+                  r.config.features.c_str(), static_cast<long long>(r.parameters), r.forward_flops / 1e6,
+                  static_cast<long long>(r.train_clips), r.train_seconds);
+      print_eval(r.val);
+      if (r.test.clips > 0) print_eval(r.test);
+      std::printf("wrote %s/model, audio_train.json, report.html, hardest/\n", a->out.c_str());
+      return 0;
+    };
+  });
+}
+
+void add_audio_eval(CLI::App* audio, Context& ctx) {
+  struct Args {
+    std::string model, data, split = "test";
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* c = audio->add_subcommand("eval", "score a trained audio classifier on a prepared split: accuracy, F1, per voice, hardest clips");
+  c->add_option("--model", a->model, "model folder (dsforge audio train's <out>/model)")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--data", a->data, "a prepared audio folder")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--split", a->split, "train, val or test")->check(CLI::IsMember({"train", "val", "test"}))->capture_default_str();
+  c->add_flag("--json", a->json, "print the full result as JSON (confusion matrix, per class, hardest clips)");
+  c->callback([&ctx, a]() {
+    ctx.action = [&ctx, a]() {
+      use_threads(ctx);
+      const audio::AudioEvalResult e = audio::evaluate_loaded_audio_model(a->model, a->data, a->split);
+      print_eval(e);
+      if (a->json) std::cout << audio::audio_eval_json(e).dump(2) << "\n";
+      return 0;
+    };
+  });
+}
+
+void add_audio_predict(CLI::App* audio, Context& ctx) {
+  struct Args {
+    std::string model;
+    std::vector<std::string> files;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* c = audio->add_subcommand("predict", "classify audio files with a trained model (decoded, resampled, trimmed, normalised as in training)");
+  c->add_option("--model", a->model, "model folder")->required()->check(CLI::ExistingDirectory);
+  c->add_option("files", a->files, "audio files")->required()->check(CLI::ExistingFile);
+  c->callback([&ctx, a]() {
+    ctx.action = [&ctx, a]() {
+      use_threads(ctx);
+      for (const auto& p : audio::predict_audio_files(audio::load_audio_model(a->model), a->files))
+        std::printf("%s\t%s\t%.4f\n", p.file.c_str(), p.label.c_str(), p.confidence);
+      return 0;
+    };
+  });
+}
+
 }  // namespace
 
 void add_audio_commands(CLI::App& app, Context& ctx) {
-  CLI::App* audio = app.add_subcommand("audio", "audio data: the synthetic spoken-words set, preparation into shards, features");
+  CLI::App* audio = app.add_subcommand("audio", "audio: the synthetic spoken-words set, preparation into shards, features, classifiers");
   audio->require_subcommand(1);
+
+  add_audio_train(audio, ctx);
+  add_audio_eval(audio, ctx);
+  add_audio_predict(audio, ctx);
 
   auto so = std::make_shared<audio::SynthOptions>();
   auto synth_out = std::make_shared<std::string>();

@@ -20,6 +20,21 @@ void use_threads(const Context& ctx) {
   pipeline::configure_threads(cfg);
 }
 
+nlohmann::json parse_settings(const std::vector<std::string>& settings) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& s : settings) {
+    const size_t eq = s.find('=');
+    if (eq == std::string::npos) throw ConfigError(fmt("--set '", s, "': expected key=value"));
+    const std::string v = s.substr(eq + 1);
+    try {
+      j[s.substr(0, eq)] = nlohmann::json::parse(v);
+    } catch (const nlohmann::json::exception&) {
+      j[s.substr(0, eq)] = v;  // a bare word: features=log-mel
+    }
+  }
+  return j;
+}
+
 namespace {
 
 void print_eval(const std::string& what, const vision::ImageEvalResult& e) {
@@ -133,17 +148,7 @@ void add_image_train(CLI::App* img, Context& ctx) {
       a->opt.overrides = ctx.overrides;
       use_threads(ctx);
       a->opt.augment = vision::parse_augment(a->augment);
-      a->opt.model = nlohmann::json::object();
-      for (const auto& s : a->settings) {
-        const size_t eq = s.find('=');
-        if (eq == std::string::npos) throw ConfigError(fmt("--set '", s, "': expected key=value"));
-        const std::string v = s.substr(eq + 1);
-        try {
-          a->opt.model[s.substr(0, eq)] = nlohmann::json::parse(v);
-        } catch (const nlohmann::json::exception&) {
-          throw ConfigError(fmt("--set '", s, "': '", v, "' is not a number"));
-        }
-      }
+      a->opt.model = parse_settings(a->settings);
       const vision::ImageTrainResult r = vision::train_image_model(a->data, a->out, a->opt);
       std::printf("%s: %lld parameters, %.1f MFLOPs per image, trained on %lld images in %.1f s\n", r.config.arch.c_str(),
                   static_cast<long long>(r.parameters), r.forward_flops / 1e6, static_cast<long long>(r.train_images), r.train_seconds);
@@ -208,40 +213,55 @@ void add_image_commands(CLI::App& app, Context& ctx) {
 }
 
 void add_multimodal_command(CLI::App& app, Context& ctx) {
-  CLI::App* mm = app.add_subcommand("multimodal", "image-to-text: an image encoder as prefix tokens of a DeepSeek language model");
+  CLI::App* mm = app.add_subcommand("multimodal", "pictures and spoken clips as prefix tokens of a DeepSeek language model that answers about them");
   mm->require_subcommand(1);
   struct Args {
     std::string lm, data, out;
     vision::MultimodalOptions opt;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* c = mm->add_subcommand("train", "train on pictures of digits side by side: the number they show and their sum, in words");
+  CLI::App* c = mm->add_subcommand(
+      "train", "train a question-answering task: digits (pictures: number, sum), spoken (a clip: the word, its WordNet definition) or "
+               "digit-pair (a picture and a clip: do they match, their sum)");
   c->add_option("--lm", a->lm, "DeepSeek-V3 model folder with tokenizer.json (e.g. runs/quickstart/model)")->required()->check(CLI::ExistingDirectory);
-  c->add_option("--data", a->data, "a prepared digit image set (dsforge image prepare on MNIST or digits.csv)")->required()->check(CLI::ExistingDirectory);
-  c->add_option("--out", a->out, "run folder: model/, multimodal.json, examples/, checkpoints/")->required();
-  c->add_option("--encoder", a->opt.encoder, "cnn, mobilenet or vit")->check(CLI::IsMember({"cnn", "mobilenet", "vit"}))->capture_default_str();
-  c->add_flag("--freeze-lm", a->opt.freeze_lm, "train only the encoder, projector and prefix positions");
-  c->add_option("--encoder-from", a->opt.encoder_from, "a `dsforge image train` model folder (same --encoder) to start the encoder from")
+  c->add_option("--task", a->opt.task, "digits, spoken or digit-pair")->check(CLI::IsMember({"digits", "spoken", "digit-pair"}))->capture_default_str();
+  c->add_option("--inputs", a->opt.inputs, "all, image or audio: what the model sees (one modality alone = the baseline)")
+      ->check(CLI::IsMember({"all", "image", "audio"}))
+      ->capture_default_str();
+  c->add_option("--data", a->data, "a prepared digit image set (dsforge image prepare on MNIST or digits.csv): digits and digit-pair")
       ->check(CLI::ExistingDirectory);
-  c->add_option("--digits", a->opt.digits, "digits per picture (1-3)")->capture_default_str();
-  c->add_option("--train-examples", a->opt.train_examples, "training pictures (from the train split)")->capture_default_str();
-  c->add_option("--test-examples", a->opt.test_examples, "held-out pictures (from the val split)")->capture_default_str();
+  c->add_option("--audio-data", a->opt.audio_data, "a prepared spoken-words folder (dsforge audio prepare): spoken and digit-pair")
+      ->check(CLI::ExistingDirectory);
+  c->add_option("--out", a->out, "run folder: model/, multimodal.json, examples/, checkpoints/")->required();
+  c->add_option("--encoder", a->opt.encoder, "image encoder: cnn, mobilenet or vit")->check(CLI::IsMember({"cnn", "mobilenet", "vit"}))->capture_default_str();
+  c->add_option("--audio-encoder", a->opt.audio_encoder, "audio encoder: lstm, gru or cnn")->check(CLI::IsMember({"lstm", "gru", "cnn"}))->capture_default_str();
+  c->add_flag("--freeze-lm", a->opt.freeze_lm, "train only the encoders, projectors and prefix positions");
+  c->add_option("--encoder-from", a->opt.encoder_from, "a `dsforge image train` model folder (same --encoder) to start the image encoder from")
+      ->check(CLI::ExistingDirectory);
+  c->add_option("--audio-encoder-from", a->opt.audio_encoder_from,
+                "a `dsforge audio train` model folder (same --audio-encoder) to start the audio encoder from (its features too)")
+      ->check(CLI::ExistingDirectory);
+  c->add_option("--wordnet", a->opt.wordnet_dir, "WordNet's dict folder (the spoken task's definitions)")->capture_default_str();
+  c->add_option("--digits", a->opt.digits, "digits per picture (1-3; the digits task)")->capture_default_str();
+  c->add_option("--train-examples", a->opt.train_examples, "training examples (from the train splits)")->capture_default_str();
+  c->add_option("--test-examples", a->opt.test_examples, "held-out examples (image val split, audio test split)")->capture_default_str();
   c->add_option("--epochs", a->opt.epochs, "epochs")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--batch", a->opt.batch, "batch size")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--lr", a->opt.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--seed", a->opt.seed, "seed")->capture_default_str();
-  c->add_option("--write-examples", a->opt.write_examples, "held-out pictures written to <out>/examples")->capture_default_str();
+  c->add_option("--write-examples", a->opt.write_examples, "held-out pictures and clips written to <out>/examples")->capture_default_str();
   c->callback([&ctx, a]() {
     ctx.action = [&ctx, a]() {
       a->opt.overrides = ctx.overrides;
       use_threads(ctx);
       const vision::MultimodalResult r = vision::train_multimodal(a->lm, a->data, a->out, a->opt);
-      std::printf("multimodal: %lld image tokens, %lld trainable of %lld parameters (language model %s), trained in %.1f s\n",
-                  static_cast<long long>(r.prefix_tokens), static_cast<long long>(r.trainable_parameters),
+      std::printf("multimodal %s (inputs %s): %lld prefix tokens, %lld trainable of %lld parameters (language model %s), trained in %.1f s\n",
+                  r.task.c_str(), r.inputs.c_str(), static_cast<long long>(r.prefix_tokens), static_cast<long long>(r.trainable_parameters),
                   static_cast<long long>(r.total_parameters), r.freeze_lm ? "frozen" : "tuned", r.train_seconds);
-      std::printf("held-out (%lld pictures): exact match %.2f%% (number %.2f%%, sum %.2f%%), BLEU %.2f, chrF %.2f\n",
-                  static_cast<long long>(r.held_out), 100 * r.exact_match, 100 * r.exact_match_by_question.at(0),
-                  100 * r.exact_match_by_question.at(1), r.bleu, r.chrf);
+      std::printf("held-out (%lld examples): exact match %.2f%%, BLEU %.2f, chrF %.2f\n", static_cast<long long>(r.held_out),
+                  100 * r.exact_match, r.bleu, r.chrf);
+      for (size_t q = 0; q < r.questions.size(); ++q)
+        std::printf("  %-58s exact match %.2f%%\n", r.questions[q].c_str(), 100 * r.exact_match_by_question.at(q));
       for (size_t i = 0; i < r.samples.size() && i < 4; ++i)
         std::printf("  %s -> %s (expected %s)\n", r.samples[i].question.c_str(), r.samples[i].answer.c_str(), r.samples[i].expected.c_str());
       std::printf("wrote %s/model, multimodal.json, examples/\n", a->out.c_str());

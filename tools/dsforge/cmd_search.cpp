@@ -25,7 +25,7 @@ void add_search_command(CLI::App& app, Context& ctx) {
   auto o = std::make_shared<pipeline::SearchOptions>();
   CLI::App* c = app.add_subcommand(
       "search", "hyperparameter search: trials of `dsforge train` with parameters from a TPE, GP or random sampler, "
-                "pruned on their validation losses, stored in a resumable SQLite study");
+                "pruned on their validation losses, or population-based training; stored in a resumable SQLite study");
   c->add_option("-c,--config", o->config, "base run config (TOML); --section.key=value overrides any key")
       ->check(CLI::ExistingFile);
   c->add_option("--space", o->space, "search space (TOML): run-config and model.* keys with ranges or choices")
@@ -42,6 +42,16 @@ void add_search_command(CLI::App& app, Context& ctx) {
       ->check(CLI::IsMember({"none", "median", "asha", "hyperband"}));
   c->add_option("--min-resource", o->pruner.min_resource, "asha/hyperband: steps of the first rung (0 = train.eval_every)");
   c->add_option("--reduction-factor", o->pruner.reduction_factor, "asha/hyperband: keep 1/rf at each rung (0 = 4 asha, 3 hyperband)");
+  c->add_option("--strategy", o->strategy, "sample (a sampler proposes each trial, a pruner stops some) or pbt (population-based training)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sample", "pbt"}));
+  c->add_option("--population", o->pbt.population, "pbt: members training side by side")->capture_default_str();
+  c->add_option("--interval", o->pbt.interval, "pbt: steps per generation, between exploit/explore (0 = train.eval_every)")
+      ->capture_default_str();
+  c->add_option("--exploit-fraction", o->pbt.exploit_fraction, "pbt: the bottom share copies the top share")->capture_default_str();
+  c->add_option("--perturb", o->pbt.perturb, "pbt: inherited numbers are multiplied by 1 - p or 1 + p")->capture_default_str();
+  c->add_option("--resample-probability", o->pbt.resample_probability, "pbt: an inherited choice is redrawn with this probability")
+      ->capture_default_str();
   c->add_option("--seed", o->seed, "sampler seed (default run.seed)");
   c->add_flag("--worker", o->worker, "internal: one worker of --workers K")->group("");
   o->pruner.min_resource = 0;

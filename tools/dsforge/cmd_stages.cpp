@@ -140,7 +140,7 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
   });
 
   struct GenArgs {
-    std::string model, prompt_file, image;
+    std::string model, prompt_file, image, audio;
     std::vector<std::string> prompts, stop;
   };
   auto gen = std::make_shared<GenArgs>();
@@ -150,6 +150,7 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
   g->add_option("--prompt-file", gen->prompt_file, "file with one prompt per line")->check(CLI::ExistingFile);
   g->add_option("--stop", gen->stop, "extra stop string, one token (repeatable)");
   g->add_option("--image", gen->image, "an image to ask about (a `dsforge multimodal train` model; greedy answers)")->check(CLI::ExistingFile);
+  g->add_option("--audio", gen->audio, "an audio clip to ask about (a multimodal model with audio; with --image for both)")->check(CLI::ExistingFile);
   g->footer("Sampling: --generate.temperature=0.8 --generate.top_k=40 --generate.top_p=0.9 "
             "--generate.repetition_penalty=1.2 --generate.max_new_tokens=64 --run.seed=7 (temperature 0 = greedy)");
   g->callback([&ctx, args, gen]() {
@@ -165,11 +166,12 @@ void add_stage_commands(CLI::App& app, Context& ctx) {
       if (!prompts.empty()) cfg.generate.prompts = prompts;
       for (const auto& s : gen->stop) cfg.generate.stop.push_back(s);
       pipeline::configure_threads(cfg);
-      if (!gen->image.empty()) {
-        if (gen->model.empty()) throw ConfigError("generate --image: give --model DIR (a multimodal model folder)");
-        if (prompts.empty()) throw ConfigError("generate --image: give --prompt, e.g. \"Q: what number is shown? A:\"");
+      if (!gen->image.empty() || !gen->audio.empty()) {
+        const std::string flag = gen->image.empty() ? "--audio" : "--image";
+        if (gen->model.empty()) throw ConfigError(fmt("generate ", flag, ": give --model DIR (a multimodal model folder)"));
+        if (prompts.empty()) throw ConfigError(fmt("generate ", flag, ": give --prompt, e.g. \"Q: what number is shown? A:\""));
         for (const auto& p : prompts)
-          std::cout << p << " " << vision::answer_about_image(gen->model, gen->image, p, cfg.generate.max_new_tokens) << "\n";
+          std::cout << p << " " << vision::answer_about(gen->model, gen->image, gen->audio, p, cfg.generate.max_new_tokens) << "\n";
         return 0;
       }
       pipeline::stage_generate(cfg, gen->model);

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ std::string unknown_command_message(const CLI::App& app, const std::vector<char*
 // All cores unless --run.threads says otherwise (Debian's libtorch starts with one intra-op thread): what
 // a command that trains or scores outside the run-config pipeline calls first.
 void use_threads(const Context& ctx);
+// --set key=value settings as a JSON object (each value parsed as JSON: numbers, true/false, "strings";
+// a bare word is kept as a string). ConfigError naming the setting without '='.
+nlohmann::json parse_settings(const std::vector<std::string>& settings);
 
 void add_stage_commands(CLI::App& app, Context& ctx);
 void add_tokenizer_commands(CLI::App& app, Context& ctx);

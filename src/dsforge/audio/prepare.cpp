@@ -139,7 +139,7 @@ PrepareResult prepare_audio(const std::string& input_dir, const std::string& out
     ps.name = names[s];
     std::vector<float> samples;
     std::vector<int64_t> offsets{0}, labels, spk;
-    std::vector<std::string> spk_names;
+    std::vector<std::string> spk_names, sources;
     std::map<std::string, int64_t> spk_index;
     std::vector<int64_t> per_class(r.classes.size(), 0);
     ps.min_seconds = INFINITY;
@@ -148,6 +148,7 @@ PrepareResult prepare_audio(const std::string& input_dir, const std::string& out
       samples.insert(samples.end(), it.samples.begin(), it.samples.end());
       offsets.push_back(static_cast<int64_t>(samples.size()));
       labels.push_back(it.label);
+      sources.push_back(fs::path(it.path).lexically_relative(input_dir).string());
       ++per_class[static_cast<size_t>(it.label)];
       auto [pos, fresh] = spk_index.emplace(it.speaker, static_cast<int64_t>(spk_names.size()));
       if (fresh) spk_names.push_back(it.speaker);
@@ -168,7 +169,8 @@ PrepareResult prepare_audio(const std::string& input_dir, const std::string& out
     save_safetensors(path_join(out_dir, fmt(names[s], ".safetensors")), t,
                      {{"rate", std::to_string(opt.rate)},
                       {"classes", nlohmann::json(r.classes).dump()},
-                      {"speakers", nlohmann::json(spk_names).dump()}});
+                      {"speakers", nlohmann::json(spk_names).dump()},
+                      {"sources", nlohmann::json(sources).dump()}});
     nlohmann::ordered_json counts = nlohmann::ordered_json::object();
     for (size_t c = 0; c < r.classes.size(); ++c) counts[r.classes[c]] = per_class[c];
     splits_json[names[s]] = {{"clips", ps.clips},
@@ -220,6 +222,7 @@ AudioSplit load_audio_split(const std::string& prepared_dir, const std::string& 
     s.rate = std::stoll(f.metadata.at("rate"));
     s.classes = nlohmann::json::parse(f.metadata.at("classes")).get<std::vector<std::string>>();
     s.speaker_names = nlohmann::json::parse(f.metadata.at("speakers")).get<std::vector<std::string>>();
+    if (f.metadata.count("sources")) s.sources = nlohmann::json::parse(f.metadata.at("sources")).get<std::vector<std::string>>();
     auto vec = [&](const char* name) {
       const at::Tensor t = f.tensors.at(name).to(at::kLong).contiguous();
       return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
@@ -234,7 +237,7 @@ AudioSplit load_audio_split(const std::string& prepared_dir, const std::string& 
   }
   const auto n = static_cast<size_t>(s.size());
   bool ok = s.offsets.size() == n + 1 && s.speakers.size() == n && s.offsets.front() == 0 &&
-            s.offsets.back() == static_cast<int64_t>(s.samples.size());
+            s.offsets.back() == static_cast<int64_t>(s.samples.size()) && (s.sources.empty() || s.sources.size() == n);
   for (size_t i = 0; ok && i < n; ++i)
     ok = s.offsets[i] <= s.offsets[i + 1] && s.labels[i] >= 0 && s.labels[i] < static_cast<int64_t>(s.classes.size()) &&
          s.speakers[i] >= 0 && s.speakers[i] < static_cast<int64_t>(s.speaker_names.size());

@@ -8,8 +8,8 @@
 // (seeded): test and validation speakers never appear in training.
 //
 // Output: OUT/{train,val,test}.safetensors (samples f32 concatenated, offsets i64 [n + 1], labels i64,
-// speakers i64) and OUT/audio.json: classes, speakers per split, counts, duration statistics,
-// per-class counts, skipped files.
+// speakers i64; the rate, classes, speaker names and source files in the metadata) and OUT/audio.json:
+// classes, speakers per split, counts, duration statistics, per-class counts, skipped files.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -54,6 +54,7 @@ struct AudioSplit {
   std::vector<float> samples;
   std::vector<int64_t> offsets, labels, speakers;
   std::vector<std::string> classes, speaker_names;
+  std::vector<std::string> sources;  // each clip's file relative to the input folder (empty in folders prepared before it was kept)
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
   std::vector<float> clip(int64_t i) const {
     return {samples.begin() + offsets[static_cast<size_t>(i)], samples.begin() + offsets[static_cast<size_t>(i) + 1]};

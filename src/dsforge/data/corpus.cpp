@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <fstream>
@@ -73,6 +74,52 @@ void for_each_wordnet_synset(const std::string& dir, const std::function<void(co
       fn(syn);
     }
   }
+}
+
+std::map<std::string, std::string> wordnet_first_definitions(const std::string& dir, const std::vector<std::string>& words) {
+  const std::string index = path_join(dir, "index.noun"), data = path_join(dir, "data.noun");
+  std::map<std::string, uint64_t> first;  // lemma -> byte offset of its first synset in data.noun
+  std::map<std::string, bool> wanted;
+  for (const auto& w : words) {
+    std::string lemma = w;
+    for (char& c : lemma) c = c == ' ' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    wanted[lemma] = true;
+  }
+  std::ifstream in(index);
+  if (!in) throw IoError(fmt(index, ": cannot open (Debian: wordnet-base)"));
+  // lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt synset_offset...
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == ' ') continue;  // the licence header
+    const std::string lemma = line.substr(0, line.find(' '));
+    if (!wanted.count(lemma)) continue;
+    std::istringstream f(line);
+    std::string tok, pos;
+    int64_t synsets = 0, pointers = 0;
+    f >> tok >> pos >> synsets >> pointers;
+    for (int64_t k = 0; k < pointers; ++k) f >> tok;
+    f >> tok >> tok >> tok;  // sense_cnt, tagsense_cnt, the first offset
+    if (!f || tok.empty() || !std::isdigit(static_cast<unsigned char>(tok[0]))) throw DataError(fmt(index, ": malformed entry for '", lemma, "'"));
+    first[lemma] = std::stoull(tok);
+  }
+  std::ifstream d(data, std::ios::binary);
+  if (!d) throw IoError(fmt(data, ": cannot open (Debian: wordnet-base)"));
+  std::map<std::string, std::string> out;
+  for (const auto& w : words) {
+    std::string lemma = w;
+    for (char& c : lemma) c = c == ' ' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    auto it = first.find(lemma);
+    if (it == first.end()) throw DataError(fmt(index, ": no noun '", w, "'"));
+    d.clear();
+    d.seekg(static_cast<std::streamoff>(it->second));
+    std::string line;
+    std::getline(d, line);
+    const size_t bar = line.find(" | ");
+    if (bar == std::string::npos) throw DataError(fmt(data, ": no gloss at byte ", it->second, " (the first sense of '", w, "')"));
+    std::string def = line.substr(bar + 3, line.find(';', bar + 3) == std::string::npos ? std::string::npos : line.find(';', bar + 3) - bar - 3);
+    while (!def.empty() && (def.back() == ' ' || def.back() == '\r')) def.pop_back();
+    out[w] = def;
+  }
+  return out;
 }
 
 std::vector<std::string> read_wordnet_glosses(const std::string& dir) {

@@ -35,6 +35,10 @@ struct WordNetSynset {
 // "noun.animal", "verb.motion", ...: the 45 lexicographer files of WordNet 3.0 (lexnames(5WN)).
 const std::string& wordnet_lexname(int lex_filenum);
 void for_each_wordnet_synset(const std::string& dir, const std::function<void(const WordNetSynset&)>& fn);
+// The definition (the gloss up to its first ';') of each word's first noun sense, the most frequent one
+// (index.noun lists a lemma's synsets by frequency). DataError naming index.noun and the word when
+// WordNet has no such noun.
+std::map<std::string, std::string> wordnet_first_definitions(const std::string& dir, const std::vector<std::string>& words);
 struct CleanCounts {
   int64_t input = 0;
   int64_t invalid_utf8 = 0;   // documents that had invalid bytes (repaired, or dropped per data.invalid_utf8)

@@ -62,22 +62,41 @@ RunConfig trial_config(const search::SearchSpace& space, const RunConfig& base, 
   return cfg;
 }
 
+// The population-based training section of the report and pbt.json ("" and nothing written for a
+// sampler's study).
+std::string write_pbt_outputs(search::Study& study, const std::vector<search::TrialRecord>& trials, const std::string& out) {
+  const auto lineage = study.lineage();
+  if (lineage.empty()) return "";
+  const int64_t interval = nlohmann::json::parse(study.setting("strategy", "{}")).value("interval", int64_t{0});
+  const nlohmann::json j = search::pbt_json(study.space(), trials, lineage, interval);
+  if (!out.empty()) write_file_atomic(path_join(out, "pbt.json"), j.dump(2) + "\n");
+  const int64_t best = j.value("best_member", int64_t{-1});
+  if (best >= 0 && !out.empty()) {
+    const int64_t last = j["members"][static_cast<size_t>(best)]["schedule"].back()["trial"].get<int64_t>();
+    log_info("search: best member ", best, " (validation loss ", j["best_value"].get<double>(), "), ", j["training_steps"].get<int64_t>(),
+             " training steps in all; its model: ", path_join(trial_dir(out, last), "model"));
+  }
+  return search::pbt_report_html(study.space(), trials, lineage, interval);
+}
+
 void write_outputs(search::Study& study, const RunConfig& base, const std::string& out) {
   const auto trials = study.trials();
   const auto& space = study.space();
   write_file_atomic(path_join(out, "trials.json"), search::trials_json(space, trials).dump(2) + "\n");
-  if (const auto* best = search::best_trial(trials)) {
+  const std::string pbt = write_pbt_outputs(study, trials, out);
+  // (a population's best is a schedule, not one config: pbt.json records it instead of best.toml)
+  if (const auto* best = search::best_trial(trials); best && pbt.empty()) {
     const std::string dir = path_join(out, "best");
     RunConfig cfg = trial_config(space, base, best->params, dir, path_join(out, "best_model.json"));
     write_file_atomic(path_join(out, "best.toml"),
                       fmt("# The best trial (", best->number, ", validation loss ", best->value, ") of the search in ", out,
                           "\n# train it: dsforge train --config ", path_join(out, "best.toml"), "\n", to_toml(cfg)));
   }
-  write_file_atomic(path_join(out, "report.html"), search::search_report_html(space, trials, "dsforge search: " + out));
+  write_file_atomic(path_join(out, "report.html"), search::search_report_html(space, trials, "dsforge search: " + out, pbt));
   std::printf("%s", search::search_report_text(space, trials).c_str());
   std::fflush(stdout);
-  log_info("search: ", path_join(out, "trials.json"), search::best_trial(trials) ? ", " + path_join(out, "best.toml") : "",
-           ", ", path_join(out, "report.html"));
+  log_info("search: ", path_join(out, "trials.json"), search::best_trial(trials) && pbt.empty() ? ", " + path_join(out, "best.toml") : "",
+           pbt.empty() ? "" : ", " + path_join(out, "pbt.json"), ", ", path_join(out, "report.html"));
 }
 
 int run_workers(const SearchOptions& o, const std::string& out) {
@@ -111,6 +130,136 @@ int run_workers(const SearchOptions& o, const std::string& out) {
   return worst;
 }
 
+// The newest complete checkpoint folder of a run folder and its step; "" when there is none.
+std::pair<std::string, int64_t> newest_checkpoint(const std::string& run_dir) {
+  std::pair<std::string, int64_t> best{"", -1};
+  std::error_code ec;
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  if (!fs::is_directory(root, ec)) return best;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || name.rfind("step_", 0) != 0 || name.find(".tmp") != std::string::npos || !fs::exists(e.path() / "DONE")) continue;
+    const int64_t step = std::strtoll(name.c_str() + 5, nullptr, 10);
+    if (step > best.second) best = {e.path().string(), step};
+  }
+  return best;
+}
+
+// Keys a training may change between two of its segments: not the model, the data, the tokenizer or
+// what the data stream and the checkpoint identity depend on.
+bool changes_mid_training(const std::string& key) {
+  for (const char* prefix : {"model.", "data.", "tokenizer.", "augment.", "run."})
+    if (key.rfind(prefix, 0) == 0) return false;
+  return key != "train.seq_len" && key != "train.batch_size" && key != "train.micro_batch_size" && key != "train.max_steps" &&
+         key != "train.eval_every" && key != "train.checkpoint_every";
+}
+
+int run_pbt(const SearchOptions& o, const RunConfig& base, const search::SearchSpace& space, search::Study& study, const std::string& out,
+            uint64_t seed) {
+  search::PbtOptions po = o.pbt;
+  po.seed = seed;
+  if (po.interval <= 0) po.interval = base.train.eval_every;
+  search::validate(po);
+  for (const auto& p : space.params)
+    if (!changes_mid_training(p.name))
+      throw ConfigError(fmt("search --strategy pbt: ", space.source, ": '", p.name,
+                            "' cannot change in the middle of a training (PBT searches train.lr, train.weight_decay, ...)"));
+  const int64_t P = po.population, interval = po.interval;
+  const int64_t generations = (base.train.max_steps + interval - 1) / interval;
+  const std::string settings = nlohmann::json{{"strategy", "pbt"},       {"population", P},
+                                              {"interval", interval},     {"max_steps", base.train.max_steps},
+                                              {"exploit_fraction", po.exploit_fraction}, {"perturb", po.perturb},
+                                              {"resample_probability", po.resample_probability}, {"seed", seed}}
+                                   .dump();
+  const std::string stored = study.setting("strategy", settings);
+  if (stored != settings)
+    throw ConfigError(fmt(study.path(), ": this study was made with other search settings (", stored, "); this run asks for ", settings,
+                          ". Pass the same options, or another --study"));
+  log_info("search: population-based training, ", P, " members x ", generations, " generations of ", interval, " steps (",
+           P * base.train.max_steps, " steps in all); the bottom ", po.exploit_fraction * 100, "% copy the top ", po.exploit_fraction * 100,
+           "% and perturb by x", 1 - po.perturb, " or x", 1 + po.perturb);
+  for (int64_t g = 0; g < generations; ++g) {
+    std::vector<search::TrialRecord> trials = study.trials();
+    std::vector<search::PbtSegment> segs;
+    if (g == 0) {
+      segs = search::pbt_first_generation(space, po);
+    } else {
+      std::vector<search::TrialRecord> previous;
+      for (int64_t m = 0; m < P; ++m) {
+        const auto n = static_cast<size_t>((g - 1) * P + m);
+        if (n >= trials.size() || trials[n].number != static_cast<int64_t>(n))
+          throw Error(fmt(study.path(), ": trial ", n, " of generation ", g - 1, " is missing (a study of another search?)"));
+        previous.push_back(trials[n]);
+      }
+      segs = search::pbt_next_generation(space, previous, g, po);
+    }
+    const int64_t end_step = std::min(base.train.max_steps, (g + 1) * interval);
+    for (int64_t m = 0; m < P; ++m) {
+      const int64_t n = g * P + m;
+      if (static_cast<size_t>(n) < trials.size()) {
+        const search::TrialState st = trials[static_cast<size_t>(n)].state;
+        if (st == search::TrialState::kComplete || st == search::TrialState::kFail || st == search::TrialState::kPruned) continue;
+      }
+      const search::PbtSegment& seg = segs[static_cast<size_t>(m)];
+      auto t = study.claim(n + 1, [&](const std::vector<search::TrialRecord>&, int64_t) { return seg.params; });
+      if (!t || t->number != n) throw Error(fmt(study.path(), ": expected to run trial ", n, " next (a study of another search?)"));
+      study.record_lineage({n, m, g, seg.source, seg.exploited});
+      const std::string dir = trial_dir(out, n);
+      double last = NAN;
+      bool ours = false;
+      try {
+        RunConfig cfg = trial_config(space, base, t->params, dir, path_join(dir, "model_config.json"));
+        cfg.train.checkpoint_every = interval;
+        cfg.train.keep_checkpoints = 1;
+        if (interval % cfg.train.eval_every != 0) cfg.train.eval_every = interval;
+        if (seg.source >= 0 && newest_checkpoint(dir).second < g * interval) {
+          // Exploit (or continue): the segment starts from the source's checkpoint at the generation's start.
+          const auto [from, step] = newest_checkpoint(trial_dir(out, seg.source));
+          if (step != g * interval)
+            throw CheckpointError(fmt(trial_dir(out, seg.source), ": no checkpoint at step ", g * interval, " to continue from (",
+                                      step < 0 ? "none" : fmt("newest at step ", step), ")"));
+          fs::remove_all(path_join(dir, "checkpoints"));
+          make_dirs(path_join(dir, "checkpoints"));
+          fs::copy(from, fs::path(dir) / "checkpoints" / fs::path(from).filename(), fs::copy_options::recursive);
+        }
+        std::string overrides;
+        for (const auto& p : space.params)
+          if (auto it = t->params.find(p.name); it != t->params.end()) overrides += " " + p.override_text(it->second);
+        log_info("search: member ", m, " generation ", g, " (trial ", n, ", steps ", g * interval, "-", end_step, ")",
+                 seg.source < 0 ? "" : seg.exploited ? fmt(", exploits trial ", seg.source) : fmt(", continues trial ", seg.source), ":",
+                 overrides);
+        TrainObserver observer;
+        observer.on_validation = [&](int64_t step, double loss) {
+          study.report(n, step, loss);
+          last = loss;
+          ours = step >= end_step && end_step < base.train.max_steps;
+          return ours;
+        };
+        const int code = stage_train(cfg, observer);
+        if (code == kInterrupted && !ours) {
+          study.finish(n, search::TrialState::kWaiting, NAN);
+          return kInterrupted;
+        }
+        if (!std::isfinite(last)) throw Error(fmt("trial ", n, ": training reported no validation loss"));
+        study.finish(n, search::TrialState::kComplete, last);
+        log_info("search: trial ", n, " COMPLETE, value ", last);
+      } catch (const Interrupted&) {
+        study.finish(n, search::TrialState::kWaiting, NAN);
+        throw;
+      } catch (const std::exception& e) {
+        study.finish(n, search::TrialState::kFail, last, e.what());
+        log_info("warning: ", "search: trial ", n, " FAIL: ", e.what());
+      }
+    }
+    // Generation g - 1's checkpoints were the sources of generation g: no segment needs them any more.
+    for (int64_t m = 0; g >= 1 && m < P; ++m) {
+      std::error_code ec;
+      fs::remove_all(fs::path(trial_dir(out, (g - 1) * P + m)) / "checkpoints", ec);
+    }
+  }
+  return kOk;
+}
+
 }  // namespace
 
 int stage_search(const SearchOptions& o) {
@@ -132,7 +281,8 @@ int stage_search(const SearchOptions& o) {
 
   if (!o.worker) {
     configure_threads(base);
-    log_info("search: ", o.n_trials, " trials of ", o.space, " (", space.params.size(), " parameters), sampler ",
+    if (o.strategy != "pbt")
+      log_info("search: ", o.n_trials, " trials of ", o.space, " (", space.params.size(), " parameters), sampler ",
              o.sampler.name, o.sampler.multivariate ? " (multivariate)" : "", ", pruner ", po.name, ", study ", study_path);
     check_inputs(base);
     stage_prepare(base);
@@ -142,7 +292,14 @@ int stage_search(const SearchOptions& o) {
     search::Study::open(study_path, space);  // creates it, or checks its space, before any worker starts
   }
   int rc = kOk;
-  if (o.workers > 1 && !o.worker) {
+  if (o.strategy != "sample" && o.strategy != "pbt")
+    throw ConfigError(fmt("search: --strategy '", o.strategy, "': expected sample or pbt"));
+  if (o.strategy == "pbt") {
+    if (o.workers > 1) throw ConfigError("search --strategy pbt: runs its members in one process (--workers 1)");
+    configure_threads(base);
+    auto study = search::Study::open(study_path, space);
+    rc = run_pbt(o, base, space, *study, out, static_cast<uint64_t>(o.seed >= 0 ? o.seed : base.run.seed));
+  } else if (o.workers > 1 && !o.worker) {
     if (o.worker_argv.empty()) throw Error("search: --workers > 1 needs the worker command line");
     rc = run_workers(o, out);
   } else {
@@ -193,8 +350,10 @@ std::string search_report(const std::string& study_path) {
   // The HTML report beside the database.
   const std::string parent = std::filesystem::path(study_path).parent_path().string();
   const std::string html = path_join(parent.empty() ? "." : parent, "report.html");
-  write_file_atomic(html, search::search_report_html(study->space(), study->trials(), "dsforge search: " + study_path));
-  return search::search_report_text(study->space(), study->trials()) + "\nHTML report: " + html + "\n";
+  const auto trials = study->trials();
+  write_file_atomic(html, search::search_report_html(study->space(), trials, "dsforge search: " + study_path,
+                                                     write_pbt_outputs(*study, trials, "")));
+  return search::search_report_text(study->space(), trials) + "\nHTML report: " + html + "\n";
 }
 
 }  // namespace dsforge::pipeline

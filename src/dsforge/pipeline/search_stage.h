@@ -20,9 +20,16 @@
 #include <vector>
 
 #include "dsforge/search/optimize.h"
+#include "dsforge/search/pbt.h"
 
 namespace dsforge::pipeline {
 
+// --strategy pbt: population-based training (search/pbt.h). Every member trains to train.max_steps in
+// generations of --interval steps; trial g * P + m is member m's generation g in its own folder
+// <out>/trial_NNNN, which starts from a copy of the checkpoint it continues (its own previous segment's,
+// or the better member's it exploits). Only keys that may change in the middle of a training are
+// searched (train.lr, train.weight_decay, ...; not model.*, data.*, train.seq_len, train.batch_size).
+// Rerunning the same command resumes at the first unfinished segment; the study stores the lineage.
 struct SearchOptions {
   std::string config;                  // run config (TOML)
   std::vector<std::string> overrides;  // --section.key=value on the base config
@@ -31,6 +38,8 @@ struct SearchOptions {
   int64_t workers = 1;
   std::string study;                   // "" = <out>/study.db
   std::string out;                     // "" = <run.out_dir>/search
+  std::string strategy = "sample";     // sample (a sampler proposes each trial) | pbt
+  search::PbtOptions pbt;
   search::SamplerOptions sampler;
   search::PrunerOptions pruner;        // min_resource 0 = train.eval_every, max_resource 0 = train.max_steps
   int64_t seed = -1;                   // -1 = run.seed

@@ -124,13 +124,14 @@ std::vector<double> steps_spent(const std::vector<TrialRecord>& trials) {
   return out;
 }
 
-std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title) {
+std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title,
+                               const std::string& extra_html) {
   using report::Series;
   std::string body = "<h1>" + report::html_escape(title) + "</h1>";
   int complete = 0, pruned = 0;
   for (const auto& t : trials) complete += t.state == TrialState::kComplete, pruned += t.state == TrialState::kPruned;
   body += "<p class=\"sub\">" + std::to_string(trials.size()) + " trials: " + std::to_string(complete) + " complete, " +
-          std::to_string(pruned) + " pruned</p>";
+          std::to_string(pruned) + " pruned</p>" + extra_html;
 
   // History: value per complete trial, best so far.
   Series value{"value", {}, {}}, best{"best so far", {}, {}};
@@ -221,6 +222,118 @@ std::string search_report_html(const SearchSpace& space, const std::vector<Trial
   }
   body += "<h2>Report</h2><pre>" + report::html_escape(search_report_text(space, trials)) + "</pre>";
   return report::html_page(title, body);
+}
+
+namespace {
+
+// Trials by number, and each member's segments in generation order.
+struct Population {
+  std::map<int64_t, const TrialRecord*> trial;
+  std::map<int64_t, LineageRecord> line;
+  std::map<int64_t, std::vector<int64_t>> segments;  // member -> trials
+  int64_t members = 0, generations = 0;
+};
+Population population(const std::vector<TrialRecord>& trials, const std::vector<LineageRecord>& lineage) {
+  Population p;
+  for (const auto& t : trials) p.trial[t.number] = &t;
+  for (const auto& l : lineage) {
+    p.line[l.trial] = l;
+    p.segments[l.member].push_back(l.trial);
+    p.members = std::max(p.members, l.member + 1);
+    p.generations = std::max(p.generations, l.generation + 1);
+  }
+  for (auto& [m, v] : p.segments) std::sort(v.begin(), v.end());
+  return p;
+}
+
+}  // namespace
+
+nlohmann::json pbt_json(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::vector<LineageRecord>& lineage,
+                        int64_t interval) {
+  const Population p = population(trials, lineage);
+  nlohmann::json members = nlohmann::json::array();
+  int64_t steps = 0, best_member = -1;
+  double best = INFINITY;
+  for (const auto& [m, segs] : p.segments) {
+    nlohmann::json schedule = nlohmann::json::array();
+    double last = NAN;
+    for (const int64_t n : segs) {
+      const LineageRecord& l = p.line.at(n);
+      auto it = p.trial.find(n);
+      if (it == p.trial.end()) continue;
+      const TrialRecord& t = *it->second;
+      const int64_t start = l.generation * interval;
+      const int64_t end = t.intermediate.empty() ? start : t.intermediate.rbegin()->first;
+      steps += std::max<int64_t>(0, end - start);
+      nlohmann::json seg = {{"generation", l.generation}, {"trial", n}, {"steps", {start, end}}, {"params", space.params_json(t.params)},
+                            {"state", state_name(t.state)}, {"value", std::isfinite(t.value) ? nlohmann::json(t.value) : nlohmann::json()}};
+      if (l.source >= 0) seg[l.exploited ? "exploited" : "continued"] = l.source;
+      schedule.push_back(seg);
+      if (t.state == TrialState::kComplete) last = t.value;
+    }
+    if (std::isfinite(last) && last < best) best = last, best_member = m;
+    members.push_back({{"member", m}, {"final_value", std::isfinite(last) ? nlohmann::json(last) : nlohmann::json()}, {"schedule", schedule}});
+  }
+  return {{"population", p.members}, {"generations", p.generations}, {"interval", interval}, {"training_steps", steps},
+          {"best_member", best_member}, {"best_value", std::isfinite(best) ? nlohmann::json(best) : nlohmann::json()}, {"members", members}};
+}
+
+std::string pbt_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::vector<LineageRecord>& lineage,
+                            int64_t interval) {
+  using report::Series;
+  const Population p = population(trials, lineage);
+  std::string body = fmt("<h2>Population-based training</h2><p class=\"sub\">", p.members, " members, ", p.generations,
+                         " generations of ", interval,
+                         " steps; after each generation the bottom members copy a top member's weights and optimizer state "
+                         "and perturb its hyperparameters</p><div class=\"grid2\">");
+  // Each member's validation loss over its whole training, through the members it copied.
+  std::vector<Series> losses;
+  for (const auto& [m, segs] : p.segments) {
+    Series s{fmt("member ", m), {}, {}};
+    for (const int64_t n : segs)
+      if (auto it = p.trial.find(n); it != p.trial.end())
+        for (const auto& [step, v] : it->second->intermediate)
+          if (std::isfinite(v)) s.x.push_back(static_cast<double>(step)), s.y.push_back(v);
+    losses.push_back(s);
+  }
+  body += report::svg_line_chart("validation loss of each member", losses, "validation loss", false, "training step");
+  // The schedule of each numerical hyperparameter: constant within a segment, changing where a member exploits.
+  for (const auto& q : space.params) {
+    std::vector<Series> lines;
+    for (const auto& [m, segs] : p.segments) {
+      Series s{fmt("member ", m), {}, {}};
+      for (const int64_t n : segs) {
+        auto it = p.trial.find(n);
+        if (it == p.trial.end()) continue;
+        auto v = it->second->params.find(q.name);
+        if (v == it->second->params.end()) continue;
+        const double start = static_cast<double>(p.line.at(n).generation * interval);
+        s.x.push_back(start), s.y.push_back(v->second);
+        s.x.push_back(start + static_cast<double>(interval)), s.y.push_back(v->second);
+      }
+      lines.push_back(s);
+    }
+    body += report::svg_line_chart(fmt(q.name, " schedule", q.numeric() ? "" : " (choice index)"), lines, q.name, q.log && q.numeric(),
+                                   "training step");
+  }
+  body += "</div><h3>Lineage</h3><p class=\"sub\">each cell: the member's validation loss at the end of the generation; "
+          "&larr; m: it started the generation from member m's checkpoint (exploit) with perturbed hyperparameters</p><table><tr><th>generation</th>";
+  for (int64_t m = 0; m < p.members; ++m) body += fmt("<th>member ", m, "</th>");
+  body += "</tr>";
+  for (int64_t g = 0; g < p.generations; ++g) {
+    body += fmt("<tr><td>", g, "</td>");
+    for (int64_t m = 0; m < p.members; ++m) {
+      const int64_t n = g * p.members + m;
+      auto it = p.trial.find(n);
+      auto l = p.line.find(n);
+      std::string cell = it != p.trial.end() && std::isfinite(it->second->value) ? fmt(std::round(it->second->value * 10000) / 10000) : "";
+      if (l != p.line.end() && l->second.exploited && p.line.count(l->second.source))
+        cell += fmt(" &larr; m", p.line.at(l->second.source).member);
+      body += "<td>" + cell + "</td>";
+    }
+    body += "</tr>";
+  }
+  return body + "</table>\n";
 }
 
 }  // namespace dsforge::search

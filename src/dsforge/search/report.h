@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "dsforge/search/sampler.h"
+#include "dsforge/search/study.h"
 
 namespace dsforge::search {
 
@@ -32,6 +33,17 @@ std::vector<double> steps_spent(const std::vector<TrialRecord>& trials);
 // value and the best so far, by trial and by training steps spent), every trial's validation curve (pruned ones end where they stopped),
 // parallel coordinates (one axis per parameter and one for the value; complete trials shaded by value,
 // pruned ones grey), the parameter importance as bars, and the text report.
-std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title);
+// `extra_html` goes after the summary line (the population-based training section).
+std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title,
+                               const std::string& extra_html = "");
+// Population-based training (search/pbt.h): every member's schedule (per generation its trial, steps,
+// hyperparameters, value, and the trial it exploited or continued), the training steps of all
+// segments together, the best member by its final value.
+nlohmann::json pbt_json(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::vector<LineageRecord>& lineage,
+                        int64_t interval);
+// The HTML section: each member's validation loss over the steps, each hyperparameter's schedule per
+// member (one chart per parameter), and the lineage table (who copied whom, each generation's losses).
+std::string pbt_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::vector<LineageRecord>& lineage,
+                            int64_t interval);
 
 }  // namespace dsforge::search

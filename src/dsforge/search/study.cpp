@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS trials (
   pid INTEGER, host TEXT, heartbeat REAL, started REAL, finished REAL, attempts INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS intermediate (
   trial INTEGER NOT NULL, step INTEGER NOT NULL, value REAL, PRIMARY KEY (trial, step));
+CREATE TABLE IF NOT EXISTS lineage (
+  trial INTEGER PRIMARY KEY, member INTEGER NOT NULL, generation INTEGER NOT NULL, source INTEGER NOT NULL,
+  exploited INTEGER NOT NULL);
 )";
 
 }  // namespace
@@ -263,6 +266,44 @@ void Study::finish(int64_t number, TrialState state, double value, const std::st
   auto fail = [&](const std::string& w, int c) { this->fail(w, c); };
   Stmt u(db_, "UPDATE trials SET state = ?, value = ?, error = ?, finished = ? WHERE number = ?", fail);
   u.bind(1, std::string(state_name(state))).bind(2, value).bind(3, error).bind(4, now_s()).bind(5, number).step();
+}
+
+std::string Study::setting(const std::string& key, const std::string& value_if_absent) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto fail = [&](const std::string& w, int c) { this->fail(w, c); };
+  exec("BEGIN IMMEDIATE");
+  try {
+    Stmt q(db_, "SELECT value FROM study WHERE key = ?", fail);
+    q.bind(1, key);
+    std::string value = value_if_absent;
+    if (q.step()) {
+      value = q.text(0);
+    } else {
+      Stmt ins(db_, "INSERT INTO study (key, value) VALUES (?, ?)", fail);
+      ins.bind(1, key).bind(2, value_if_absent).step();
+    }
+    exec("COMMIT");
+    return value;
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+void Study::record_lineage(const LineageRecord& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto fail = [&](const std::string& w, int c) { this->fail(w, c); };
+  Stmt s(db_, "INSERT OR REPLACE INTO lineage (trial, member, generation, source, exploited) VALUES (?, ?, ?, ?, ?)", fail);
+  s.bind(1, r.trial).bind(2, r.member).bind(3, r.generation).bind(4, r.source).bind(5, static_cast<int64_t>(r.exploited)).step();
+}
+
+std::vector<LineageRecord> Study::lineage() {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto fail = [&](const std::string& w, int c) { this->fail(w, c); };
+  std::vector<LineageRecord> out;
+  Stmt q(db_, "SELECT trial, member, generation, source, exploited FROM lineage ORDER BY trial", fail);
+  while (q.step()) out.push_back({q.i64(0), q.i64(1), q.i64(2), q.i64(3), q.i64(4) != 0});
+  return out;
 }
 
 }  // namespace dsforge::search

@@ -39,6 +39,13 @@ struct StudyOptions {
   int64_t max_attempts = 3;     // re-queues of a trial whose worker died, before it is FAIL
 };
 
+// Population-based training: which member and generation a trial is, and the trial whose checkpoint it
+// started from (-1 = a fresh start); `exploited` when that was a better member's (search/pbt.h).
+struct LineageRecord {
+  int64_t trial = 0, member = 0, generation = 0, source = -1;
+  bool exploited = false;
+};
+
 class Study {
  public:
   // Creates the file and its tables, or opens it and checks that it was made with `space`.
@@ -55,6 +62,11 @@ class Study {
   void heartbeat(int64_t number);
   void finish(int64_t number, TrialState state, double value, const std::string& error = "");
   std::vector<TrialRecord> trials();
+  // A study-wide setting: the stored value, or `value_if_absent` stored now (how a search strategy
+  // records its options so that a resumed search can refuse other ones).
+  std::string setting(const std::string& key, const std::string& value_if_absent);
+  void record_lineage(const LineageRecord& r);
+  std::vector<LineageRecord> lineage();  // by trial
 
   const SearchSpace& space() const { return space_; }
   const std::string& path() const { return path_; }

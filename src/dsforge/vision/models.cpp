@@ -7,11 +7,11 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
-#include <mutex>
 
 #include "dsforge/core/error.h"
 #include "dsforge/model/baselines.h"
 #include "dsforge/model/config.h"
+#include "dsforge/model/default_init.h"
 
 namespace dsforge::vision {
 
@@ -88,26 +88,6 @@ void check(const ImageModelConfig& c) {
   }
 }
 
-// Seeds the default generator, then initialises (the layers' reset_parameters draw from it and take its
-// lock themselves).
-void with_seed(uint64_t seed, const std::function<void()>& init) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_current_seed(seed);
-  }
-  init();
-}
-
-void reset_all(torch::nn::Module& root) {
-  for (auto& m : root.modules(/*include_self=*/false)) {
-    if (auto* l = m->as<torch::nn::Linear>()) l->reset_parameters();
-    else if (auto* cv = m->as<torch::nn::Conv2d>()) cv->reset_parameters();
-    else if (auto* bn = m->as<torch::nn::BatchNorm2d>()) bn->reset_parameters();
-    else if (auto* ln = m->as<torch::nn::LayerNorm>()) ln->reset_parameters();
-  }
-}
-
 torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1, int64_t groups = 1, bool bias = true) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2).groups(groups).bias(bias));
 }
@@ -133,7 +113,7 @@ class CnnImpl : public ImageClassifierImpl {
   }
   at::Tensor column_features(const at::Tensor& x) override { return trunk(x).mean(2).transpose(1, 2); }
   int64_t feature_dim() const override { return 2 * c_.width_base; }
-  void init_weights(uint64_t seed) override { with_seed(seed, [&] { reset_all(*this); }); }
+  void init_weights(uint64_t seed) override { model::default_init(*this, seed); }
   torch::nn::Conv2d c1{nullptr}, c2{nullptr}, c3{nullptr}, c4{nullptr};
   torch::nn::Linear fc{nullptr}, head{nullptr};
 };
@@ -173,7 +153,7 @@ class MobileNetImpl : public ImageClassifierImpl {
   at::Tensor forward(const at::Tensor& x) override { return head(at::dropout(trunk(x).mean({2, 3}), c_.dropout, is_training())); }
   at::Tensor column_features(const at::Tensor& x) override { return trunk(x).mean(2).transpose(1, 2); }
   int64_t feature_dim() const override { return 8 * c_.width_base; }
-  void init_weights(uint64_t seed) override { with_seed(seed, [&] { reset_all(*this); }); }
+  void init_weights(uint64_t seed) override { model::default_init(*this, seed); }
   std::shared_ptr<ConvBn> stem;
   std::vector<std::shared_ptr<ConvBn>> dw, pw;
   torch::nn::Linear head{nullptr};
