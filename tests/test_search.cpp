@@ -14,6 +14,7 @@
 #include "dsforge/core/io.h"
 #include "dsforge/search/gp.h"
 #include "dsforge/search/optimize.h"
+#include "dsforge/search/pbt.h"
 #include "dsforge/search/pruner.h"
 #include "dsforge/search/report.h"
 #include "dsforge/search/space.h"
@@ -694,4 +695,67 @@ TEST(SearchTpe, ProposalsMatchOptunaOnAClusteredHistory) {
   EXPECT_NEAR(p.mean, -0.504, 0.15);
   EXPECT_NEAR(p.sd, 0.624, 0.15);
   EXPECT_LE(p.within_1_of_3, 10);
+}
+
+TEST(SearchPbt, TruncationSelectionCopiesTheTopAndPerturbs) {
+  SearchSpace space = parse_search_space("[\"train.lr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-1\nlog = true\n"
+                                         "[\"train.warmup_steps\"]\ntype = \"int\"\nlow = 0\nhigh = 10\n"
+                                         "[\"train.schedule\"]\ntype = \"categorical\"\nchoices = [\"cosine\", \"wsd\"]\n",
+                                         "space.toml", RunConfig{});
+  PbtOptions o;
+  o.population = 8;
+  o.seed = 3;
+  const auto first = pbt_first_generation(space, o);
+  ASSERT_EQ(first.size(), 8u);
+  for (const auto& s : first) {
+    EXPECT_EQ(s.source, -1);
+    EXPECT_GE(s.params.at("train.lr"), 1e-4);
+    EXPECT_LE(s.params.at("train.lr"), 1e-1);
+  }
+  EXPECT_NE(first[0].params, first[1].params);
+  // Generation 0 losses: member 5 best, then 2; members 7 (FAIL) and 0 worst. With 8 members and a
+  // fraction of 1/4, the bottom two copy one of the top two and perturb; the rest continue themselves.
+  const std::vector<double> loss = {9, 4, 2, 5, 6, 1, 3, 0};
+  std::vector<TrialRecord> prev;
+  for (int64_t m = 0; m < 8; ++m) {
+    TrialRecord t;
+    t.number = m;
+    t.params = first[static_cast<size_t>(m)].params;
+    t.value = loss[static_cast<size_t>(m)];
+    t.state = m == 7 ? TrialState::kFail : TrialState::kComplete;
+    prev.push_back(t);
+  }
+  const auto next = pbt_next_generation(space, prev, 1, o);
+  ASSERT_EQ(next.size(), 8u);
+  for (int64_t m = 0; m < 8; ++m) {
+    const auto& s = next[static_cast<size_t>(m)];
+    EXPECT_EQ(s.generation, 1);
+    if (m == 0 || m == 7) {
+      ASSERT_TRUE(s.exploited) << m;
+      ASSERT_TRUE(s.source == 5 || s.source == 2) << m;
+      // Each number is the donor's times 0.8 or 1.2 (the integer rounded, and moved by a step when the
+      // factor alone does not move it), within the range; the choice stays or is redrawn.
+      const Params& d = prev[static_cast<size_t>(s.source)].params;
+      const double r = s.params.at("train.lr") / d.at("train.lr");
+      EXPECT_TRUE(std::fabs(r - 0.8) < 1e-12 || std::fabs(r - 1.2) < 1e-12 ||
+                  s.params.at("train.lr") == 1e-4 || s.params.at("train.lr") == 1e-1) << r;
+      EXPECT_LE(std::fabs(s.params.at("train.warmup_steps") - d.at("train.warmup_steps")),
+                std::max(1.0, std::ceil(0.2 * d.at("train.warmup_steps"))));
+    } else {
+      EXPECT_FALSE(s.exploited) << m;
+      EXPECT_EQ(s.source, m);
+      EXPECT_EQ(s.params, prev[static_cast<size_t>(m)].params);
+    }
+  }
+  // The same history decides the same (a resumed search).
+  const auto again = pbt_next_generation(space, prev, 1, o);
+  for (size_t m = 0; m < 8; ++m) EXPECT_EQ(again[m].params, next[m].params);
+  // Perturbing an integer of 3 by 20%: 2 or 4 (a step), never 3.
+  SplitMix64 rng(1);
+  for (int k = 0; k < 20; ++k) {
+    const double w = pbt_perturb(space, {{"train.lr", 0.01}, {"train.warmup_steps", 3}, {"train.schedule", 0}}, o, rng).at("train.warmup_steps");
+    EXPECT_TRUE(w == 2 || w == 4) << w;
+  }
+  o.population = 1;
+  EXPECT_THROW_MSG(pbt_first_generation(space, o), ConfigError, "--population 1");
 }

@@ -105,3 +105,61 @@ TEST(SlowSearchCli, TwoWorkersShareTheStudy) {
   EXPECT_EQ(numbers, (std::set<int64_t>{0, 1, 2, 3}));
   EXPECT_TRUE(file_exists(path_join(out, "best.toml")));
 }
+
+// Population-based training end to end: 3 members x 3 generations of 2 steps; each segment starts from
+// the checkpoint it continues or exploits (the step it resumes at is the generation's start), the
+// lineage and the schedules are in pbt.json and the report, and a search killed in the middle resumes to
+// exactly the losses of an uninterrupted one.
+TEST(SlowSearchCli, PopulationBasedTrainingExploitsResumesAndPlotsSchedules) {
+  TempDir dir;
+  const std::string cfg = tiny_recipe(dir.path), space = path_join(dir.path, "space.toml");
+  write_file_atomic(space, "[\"train.lr\"]\ntype = \"float\"\nlow = 1e-4\nhigh = 1e-2\nlog = true\n"
+                           "[\"train.weight_decay\"]\ntype = \"float\"\nlow = 0.0\nhigh = 0.3\n");
+  const std::string base = "search --config " + cfg + " --space " + space + " --strategy pbt --population 3 --interval 2 " +
+                           "--train.max_steps=6 --train.eval_every=1";
+  CliRun r = run_cli(base + " --out " + path_join(dir.path, "a"), dir.path);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const auto pbt = nlohmann::json::parse(read_file(path_join(dir.path, "a/pbt.json")));
+  EXPECT_EQ(pbt["population"], 3);
+  EXPECT_EQ(pbt["generations"], 3);
+  EXPECT_EQ(pbt["training_steps"], 3 * 6);
+  int exploited = 0;
+  for (const auto& m : pbt["members"]) {
+    ASSERT_EQ(m["schedule"].size(), 3u) << m.dump();
+    for (size_t g = 1; g < 3; ++g) {
+      const auto& seg = m["schedule"][g];
+      EXPECT_EQ(seg["steps"], (nlohmann::json{2 * static_cast<int>(g), 2 * static_cast<int>(g) + 2})) << seg.dump();
+      exploited += seg.contains("exploited");
+      // Each segment resumed from a checkpoint at its generation's first step.
+      EXPECT_NE((r.out + r.err).find(fmt("trial_", fmt(seg["trial"].get<int>() < 10 ? "000" : "00", seg["trial"].get<int>()),
+                                         "/checkpoints/step_000000", 2 * g, " at step ", 2 * g)),
+                std::string::npos)
+          << seg.dump();
+    }
+  }
+  EXPECT_EQ(exploited, 2);  // the worst of three, once per generation after the first
+  EXPECT_FALSE(file_exists(path_join(dir.path, "a/best.toml")));
+  EXPECT_TRUE(file_exists(path_join(dir.path, fmt("a/trial_000", 6 + pbt["best_member"].get<int>(), "/model/model.safetensors"))));
+  const std::string html = read_file(path_join(dir.path, "a/report.html"));
+  EXPECT_NE(html.find("train.lr schedule"), std::string::npos);
+  EXPECT_NE(html.find("Lineage"), std::string::npos);
+
+  // Killed at step 3 of a segment (SIGKILL after the generation-1 checkpoint at step 2), then resumed.
+  r = run_cli(base + " --out " + path_join(dir.path, "b"), dir.path, "env DSFORGE_KILL_RANK_AT=0:3 ");
+  EXPECT_NE(r.code, 0);
+  r = run_cli(base + " --out " + path_join(dir.path, "b"), dir.path);
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const auto resumed = nlohmann::json::parse(read_file(path_join(dir.path, "b/pbt.json")));
+  for (size_t m = 0; m < 3; ++m)
+    EXPECT_EQ(resumed["members"][m]["final_value"], pbt["members"][m]["final_value"]) << m;
+  // Other PBT settings on the same study, and a key that cannot change mid-training: clear errors.
+  std::string other = base;
+  other.replace(other.find("--population 3"), 14, "--population 4");
+  r = run_cli(other + " --out " + path_join(dir.path, "b"), dir.path);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("made with other search settings"), std::string::npos) << r.err;
+  write_file_atomic(space, "[\"train.batch_size\"]\ntype = \"int\"\nlow = 2\nhigh = 4\n");
+  r = run_cli(base + " --out " + path_join(dir.path, "c"), dir.path);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("'train.batch_size' cannot change in the middle of a training"), std::string::npos) << r.err;
+}

@@ -50,8 +50,8 @@ Params pbt_perturb(const SearchSpace& space, const Params& p, const PbtOptions& 
     if (q.step > 0 || q.kind == ParamKind::kInt) {
       const double step = q.step > 0 ? q.step : 1.0;
       double r = q.low + std::round((v - q.low) / step) * step;
-      // An integer too small to move by the factor moves by one step instead.
-      if (r == it->second && v != it->second) r += v > it->second ? step : -step;
+      // A value too small to move by the factor (an integer of 3, or 0) moves by one step instead.
+      if (r == it->second) r += factor > 1 ? step : -step;
       v = std::clamp(r, q.low, q.high);
     }
     out[q.name] = v;
