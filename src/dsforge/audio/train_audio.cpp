@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <optional>
 
 #include "dsforge/audio/audio_io.h"
 #include "dsforge/audio/dsp.h"
@@ -260,8 +261,12 @@ std::string hard_clip_file(size_t k, const HardClip& h) {
   return fmt("hardest/", k + 1 < 10 ? "0" : "", k + 1, "_", h.gold, "_as_", h.predicted, ".wav");
 }
 
-std::string split_or(const std::string& data_dir, const std::string& want, const std::string& fallback) {
-  return file_exists(path_join(data_dir, want + ".safetensors")) && load_audio_split(data_dir, want).size() > 0 ? want : fallback;
+// A split with clips, or nothing (no file, or an empty split: a set prepared without validation voices).
+std::optional<AudioSplit> nonempty_split(const std::string& data_dir, const std::string& name) {
+  if (!file_exists(path_join(data_dir, name + ".safetensors"))) return std::nullopt;
+  AudioSplit s = load_audio_split(data_dir, name);
+  if (s.size() == 0) return std::nullopt;
+  return s;
 }
 
 }  // namespace
@@ -332,11 +337,15 @@ AudioTrainResult train_audio_model(const std::string& data_dir, const std::strin
   if (out_dir.empty()) throw ConfigError("audio train: --out is required");
   const AudioSplit train = load_audio_split(data_dir, "train");
   if (train.size() == 0) throw DataError(fmt(data_dir, ": the train split has no clips"));
-  const std::string val_name = split_or(data_dir, "val", "test");
-  const AudioSplit val = load_audio_split(data_dir, val_name);
-  const bool has_test = val_name == "val" && split_or(data_dir, "test", "") == "test";
-  if (val.classes != train.classes || val.rate != train.rate)
-    throw DataError(fmt(data_dir, ": the ", val_name, " split's classes or sample rate differ from the train split's"));
+  std::optional<AudioSplit> held_val = nonempty_split(data_dir, "val"), held_test = nonempty_split(data_dir, "test");
+  if (!held_val && !held_test) throw DataError(fmt(data_dir, ": no validation or test clips to score on"));
+  const bool has_test = held_val && held_test;
+  const std::string val_name = held_val ? "val" : "test";
+  const AudioSplit val = std::move(held_val ? *held_val : *held_test);
+  const AudioSplit test = has_test ? std::move(*held_test) : AudioSplit{};
+  for (const AudioSplit* s : {&val, &test})
+    if (s->size() > 0 && (s->classes != train.classes || s->rate != train.rate))
+      throw DataError(fmt(data_dir, ": the held-out splits' classes or sample rate differ from the train split's"));
 
   AudioTrainResult r;
   r.config = model_config(opt, train);
@@ -365,9 +374,7 @@ AudioTrainResult train_audio_model(const std::string& data_dir, const std::strin
   r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.val = evaluate_audio_model(*model, f, val);
   r.val.split = val_name;
-  AudioSplit test;
   if (has_test) {
-    test = load_audio_split(data_dir, "test");
     r.test = evaluate_audio_model(*model, f, test);
     r.test.split = "test";
   }
