@@ -34,18 +34,8 @@ using dsforge::fmt;
 namespace {
 
 using dsforge::bench::Child;
+using dsforge::bench::last_metric;
 Child run(const std::string& cmd, const std::string& out_file) { return dsforge::bench::run_child(cmd, out_file); }
-
-double last_metric(const std::string& metrics, const std::string& key) {
-  std::ifstream in(metrics);
-  std::string line;
-  double v = 0;
-  while (std::getline(in, line)) {
-    const auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_object() && j.contains(key)) v = j[key].get<double>();
-  }
-  return v;
-}
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 
@@ -72,6 +73,18 @@ double median3(F&& f) {
   if (t[1] > t[2]) std::swap(t[1], t[2]);
   if (t[0] > t[1]) std::swap(t[0], t[1]);
   return t[1];
+}
+
+// The last value of `key` in a metrics.jsonl file (the trainer's log): 0 when it never appears.
+inline double last_metric(const std::string& metrics, const std::string& key) {
+  std::ifstream in(metrics);
+  std::string line;
+  double v = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains(key)) v = j[key].get<double>();
+  }
+  return v;
 }
 
 }  // namespace dsforge::bench

@@ -58,14 +58,37 @@ TEST(CpuAllocator, ReusesAFreedBlockForTheSameSize) {
 
 TEST(CpuAllocator, BestFitWithinAnEighthAndNoFurther) {
   FreshCache fresh;
-  void* p4;
-  { p4 = at::empty({1 << 20}).data_ptr(); }      // a 4 MB block is cached
-  { EXPECT_NE(at::empty({1 << 21}).data_ptr(), p4); }  // 8 MB: too large for it (a new block)
-  at::Tensor near = at::empty({(1 << 20) - 20000});  // 80 KB smaller: within 1/8, reuses it
+  void *p4, *p8;
+  {
+    at::Tensor a = at::empty({1 << 20});  // 4 MB
+    at::Tensor b = at::empty({1 << 21});  // 8 MB: too large for a's block, and in use together
+    p4 = a.data_ptr();
+    p8 = b.data_ptr();
+    EXPECT_NE(p8, p4);
+  }                                                  // both cached (12 MB was in use at once)
+  at::Tensor near = at::empty({(1 << 20) - 20000});  // 80 KB smaller: within 1/8, reuses the 4 MB block
   EXPECT_EQ(near.data_ptr(), p4);
   at::Tensor tiny = at::empty({1 << 18});  // 1 MB: the cached 8 MB block would waste 7/8 of itself
-  EXPECT_NE(tiny.data_ptr(), p4);
+  EXPECT_NE(tiny.data_ptr(), p8);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(near.data_ptr()) % (2u << 20), 0u) << "blocks from 2 MB up are 2 MB-aligned";
+}
+
+TEST(CpuAllocator, HoldsAtMostAQuarterMoreThanItsPeakInUse) {
+  FreshCache fresh;
+  { at::Tensor a = at::empty({5 << 20}); }  // 20 MB in use at the peak, then cached
+  const auto before = core::cpu_cache_stats();
+  EXPECT_GE(before.cached_bytes, size_t{20} << 20);
+  // 8 MB cannot reuse the 20 MB block (it would waste more than 1/8): before mapping a new block the
+  // cache gives the old one back, since 8 + 20 MB would exceed 5/4 of the 20 MB peak.
+  {
+    at::Tensor b = at::empty({2 << 20});
+    const auto during = core::cpu_cache_stats();
+    EXPECT_EQ(during.evictions - before.evictions, 1);
+    EXPECT_LE(during.live_bytes + during.cached_bytes, size_t{25} << 20);
+  }
+  // Under the bound a freed block stays cached: 4 MB next to the cached 8 MB (12 of the 25 MB allowed).
+  { at::Tensor c = at::empty({1 << 20}); }
+  EXPECT_EQ(core::cpu_cache_stats().evictions, before.evictions + 1);
 }
 
 TEST(CpuAllocator, AReusedBlockFaultsNoPagesIn) {

@@ -613,6 +613,8 @@ TEST(SearchReport, HtmlDrawsHistoryCurvesParallelCoordinatesAndImportance) {
   EXPECT_EQ(count("<svg class=\"chart\""), 5u);  // history by trial and by compute, curves, parallel coordinates, importance
   // Compute: the last reported step of each trial, accumulated (the failed trial reported none).
   EXPECT_EQ(steps_spent(trials), (std::vector<double>{20, 40, 50, 70, 70, 90}));
+  // A segment that started at step 10 (population-based training) counts the steps it ran.
+  EXPECT_EQ(steps_spent(trials, {{1, 10}}), (std::vector<double>{20, 30, 40, 60, 60, 80}));
   EXPECT_EQ(count("class=\"pc-line\""), 5u);     // complete and pruned trials; the failed one has no value
   for (const char* axis : {"train.lr", "train.schedule", "train.decay_fraction", "model.n_routed_experts", "cosine", "wsd"})
     EXPECT_NE(html.find(std::string(">") + axis + "<"), std::string::npos) << axis;

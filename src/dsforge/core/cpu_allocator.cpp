@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -53,6 +54,12 @@ class BlockCache {
         return p;
       }
       ++misses_;
+      // A miss maps a new block: first unmap the oldest free blocks as far as needed to keep what the
+      // process holds (in use + cached) within 5/4 of its largest in-use total so far, so that the cache
+      // adds at most a quarter to the peak memory of a step that repeats.
+      peak_live_ = std::max(peak_live_, live_ + size);
+      const size_t allowed = peak_live_ + peak_live_ / 4;
+      evict_to(allowed > live_ + size ? allowed - live_ - size : 0);
     }
     void* p = map_block(size);
     if (!p) {  // out of address space or memory: give back what the cache holds and try once more
@@ -84,6 +91,7 @@ class BlockCache {
   void release_all() {
     std::lock_guard<std::mutex> lock(mu_);
     evict_to(0);
+    peak_live_ = live_;  // a fresh start: the bound follows what is in use from here
   }
 
   CpuCacheStats stats() {
@@ -145,6 +153,7 @@ class BlockCache {
   }
 
   std::mutex mu_;
+  size_t peak_live_ = 0;                     // the most bytes in use at once so far
   std::unordered_map<void*, Block> blocks_;  // every block mapped here, in use or free
   std::multimap<size_t, void*> free_;        // free blocks by size
   std::map<uint64_t, void*> by_age_;         // free blocks by the time they were freed

@@ -11,7 +11,10 @@
 // requests of nearly the same size (best fit, at most 1/8 larger), so a loop that repeats the same
 // shapes stops faulting after its first step. New blocks of 2 MB or more are 2 MB-aligned and
 // advised as transparent huge pages, which also makes the first touch ~5x cheaper. The cache holds at
-// most DSFORGE_CPU_CACHE_MB of free blocks (default 1024); the least recently freed go first. Small
+// most DSFORGE_CPU_CACHE_MB of free blocks (default 1024); the least recently freed go first. A request
+// it cannot serve first unmaps the oldest free blocks as far as needed to keep in-use plus cached bytes
+// within 5/4 of the largest in-use total so far (release_cpu_cache starts that count afresh), so the
+// cache adds at most a quarter to a repeating step's peak memory. Small
 // allocations go to posix_memalign as before. DSFORGE_CPU_CACHE_MB=0 leaves ATen's allocator alone.
 #pragma once
 #include <cstddef>

@@ -62,11 +62,15 @@ RunConfig trial_config(const search::SearchSpace& space, const RunConfig& base, 
   return cfg;
 }
 
-// The population-based training section of the report and pbt.json ("" and nothing written for a
-// sampler's study).
-std::string write_pbt_outputs(search::Study& study, const std::vector<search::TrialRecord>& trials, const std::string& out) {
+// The population-based training section of the report, each trial's first step, and pbt.json (nothing
+// for a sampler's study).
+struct PbtOutputs {
+  std::string html;
+  std::map<int64_t, int64_t> start_steps;
+};
+PbtOutputs write_pbt_outputs(search::Study& study, const std::vector<search::TrialRecord>& trials, const std::string& out) {
   const auto lineage = study.lineage();
-  if (lineage.empty()) return "";
+  if (lineage.empty()) return {};
   const int64_t interval = nlohmann::json::parse(study.setting("strategy", "{}")).value("interval", int64_t{0});
   const nlohmann::json j = search::pbt_json(study.space(), trials, lineage, interval);
   if (!out.empty()) write_file_atomic(path_join(out, "pbt.json"), j.dump(2) + "\n");
@@ -76,14 +80,15 @@ std::string write_pbt_outputs(search::Study& study, const std::vector<search::Tr
     log_info("search: best member ", best, " (validation loss ", j["best_value"].get<double>(), "), ", j["training_steps"].get<int64_t>(),
              " training steps in all; its model: ", path_join(trial_dir(out, last), "model"));
   }
-  return search::pbt_report_html(study.space(), trials, lineage, interval);
+  return {search::pbt_report_html(study.space(), trials, lineage, interval), search::pbt_start_steps(lineage, interval)};
 }
 
 void write_outputs(search::Study& study, const RunConfig& base, const std::string& out) {
   const auto trials = study.trials();
   const auto& space = study.space();
   write_file_atomic(path_join(out, "trials.json"), search::trials_json(space, trials).dump(2) + "\n");
-  const std::string pbt = write_pbt_outputs(study, trials, out);
+  const PbtOutputs pbt_out = write_pbt_outputs(study, trials, out);
+  const std::string& pbt = pbt_out.html;
   // (a population's best is a schedule, not one config: pbt.json records it instead of best.toml)
   if (const auto* best = search::best_trial(trials); best && pbt.empty()) {
     const std::string dir = path_join(out, "best");
@@ -92,7 +97,8 @@ void write_outputs(search::Study& study, const RunConfig& base, const std::strin
                       fmt("# The best trial (", best->number, ", validation loss ", best->value, ") of the search in ", out,
                           "\n# train it: dsforge train --config ", path_join(out, "best.toml"), "\n", to_toml(cfg)));
   }
-  write_file_atomic(path_join(out, "report.html"), search::search_report_html(space, trials, "dsforge search: " + out, pbt));
+  write_file_atomic(path_join(out, "report.html"),
+                    search::search_report_html(space, trials, "dsforge search: " + out, pbt, pbt_out.start_steps));
   std::printf("%s", search::search_report_text(space, trials).c_str());
   std::fflush(stdout);
   log_info("search: ", path_join(out, "trials.json"), search::best_trial(trials) && pbt.empty() ? ", " + path_join(out, "best.toml") : "",
@@ -351,8 +357,8 @@ std::string search_report(const std::string& study_path) {
   const std::string parent = std::filesystem::path(study_path).parent_path().string();
   const std::string html = path_join(parent.empty() ? "." : parent, "report.html");
   const auto trials = study->trials();
-  write_file_atomic(html, search::search_report_html(study->space(), trials, "dsforge search: " + study_path,
-                                                     write_pbt_outputs(*study, trials, "")));
+  const PbtOutputs pbt = write_pbt_outputs(*study, trials, "");
+  write_file_atomic(html, search::search_report_html(study->space(), trials, "dsforge search: " + study_path, pbt.html, pbt.start_steps));
   return search::search_report_text(study->space(), trials) + "\nHTML report: " + html + "\n";
 }
 

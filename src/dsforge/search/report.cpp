@@ -114,18 +114,20 @@ std::string search_report_text(const SearchSpace& space, const std::vector<Trial
 }
 
 
-std::vector<double> steps_spent(const std::vector<TrialRecord>& trials) {
+std::vector<double> steps_spent(const std::vector<TrialRecord>& trials, const std::map<int64_t, int64_t>& start_steps) {
   std::vector<double> out;
   double total = 0;
   for (const auto& t : trials) {
-    if (!t.intermediate.empty()) total += static_cast<double>(t.intermediate.rbegin()->first);
+    const auto start = start_steps.find(t.number);
+    if (!t.intermediate.empty())
+      total += static_cast<double>(t.intermediate.rbegin()->first - (start == start_steps.end() ? 0 : start->second));
     out.push_back(total);
   }
   return out;
 }
 
 std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title,
-                               const std::string& extra_html) {
+                               const std::string& extra_html, const std::map<int64_t, int64_t>& start_steps) {
   using report::Series;
   std::string body = "<h1>" + report::html_escape(title) + "</h1>";
   int complete = 0, pruned = 0;
@@ -149,7 +151,7 @@ std::string search_report_html(const SearchSpace& space, const std::vector<Trial
                                  "trial number");
   // The same against compute: training steps spent by all trials so far (a pruned trial counts the
   // steps it ran), what a pruner saves.
-  const auto spent = steps_spent(trials);
+  const auto spent = steps_spent(trials, start_steps);
   Series by_compute{"best so far", {}, {}};
   best_so_far = INFINITY;
   for (size_t i = 0; i < trials.size(); ++i)
@@ -247,6 +249,12 @@ Population population(const std::vector<TrialRecord>& trials, const std::vector<
 }
 
 }  // namespace
+
+std::map<int64_t, int64_t> pbt_start_steps(const std::vector<LineageRecord>& lineage, int64_t interval) {
+  std::map<int64_t, int64_t> out;
+  for (const auto& l : lineage) out[l.trial] = l.generation * interval;
+  return out;
+}
 
 nlohmann::json pbt_json(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::vector<LineageRecord>& lineage,
                         int64_t interval) {

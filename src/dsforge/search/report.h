@@ -27,15 +27,19 @@ std::map<std::string, double> param_importance(const SearchSpace& space, const s
 const TrialRecord* best_trial(const std::vector<TrialRecord>& trials);
 std::string search_report_text(const SearchSpace& space, const std::vector<TrialRecord>& trials);
 // Cumulative training steps after each trial, in trial order: each trial counts the last step it reported
-// a validation loss at (a pruned trial: where it stopped). The compute axis of a pruned search.
-std::vector<double> steps_spent(const std::vector<TrialRecord>& trials);
+// a validation loss at (a pruned trial: where it stopped), less the step it started from when
+// `start_steps` has it (a population-based training segment). The compute axis of a pruned search.
+std::vector<double> steps_spent(const std::vector<TrialRecord>& trials, const std::map<int64_t, int64_t>& start_steps = {});
 // The same as one self-contained HTML page (inline SVG): the optimisation history (each complete trial's
 // value and the best so far, by trial and by training steps spent), every trial's validation curve (pruned ones end where they stopped),
 // parallel coordinates (one axis per parameter and one for the value; complete trials shaded by value,
 // pruned ones grey), the parameter importance as bars, and the text report.
-// `extra_html` goes after the summary line (the population-based training section).
+// `extra_html` goes after the summary line (the population-based training section); `start_steps` as for
+// steps_spent.
 std::string search_report_html(const SearchSpace& space, const std::vector<TrialRecord>& trials, const std::string& title,
-                               const std::string& extra_html = "");
+                               const std::string& extra_html = "", const std::map<int64_t, int64_t>& start_steps = {});
+// Each PBT trial's first step (generation x interval).
+std::map<int64_t, int64_t> pbt_start_steps(const std::vector<LineageRecord>& lineage, int64_t interval);
 // Population-based training (search/pbt.h): every member's schedule (per generation its trial, steps,
 // hyperparameters, value, and the trial it exploited or continued), the training steps of all
 // segments together, the best member by its final value.
