@@ -314,7 +314,8 @@ TEST(AudioMultimodal, AClipAndAPictureArePrefixTokensOfOneLanguageModel) {
   EXPECT_GE(no, 5);
   // The saved model answers a written picture and clip as the held-out scoring did.
   const std::string answer = vision::answer_about(t.path + "/both/model", t.path + "/both/examples/heldout_0.png",
-                                                  t.path + "/both/examples/heldout_0.wav", both.samples[0].question, 8);
+                                                  t.path + "/both/examples/heldout_0.wav", both.samples[0].question,
+                                                  both.max_answer_tokens);
   EXPECT_EQ(answer, both.samples[0].answer);
   EXPECT_THROW_MSG(vision::answer_about(t.path + "/both/model", t.path + "/both/examples/heldout_0.png", "", both.samples[0].question, 8),
                    ConfigError, "give --audio FILE");
@@ -376,7 +377,7 @@ TEST(AudioMultimodal, SpokenWordsAnswerWithTheWordAndItsDefinition) {
     definitions += tsv.find(data::wordnet_first_definitions("/usr/share/wordnet", {vision::number_words(d)}).at(vision::number_words(d))) !=
                    std::string::npos;
   EXPECT_GE(definitions, 3);
-  EXPECT_EQ(vision::answer_about(t.path + "/mm/model", "", t.path + "/mm/examples/heldout_1.wav", r.samples[1].question, 48),
+  EXPECT_EQ(vision::answer_about(t.path + "/mm/model", "", t.path + "/mm/examples/heldout_1.wav", r.samples[1].question, r.max_answer_tokens),
             r.samples[1].answer);
   o.audio_encoder = "lstm";
   EXPECT_THROW_MSG(vision::train_multimodal(lm, "", t.path + "/mm2", o), ConfigError, "is a cnn, --audio-encoder says lstm");

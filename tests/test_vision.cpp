@@ -431,7 +431,7 @@ TEST(SlowVision, MultimodalTrainsSavesAndAnswersAboutAPictureFile) {
   ASSERT_EQ(before.size(), after.size());
   for (const auto& [k, v] : before) EXPECT_TRUE(at::equal(v, after.at(k))) << k;
   // The picture written to examples/ gets the answer the held-out scoring gave (same pixels, same model).
-  const std::string answer = answer_about(t.path + "/mm/model", t.path + "/mm/examples/heldout_0.png", "", r.samples[0].question, 8);
+  const std::string answer = answer_about(t.path + "/mm/model", t.path + "/mm/examples/heldout_0.png", "", r.samples[0].question, r.max_answer_tokens);
   EXPECT_EQ(answer, r.samples[0].answer);
   EXPECT_NE(read_file(t.path + "/mm/examples/examples.tsv").find("heldout_2.png"), std::string::npos);
   // A GPT-2 language model cannot take the prefix.

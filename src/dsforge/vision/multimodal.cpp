@@ -542,8 +542,12 @@ MultimodalResult train_multimodal(const std::string& lm_dir, const std::string& 
   r.epoch_losses = tasks::run_finetune(task, cfg, (opt.train_examples + opt.batch - 1) / opt.batch, "multimodal");
   r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  // Held-out answers, grouped by question (one prompt length per batch).
-  const int64_t longest_answer = 48;  // tokens: a WordNet definition
+  // Held-out answers, grouped by question (one prompt length per batch), each up to the longest
+  // training answer's tokens and a few more (a WordNet definition runs to dozens).
+  int64_t longest_answer = 0;
+  for (const auto& ex : train.items)
+    longest_answer = std::max(longest_answer, static_cast<int64_t>(tok.encode(" " + ex.answer, false).size()));
+  r.max_answer_tokens = longest_answer + 4;
   std::vector<std::string> answers(static_cast<size_t>(opt.test_examples)), expected;
   for (size_t q = 0; q < questions.size(); ++q) {
     std::vector<int64_t> idx;
@@ -555,7 +559,7 @@ MultimodalResult train_multimodal(const std::string& lm_dir, const std::string& 
       at::NoGradGuard ng;
       m->eval();
       const auto [images, features] = example_inputs(*m, test, featurizer.get(), part);
-      const auto a = greedy_answers(*m, tok, m->prefix(images, features), questions[q], opt.task == "spoken" ? longest_answer : 8);
+      const auto a = greedy_answers(*m, tok, m->prefix(images, features), questions[q], r.max_answer_tokens);
       for (size_t k = 0; k < part.size(); ++k) answers[static_cast<size_t>(part[k])] = a[k];
     }
   }
@@ -647,6 +651,7 @@ nlohmann::ordered_json multimodal_json(const MultimodalResult& r) {
           {"bleu", r.bleu},
           {"chrf", r.chrf},
           {"held_out", r.held_out},
+          {"max_answer_tokens", r.max_answer_tokens},
           {"train_examples", r.train_examples},
           {"freeze_lm", r.freeze_lm},
           {"prefix_tokens", r.prefix_tokens},

@@ -69,6 +69,7 @@ struct MultimodalResult {
   double exact_match = 0, bleu = 0, chrf = 0;  // (answers of one to three words have few 4-grams: chrF tells more)
   std::vector<double> exact_match_by_question;
   int64_t held_out = 0, train_examples = 0;
+  int64_t max_answer_tokens = 0;  // the decoding limit: the longest training answer's tokens + 4
   int64_t trainable_parameters = 0, total_parameters = 0, prefix_tokens = 0;  // image and audio tokens together
   bool freeze_lm = false;
   // A trained `dsforge image train` folder of the same architecture whose weights start the encoder (the
