@@ -1,10 +1,11 @@
-// The decode path's building blocks against what they replaced, in one process, one thread:
+// The decode path's building blocks against what they replaced, in one process, one thread (but 3.):
 //   1. the few-row products (kernels/few_rows.inc) against OpenBLAS sgemm_ on the same operands, with
 //      the weights hot (one matrix again and again) and cold (a 39 MB set of expert matrices);
 //   2. sample_token against the definition it implements (sort the vocabulary, invert the CDF), with the
 //      share of draws where both pick the same token;
-//   3. micro's fused step at 1 / 4 / 16 rows, and a 10-token prompt through the fused step against the
-//      module path (DeepseekV3Impl::hidden + the head, what forward_cached ran before).
+//   3. micro's fused step at 1 / 4 / 16 rows (one thread, then two), and a 10-token prompt through the
+//      fused step against the module path (DeepseekV3Impl::hidden + the head, what forward_cached ran
+//      before).
 //   4. the int8 products (kernels/int8_rows.inc): a w8a8 linear layer (activation quantisation, the
 //      int32 product, the scales) against the float32 few-row product on the same cold expert set,
 //      and the raw products per form (vpdpbusd, bytes widened to int16).
@@ -19,6 +20,7 @@
 #include <functional>
 #include <numeric>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "../tests/reference/sampling.h"
@@ -151,7 +153,12 @@ void model_steps() {
   init_weights(*m, 0.02, 1);
   m->eval();
   at::NoGradGuard no_grad;
-  for (int64_t B : {1, 4, 16}) {  // a 16-token prompt, then 64 single-token steps, 20 times
+  // A 16-token prompt, then 64 single-token steps, 20 times; several rows share the step among the
+  // threads (one thread, then two where the machine has them).
+  const int most = static_cast<int>(std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()), 2));
+  for (int threads = 1; threads <= most; ++threads)
+  for (int64_t B : {1, 4, 16}) {
+    at::set_num_threads(threads);
     double total = 0;
     for (int r = 0; r < 20; ++r) {
       KvCache cache = m->make_cache(B, 128);
@@ -162,8 +169,10 @@ void model_steps() {
       });
     }
     const double step = total / (20 * 64);
-    std::printf("step of %2lld rows: %.3f ms (%.0f tokens/s)\n", static_cast<long long>(B), step * 1e3, B / step);
+    std::printf("step of %2lld rows, %d thread(s): %.3f ms (%.0f tokens/s)\n", static_cast<long long>(B), threads, step * 1e3,
+                B / step);
   }
+  at::set_num_threads(1);
   // A 10-token prompt after 118 cached positions (a server newcomer's prefill).
   double fused = 0, modules = 0;
   const int reps = 30;

@@ -128,6 +128,13 @@ TEST(Classification, HandComputedReport) {
   EXPECT_EQ(r.confusion[1][2], 1);
 }
 
+TEST(Classification, HighestFirstOrdersByValueThenIndex) {
+  EXPECT_EQ(highest_first({0.5, 2.0, 1.0, 2.0, -1.0}, 3), (std::vector<int64_t>{1, 3, 2}));
+  EXPECT_EQ(highest_first({0.5, 2.0}, 5), (std::vector<int64_t>{1, 0}));
+  EXPECT_TRUE(highest_first({0.5, 2.0}, 0).empty());
+  EXPECT_TRUE(highest_first({}, 3).empty());
+}
+
 TEST(Regression, HandComputedReport) {
   RegressionReport r = regression_report({2.5, 0.0, 2.0, 8.0}, {3.0, -0.5, 2.0, 7.0});
   EXPECT_NEAR(r.mse, 0.375, 1e-12);

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/nn/module.h>
 
 #include <cmath>
@@ -285,6 +286,38 @@ TEST(Model, FusedDecodeStepEqualsModulePath) {
   }
   EXPECT_FALSE(m->decode_step_fused(at::zeros({1, DeepseekV3Impl::kFusedMaxTokens + 1}, at::kLong), cache).defined());
   EXPECT_EQ(cache.len, 0);
+}
+
+// Several rows share the fused step among threads (experts, attention rows, the output head), each
+// expert's rows summed into the residual on the calling thread in expert order: single-token steps
+// give the same bits on one thread and on two. A prompt chunk of more than 16 rows goes through
+// OpenBLAS's sgemm, whose blocking follows its own thread count: equal within float rounding.
+TEST(Model, FusedDecodeStepIsTheSameOnOneAndTwoThreads) {
+  ModelConfig c = model_config_from_preset("micro");
+  c.num_hidden_layers = 3;
+  c.max_position_embeddings = 64;
+  auto m = make(c, 6);
+  m->eval();
+  at::NoGradGuard ng;
+  const int64_t B = 6;
+  const at::Tensor tokens = random_tokens(B, 12, c.vocab_size, 14);
+  const int before = at::get_num_threads();
+  std::vector<at::Tensor> steps, chunks;
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    KvCache cache = m->make_cache(B, 12), chunked = m->make_cache(B, 12);
+    std::vector<at::Tensor> out;
+    for (int64_t t = 0; t < 12; ++t) out.push_back(m->decode_step_fused(tokens.narrow(1, t, 1), cache));
+    out.push_back(m->decode_step_fused(tokens.narrow(1, 0, 8), chunked));
+    for (const at::Tensor& l : out) ASSERT_TRUE(l.defined());
+    chunks.push_back(out.back());
+    out.pop_back();
+    steps.push_back(at::cat(out, 1));
+  }
+  at::set_num_threads(before);
+  EXPECT_TRUE(at::equal(steps[0], steps[1])) << "max difference " << (steps[0] - steps[1]).abs().max().item<double>();
+  EXPECT_LT((chunks[0] - chunks[1]).abs().max().item<double>(), 1e-5 * chunks[0].abs().max().item<double>());
+  EXPECT_LT((chunks[0] - steps[0].narrow(1, 0, 8)).abs().max().item<double>(), 1e-4 * chunks[0].abs().max().item<double>());
 }
 
 TEST(Routing, InvariantsAndGroupLimits) {

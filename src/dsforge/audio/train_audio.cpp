@@ -318,16 +318,9 @@ AudioEvalResult evaluate_audio_model(AudioClassifierImpl& model, const AudioFeat
   for (auto& [k, sp] : by_speaker) r.speakers.push_back(sp);
   std::sort(r.speakers.begin(), r.speakers.end(), [](const SpeakerScore& a, const SpeakerScore& b) { return a.speaker < b.speaker; });
   r.report = eval::classification_report(pred, gold);
-  std::vector<int64_t> order(static_cast<size_t>(s.size()));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  const auto top = std::min<int64_t>(hard, s.size());
-  std::partial_sort(order.begin(), order.begin() + top, order.end(), [&](int64_t a, int64_t b) {
-    const double la = losses[static_cast<size_t>(a)], lb = losses[static_cast<size_t>(b)];
-    return la != lb ? la > lb : a < b;
-  });
-  for (int64_t k = 0; k < top; ++k) {
-    const auto i = static_cast<size_t>(order[static_cast<size_t>(k)]);
-    r.hardest.push_back({order[static_cast<size_t>(k)], s.sources.empty() ? fmt("clip ", i) : s.sources[i],
+  for (const int64_t index : eval::highest_first(losses, hard)) {
+    const auto i = static_cast<size_t>(index);
+    r.hardest.push_back({index, s.sources.empty() ? fmt("clip ", i) : s.sources[i],
                          s.speaker_names[static_cast<size_t>(s.speakers[i])], gold[i], pred[i], losses[i], confidence[i]});
   }
   return r;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <set>
 #include <unordered_map>
 
@@ -226,6 +227,18 @@ std::map<std::string, PRF> corpus_rouge(const std::vector<std::string>& hyps, co
 }
 
 // ---------------------------------------------------------------- classification, regression
+std::vector<int64_t> highest_first(const std::vector<double>& values, int64_t k) {
+  std::vector<int64_t> order(values.size());
+  std::iota(order.begin(), order.end(), int64_t{0});
+  const auto top = std::clamp<int64_t>(k, 0, static_cast<int64_t>(values.size()));
+  std::partial_sort(order.begin(), order.begin() + top, order.end(), [&](int64_t a, int64_t b) {
+    const double va = values[static_cast<size_t>(a)], vb = values[static_cast<size_t>(b)];
+    return va != vb ? va > vb : a < b;
+  });
+  order.resize(static_cast<size_t>(top));
+  return order;
+}
+
 ClassificationReport classification_report(const std::vector<std::string>& pred, const std::vector<std::string>& gold) {
   if (pred.size() != gold.size())
     throw DataError(fmt("classification: ", pred.size(), " predictions but ", gold.size(), " gold labels"));

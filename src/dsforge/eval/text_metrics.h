@@ -69,6 +69,8 @@ struct ClassificationReport {
   std::vector<int64_t> support;
 };
 ClassificationReport classification_report(const std::vector<std::string>& pred, const std::vector<std::string>& gold);
+// The indices of the `k` largest values, largest first, ties by index (the hardest examples by loss).
+std::vector<int64_t> highest_first(const std::vector<double>& values, int64_t k);
 
 struct RegressionReport {
   double mse = 0, mae = 0, rmse = 0, r2 = 0;

@@ -1,6 +1,7 @@
 #include "dsforge/kernels/platform.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "dsforge/core/log.h"
 #include "dsforge/kernels/compat.h"
@@ -11,10 +12,12 @@
 #include <omp.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <utility>
 
@@ -208,6 +211,19 @@ void blas_single_threaded_in_this_task() {
 #ifdef DSFORGE_HAVE_OPENMP
   if (omp_in_parallel()) omp_set_num_threads(1);
 #endif
+}
+
+void run_tasks(int64_t n, int64_t workers, const std::function<void(int64_t task, int64_t worker)>& f) {
+  workers = std::min(workers, n);
+  if (workers <= 1 || at::in_parallel_region()) {
+    for (int64_t t = 0; t < n; ++t) f(t, 0);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t) {
+    blas_single_threaded_in_this_task();
+    for (int64_t t; (t = next++) < n;) f(t, begin);
+  });
 }
 
 // ------------------------------------------------------------------ vector ISA

@@ -31,6 +31,7 @@ namespace dsforge::model {
 namespace {
 
 using kernels::gemm_rm;
+using kernels::run_tasks;
 
 // A weight matrix [out, in], row-major.
 struct Mat {
@@ -115,6 +116,21 @@ void linear(const float* x, const Mat& W, float* y, int64_t B, bool accumulate =
   gemm_rm(false, true, B, W.out, W.in, x, W.in, W.w, W.in, accumulate ? 1.0f : 0.0f, y, W.out);
 }
 
+// linear() with W's output features split into `workers` blocks of whole 16-feature groups, one per
+// thread: each output is the same dot product as in one piece.
+void linear_split(const float* x, const Mat& W, float* y, int64_t B, int64_t workers, bool accumulate = false) {
+  const int64_t block = (W.out / std::max<int64_t>(workers, 1) + 15) / 16 * 16;
+  if (workers <= 1 || t_absmax || block >= W.out) return linear(x, W, y, B, accumulate);
+  run_tasks((W.out + block - 1) / block, workers, [&](int64_t t, int64_t) {
+    const int64_t o0 = t * block, n = std::min(block, W.out - o0);
+    if (W.i8)
+      kernels::linear_w8a8(B, n, W.in, x, W.in, W.i8->q.data_ptr<int8_t>() + o0 * W.in, W.i8->scale.data_ptr<float>() + o0,
+                           W.i8->sums.data() + o0, y + o0, W.out, accumulate, W.i8->input_scale);
+    else
+      gemm_rm(false, true, B, n, W.in, x, W.in, W.w + o0 * W.in, W.in, accumulate ? 1.0f : 0.0f, y + o0, W.out);
+  });
+}
+
 // y[B, d] += down(silu(gate(x)) * up(x)) * scale; g, u: scratch of B * width.
 void swiglu(const float* x, const Mlp& m, float* y, int64_t B, float* g, float* u, float* tmp, float scale = 1.0f) {
   linear(x, m.gate, g, B);
@@ -188,28 +204,40 @@ int64_t first_key(const bool* pad_row, int64_t pos) {
   return hit ? static_cast<const bool*>(hit) - pad_row : pos;
 }
 
-// The routed experts' scratch of one step.
+// The feed-forward scratch of one step: the router's, and per worker thread the MLP widths.
 struct MoeScratch {
-  MoeScratch(const ModelConfig& c, int64_t B)
-      : logits(B * std::max<int64_t>(c.n_routed_experts, 1)), scores(std::max<int64_t>(c.n_routed_experts, 1)),
-        choice(scores.size()), weight(std::max<int64_t>(c.num_experts_per_tok, 1)), idx(weight.size()),
-        by_expert(static_cast<size_t>(c.n_routed_experts)), xg(B > 1 ? B * c.hidden_size : 0), yg(xg.size()) {}
+  MoeScratch(const ModelConfig& c, int64_t B, int64_t workers, int64_t width)
+      : E(c.n_routed_experts), K(c.num_experts_per_tok), d(c.hidden_size), width(width), workers(workers),
+        logits(B * std::max<int64_t>(E, 1)), scores(std::max<int64_t>(E, 1)), choice(scores.size()),
+        weight(std::max<int64_t>(K, 1)), idx(weight.size()), by_expert(static_cast<size_t>(E)),
+        xg(B > 1 ? B * K * d : 0), yg(xg.size()), shared(B > 1 ? B * d : 0), g(workers * B * width),
+        u(g.size()), tmp(workers * B * d) {}
+  int64_t E, K, d, width, workers;
   std::vector<float> logits, scores, choice, weight;
   std::vector<int64_t> idx;
   std::vector<std::vector<std::pair<int64_t, float>>> by_expert;  // (row, weight) per expert
-  std::vector<float> xg, yg;                                      // an expert's rows gathered, and its outputs
+  std::vector<float> xg, yg;    // the rows of every expert, grouped by expert, and their outputs
+  std::vector<float> shared;    // the shared experts' output (several rows)
+  std::vector<float> g, u, tmp;  // per worker: B rows of the MLP width (g, u) and of d (tmp)
+  float* g_of(int64_t w) { return g.data() + w * (g.size() / workers); }
+  float* u_of(int64_t w) { return u.data() + w * (u.size() / workers); }
+  float* tmp_of(int64_t w) { return tmp.data() + w * (tmp.size() / workers); }
 };
 
-// h[B, d] += the routed experts of x (router with its correction bias, top-k, weights). One row runs its
-// experts directly; several rows are grouped by expert, so each expert's weights are read once per step.
-void routed_experts(const ModelConfig& c, const LayerWeights& w, const float* x, float* h, int64_t B, MoeScratch& s,
-                    float* g, float* u, float* tmp) {
-  const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok, d = c.hidden_size;
+// h[B, d] += the shared experts (if any) and the routed experts of x (router with its correction bias,
+// top-k, weights). One row runs its experts directly; several rows are grouped by expert, so each
+// expert's weights are read once per step, and the experts (the shared ones first, then the busiest)
+// run on the worker threads, each into its own rows of yg. Their outputs are added to h afterwards on
+// this thread, in expert order: the same sums for any number of threads.
+void feed_forward_moe(const ModelConfig& c, const LayerWeights& w, const float* x, float* h, int64_t B, MoeScratch& s) {
+  const int64_t E = s.E, K = s.K, d = s.d;
   linear(x, w.router, s.logits.data(), B);
   if (B == 1) {
+    if (w.has_shared) swiglu(x, w.shared, h, 1, s.g_of(0), s.u_of(0), s.tmp_of(0));
     route(c, s.logits.data(), w.router_bias, s.scores.data(), s.choice.data(), s.idx.data(), s.weight.data());
     for (int64_t k = 0; k < K; ++k)
-      swiglu(x, w.experts[static_cast<size_t>(s.idx[static_cast<size_t>(k)])], h, 1, g, u, tmp, s.weight[k]);
+      swiglu(x, w.experts[static_cast<size_t>(s.idx[static_cast<size_t>(k)])], h, 1, s.g_of(0), s.u_of(0), s.tmp_of(0),
+             s.weight[k]);
     return;
   }
   for (auto& rows : s.by_expert) rows.clear();
@@ -217,16 +245,42 @@ void routed_experts(const ModelConfig& c, const LayerWeights& w, const float* x,
     route(c, &s.logits[b * E], w.router_bias, s.scores.data(), s.choice.data(), s.idx.data(), s.weight.data());
     for (int64_t k = 0; k < K; ++k) s.by_expert[static_cast<size_t>(s.idx[static_cast<size_t>(k)])].push_back({b, s.weight[k]});
   }
+  // Tasks: -1 = the shared experts, then the experts with rows, busiest first; offsets into xg/yg.
+  std::vector<int64_t> tasks, offset(static_cast<size_t>(E) + 1, 0);
+  if (w.has_shared) tasks.push_back(-1);
+  std::vector<int64_t> active;
   for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = static_cast<int64_t>(s.by_expert[static_cast<size_t>(e)].size());
+    offset[static_cast<size_t>(e) + 1] = offset[static_cast<size_t>(e)] + n;
+    if (n > 0) active.push_back(e);
+  }
+  std::stable_sort(active.begin(), active.end(), [&](int64_t a, int64_t b) {
+    return s.by_expert[static_cast<size_t>(a)].size() > s.by_expert[static_cast<size_t>(b)].size();
+  });
+  tasks.insert(tasks.end(), active.begin(), active.end());
+  run_tasks(static_cast<int64_t>(tasks.size()), s.workers, [&](int64_t t, int64_t worker) {
+    const int64_t e = tasks[static_cast<size_t>(t)];
+    float *g = s.g_of(worker), *u = s.u_of(worker), *tmp = s.tmp_of(worker);
+    if (e < 0) {
+      std::fill(s.shared.begin(), s.shared.end(), 0.0f);
+      swiglu(x, w.shared, s.shared.data(), B, g, u, tmp);
+      return;
+    }
     const auto& rows = s.by_expert[static_cast<size_t>(e)];
     const int64_t n = static_cast<int64_t>(rows.size());
-    if (n == 0) continue;
-    for (int64_t i = 0; i < n; ++i) std::memcpy(&s.xg[i * d], &x[rows[static_cast<size_t>(i)].first * d], sizeof(float) * d);
-    std::fill(s.yg.begin(), s.yg.begin() + n * d, 0.0f);
-    swiglu(s.xg.data(), w.experts[static_cast<size_t>(e)], s.yg.data(), n, g, u, tmp);
-    for (int64_t i = 0; i < n; ++i) {
-      const auto [b, weight] = rows[static_cast<size_t>(i)];
-      for (int64_t j = 0; j < d; ++j) h[b * d + j] += weight * s.yg[i * d + j];
+    float *xe = &s.xg[offset[static_cast<size_t>(e)] * d], *ye = &s.yg[offset[static_cast<size_t>(e)] * d];
+    for (int64_t i = 0; i < n; ++i) std::memcpy(&xe[i * d], &x[rows[static_cast<size_t>(i)].first * d], sizeof(float) * d);
+    std::fill(ye, ye + n * d, 0.0f);
+    swiglu(xe, w.experts[static_cast<size_t>(e)], ye, n, g, u, tmp);
+  });
+  if (w.has_shared)
+    for (int64_t i = 0; i < B * d; ++i) h[i] += s.shared[static_cast<size_t>(i)];
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& rows = s.by_expert[static_cast<size_t>(e)];
+    const float* ye = &s.yg[offset[static_cast<size_t>(e)] * d];
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto [b, weight] = rows[i];
+      for (int64_t j = 0; j < d; ++j) h[b * d + j] += weight * ye[static_cast<int64_t>(i) * d + j];
     }
   }
 }
@@ -267,13 +321,16 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
   const int64_t width = std::max({c_.intermediate_size, c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts),
                                   c_.moe_intermediate_size});
   const kernels::VectorLoops& vl = kernels::vector_loops();
+  // Several rows share the step among the worker threads (experts, attention rows, the output head);
+  // one row's step is a few hundred small products, faster on this thread alone. A calibration run
+  // (record_input_absmax) stays on this thread, which holds the recorder.
+  const int64_t workers = B > 1 && !record_input_absmax ? std::max<int64_t>(1, at::get_num_threads()) : 1;
   const float *cosp = rope_.cos.data_ptr<float>(), *sinp = rope_.sin.data_ptr<float>();
 
   // Scratch: the residual stream h, the normed x, the projections, one row's attention, the MLP widths.
   std::vector<float> h(B * d), x(B * d), rs(std::max<int64_t>(B, 1)), qa(B * std::max<int64_t>(c_.q_lora_rank, 1)),
-      q(B * H * dqk), kv(B * (dc + dr)), qpe(B * H * dr), qabs(B * H * dc), sc(H * T), lat(B * H * dc), o(B * H * dv), g(B * width),
-      u(B * width), tmp(B * d);
-  MoeScratch moe(c_, B);
+      q(B * H * dqk), kv(B * (dc + dr)), qpe(B * H * dr), qabs(B * H * dc), sc(workers * H * T), lat(B * H * dc), o(B * H * dv);
+  MoeScratch ffn(c_, B, workers, width);
 
   const at::Tensor tok = tokens.to(at::kCPU, at::kLong).contiguous();
   const int64_t* tp = tok.data_ptr<int64_t>();
@@ -312,27 +369,29 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       vl.rope_rows_f32(rope_key, kvb + dc, cpe + b * pe_row + p * dr, cosp, sinp, p, 1.0f, 0, 1);  // k_pe
       vl.rope_rows_f32(rope_heads, q.data() + i * H * dqk + dn, &qpe[i * H * dr], cosp, sinp, p, 1.0f, 0, H);
     }
-    // ---- q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c): one product per head over all rows
+    // ---- q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c): one product per head over all rows (on this
+    // thread: sharing the heads among threads measured no faster, one product per row slower)
     for (int64_t hh = 0; hh < H; ++hh)
       gemm_rm(false, false, B, dc, dn, q.data() + hh * dqk, H * dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f,
               &qabs[hh * dc], H * dc);
     // ---- each row attends over its own cached latents, from its first unpadded position: a row that
     // joined a long-running batch (the server's cohorts) pays for its own tokens, not the batch's age
     // (a token of a multi-token step also sees the step's earlier tokens, already in the cache)
-    for (int64_t i = 0; i < B; ++i) {
+    run_tasks(B, workers, [&](int64_t i, int64_t worker) {
+      float* sc_w = &sc[worker * H * T];
       const int64_t b = i / S, p = pos + i % S;
       const bool* pr = pad ? pad + b * mc.key_pad.stride(0) : nullptr;
       const int64_t lo = pr ? first_key(pr, p) : 0, n = p + 1 - lo;
       const float *cb = ckv + b * kv_row + lo * dc, *pb = cpe + b * pe_row + lo * dr;
-      gemm_rm(false, true, H, n, dc, &qabs[i * H * dc], dc, cb, dc, 0.0f, sc.data(), n);  // q_abs . c_t
-      gemm_rm(false, true, H, n, dr, &qpe[i * H * dr], dr, pb, dr, 1.0f, sc.data(), n);   // + q_pe . k_pe_t
+      gemm_rm(false, true, H, n, dc, &qabs[i * H * dc], dc, cb, dc, 0.0f, sc_w, n);  // q_abs . c_t
+      gemm_rm(false, true, H, n, dr, &qpe[i * H * dr], dr, pb, dr, 1.0f, sc_w, n);   // + q_pe . k_pe_t
       if (pr)  // padding after the first real key (none from the engine or generate; kept for any mask)
         for (int64_t t = lo; t < p; ++t)
           if (pr[t])
-            for (int64_t hh = 0; hh < H; ++hh) sc[hh * n + t - lo] = -INFINITY;
-      for (int64_t hh = 0; hh < H; ++hh) vl.softmax_row_f32(&sc[hh * n], &sc[hh * n], n, n, scale);
-      gemm_rm(false, false, H, dc, n, sc.data(), n, cb, dc, 0.0f, &lat[i * H * dc], dc);  // attend over latents
-    }
+            for (int64_t hh = 0; hh < H; ++hh) sc_w[hh * n + t - lo] = -INFINITY;
+      for (int64_t hh = 0; hh < H; ++hh) vl.softmax_row_f32(&sc_w[hh * n], &sc_w[hh * n], n, n, scale);
+      gemm_rm(false, false, H, dc, n, sc_w, n, cb, dc, 0.0f, &lat[i * H * dc], dc);  // attend over latents
+    });
     // ---- o[b, h] = lat[b, h] W_UV[h]^T (d_c -> d_v): one product per head over all rows; W_UV[h] is a
     // block of kv_b's rows, so a w8a8 model multiplies its int8 rows (W_UK[h] is read by columns above:
     // float32)
@@ -348,16 +407,14 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
 
     // ---- feed-forward
     vl.rms_norm_rows_f32(h.data(), w.post_norm, x.data(), rs.data(), d, eps, 0, B);
-    if (!w.moe) {
-      swiglu(x.data(), w.dense, h.data(), B, g.data(), u.data(), tmp.data());
-      continue;
-    }
-    if (w.has_shared) swiglu(x.data(), w.shared, h.data(), B, g.data(), u.data(), tmp.data());
-    routed_experts(c_, w, x.data(), h.data(), B, moe, g.data(), u.data(), tmp.data());
+    if (w.moe)
+      feed_forward_moe(c_, w, x.data(), h.data(), B, ffn);
+    else
+      swiglu(x.data(), w.dense, h.data(), B, ffn.g_of(0), ffn.u_of(0), ffn.tmp_of(0));
   }
   vl.rms_norm_rows_f32(h.data(), final_norm, x.data(), rs.data(), d, eps, 0, B);
   at::Tensor logits = at::empty({Bs, S, V}, at::kFloat);
-  linear(x.data(), head, logits.data_ptr<float>(), B);
+  linear_split(x.data(), head, logits.data_ptr<float>(), B, workers);
   cache.len = T;
   return logits;
 }

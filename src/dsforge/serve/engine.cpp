@@ -1,6 +1,7 @@
 #include "dsforge/serve/engine.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <chrono>
@@ -139,18 +140,29 @@ void Engine::finish(Running& r, const std::string& reason) {
   cv_.notify_all();
 }
 
-// Samples the next token of `r` from its logits; false when the request is done.
-bool Engine::emit(Running& r, const at::Tensor& logits_row) {
-  Request& q = *r.req;
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  const double u = uniform(r.rng);
-  const int64_t id = model::sample_token(logits_row, r.history, q.sampling, u);
+struct Engine::Draw {
+  int64_t id = 0;
+  double logprob = 0;
   std::vector<TokenLogprob> top;
+};
+
+Engine::Draw Engine::draw(Running& r, const at::Tensor& logits_row) const {
+  const Request& q = *r.req;
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  Draw d;
+  d.id = model::sample_token(logits_row, r.history, q.sampling, uniform(r.rng));
   if (q.top_logprobs > 0) {
     const at::Tensor lp = at::log_softmax(logits_row.to(at::kDouble), -1);
     auto [values, ids] = lp.topk(std::min<int64_t>(q.top_logprobs, lp.size(0)));
-    for (int64_t i = 0; i < values.size(0); ++i) top.push_back({ids[i].item<int64_t>(), values[i].item<double>()});
+    for (int64_t i = 0; i < values.size(0); ++i) d.top.push_back({ids[i].item<int64_t>(), values[i].item<double>()});
   }
+  d.logprob = log_probability(logits_row, d.id);
+  return d;
+}
+
+bool Engine::deliver(Running& r, Draw d) {
+  Request& q = *r.req;
+  const int64_t id = d.id;
   if (q.output.empty()) q.first_token_s = since(r.submitted);
   q.output.push_back(id);
   r.history.push_back(id);
@@ -159,7 +171,7 @@ bool Engine::emit(Running& r, const at::Tensor& logits_row) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.generated_tokens;
   }
-  bool go_on = !q.on_token || q.on_token(id, log_probability(logits_row, id), top);
+  bool go_on = !q.on_token || q.on_token(id, d.logprob, d.top);
   const auto& stops = q.sampling.stop_tokens;
   if (!go_on || std::find(stops.begin(), stops.end(), id) != stops.end()) {
     finish(r, "stop");
@@ -171,6 +183,9 @@ bool Engine::emit(Running& r, const at::Tensor& logits_row) {
   }
   return true;
 }
+
+// Samples the next token of `r` from its logits and hands it over; false when the request is done.
+bool Engine::emit(Running& r, const at::Tensor& logits_row) { return deliver(r, draw(r, logits_row)); }
 
 // Places `r` in a cohort and prefills its prompt; false when it must wait (no room now).
 bool Engine::admit(std::shared_ptr<Request> req, int64_t& budget) {
@@ -254,9 +269,19 @@ void Engine::step(Cohort& c) {
     logits = model_->decode(tokens, *c.state);
   }
   ++c.len;
-  logits = logits.select(1, 0).to(at::kFloat);
+  logits = logits.select(1, 0).to(at::kFloat).contiguous();
+  // The rows' draws share the threads (one after another, the 16 draws of a full step took 0.8 ms
+  // beside the step's 1.6 ms); the tokens are then delivered in row order on this thread.
+  std::vector<int64_t> live;
   for (int64_t s = 0; s < hi; ++s)
-    if (c.rows[s] && !emit(*c.rows[s], logits[s])) c.rows[s].reset();
+    if (c.rows[s]) live.push_back(s);
+  std::vector<Draw> draws(live.size());
+  kernels::run_tasks(static_cast<int64_t>(live.size()), at::get_num_threads(), [&](int64_t t, int64_t) {
+    const int64_t s = live[static_cast<size_t>(t)];
+    draws[static_cast<size_t>(t)] = draw(*c.rows[s], logits[s]);
+  });
+  for (size_t t = 0; t < live.size(); ++t)
+    if (!deliver(*c.rows[live[t]], std::move(draws[t]))) c.rows[live[t]].reset();
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.steps;
   stats_.occupancy_sum += static_cast<double>(c.running()) / static_cast<double>(opts_.max_batch);

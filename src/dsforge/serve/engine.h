@@ -104,6 +104,12 @@ class Engine {
   bool admit(std::shared_ptr<Request> r, int64_t& budget);
   void step(Cohort& c);
   void finish(Running& r, const std::string& reason);
+  // A row's next token: drawn (sampling, its log-probability, the top alternatives asked for) by
+  // draw(), which touches only that request's state and so runs for several rows at once, then
+  // handed to the request by deliver() on the engine thread; false when the request is done.
+  struct Draw;
+  Draw draw(Running& r, const at::Tensor& logits_row) const;
+  bool deliver(Running& r, Draw d);
   bool emit(Running& r, const at::Tensor& logits_row);
 
   model::CausalLm model_;

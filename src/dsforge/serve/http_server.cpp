@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <ATen/ATen.h>
 
@@ -164,8 +165,18 @@ class Server {
     svr_.set_payload_max_length(opts_.max_body_bytes);
     svr_.set_read_timeout(10, 0);  // a client that stops sending mid-request holds a thread this long at most
     svr_.set_write_timeout(30, 0);
+    int listening = -1;  // the listening socket, seen when httplib creates it
+    svr_.set_socket_options([&listening](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listening = sock;
+    });
     const int port = opts_.port == 0 ? svr_.bind_to_any_port(opts_.host) : (svr_.bind_to_port(opts_.host, opts_.port) ? opts_.port : -1);
     if (port < 0) throw ConfigError(fmt("serve: cannot listen on ", opts_.host, ":", opts_.port, " (in use, or not an address of this machine)"));
+    // httplib listens with a backlog of 5 connections: when more clients connect at once than that,
+    // the kernel drops their SYNs and each waits out TCP's 1 s retransmission timeout (measured: 16
+    // clients connecting together lost a third of a second each in some runs). Listening again on
+    // the same socket raises the backlog to the connections the server accepts.
+    if (listening >= 0) ::listen(listening, opts_.max_connections + 16);
     std::cout << "dsforge serve: model " << name_ << " on http://" << opts_.host << ":" << port
               << " (context " << engine_->context() << ", max batch " << opts_.engine.max_batch << ")" << std::endl;
     if (on_listening) on_listening(port);

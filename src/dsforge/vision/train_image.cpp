@@ -176,15 +176,9 @@ ImageEvalResult evaluate_image_model(ImageClassifierImpl& model, const ImageData
     gold.push_back(d.classes[static_cast<size_t>(d.labels[static_cast<size_t>(i)])]);
   }
   r.report = eval::classification_report(pred, gold);
-  std::vector<int64_t> order(static_cast<size_t>(d.size()));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  const auto top = std::min<int64_t>(hard, d.size());
-  std::partial_sort(order.begin(), order.begin() + top, order.end(), [&](int64_t a, int64_t b) {
-    return losses[static_cast<size_t>(a)] != losses[static_cast<size_t>(b)] ? losses[static_cast<size_t>(a)] > losses[static_cast<size_t>(b)] : a < b;
-  });
-  for (int64_t k = 0; k < top; ++k) {
-    const auto i = static_cast<size_t>(order[static_cast<size_t>(k)]);
-    r.hardest.push_back({order[static_cast<size_t>(k)], d.sources.empty() ? "" : d.sources[i], gold[i], pred[i], losses[i], confidence[i]});
+  for (const int64_t index : eval::highest_first(losses, hard)) {
+    const auto i = static_cast<size_t>(index);
+    r.hardest.push_back({index, d.sources.empty() ? "" : d.sources[i], gold[i], pred[i], losses[i], confidence[i]});
   }
   return r;
 }
