@@ -181,7 +181,7 @@ struct GloveModel {
   float* gsq(size_t r) { return grad.data() + r * static_cast<size_t>(dim + 1); }
 };
 
-__attribute__((target_clones("arch=haswell", "default")))
+__attribute__((target_clones("arch=x86-64-v3", "default")))
 double glove_block(GloveModel& m, const CoocRecord* recs, size_t n, double x_max, double alpha, float eta, float* t1, float* t2) {
   const int D = m.dim;
   double cost = 0;

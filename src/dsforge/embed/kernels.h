@@ -1,6 +1,6 @@
 // Inner loops of embedding training on float rows: written with GCC vector extensions (8 lanes, two
 // accumulators) so they vectorise without -ffast-math, and always inlined so that the callers'
-// target_clones ("arch=haswell" / "default") compile them for each instruction set.
+// target_clones ("arch=x86-64-v3" / "default") compile them for each instruction set.
 #pragma once
 #include <cstring>
 
@@ -41,6 +41,22 @@ __attribute__((always_inline)) inline void axpy(float g, const float* x, float* 
   int k = 0;
   for (; k + 8 <= n; k += 8) store8(y + k, load8(y + k) + gv * load8(x + k));
   for (; k < n; ++k) y[k] += g * x[k];
+}
+
+// e += g * out; out += g * in, reading `out` once
+__attribute__((always_inline)) inline void axpy2(float g, const float* in, float* out, float* e, int n) {
+  const v8sf gv = {g, g, g, g, g, g, g, g};
+  int k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const v8sf o = load8(out + k);
+    store8(e + k, load8(e + k) + gv * o);
+    store8(out + k, o + gv * load8(in + k));
+  }
+  for (; k < n; ++k) {
+    const float o = out[k];
+    e[k] += g * o;
+    out[k] = o + g * in[k];
+  }
 }
 
 __attribute__((always_inline)) inline void scale(float g, float* y, int n) {

@@ -125,51 +125,102 @@ struct Word2VecShared {
 
 using Rng = SplitMix64;  // 64 good bits per call, a few cycles
 
-// The hot loops, compiled twice (Haswell: AVX2 + FMA; baseline x86-64) and picked at load time.
+// The hot loops, compiled twice (x86-64-v3: AVX2 + FMA; baseline x86-64) and picked at load time by
+// the CPU's features. Not "arch=haswell": GCC picks that clone by CPU model, so only on Intel Haswell
+// parts (this AMD EPYC ran the baseline clone until session 15).
 // Draws the noise words of one positive pair (skipping the positive word itself, as word2vec does) into
 // targets[1..), prefetching their rows; returns how many targets there are, the positive included.
+// Asks for every cache line of a row (a 100-float row spans 7 or 8 lines; one prefetch brings one).
+__attribute__((always_inline)) inline void prefetch_row(const float* row, int dim) {
+  const char* p = reinterpret_cast<const char*>(row);
+  const size_t bytes = static_cast<size_t>(dim) * sizeof(float);
+  for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 1);
+  __builtin_prefetch(p + bytes - 1, 1);
+}
+
 __attribute__((always_inline)) inline int draw_targets(const Word2VecShared& sh, Rng& rng, int32_t w, int32_t* targets) {
   int n = 0;
   targets[n++] = w;
+  prefetch_row(sh.syn1 + static_cast<size_t>(w) * static_cast<size_t>(sh.dim), sh.dim);
   for (int d = 0; d < sh.negative; ++d) {
     const int32_t t = sh.noise.sample(rng.next());
     if (t == w) continue;
-    __builtin_prefetch(sh.syn1 + static_cast<size_t>(t) * static_cast<size_t>(sh.dim));
+    prefetch_row(sh.syn1 + static_cast<size_t>(t) * static_cast<size_t>(sh.dim), sh.dim);
     targets[n++] = t;
   }
   return n;
 }
 
-__attribute__((target_clones("arch=haswell", "default")))
-void train_sentence_sg(const Word2VecShared& sh, Rng& rng, const int32_t* sen, int len, float alpha, float* neu1e, int32_t* targets) {
-  const int dim = sh.dim, window = sh.window;
+// How many (context, centre) pairs ahead the skip-gram loop draws noise words and asks for rows: the
+// rows of a pair come from anywhere in two matrices of vocabulary x dim floats (24 MB at 30k words),
+// so most are cache misses; asked for two pairs early, they arrive while the pairs before are trained.
+constexpr int kPairsAhead = 2;
+struct SgPair {
+  int32_t context, centre;
+};
+
+// One (context, centre) pair: the context word's row against the centre word (label 1) and the noise
+// words (label 0), each output row updated at once, the input row at the end (word2vec's order).
+__attribute__((always_inline)) inline void train_pair(const Word2VecShared& sh, float* in, const int32_t* targets, int n,
+                                                      float alpha, float* neu1e) {
+  const int dim = sh.dim;
   const size_t D = static_cast<size_t>(dim);
-  for (int i = 0; i < len; ++i) {
-    const int32_t w = sen[i];
-    const int b = static_cast<int>(rng.next() % static_cast<uint64_t>(window));
-    const int lo = std::max(0, i - window + b), hi = std::min(len, i + window + 1 - b);
+  std::memset(neu1e, 0, D * sizeof(float));
+  for (int d = 0; d < n; ++d) {
+    float* out = sh.syn1 + static_cast<size_t>(targets[d]) * D;
+    const float f = kernels::dot(in, out, dim);
+    const float g = ((d == 0 ? 1.0f : 0.0f) - kernels::sigmoid(sh.sigmoid, f)) * alpha;
+    kernels::axpy2(g, in, out, neu1e, dim);  // neu1e += g out; out += g in
+  }
+  kernels::axpy(1.0f, neu1e, in, dim);
+}
+
+// `targets` holds (kPairsAhead + 1) * (negative + 1) ids; `pairs` is the caller's scratch.
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void train_sentence_sg(const Word2VecShared& sh, Rng& rng, const int32_t* sen, int len, float alpha, float* neu1e, int32_t* targets,
+                       std::vector<SgPair>& pairs) {
+  const int window = sh.window;
+  const size_t D = static_cast<size_t>(sh.dim);
+  if (sh.shared_negatives) {
     // --shared-negatives (Ji et al. 2016, "Parallelizing Word2Vec in Shared and Distributed Memory"): one
     // draw of noise words per centre word serves its whole window, so their rows stay in L1 from one
-    // context word to the next; otherwise a fresh draw per (context, centre) pair, as the original.
-    int n = sh.shared_negatives ? draw_targets(sh, rng, w, targets) : 0;
-    for (int j = lo; j < hi; ++j) {
-      if (j == i) continue;
-      float* in = sh.syn0 + static_cast<size_t>(sen[j]) * D;
-      if (!sh.shared_negatives) n = draw_targets(sh, rng, w, targets);
-      std::memset(neu1e, 0, D * sizeof(float));
-      for (int d = 0; d < n; ++d) {
-        float* out = sh.syn1 + static_cast<size_t>(targets[d]) * D;
-        const float f = kernels::dot(in, out, dim);
-        const float g = ((d == 0 ? 1.0f : 0.0f) - kernels::sigmoid(sh.sigmoid, f)) * alpha;
-        kernels::axpy(g, out, neu1e, dim);
-        kernels::axpy(g, in, out, dim);
-      }
-      kernels::axpy(1.0f, neu1e, in, dim);
+    // context word to the next.
+    for (int i = 0; i < len; ++i) {
+      const int32_t w = sen[i];
+      const int b = static_cast<int>(rng.next() % static_cast<uint64_t>(window));
+      const int lo = std::max(0, i - window + b), hi = std::min(len, i + window + 1 - b);
+      const int n = draw_targets(sh, rng, w, targets);
+      for (int j = lo; j < hi; ++j)
+        if (j != i) train_pair(sh, sh.syn0 + static_cast<size_t>(sen[j]) * D, targets, n, alpha, neu1e);
     }
+    return;
+  }
+  // The original: a fresh draw of noise words per pair. The sentence's pairs are listed first (each
+  // centre's reduced window drawn as word2vec does), then trained in order while the noise words and
+  // rows of the pair kPairsAhead later are drawn and asked for.
+  pairs.clear();
+  for (int i = 0; i < len; ++i) {
+    const int b = static_cast<int>(rng.next() % static_cast<uint64_t>(window));
+    const int lo = std::max(0, i - window + b), hi = std::min(len, i + window + 1 - b);
+    for (int j = lo; j < hi; ++j)
+      if (j != i) pairs.push_back({sen[j], sen[i]});
+  }
+  const int P = static_cast<int>(pairs.size()), stride = sh.negative + 1;
+  int counts[kPairsAhead + 1];
+  auto ask = [&](int p) {
+    prefetch_row(sh.syn0 + static_cast<size_t>(pairs[static_cast<size_t>(p)].context) * D, sh.dim);
+    counts[p % (kPairsAhead + 1)] = draw_targets(sh, rng, pairs[static_cast<size_t>(p)].centre, targets + (p % (kPairsAhead + 1)) * stride);
+  };
+  for (int p = 0; p < std::min(P, kPairsAhead); ++p) ask(p);
+  for (int p = 0; p < P; ++p) {
+    if (p + kPairsAhead < P) ask(p + kPairsAhead);
+    const int slot = p % (kPairsAhead + 1);
+    train_pair(sh, sh.syn0 + static_cast<size_t>(pairs[static_cast<size_t>(p)].context) * D, targets + slot * stride, counts[slot],
+               alpha, neu1e);
   }
 }
 
-__attribute__((target_clones("arch=haswell", "default")))
+__attribute__((target_clones("arch=x86-64-v3", "default")))
 void train_sentence_cbow(const Word2VecShared& sh, Rng& rng, const int32_t* sen, int len, float alpha, float* neu1, float* neu1e) {
   const int dim = sh.dim, window = sh.window, negative = sh.negative;
   const size_t D = static_cast<size_t>(dim);
@@ -211,7 +262,8 @@ void word2vec_worker(Word2VecShared& sh, int tid) {
   const auto T = static_cast<uint64_t>(cfg.threads);
   Rng rng{cfg.seed * 0x2545F4914F6CDD1Dull + static_cast<uint64_t>(tid) * 0x9E3779B97F4A7C15ull + 1};
   std::vector<float> neu1(static_cast<size_t>(sh.dim)), neu1e(static_cast<size_t>(sh.dim));
-  std::vector<int32_t> sen, targets(static_cast<size_t>(sh.negative) + 1);
+  std::vector<int32_t> sen, targets(static_cast<size_t>(kPairsAhead + 1) * static_cast<size_t>(sh.negative + 1));
+  std::vector<SgPair> pairs;
   sen.reserve(kMaxSentence);
   const bool subsample = cfg.sample > 0;
   int64_t pending = 0;  // words read since the last report to words_done
@@ -221,7 +273,7 @@ void word2vec_worker(Word2VecShared& sh, int tid) {
     if (sh.cbow)
       train_sentence_cbow(sh, rng, sen.data(), static_cast<int>(sen.size()), alpha, neu1.data(), neu1e.data());
     else
-      train_sentence_sg(sh, rng, sen.data(), static_cast<int>(sen.size()), alpha, neu1e.data(), targets.data());
+      train_sentence_sg(sh, rng, sen.data(), static_cast<int>(sen.size()), alpha, neu1e.data(), targets.data(), pairs);
     sen.clear();
   };
   auto report = [&]() {
