@@ -373,25 +373,15 @@ AudioTrainResult train_audio_model(const std::string& data_dir, const std::strin
   }
 
   // The model folder, whole or not at all.
-  nlohmann::json info = nlohmann::json::object();
-  if (file_exists(path_join(data_dir, "audio.json"))) {
-    try {
-      info = nlohmann::json::parse(read_file(path_join(data_dir, "audio.json")));
-    } catch (const nlohmann::json::exception& e) {
-      throw DataError(fmt(path_join(data_dir, "audio.json"), ": not valid JSON: ", e.what()));
-    }
-  }
   const std::string stage = path_join(out_dir, "model.partial"), dir = path_join(out_dir, "model");
   remove_all(stage);
   make_dirs(stage);
-  const nlohmann::json trim = info.value("trim_db", nlohmann::json(40.0));
   nlohmann::ordered_json config = {{"model_type", "audio_classifier"},
                                    {"audio_model", to_json(r.config)},
                                    {"classes", train.classes},
                                    {"mean", f.mean()},
                                    {"std", f.stddev()},
-                                   {"preprocess", {{"trim_db", trim.is_number() ? trim.get<double>() : -1.0},
-                                                   {"target_dbfs", info.value("target_dbfs", -20.0)}}},
+                                   {"preprocess", to_json(prepared_preprocess(data_dir))},
                                    {"augmentation", opt.augment.describe()},
                                    {"data", data_dir}};
   write_file_atomic(path_join(stage, "config.json"), config.dump(2) + "\n");
@@ -431,9 +421,7 @@ LoadedAudioModel load_audio_model(const std::string& model_dir) {
     m.classes = m.config.at("classes").get<std::vector<std::string>>();
     m.featurizer = std::make_shared<AudioFeaturizer>(c, m.config.at("mean").get<std::vector<double>>(),
                                                      m.config.at("std").get<std::vector<double>>());
-    const nlohmann::json pre = m.config.value("preprocess", nlohmann::json::object());
-    m.trim_db = pre.value("trim_db", m.trim_db);
-    m.target_dbfs = pre.value("target_dbfs", m.target_dbfs);
+    m.preprocess = audio_preprocess_from_json(m.config.value("preprocess", nlohmann::json::object()));
     if (static_cast<int64_t>(m.classes.size()) != c.classes) throw ConfigError(fmt(path, ": ", m.classes.size(), " classes for a model of ", c.classes));
     m.model = make_audio_model(c);
   } catch (const nlohmann::json::exception& e) {
@@ -456,18 +444,43 @@ AudioEvalResult evaluate_loaded_audio_model(const std::string& model_dir, const 
   return e;
 }
 
-std::vector<float> read_clip_for_model(const std::string& file, int64_t rate, double trim_db, double target_dbfs) {
+AudioPreprocess prepared_preprocess(const std::string& data_dir) {
+  const std::string path = path_join(data_dir, "audio.json");
+  AudioPreprocess p;
+  if (!file_exists(path)) return p;
+  nlohmann::json info;
+  try {
+    info = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt(path, ": not valid JSON: ", e.what()));
+  }
+  const nlohmann::json trim = info.value("trim_db", nlohmann::json(p.trim_db));  // null: prepared without trimming
+  p.trim_db = trim.is_number() ? trim.get<double>() : -1.0;
+  p.target_dbfs = info.value("target_dbfs", p.target_dbfs);
+  return p;
+}
+
+nlohmann::json to_json(const AudioPreprocess& p) { return {{"trim_db", p.trim_db}, {"target_dbfs", p.target_dbfs}}; }
+
+AudioPreprocess audio_preprocess_from_json(const nlohmann::json& j) {
+  AudioPreprocess p;
+  p.trim_db = j.value("trim_db", p.trim_db);
+  p.target_dbfs = j.value("target_dbfs", p.target_dbfs);
+  return p;
+}
+
+std::vector<float> read_clip_for_model(const std::string& file, int64_t rate, const AudioPreprocess& p) {
   const Clip c = read_audio(file);
   std::vector<float> x = resample(c.samples, c.rate, rate);
-  if (trim_db >= 0) x = trim_silence(x, rate, trim_db);
+  if (p.trim_db >= 0) x = trim_silence(x, rate, p.trim_db);
   if (x.empty()) throw DataError(fmt(file, ": silent"));
-  return normalize_loudness(x, target_dbfs);
+  return normalize_loudness(x, p.target_dbfs);
 }
 
 std::vector<AudioPrediction> predict_audio_files(const LoadedAudioModel& m, const std::vector<std::string>& files) {
   if (files.empty()) throw DataError("audio predict: no audio files given");
   std::vector<std::vector<float>> clips;
-  for (const auto& f : files) clips.push_back(read_clip_for_model(f, m.model->config().sample_rate, m.trim_db, m.target_dbfs));
+  for (const auto& f : files) clips.push_back(read_clip_for_model(f, m.model->config().sample_rate, m.preprocess));
   at::NoGradGuard ng;
   at::Tensor p = at::softmax(m.model->forward(m.featurizer->batch(clips)).to(at::kFloat), 1).contiguous();
   std::vector<AudioPrediction> out;

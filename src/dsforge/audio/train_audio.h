@@ -115,13 +115,24 @@ AudioTrainResult train_audio_model(const std::string& data_dir, const std::strin
 // Accuracy, F1, the confusion matrix, accuracy per speaker and the `hard` highest-loss clips of `s`.
 AudioEvalResult evaluate_audio_model(AudioClassifierImpl& model, const AudioFeaturizer& f, const AudioSplit& s, int64_t hard = 12);
 
+// How the clips of a prepared folder were made ready (audio prepare's silence trim and loudness), kept
+// with every model trained on them so that new files are read the same way.
+struct AudioPreprocess {
+  double trim_db = 40, target_dbfs = -20;  // trim_db < 0: no trimming
+};
+// A prepared folder's audio.json (the defaults where there is none); DataError naming the file when it
+// is not valid JSON.
+AudioPreprocess prepared_preprocess(const std::string& data_dir);
+nlohmann::json to_json(const AudioPreprocess& p);
+AudioPreprocess audio_preprocess_from_json(const nlohmann::json& j);  // missing keys keep the defaults
+
 // A saved classifier: the model, its classes, the feature normalisation and the preprocessing of the
-// data it was trained on (trim, loudness).
+// data it was trained on.
 struct LoadedAudioModel {
   std::shared_ptr<AudioClassifierImpl> model;
   std::shared_ptr<AudioFeaturizer> featurizer;
   std::vector<std::string> classes;
-  double trim_db = 40, target_dbfs = -20;  // trim_db < 0: no trimming
+  AudioPreprocess preprocess;
   nlohmann::json config;
 };
 LoadedAudioModel load_audio_model(const std::string& model_dir);
@@ -132,9 +143,9 @@ struct AudioPrediction {
   double confidence = 0;
 };
 std::vector<AudioPrediction> predict_audio_files(const LoadedAudioModel& m, const std::vector<std::string>& files);
-// A file made ready for a model: decoded, resampled to `rate`, its silence trimmed (trim_db < 0: not)
-// and its loudness normalised, as `audio prepare` does. DataError naming the file when nothing is left.
-std::vector<float> read_clip_for_model(const std::string& file, int64_t rate, double trim_db, double target_dbfs);
+// A file made ready for a model: decoded, resampled to `rate`, its silence trimmed and its loudness
+// normalised as `p` says (what `audio prepare` did). DataError naming the file when nothing is left.
+std::vector<float> read_clip_for_model(const std::string& file, int64_t rate, const AudioPreprocess& p);
 
 nlohmann::ordered_json audio_eval_json(const AudioEvalResult& e);
 nlohmann::ordered_json audio_train_json(const AudioTrainResult& r);

@@ -1,12 +1,19 @@
 // Small text helpers shared by the readers of word lists, metrics and evaluation files.
 #pragma once
 #include <cctype>
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace dsforge {
 
+// v with `digits` digits after the point ("%.*f").
+inline std::string fixed_digits(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
 inline bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 inline bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;

@@ -529,13 +529,6 @@ class Ter : public MtMetric {
   MetricOptions o_;
 };
 
-void check_streams(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
-  if (refs.empty()) throw DataError("metrics: no reference stream");
-  for (size_t r = 0; r < refs.size(); ++r)
-    if (refs[r].size() != hyps.size())
-      throw DataError(fmt("metrics: reference stream ", r + 1, " has ", refs[r].size(), " lines but there are ", hyps.size(), " hypotheses"));
-}
-
 }  // namespace
 
 BleuScore bleu_from_stats(const std::vector<double>& st, bool effective_order) {
@@ -651,7 +644,7 @@ int64_t ter_edits(const std::vector<std::string>& hyp, const std::vector<std::st
 }
 
 CorpusResult corpus_score(const MtMetric& m, const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
-  check_streams(hyps, refs);
+  check_reference_streams(hyps, refs);
   CorpusResult res;
   res.name = m.name();
   res.signature = m.signature(refs.size());
@@ -668,7 +661,7 @@ CorpusResult corpus_score(const MtMetric& m, const std::vector<std::string>& hyp
 }
 
 std::vector<double> sentence_scores(const MtMetric& m, const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
-  check_streams(hyps, refs);
+  check_reference_streams(hyps, refs);
   std::vector<double> out;
   for (size_t i = 0; i < hyps.size(); ++i) {
     std::vector<std::string> r;

@@ -42,15 +42,15 @@ Overlap overlap(const Counts& hyp, const Counts& ref) {
 
 double fmeasure(double p, double r) { return p + r > 0 ? 2 * p * r / (p + r) : 0.0; }
 
-void check_streams(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
+}  // namespace
+
+void check_reference_streams(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
   if (refs.empty()) throw DataError("metrics: no reference stream");
   for (size_t r = 0; r < refs.size(); ++r)
     if (refs[r].size() != hyps.size())
       throw DataError(fmt("metrics: reference stream ", r + 1, " has ", refs[r].size(), " lines but there are ",
                           hyps.size(), " hypotheses"));
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------- BLEU, chrF (mt_metrics.cpp holds the definitions)
 std::string tokenize_13a(const std::string& line) { return mt_tokenize(line, "13a"); }
@@ -68,7 +68,7 @@ BleuScore bleu_with(const std::vector<std::string>& hyps, const std::vector<std:
 }  // namespace
 
 BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
-  check_streams(hyps, refs);
+  check_reference_streams(hyps, refs);
   return bleu_with(hyps, refs, false);
 }
 
@@ -79,7 +79,7 @@ BleuScore sentence_bleu(const std::string& hyp, const std::vector<std::string>& 
 }
 
 ChrfScore corpus_chrf(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
-  check_streams(hyps, refs);
+  check_reference_streams(hyps, refs);
   MetricOptions o;
   o.name = "chrf";
   const CorpusResult c = corpus_score(*make_metric(o), hyps, refs);
@@ -204,7 +204,7 @@ PRF rouge(const std::string& kind, const std::string& target, const std::string&
 
 std::map<std::string, PRF> corpus_rouge(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs,
                                         const std::vector<std::string>& kinds, bool stem) {
-  check_streams(hyps, refs);
+  check_reference_streams(hyps, refs);
   std::map<std::string, PRF> out;
   for (const auto& kind : kinds) {
     PRF sum;

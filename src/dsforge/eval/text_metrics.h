@@ -35,6 +35,8 @@ struct BleuScore {
   std::string signature;
 };
 // refs[r][i] is reference r of segment i; every stream has hyps.size() lines.
+// DataError unless there is a reference stream and every one has a line per hypothesis.
+void check_reference_streams(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs);
 BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs);
 BleuScore sentence_bleu(const std::string& hyp, const std::vector<std::string>& refs);
 

@@ -8,6 +8,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/text.h"
 #include "dsforge/data/shards.h"
 #include "dsforge/eval/lm_eval.h"
 #include "dsforge/model/io.h"
@@ -18,12 +19,6 @@
 
 namespace dsforge::pipeline {
 namespace {
-
-std::string fixed(double v, int prec) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
-  return buf;
-}
 
 // Bytes each id decodes to, for bits per byte; a special token (the document separator) counts as
 // the one newline it replaced.
@@ -50,8 +45,8 @@ int64_t eval_seq_len(const std::string& model_dir, int64_t asked, int64_t fallba
 
 // "N x lower" when the model beats the baseline, "N x higher" when it is worse.
 std::string versus(double model_ppl, double baseline_ppl) {
-  if (model_ppl <= baseline_ppl) return fmt(fixed(baseline_ppl / model_ppl, 1), "x lower than");
-  return fmt(fixed(model_ppl / baseline_ppl, 1), "x higher than");
+  if (model_ppl <= baseline_ppl) return fmt(fixed_digits(baseline_ppl / model_ppl, 1), "x lower than");
+  return fmt(fixed_digits(model_ppl / baseline_ppl, 1), "x higher than");
 }
 
 }  // namespace
@@ -90,14 +85,14 @@ void stage_eval(const RunConfig& cfg) {
     j["test_perplexity"] = te.perplexity;
     j["test_bits_per_byte"] = te.bits_per_byte;
     j["test_tokens"] = te.tokens;
-    log_info("eval: test loss ", fixed(te.loss, 4), " nats/token, perplexity ", fixed(te.perplexity, 2), " over ",
+    log_info("eval: test loss ", fixed_digits(te.loss, 4), " nats/token, perplexity ", fixed_digits(te.perplexity, 2), " over ",
              te.tokens, " tokens");
   }
   write_file_atomic(path_join(cfg.run.out_dir, "eval.json"), j.dump(2) + "\n");
-  log_info("eval: validation loss ", fixed(ev.loss, 4), " nats/token, perplexity ", fixed(ev.perplexity, 2), ", ",
-           fixed(ev.bits_per_byte, 3), " bits/byte over ", ev.tokens, " tokens (", ev.bytes, " bytes, windows of ",
+  log_info("eval: validation loss ", fixed_digits(ev.loss, 4), " nats/token, perplexity ", fixed_digits(ev.perplexity, 2), ", ",
+           fixed_digits(ev.bits_per_byte, 3), " bits/byte over ", ev.tokens, " tokens (", ev.bytes, " bytes, windows of ",
            seq_len, ")");
-  log_info("eval: unigram baseline (same tokenizer, same split) perplexity ", fixed(uni.perplexity, 2), ": the model is ",
+  log_info("eval: unigram baseline (same tokenizer, same split) perplexity ", fixed_digits(uni.perplexity, 2), ": the model is ",
            versus(ev.perplexity, uni.perplexity), " the baseline");
 }
 
@@ -136,9 +131,9 @@ std::string eval_text(const std::string& model_dir, const std::string& text_path
     return fmt("model          ", model_dir, "\ntext           ", text_path, " (", text_bytes, " bytes)\n",
                "windows        ", seq_len, " tokens, stride ", j["stride"].get<int64_t>(), "\n",
                "scored         ", ev.tokens, " tokens (", ev.bytes, " bytes)\n",
-               "loss           ", fixed(ev.loss, 4), " nats/token\n",
-               "perplexity     ", fixed(ev.perplexity, 2), "\n",
-               "bits per byte  ", fixed(ev.bits_per_byte, 4), "\n");
+               "loss           ", fixed_digits(ev.loss, 4), " nats/token\n",
+               "perplexity     ", fixed_digits(ev.perplexity, 2), "\n",
+               "bits per byte  ", fixed_digits(ev.bits_per_byte, 4), "\n");
   } catch (...) {
     remove_all(shard);
     throw;

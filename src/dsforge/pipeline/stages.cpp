@@ -15,6 +15,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/text.h"
 #include "dsforge/core/utf8.h"
 #include "dsforge/data/augment.h"
 #include "dsforge/data/counterfactual.h"
@@ -79,12 +80,6 @@ model::ModelConfig run_model_config(const RunConfig& cfg, int64_t vocab_size, in
 std::string missing(const RunConfig& cfg, const std::string& what, const std::string& command) {
   return fmt(what, ": not found (made by `dsforge ", command, cfg.source_path.empty() ? "" : " --config " + cfg.source_path,
              "`)");
-}
-
-std::string fixed(double v, int prec = 3) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
-  return buf;
 }
 
 }  // namespace
@@ -335,7 +330,7 @@ void stage_tokenizer(const RunConfig& cfg) {
   tok.save(out);
   write_file_atomic(stamp, hash);
   log_info("tokenizer: trained ", tok.vocab_size(), " tokens (", tok.merges().size(), " merges) on ", n_docs,
-           " documents (", counter.counts().size(), " distinct pre-tokens) in ", fixed(dt, 2), " s -> ", out);
+           " documents (", counter.counts().size(), " distinct pre-tokens) in ", fixed_digits(dt, 2), " s -> ", out);
 }
 
 void stage_tokenize(const RunConfig& cfg) {

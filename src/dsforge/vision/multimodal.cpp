@@ -596,14 +596,10 @@ MultimodalResult train_multimodal(const std::string& lm_dir, const std::string& 
   }
   if (m->audio) {
     save_safetensors(path_join(stage, "audio.safetensors"), model::model_state(*m->audio), {{"format", "pt"}});
-    const nlohmann::json info = file_exists(path_join(opt.audio_data, "audio.json"))
-                                    ? nlohmann::json::parse(read_file(path_join(opt.audio_data, "audio.json")))
-                                    : nlohmann::json::object();
-    const nlohmann::json trim = info.value("trim_db", nlohmann::json(40.0));
     config["audio_encoder"] = audio::to_json(*ac);
     config["audio_mean"] = featurizer->mean();
     config["audio_std"] = featurizer->stddev();
-    config["audio_preprocess"] = {{"trim_db", trim.is_number() ? trim.get<double>() : -1.0}, {"target_dbfs", info.value("target_dbfs", -20.0)}};
+    config["audio_preprocess"] = audio::to_json(audio::prepared_preprocess(opt.audio_data));
     config["audio_tokens"] = m->audio->tokens;
     config["audio_encoder_from"] = opt.audio_encoder_from;
   }
@@ -685,9 +681,8 @@ std::string answer_about(const std::string& model_dir, const std::string& image_
     images = image_batch(d, {0});
   }
   if (m.model->audio) {
-    const nlohmann::json pre = m.config.value("audio_preprocess", nlohmann::json::object());
-    features = m.featurizer->batch({audio::read_clip_for_model(audio_file, m.model->audio->encoder->config().sample_rate,
-                                                               pre.value("trim_db", 40.0), pre.value("target_dbfs", -20.0))});
+    const audio::AudioPreprocess pre = audio::audio_preprocess_from_json(m.config.value("audio_preprocess", nlohmann::json::object()));
+    features = m.featurizer->batch({audio::read_clip_for_model(audio_file, m.model->audio->encoder->config().sample_rate, pre)});
   }
   at::NoGradGuard ng;
   return greedy_answers(*m.model, m.tok, m.model->prefix(images, features), prompt, max_new_tokens).at(0);
