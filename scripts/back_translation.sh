@@ -5,7 +5,8 @@
 # steps (the baseline EPOCHS epochs over 5,000 pairs); scores on test2016 with paired bootstrap.
 #   scripts/back_translation.sh [OUT]      (default runs/bt; needs runs/mt-base: configs/run/mt_base.toml)
 # Settings by environment: EPOCHS (12), REVERSE_EPOCHS (4), DECODE (greedy | sample | beam), TAG ("<bt>";
-# empty = untagged), MIN_CHRF (20).
+# empty = untagged), MIN_CHRF (20), BT_EPOCHS (2: epochs over real + synthetic pairs before the real
+# pairs alone). The README's positive result: REVERSE_EPOCHS=12 scripts/back_translation.sh runs/bt12
 set -eu
 D=${DATA:-../shared/data}/mt_multi30k
 OUT=${1:-runs/bt}
@@ -41,6 +42,17 @@ head -n 5000 "$D/train.de" > "$OUT/real5k.de"
 [ -f "$OUT/en-de-bt-up2/seq2seq.json" ] || $DS finetune $common --no-stem --epochs 3 \
   --train-source "$OUT/real5k.en" --train-target "$OUT/real5k.de" --train-source "$OUT/real5k.en" --train-target "$OUT/real5k.de" \
   --train-source "$OUT/synthetic/source.txt" --train-target "$OUT/synthetic/target.txt" $test16 --out "$OUT/en-de-bt-up2"
+# Real + synthetic pairs first (BT_EPOCHS epochs), then the real pairs alone from that model (the clean
+# data last), for about as many steps in all as the baseline.
+BT_EPOCHS=${BT_EPOCHS:-2}
+[ -f "$OUT/en-de-bt-first/seq2seq.json" ] || $DS finetune $common --no-stem --epochs $BT_EPOCHS \
+  --train-source "$D/train.en" --train-target "$D/train.de" \
+  --train-source "$OUT/synthetic/source.txt" --train-target "$OUT/synthetic/target.txt" $test16 --out "$OUT/en-de-bt-first"
+real_epochs=$(( EPOCHS - (BT_EPOCHS * (5000 + kept) + 2500) / 5000 ))
+[ -f "$OUT/en-de-bt-then-real/seq2seq.json" ] || $DS finetune --model "$OUT/en-de-bt-first/model" --task parallel \
+  --max-train 5000 --max-test 1000 --beam 1 --no-stem --epochs $real_epochs \
+  --train-source "$D/train.en" --train-target "$D/train.de" $test16 --out "$OUT/en-de-bt-then-real"
 # 4. Scores with sacreBLEU's signatures, and paired bootstrap resampling against the baseline.
 $DS metrics paired-bs --baseline "$OUT/en-de/greedy.txt" --hyp "$OUT/en-de-bt/greedy.txt" --hyp "$OUT/en-de-bt-up2/greedy.txt" \
+  --hyp "$OUT/en-de-bt-then-real/greedy.txt" \
   --ref "$D/test_2016_flickr.de" --metrics bleu,chrf,ter | tee "$OUT/paired_bs.txt"

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
@@ -313,6 +314,27 @@ TEST(MetricsSacrebleu, TerMatchesSacrebleuTests) {
       "w\xC3\xA4hlen Sie im Dialogfeld \" Neu aus Vorlage \" eine Vorlage aus und klicken Sie auf \" Neu . \""};
   EXPECT_NEAR(corpus_score(*ter, hyp, {ref}).score, 13.6, 1e-3);  // realistic WMT dev example
   EXPECT_EQ(settings(ter->signature(1)), "nrefs:1|case:lc|tok:tercom|norm:no|punct:yes|asian:no|");
+}
+
+// Sentences with many repeated words make tercom's shift land inside the moved block, where its
+// slices reach past the end of the sentence (Python clamps them); that once threw
+// vector::_M_range_insert on a real system's output. TER of any pair is a finite, non-negative rate.
+TEST(MetricsSacrebleu, TerShiftsOfRepeatedWordsStayInTheSentence) {
+  const auto ter = make_metric(opts("ter"));
+  std::mt19937 rng(3);
+  const char* words[] = {"a", "b", "c", "d"};
+  auto sentence = [&] {
+    std::string s;
+    for (int i = 0, n = 3 + static_cast<int>(rng() % 12); i < n; ++i) s += std::string(i ? " " : "") + words[rng() % 4];
+    return s;
+  };
+  for (int k = 0; k < 3000; ++k) {
+    const std::string h = sentence(), r = sentence();
+    double score = -1;
+    ASSERT_NO_THROW(score = corpus_score(*ter, {h}, {{r}}).score) << h << " | " << r;
+    EXPECT_GE(score, 0.0);
+    EXPECT_TRUE(std::isfinite(score));
+  }
 }
 
 TEST(MetricsSacrebleu, TerSeveralReferencesAndCase) {

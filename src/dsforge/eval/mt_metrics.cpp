@@ -421,7 +421,12 @@ Edit beam_edit(const std::vector<int>& h, const std::vector<int>& r) {
 std::vector<int> perform_shift(const std::vector<int>& w, size_t start, size_t len, size_t target) {
   std::vector<int> out;
   out.reserve(w.size());
-  auto add = [&](size_t a, size_t b) { out.insert(out.end(), w.begin() + static_cast<long>(a), w.begin() + static_cast<long>(b)); };
+  // Slices as tercom's (Python) ones: bounds clamped to the sentence, an empty slice when a >= b (the
+  // last case below can reach past the end: unclamped it threw vector::_M_range_insert on real output).
+  auto add = [&](size_t a, size_t b) {
+    a = std::min(a, w.size()), b = std::min(b, w.size());
+    if (a < b) out.insert(out.end(), w.begin() + static_cast<long>(a), w.begin() + static_cast<long>(b));
+  };
   if (target < start) {
     add(0, target), add(start, start + len), add(target, start), add(start + len, w.size());
   } else if (target > start + len) {

@@ -171,11 +171,12 @@ class Server {
       listening = sock;
     });
     const int port = opts_.port == 0 ? svr_.bind_to_any_port(opts_.host) : (svr_.bind_to_port(opts_.host, opts_.port) ? opts_.port : -1);
+    svr_.set_socket_options(httplib::default_socket_options);  // `listening` ends with this function
     if (port < 0) throw ConfigError(fmt("serve: cannot listen on ", opts_.host, ":", opts_.port, " (in use, or not an address of this machine)"));
     // httplib listens with a backlog of 5 connections: when more clients connect at once than that,
-    // the kernel drops their SYNs and each waits out TCP's 1 s retransmission timeout (measured: 16
-    // clients connecting together lost a third of a second each in some runs). Listening again on
-    // the same socket raises the backlog to the connections the server accepts.
+    // the kernel drops their SYNs and each waits out TCP's 1 s retransmission timeout (measured with 16
+    // clients connecting together: TcpExtListenDrops rose, and those benchmark runs were up to 1.5x
+    // slower). Listening again on the same socket raises the backlog to the connections it accepts.
     if (listening >= 0) ::listen(listening, opts_.max_connections + 16);
     std::cout << "dsforge serve: model " << name_ << " on http://" << opts_.host << ":" << port
               << " (context " << engine_->context() << ", max batch " << opts_.engine.max_batch << ")" << std::endl;
