@@ -3,9 +3,11 @@
 //     dsforge against llama.cpp (node-llama-cpp's prebuilt binaries) on the same model exported as f32
 //     GGUF, for nano, micro and mini, same thread count, peak RSS of each;
 //  2. `dsforge serve` on micro with 1, 4 and 16 concurrent streaming clients (32 requests of 64 tokens at
-//     each level): aggregate tokens/s, time to first token and inter-token latency p50/p99.
+//     each level): aggregate tokens/s, time to first token and inter-token latency p50/p99, and the
+//     p99 of the time from the last token to the end of the response.
 //
-//   ./build/bench_serve [--threads N] [--skip-llama]
+//   ./build/bench_serve [--threads N] [--skip-llama] [--skip-decode] [--levels 1,4,16] [--requests 128]
+// (--levels: the concurrent streams of each serving run; the ratio column is against the first level.)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -49,6 +51,7 @@ double percentile(std::vector<double> v, double q) {
 // One streaming completion over a raw socket: the arrival time of every event.
 struct StreamTiming {
   double ttft = 0;
+  double tail = 0;  // from the last text event to the end of the response
   std::vector<double> gaps;
   int tokens = 0;
 };
@@ -91,6 +94,7 @@ StreamTiming stream_once(int port, int max_tokens, uint64_t seed) {
     first = false;
     last = now;
   }
+  t.tail = std::chrono::duration<double>(Clock::now() - last).count();
   ::close(fd);
   const size_t u = all.rfind("\"completion_tokens\":");
   if (u != std::string::npos) t.tokens = std::atoi(all.c_str() + u + 20);
@@ -101,10 +105,18 @@ StreamTiming stream_once(int port, int max_tokens, uint64_t seed) {
 
 int main(int argc, char** argv) {
   int threads = static_cast<int>(std::min<unsigned>(std::thread::hardware_concurrency(), 2));
-  bool skip_llama = false;
+  bool skip_llama = false, skip_decode = false;
+  int requests = 128;                 // per level, shared among its clients
+  std::vector<int> levels{1, 4, 16};  // concurrent streams
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--skip-llama")) skip_llama = true;
+    if (!std::strcmp(argv[i], "--skip-decode")) skip_decode = true;
+    if (!std::strcmp(argv[i], "--requests") && i + 1 < argc) requests = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--levels") && i + 1 < argc) {
+      levels.clear();
+      for (const char* l = argv[++i]; *l; l = std::strchr(l, ',') ? std::strchr(l, ',') + 1 : "") levels.push_back(std::atoi(l));
+    }
   }
   at::set_num_threads(threads);
   const std::string dir = (std::filesystem::temp_directory_path() / ("dsforge-bench-serve-" + std::to_string(::getpid()))).string();
@@ -115,8 +127,10 @@ int main(int argc, char** argv) {
   std::printf("| model | dsforge tok/s | peak RSS MB | llama.cpp tok/s | peak RSS MB | dsforge / llama.cpp |\n|---|---:|---:|---:|---:|---:|\n");
   std::string micro_dir;
   for (const char* preset : {"nano", "micro", "mini"}) {
+    if (skip_decode && std::string(preset) != "micro") continue;
     const std::string md = make_random_model(dir, preset);
     if (std::string(preset) == "micro") micro_dir = md;
+    if (skip_decode) continue;
     model::CausalLm m = model::load_pretrained(md);
     std::vector<int64_t> prompt;
     for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (m->config().vocab_size - 1));
@@ -149,13 +163,13 @@ int main(int argc, char** argv) {
   while (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   stream_once(port, 8, 1);  // warm-up
   std::printf("\n== dsforge serve, micro, streaming completions of 64 tokens, max batch 16\n");
-  std::printf("| streams | aggregate tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| streams | aggregate tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | end p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   double one = 0;
-  for (int streams : {1, 4, 16}) {
+  for (int streams : levels) {
     // 128 requests at every level (each client sends 128 / streams one after the other): the same 8,192
     // tokens, so that the one-stream figure is seconds of measurement and 16 clients spend most of it
     // all running (with 2 requests each, the ramp up and down was a third of the run).
-    const int per_client = 128 / streams;
+    const int per_client = std::max(requests / streams, 1);
     std::vector<StreamTiming> results(static_cast<size_t>(streams * per_client));
     const auto t0 = Clock::now();
     std::vector<std::thread> clients;
@@ -166,17 +180,18 @@ int main(int argc, char** argv) {
       });
     for (auto& t : clients) t.join();
     const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
-    std::vector<double> ttft, itl;
+    std::vector<double> ttft, itl, tail;
     int tokens = 0;
     for (const auto& r : results) {
       ttft.push_back(r.ttft * 1e3);
+      tail.push_back(r.tail * 1e3);
       for (double g : r.gaps) itl.push_back(g * 1e3);
       tokens += r.tokens;
     }
     const double agg = tokens / wall;
-    if (streams == 1) one = agg;
-    std::printf("| %d | %.0f | %.2fx | %.1f | %.1f | %.1f | %.1f |\n", streams, agg, agg / one, percentile(ttft, 0.5), percentile(ttft, 0.99),
-                percentile(itl, 0.5), percentile(itl, 0.99));
+    if (one == 0) one = agg;
+    std::printf("| %d | %.0f | %.2fx | %.1f | %.1f | %.1f | %.1f | %.1f |\n", streams, agg, agg / one, percentile(ttft, 0.5), percentile(ttft, 0.99),
+                percentile(itl, 0.5), percentile(itl, 0.99), percentile(tail, 0.99));
     std::fflush(stdout);
   }
   stop = true;

@@ -609,12 +609,20 @@ TEST(Generate, SamplingRules) {
   EXPECT_EQ(sample_token(logits, {}, o, 0.8), 1);
   EXPECT_EQ(sample_token(logits, {}, o, 0.7), 0);
   for (double u = 0; u < 1; u += 0.01) EXPECT_LE(sample_token(logits, {}, o, u), 1);
+  // Nothing truncated: evenly spaced u land on each token in proportion to its probability.
+  o.top_p = 1.0;
+  std::vector<int> hits(4, 0);
+  const int n = 100000;
+  for (int i = 0; i < n; ++i) ++hits[static_cast<size_t>(sample_token(logits, {}, o, (i + 0.5) / n))];
+  const double expected[] = {0.609460, 0.224207, 0.135989, 0.030344};  // softmax(2, 1, 0.5, -1)
+  for (int k = 0; k < 4; ++k) EXPECT_NEAR(hits[static_cast<size_t>(k)] / double(n), expected[k], 2e-5) << k;
 }
 
 TEST(Generate, SamplingEqualsTheSortedCdfInversion) {
   // The sampler selects without sorting the vocabulary; the definition sorts: probabilities (after
   // temperature and top-k) descending, ties by id, the shortest prefix with mass >= top_p, its CDF
-  // renormalised and inverted at u. Large vocabularies (the selection's rounds), ties, masked tokens.
+  // renormalised and inverted at u (in id order when nothing is truncated). Large vocabularies (the
+  // selection's rounds), ties, masked tokens.
   const auto reference = &dsforge::reference::sample_by_sorting;
   std::mt19937 rng(3);
   std::normal_distribution<double> normal(0.0, 2.0);

@@ -109,6 +109,30 @@ TEST(ServeEngine, ConcurrentRequestsGetWhatEachGetsAlone) {
   EXPECT_LT(s.steps, 20 * static_cast<int64_t>(prompts.size()));  // rows really shared steps
 }
 
+TEST(ServeEngine, FinishHookRunsOnceAfterTheLastToken) {
+  // A streaming writer waits for tokens on its own condition: the end of a request must wake it, and
+  // finished() must already be true then (else the writer would wait out its timeout after the last token).
+  model::CausalLm m = peaked_model();
+  serve::Engine engine(m, {});
+  for (const bool stop_early : {false, true}) {
+    auto r = request({5, 6, 7}, 3, 12, 0.8);
+    std::atomic<int> tokens{0}, finishes{0}, finished_before_hook{0};
+    r->on_token = [&](int64_t, double, const std::vector<serve::TokenLogprob>&) { return ++tokens < (stop_early ? 4 : 100); };
+    r->on_finish = [&, raw = r.get()] {
+      EXPECT_EQ(finishes.load(), 0);
+      ++finishes;
+      if (raw->finished()) ++finished_before_hook;
+    };
+    ASSERT_TRUE(engine.submit(r));
+    r->wait();
+    for (int i = 0; i < 100 && finishes.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(finishes.load(), 1);
+    EXPECT_EQ(finished_before_hook.load(), 1);
+    EXPECT_EQ(tokens.load(), stop_early ? 4 : 12);
+    EXPECT_EQ(r->finish_reason, stop_early ? "stop" : "length");
+  }
+}
+
 TEST(ServeEngine, CancelledRequestsLeaveAndLimitsHold) {
   model::CausalLm m = peaked_model();
   serve::EngineOptions eo;

@@ -1,6 +1,7 @@
 // The sampling rule of model::sample_token by its definition, for checks (tests/test_model.cpp) and the
 // decode benchmark (bench/bench_decode.cpp): temperature, top-k, then sort the probabilities descending
-// (ties by id), keep the shortest prefix of mass >= top_p and invert its renormalised CDF at u.
+// (ties by id), keep the shortest prefix of mass >= top_p and invert its renormalised CDF at u. With
+// neither top-k nor top-p truncating, the CDF is inverted in id order (no sort).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -17,6 +18,21 @@ inline int64_t sample_by_sorting(const std::vector<double>& logits, const model:
   const int64_t V = static_cast<int64_t>(logits.size());
   std::vector<double> l = logits;
   for (double& v : l) v /= o.temperature;
+  if ((o.top_k <= 0 || o.top_k >= V) && o.top_p >= 1.0) {
+    const double top = *std::max_element(l.begin(), l.end());
+    std::vector<double> e(l.size());
+    double z = 0;
+    for (size_t i = 0; i < l.size(); ++i) z += e[i] = std::exp(l[i] - top);
+    double acc = 0;
+    int64_t last = 0;
+    for (int64_t i = 0; i < V; ++i)
+      if (e[i] > 0) {
+        last = i;
+        acc += e[i];
+        if (u * z < acc) return i;
+      }
+    return last;
+  }
   if (o.top_k > 0 && o.top_k < V) {
     std::vector<double> d = l;
     std::sort(d.begin(), d.end(), std::greater<double>());

@@ -28,6 +28,9 @@ void add_serve_command(CLI::App& app, Context& ctx) {
   s->add_option("--max-tokens", o.max_tokens_cap, "the largest max_tokens a request may ask")->capture_default_str();
   s->add_option("--max-body", o.max_body_bytes, "largest request body in bytes")->capture_default_str();
   s->add_option("--max-connections", o.max_connections, "concurrent connections before 503")->capture_default_str();
+  s->add_option("--http-nice", o.http_thread_nice, "niceness added to the HTTP threads, below the engine's (0 = none)")
+      ->check(CLI::Range(0, 19))
+      ->capture_default_str();
   s->add_option("--timeout", o.request_timeout_s, "seconds a request may run before it is cancelled")->capture_default_str();
   s->callback([&ctx, a]() {
     ctx.action = [&ctx, a]() {

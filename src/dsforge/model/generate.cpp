@@ -74,6 +74,22 @@ int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, con
   }
   if (opts.temperature <= 0) return std::max_element(l.begin(), l.end()) - l.begin();  // the first maximum
   for (double& v : l) v /= opts.temperature;
+  if ((opts.top_k <= 0 || opts.top_k >= V) && opts.top_p >= 1.0) {
+    // Nothing truncated: every order of the tokens inverts the same distribution, so the CDF is taken in
+    // id order, two passes and no selection (the rows of a served batch draw here at every step).
+    const double top = *std::max_element(l.begin(), l.end());
+    double z = 0;
+    for (double& v : l) z += v = std::exp(v - top);
+    const double target = u * z;
+    double acc = 0;
+    int64_t last = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      if (l[i] == 0) continue;
+      last = i;
+      if (target < (acc += l[i])) return i;
+    }
+    return last;  // u * z rounded up to the total
+  }
   if (opts.top_k > 0 && opts.top_k < V) {  // keep the k largest (and any equal to the k-th)
     std::vector<double> sorted = l;
     std::nth_element(sorted.begin(), sorted.begin() + (opts.top_k - 1), sorted.end(), std::greater<double>());

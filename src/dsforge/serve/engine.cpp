@@ -137,6 +137,7 @@ void Engine::finish(Running& r, const std::string& reason) {
     r.req->done_ = true;
   }
   r.req->cv_.notify_all();
+  if (r.req->on_finish) r.req->on_finish();
   cv_.notify_all();
 }
 

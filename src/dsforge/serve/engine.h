@@ -47,6 +47,9 @@ struct Request {
   int64_t top_logprobs = 0;       // alternatives reported per token (0 = just the chosen token's)
   // Called on the engine thread for each generated token; return false to stop (a stop string matched).
   std::function<bool(int64_t id, double logprob, const std::vector<TokenLogprob>& top)> on_token;
+  // Called by the engine thread once the request has ended (finished() is then true): a consumer that
+  // waits on its own condition for tokens is woken here, since no token may follow the last one.
+  std::function<void()> on_finish;
   std::atomic<bool> cancelled{false};
 
   // Set by the engine.

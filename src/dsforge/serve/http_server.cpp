@@ -3,7 +3,9 @@
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
 #include <ATen/ATen.h>
 
@@ -211,6 +213,11 @@ class Server {
  private:
   void routes() {
     svr_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      thread_local bool niced = false;  // a pool thread lowers its own priority once (Linux: per thread)
+      if (!niced && opts_.http_thread_nice > 0) {
+        ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), ::getpriority(PRIO_PROCESS, 0) + opts_.http_thread_nice);
+        niced = true;
+      }
       if (draining_ && req.path != "/health" && req.path != "/metrics") {
         send_error(res, ApiError(503, "the server is shutting down", "", "server_error", "shutting_down"));
         return httplib::Server::HandlerResponse::Handled;
@@ -442,6 +449,12 @@ class Server {
       stream->cv.notify_all();
       return go_on;
     };
+    // The end of the request wakes the stream's writer: it waits for tokens on its own condition, and
+    // when it looked before the last token's finish, no further token would wake it.
+    r->on_finish = [stream] {
+      std::lock_guard<std::mutex> lock(stream->mu);
+      stream->cv.notify_all();
+    };
     bool queued = false;
     try {
       queued = engine_->submit(r);
@@ -545,7 +558,8 @@ class Server {
         const bool done = r->finished();
         {
           std::unique_lock<std::mutex> lock(stream->mu);
-          if (!done) stream->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return stream->ids.size() > seen_tokens; });
+          if (!done)
+            stream->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return stream->ids.size() > seen_tokens || r->finished(); });
           seen_tokens = stream->ids.size();
           const auto from = static_cast<long>(sent_tokens);
           new_ids.assign(stream->ids.begin() + from, stream->ids.end());

@@ -23,6 +23,9 @@ struct ServeOptions {
   size_t max_body_bytes = 1 << 20;   // larger bodies get 413
   int max_connections = 64;          // more at once get 503
   double request_timeout_s = 600;    // a request still generating after this is cancelled
+  // The niceness of the HTTP threads (0 = as the process): below the engine's thread, which is the one
+  // every stream waits for, a stream's writer runs a little later and sends what arrived meanwhile.
+  int http_thread_nice = 5;
   EngineOptions engine;
 };
 
