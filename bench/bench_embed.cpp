@@ -9,7 +9,7 @@
 // targets, SST-2 / AG News / UCI sentences) and the WordNet glosses of Debian's wordnet-base, lowercased,
 // with anything but letters, digits and apostrophes turned into spaces; one sentence per line.
 //
-//   bench_embed [--method sgns|cbow] [--threads 2] [--epochs 5] [--dim 100] [--corpus FILE] [--repeat N]
+//   bench_embed [--method sgns|cbow] [--threads 2] [--epochs 5] [--dim 100] [--corpus FILE] [--seed S]
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
     else if (k == "--epochs") cfg.epochs = std::stoi(v);
     else if (k == "--dim") cfg.dim = std::stoi(v);
     else if (k == "--corpus") corpus = v;
+    else if (k == "--seed") cfg.seed = std::stoull(v);  // both sides: another draw of the same comparison
     else {
       std::fprintf(stderr, "bench_embed: unknown flag %s\n", k.c_str());
       return 2;
