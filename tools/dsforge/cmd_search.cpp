@@ -35,7 +35,9 @@ void add_search_command(CLI::App& app, Context& ctx) {
   c->add_option("--study", o->study, "SQLite study file, shareable between processes and machines (default <out>/study.db)");
   c->add_option("--out", o->out, "folder of the trials and outputs (default <run.out_dir>/search)");
   c->add_option("--sampler", o->sampler.name, "tpe, gp or random")->capture_default_str()->check(CLI::IsMember({"tpe", "gp", "random"}));
-  c->add_flag("--multivariate", o->sampler.multivariate, "tpe: model the unconditional parameters jointly");
+  c->add_flag("--multivariate,!--independent", o->sampler.multivariate,
+              "tpe: draw the unconditional parameters jointly (default) or each on its own (--independent, Optuna's default)");
+  c->add_flag("--scott-bandwidth", o->sampler.scott_bandwidth, "tpe, joint: kernel widths by Scott's rule (Optuna 3.1's multivariate)");
   c->add_option("--startup-trials", o->sampler.n_startup_trials, "random trials before the model-based sampler")
       ->capture_default_str();
   c->add_option("--pruner", o->pruner.name, "none, median, asha or hyperband")->capture_default_str()
@@ -79,7 +81,8 @@ void add_search_command(CLI::App& app, Context& ctx) {
       if (!o->study.empty()) o->worker_argv.insert(o->worker_argv.end(), {"--study", o->study});
       if (!o->out.empty()) o->worker_argv.insert(o->worker_argv.end(), {"--out", o->out});
       if (o->seed >= 0) o->worker_argv.insert(o->worker_argv.end(), {"--seed", std::to_string(o->seed)});
-      if (o->sampler.multivariate) o->worker_argv.push_back("--multivariate");
+      if (!o->sampler.multivariate) o->worker_argv.push_back("--independent");
+      if (o->sampler.scott_bandwidth) o->worker_argv.push_back("--scott-bandwidth");
       for (const auto& ov : ctx.overrides) o->worker_argv.push_back("--" + ov);
     }
     ctx.action = [o]() { return pipeline::stage_search(*o); };

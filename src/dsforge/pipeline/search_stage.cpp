@@ -289,7 +289,12 @@ int stage_search(const SearchOptions& o) {
     configure_threads(base);
     if (o.strategy != "pbt")
       log_info("search: ", o.n_trials, " trials of ", o.space, " (", space.params.size(), " parameters), sampler ",
-             o.sampler.name, o.sampler.multivariate ? " (multivariate)" : "", ", pruner ", po.name, ", study ", study_path);
+             o.sampler.name,
+             o.sampler.name != "tpe"          ? ""
+             : !o.sampler.multivariate        ? " (independent)"
+             : o.sampler.scott_bandwidth      ? " (joint, Scott's rule)"
+                                              : " (joint)",
+             ", pruner ", po.name, ", study ", study_path);
     check_inputs(base);
     stage_prepare(base);
     if (base.augment.enabled) stage_augment(base);

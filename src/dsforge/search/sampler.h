@@ -46,7 +46,15 @@ struct SamplerOptions {
   std::string name = "tpe";  // random, tpe, gp
   int64_t n_startup_trials = 10;
   int64_t n_ei_candidates = 24;  // tpe
-  bool multivariate = false;     // tpe
+  // tpe: true (default) draws the unconditional parameters together from joint kernels, one per trial,
+  // each as wide in every dimension as Optuna's independent kernel would be there (the larger gap to its
+  // sorted neighbours, magic-clipped); false: each parameter on its own (Optuna 3.1's default). One
+  // parameter: the two are the same sampler. bench_search measured the joint kernels ahead of Optuna's
+  // default on all five functions after 100 trials.
+  bool multivariate = true;
+  // tpe, multivariate: one width per dimension by Scott's rule, 0.2 (high - low) n^(-1 / (d + 4)), for
+  // every kernel (Optuna 3.1's multivariate=True), instead of the neighbour gaps.
+  bool scott_bandwidth = false;
   double prior_weight = 1.0;     // tpe
   // tpe: false (default) evaluates each numerical kernel as Optuna 3.1 does, the standard normal
   // density of (x - mu) / sigma over its truncated mass, without the 1 / sigma factor of a true
@@ -79,7 +87,7 @@ class ParzenEstimator {
  public:
   // `obs[i][d]` = internal coordinate of parameter d of observation i (oldest first).
   ParzenEstimator(const std::vector<const Param*>& params, const std::vector<std::vector<double>>& obs,
-                  double prior_weight, bool multivariate, bool exact_density = true);
+                  double prior_weight, bool scott_bandwidth, bool exact_density = true);
   // Internal coordinates, snapped to valid values (steps, choices).
   std::vector<double> sample(std::mt19937_64& rng) const;
   // log density (numerical, continuous), log mass (discrete steps and categorical), per the kernels.

@@ -117,8 +117,9 @@ class TpeSampler : public Sampler {
       }
       return obs;
     };
-    const ParzenEstimator l(group, coords(below), o_.prior_weight, o_.multivariate, o_.exact_density);
-    const ParzenEstimator g(group, coords(above), o_.prior_weight, o_.multivariate, o_.exact_density);
+    const bool scott = o_.multivariate && o_.scott_bandwidth;
+    const ParzenEstimator l(group, coords(below), o_.prior_weight, scott, o_.exact_density);
+    const ParzenEstimator g(group, coords(above), o_.prior_weight, scott, o_.exact_density);
     std::vector<double> best;
     double best_score = -std::numeric_limits<double>::infinity();
     for (int64_t i = 0; i < o_.n_ei_candidates; ++i) {
@@ -218,7 +219,7 @@ Params sample_random(const SearchSpace& space, std::mt19937_64& rng) {
 }
 
 ParzenEstimator::ParzenEstimator(const std::vector<const Param*>& params, const std::vector<std::vector<double>>& obs,
-                                 double prior_weight, bool multivariate, bool exact_density)
+                                 double prior_weight, bool scott_bandwidth, bool exact_density)
     : params_(params), exact_density_(exact_density) {
   const size_t n = obs.size();
   weights_ = tpe_weights(static_cast<int64_t>(n));
@@ -250,7 +251,7 @@ ParzenEstimator::ParzenEstimator(const std::vector<const Param*>& params, const 
     mus.push_back(0.5 * (lo + hi));  // the prior's centre
     const size_t m = mus.size();
     std::vector<double> sig(m);
-    if (multivariate) {
+    if (scott_bandwidth) {
       const double s = 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)), -1.0 / (static_cast<double>(params.size()) + 4)) * (hi - lo);
       std::fill(sig.begin(), sig.end(), s);
     } else {
