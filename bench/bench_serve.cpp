@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "bench_models.h"
@@ -115,7 +116,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--requests") && i + 1 < argc) requests = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--levels") && i + 1 < argc) {
       levels.clear();
-      for (const char* l = argv[++i]; *l; l = std::strchr(l, ',') ? std::strchr(l, ',') + 1 : "") levels.push_back(std::atoi(l));
+      std::stringstream list(argv[++i]);
+      for (std::string level; std::getline(list, level, ',');) levels.push_back(std::atoi(level.c_str()));
     }
   }
   at::set_num_threads(threads);
