@@ -1,18 +1,15 @@
 #include "dsforge/continual/forgetting.h"
 
 #include <cmath>
-#include <cstdio>
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/text.h"
 
 namespace dsforge::continual {
 namespace {
 
 std::string num(double v, int prec = 4) {
-  if (!std::isfinite(v)) return "-";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
-  return buf;
+  return std::isfinite(v) ? fixed_digits(v, prec) : "-";
 }
 
 const StrategyRun* finetune_run(const std::vector<StrategyRun>& runs) {

@@ -21,6 +21,7 @@
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
 #include "dsforge/core/log.h"
+#include "dsforge/core/text.h"
 #include "dsforge/data/dedup.h"
 #include "dsforge/data/ingest.h"
 
@@ -349,22 +350,17 @@ std::string stats_table(const CorpusStats& s) {
     std::snprintf(buf, sizeof buf, "  %-34s %s\n", k, v.c_str());
     out += buf;
   };
-  auto num = [](double v, int prec) {
-    char b[64];
-    std::snprintf(b, sizeof b, "%.*f", prec, v);
-    return std::string(b);
-  };
   row("documents", std::to_string(s.documents));
   row("bytes", std::to_string(s.bytes));
   row("characters", std::to_string(s.chars));
   row("words", std::to_string(s.words));
   row("vocabulary (distinct words)", std::to_string(s.vocabulary));
-  row("type-token ratio", num(s.type_token_ratio, 4));
-  row("unigram entropy, bits/word", num(s.unigram_entropy_bits_per_word, 3));
-  row("unigram entropy, bits/char", num(s.unigram_entropy_bits_per_char, 3));
-  row("Zipf slope (top 1000 ranks)", num(s.zipf_slope, 3));
-  row("repeated word 3-grams", num(s.ngram_repetition, 4));
-  row("exact duplicate documents", num(s.duplicate_fraction, 4));
+  row("type-token ratio", fixed_digits(s.type_token_ratio, 4));
+  row("unigram entropy, bits/word", fixed_digits(s.unigram_entropy_bits_per_word, 3));
+  row("unigram entropy, bits/char", fixed_digits(s.unigram_entropy_bits_per_char, 3));
+  row("Zipf slope (top 1000 ranks)", fixed_digits(s.zipf_slope, 3));
+  row("repeated word 3-grams", fixed_digits(s.ngram_repetition, 4));
+  row("exact duplicate documents", fixed_digits(s.duplicate_fraction, 4));
   std::string top;
   for (size_t i = 0; i < s.top_words.size() && i < 10; ++i)
     top += (i ? ", " : "") + s.top_words[i].first + " " + std::to_string(s.top_words[i].second);

@@ -128,8 +128,7 @@ using Rng = SplitMix64;  // 64 good bits per call, a few cycles
 // The hot loops, compiled twice (x86-64-v3: AVX2 + FMA; baseline x86-64) and picked at load time by
 // the CPU's features. Not "arch=haswell": GCC picks that clone by CPU model, so only on Intel Haswell
 // parts (this AMD EPYC ran the baseline clone until session 15).
-// Draws the noise words of one positive pair (skipping the positive word itself, as word2vec does) into
-// targets[1..), prefetching their rows; returns how many targets there are, the positive included.
+
 // Asks for every cache line of a row (a 100-float row spans 7 or 8 lines; one prefetch brings one).
 __attribute__((always_inline)) inline void prefetch_row(const float* row, int dim) {
   const char* p = reinterpret_cast<const char*>(row);
@@ -138,6 +137,8 @@ __attribute__((always_inline)) inline void prefetch_row(const float* row, int di
   __builtin_prefetch(p + bytes - 1, 1);
 }
 
+// Draws the noise words of one positive pair (skipping the positive word itself, as word2vec does) into
+// targets[1..), prefetching their rows; returns how many targets there are, the positive included.
 __attribute__((always_inline)) inline int draw_targets(const Word2VecShared& sh, Rng& rng, int32_t w, int32_t* targets) {
   int n = 0;
   targets[n++] = w;

@@ -74,12 +74,20 @@ int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, con
   }
   if (opts.temperature <= 0) return std::max_element(l.begin(), l.end()) - l.begin();  // the first maximum
   for (double& v : l) v /= opts.temperature;
-  if ((opts.top_k <= 0 || opts.top_k >= V) && opts.top_p >= 1.0) {
+  const bool keep_top_k = opts.top_k > 0 && opts.top_k < V;
+  if (keep_top_k) {  // keep the k largest (and any equal to the k-th)
+    std::vector<double> sorted = l;
+    std::nth_element(sorted.begin(), sorted.begin() + (opts.top_k - 1), sorted.end(), std::greater<double>());
+    const double kth = sorted[static_cast<size_t>(opts.top_k - 1)];
+    for (double& v : l)
+      if (v < kth) v = -INFINITY;
+  }
+  const double top = *std::max_element(l.begin(), l.end());
+  double z = 0;
+  for (double& v : l) z += v = std::exp(v - top);
+  if (!keep_top_k && opts.top_p >= 1.0) {
     // Nothing truncated: every order of the tokens inverts the same distribution, so the CDF is taken in
-    // id order, two passes and no selection (the rows of a served batch draw here at every step).
-    const double top = *std::max_element(l.begin(), l.end());
-    double z = 0;
-    for (double& v : l) z += v = std::exp(v - top);
+    // id order, one pass and no selection (the rows of a served batch draw here at every step).
     const double target = u * z;
     double acc = 0;
     int64_t last = 0;
@@ -90,16 +98,6 @@ int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, con
     }
     return last;  // u * z rounded up to the total
   }
-  if (opts.top_k > 0 && opts.top_k < V) {  // keep the k largest (and any equal to the k-th)
-    std::vector<double> sorted = l;
-    std::nth_element(sorted.begin(), sorted.begin() + (opts.top_k - 1), sorted.end(), std::greater<double>());
-    const double kth = sorted[static_cast<size_t>(opts.top_k - 1)];
-    for (double& v : l)
-      if (v < kth) v = -INFINITY;
-  }
-  const double top = *std::max_element(l.begin(), l.end());
-  double z = 0;
-  for (double& v : l) z += v = std::exp(v - top);
   for (double& v : l) v /= z;  // l now holds the probabilities
   std::vector<int32_t> idx(static_cast<size_t>(V));
   for (int32_t i = 0; i < static_cast<int32_t>(V); ++i) idx[i] = i;
