@@ -11,7 +11,7 @@
 //      and the raw products per form (vpdpbusd, bytes widened to int16).
 // Every section prints its peak RSS.
 //
-//   ./build/bench_decode
+//   ./build/bench_decode [--steps]      (--steps: section 3 alone)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -20,6 +20,7 @@
 #include <functional>
 #include <numeric>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -156,8 +157,11 @@ void model_steps() {
   // A 16-token prompt, then 64 single-token steps, 20 times; several rows share the step among the
   // threads (one thread, then two where the machine has them).
   const int most = static_cast<int>(std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()), 2));
+  // Then the same with bfloat16 decode weights (serve --weights bf16).
+  for (const std::string form : {"float32", "bf16"})
   for (int threads = 1; threads <= most; ++threads)
   for (int64_t B : {1, 4, 16}) {
+    if (form == "bf16" && m->bf16_linears.empty()) m->keep_bf16_weights();
     at::set_num_threads(threads);
     double total = 0;
     for (int r = 0; r < 20; ++r) {
@@ -169,9 +173,10 @@ void model_steps() {
       });
     }
     const double step = total / (20 * 64);
-    std::printf("step of %2lld rows, %d thread(s): %.3f ms (%.0f tokens/s)\n", static_cast<long long>(B), threads, step * 1e3,
-                B / step);
+    std::printf("step of %2lld rows, %d thread(s), %s weights: %.3f ms (%.0f tokens/s)\n", static_cast<long long>(B), threads,
+                form.c_str(), step * 1e3, B / step);
   }
+  m->bf16_linears.clear();
   at::set_num_threads(1);
   // A 10-token prompt after 118 cached positions (a server newcomer's prefill).
   double fused = 0, modules = 0;
@@ -257,11 +262,11 @@ void int8_products() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   at::set_num_threads(1);
-  products();
-  sampling();
+  const bool steps_only = argc > 1 && std::string(argv[1]) == "--steps";
+  if (!steps_only) products(), sampling();
   model_steps();
-  int8_products();
+  if (!steps_only) int8_products();
   return 0;
 }

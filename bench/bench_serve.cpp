@@ -2,12 +2,16 @@
 //  1. single-sequence decode tokens/s (batch 1, f32, greedy, 16-token prompt, 128 new tokens) of
 //     dsforge against llama.cpp (node-llama-cpp's prebuilt binaries) on the same model exported as f32
 //     GGUF, for nano, micro and mini, same thread count, peak RSS of each;
-//  2. `dsforge serve` on micro with 1, 4 and 16 concurrent streaming clients (32 requests of 64 tokens at
-//     each level): aggregate tokens/s, time to first token and inter-token latency p50/p99, and the
-//     p99 of the time from the last token to the end of the response.
+//  2. `dsforge serve` on micro with 1, 4 and 16 concurrent streaming clients (128 requests of 64 tokens
+//     at each level, the clients driven by one thread with poll()): aggregate tokens/s, time to first
+//     token and inter-token latency p50/p99, the p99 of the time from the last token to the end of the
+//     response, the mean rows per decode step, and the engine thread's time in prefill, decode steps
+//     and sampling (GET /metrics).
 //
 //   ./build/bench_serve [--threads N] [--skip-llama] [--skip-decode] [--levels 1,4,16] [--requests 128]
-// (--levels: the concurrent streams of each serving run; the ratio column is against the first level.)
+//                       [--weights f32|bf16|both]
+// (--levels: the concurrent streams of each serving run; the ratio column is against the first level;
+// --weights: the server's decode weights, `serve --weights`; both = a table for each.)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -24,8 +28,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 #include "bench_models.h"
@@ -56,50 +62,138 @@ struct StreamTiming {
   std::vector<double> gaps;
   int tokens = 0;
 };
-StreamTiming stream_once(int port, int max_tokens, uint64_t seed) {
-  const std::string body = "{\"model\":\"bench\",\"prompt\":\"Once upon a time there was a little\",\"max_tokens\":" +
-                           std::to_string(max_tokens) + ",\"temperature\":0.8,\"seed\":" + std::to_string(seed) + ",\"stream\":true,\"ignore_eos\":true}";
-  const std::string raw = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " +
-                          std::to_string(body.size()) + "\r\n\r\n" + body;
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  StreamTiming t;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return t;
+
+// A streaming request in flight: sent on open(), its events timed as they arrive (on_data), its
+// token count read from the usage of the last event when the server closes the connection (end()).
+class Stream {
+ public:
+  bool open(int port, int max_tokens, uint64_t seed) {
+    const std::string body = "{\"model\":\"bench\",\"prompt\":\"Once upon a time there was a little\",\"max_tokens\":" +
+                             std::to_string(max_tokens) + ",\"temperature\":0.8,\"seed\":" + std::to_string(seed) +
+                             ",\"stream\":true,\"ignore_eos\":true}";
+    const std::string raw = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\n\r\n" + body;
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      fd = -1;
+      return false;
+    }
+    t0_ = last_ = Clock::now();
+    ::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
+    return true;
   }
-  const auto t0 = Clock::now();
-  ::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
-  char buf[16384];
-  auto last = t0;
-  bool first = true;
-  std::string all;
-  for (;;) {
+  // Reads what has arrived; false once the response has ended (then the timing is complete).
+  bool read() {
+    char buf[16384];
     const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
+    if (n <= 0) {
+      end();
+      return false;
+    }
     const auto now = Clock::now();
-    std::string chunk(buf, static_cast<size_t>(n));
-    all += chunk;
+    const std::string_view chunk(buf, static_cast<size_t>(n));
+    all_.append(chunk);
     size_t events = 0, at = 0;
     while ((at = chunk.find("\"text\":\"", at)) != std::string::npos) {
       if (chunk.compare(at + 8, 1, "\"") != 0) ++events;  // a non-empty text delta
       at += 8;
     }
-    if (events == 0) continue;
-    const double dt = std::chrono::duration<double>(now - (first ? t0 : last)).count();
-    if (first) t.ttft = dt;
-    else t.gaps.push_back(dt / static_cast<double>(events));
-    first = false;
-    last = now;
+    if (events == 0) return true;
+    const double dt = std::chrono::duration<double>(now - (first_ ? t0_ : last_)).count();
+    if (first_) timing.ttft = dt;
+    else timing.gaps.push_back(dt / static_cast<double>(events));
+    first_ = false;
+    last_ = now;
+    return true;
   }
-  t.tail = std::chrono::duration<double>(Clock::now() - last).count();
+  int fd = -1;
+  StreamTiming timing;
+
+ private:
+  void end() {
+    timing.tail = std::chrono::duration<double>(Clock::now() - last_).count();
+    ::close(fd);
+    fd = -1;
+    const size_t u = all_.rfind("\"completion_tokens\":");
+    if (u != std::string::npos) timing.tokens = std::atoi(all_.c_str() + u + 20);
+  }
+  Clock::time_point t0_, last_;
+  bool first_ = true;
+  std::string all_;
+};
+
+StreamTiming stream_once(int port, int max_tokens, uint64_t seed) {
+  Stream s;
+  if (s.open(port, max_tokens, seed))
+    while (s.read()) {
+    }
+  return s.timing;
+}
+
+// `streams` clients at once, each sending `per_client` requests one after the other, all driven by
+// this one thread with poll(), as a load generator does (autocannon is one event loop): the
+// benchmark's own work is one thread beside the server on the same cores, not one per stream.
+// Client c's request k has seed 100 c + k; the timings in that order.
+std::vector<StreamTiming> run_clients(int port, int streams, int per_client, int max_tokens) {
+  std::vector<StreamTiming> out(static_cast<size_t>(streams * per_client));
+  std::vector<Stream> live(static_cast<size_t>(streams));
+  std::vector<int> sent(static_cast<size_t>(streams), 0);
+  auto next = [&](int c) {  // client c's next request, if it has one left
+    while (sent[c] < per_client && !live[c].open(port, max_tokens, static_cast<uint64_t>(c * 100 + sent[c])))
+      out[static_cast<size_t>(c * per_client + sent[c]++)] = {};
+    if (live[c].fd >= 0) ++sent[c];
+  };
+  for (int c = 0; c < streams; ++c) next(c);
+  for (;;) {
+    std::vector<pollfd> fds;
+    std::vector<int> owner;
+    for (int c = 0; c < streams; ++c)
+      if (live[c].fd >= 0) {
+        fds.push_back({live[c].fd, POLLIN, 0});
+        owner.push_back(c);
+      }
+    if (fds.empty()) break;
+    if (::poll(fds.data(), fds.size(), 30000) <= 0) break;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      const int c = owner[i];
+      if (live[c].read()) continue;
+      out[static_cast<size_t>(c * per_client + sent[c] - 1)] = live[c].timing;
+      live[c] = Stream();
+      next(c);
+    }
+  }
+  return out;
+}
+
+// The counters of GET /metrics (name -> value; labelled series left out).
+std::map<std::string, double> metrics(int port) {
+  const std::string raw = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string all;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    ::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
+    char buf[16384];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) all.append(buf, static_cast<size_t>(n));
+  }
   ::close(fd);
-  const size_t u = all.rfind("\"completion_tokens\":");
-  if (u != std::string::npos) t.tokens = std::atoi(all.c_str() + u + 20);
-  return t;
+  std::map<std::string, double> out;
+  std::istringstream lines(all);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t space = line.find(' ');
+    if (line.rfind("dsforge_", 0) == 0 && space != std::string::npos && line.find('{') == std::string::npos)
+      out[line.substr(0, space)] = std::atof(line.c_str() + space + 1);
+  }
+  return out;
 }
 
 }  // namespace
@@ -107,6 +201,7 @@ StreamTiming stream_once(int port, int max_tokens, uint64_t seed) {
 int main(int argc, char** argv) {
   int threads = static_cast<int>(std::min<unsigned>(std::thread::hardware_concurrency(), 2));
   bool skip_llama = false, skip_decode = false;
+  std::string weights = "f32";
   int requests = 128;                 // per level, shared among its clients
   std::vector<int> levels{1, 4, 16};  // concurrent streams
   for (int i = 1; i < argc; ++i) {
@@ -114,6 +209,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--skip-llama")) skip_llama = true;
     if (!std::strcmp(argv[i], "--skip-decode")) skip_decode = true;
     if (!std::strcmp(argv[i], "--requests") && i + 1 < argc) requests = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--weights") && i + 1 < argc) weights = argv[++i];
     if (!std::strcmp(argv[i], "--levels") && i + 1 < argc) {
       levels.clear();
       std::stringstream list(argv[++i]);
@@ -154,50 +250,54 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  // The server on micro.
-  std::atomic<int> port{0};
-  std::atomic<bool> stop{false};
-  serve::ServeOptions so;
-  so.port = 0;
-  so.model_name = "bench";
-  so.engine.max_batch = 16;
-  std::thread server([&] { serve::serve(micro_dir, so, [&](int p) { port = p; }, [&] { return stop.load(); }); });
-  while (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  stream_once(port, 8, 1);  // warm-up
-  std::printf("\n== dsforge serve, micro, streaming completions of 64 tokens, max batch 16\n");
-  std::printf("| streams | aggregate tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | end p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  double one = 0;
-  for (int streams : levels) {
-    // 128 requests at every level (each client sends 128 / streams one after the other): the same 8,192
-    // tokens, so that the one-stream figure is seconds of measurement and 16 clients spend most of it
-    // all running (with 2 requests each, the ramp up and down was a third of the run).
-    const int per_client = std::max(requests / streams, 1);
-    std::vector<StreamTiming> results(static_cast<size_t>(streams * per_client));
-    const auto t0 = Clock::now();
-    std::vector<std::thread> clients;
-    for (int c = 0; c < streams; ++c)
-      clients.emplace_back([&, c] {
-        for (int k = 0; k < per_client; ++k)
-          results[static_cast<size_t>(c * per_client + k)] = stream_once(port, 64, static_cast<uint64_t>(c * 100 + k));
-      });
-    for (auto& t : clients) t.join();
-    const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
-    std::vector<double> ttft, itl, tail;
-    int tokens = 0;
-    for (const auto& r : results) {
-      ttft.push_back(r.ttft * 1e3);
-      tail.push_back(r.tail * 1e3);
-      for (double g : r.gaps) itl.push_back(g * 1e3);
-      tokens += r.tokens;
+  // The server on micro, with each form of its decode weights asked for.
+  std::vector<std::string> forms = weights == "both" ? std::vector<std::string>{"f32", "bf16"} : std::vector<std::string>{weights};
+  for (const std::string& w : forms) {
+    std::atomic<int> port{0};
+    std::atomic<bool> stop{false};
+    serve::ServeOptions so;
+    so.port = 0;
+    so.model_name = "bench";
+    so.engine.max_batch = 16;
+    so.weights = w;
+    std::thread server([&] { serve::serve(micro_dir, so, [&](int p) { port = p; }, [&] { return stop.load(); }); });
+    while (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    stream_once(port, 8, 1);  // warm-up
+    std::printf("\n== dsforge serve, micro, %s weights, streaming completions of 64 tokens, max batch 16\n", w.c_str());
+    std::printf("| streams | aggregate tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | end p99 ms | rows per step "
+                "| engine: prefill / decode / sample, %% of wall |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    double one = 0;
+    for (int streams : levels) {
+      // 128 requests at every level (each client sends 128 / streams one after the other): the same 8,192
+      // tokens, so that the one-stream figure is seconds of measurement and 16 clients spend most of it
+      // all running (with 2 requests each, the ramp up and down was a third of the run).
+      const int per_client = std::max(requests / streams, 1);
+      const auto before = metrics(port);
+      const auto t0 = Clock::now();
+      const std::vector<StreamTiming> results = run_clients(port, streams, per_client, 64);
+      const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+      auto after = metrics(port);
+      auto delta = [&](const char* name) { return after[name] - before.at(name); };
+      std::vector<double> ttft, itl, tail;
+      int tokens = 0;
+      for (const auto& r : results) {
+        ttft.push_back(r.ttft * 1e3);
+        tail.push_back(r.tail * 1e3);
+        for (double g : r.gaps) itl.push_back(g * 1e3);
+        tokens += r.tokens;
+      }
+      const double agg = tokens / wall;
+      if (one == 0) one = agg;
+      const double steps = std::max(delta("dsforge_decode_steps_total"), 1.0);
+      std::printf("| %d | %.0f | %.2fx | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f / %.0f / %.0f |\n", streams, agg, agg / one,
+                  percentile(ttft, 0.5), percentile(ttft, 0.99), percentile(itl, 0.5), percentile(itl, 0.99), percentile(tail, 0.99),
+                  delta("dsforge_generated_tokens_total") / steps, 100 * delta("dsforge_engine_prefill_seconds_total") / wall,
+                  100 * delta("dsforge_engine_decode_seconds_total") / wall, 100 * delta("dsforge_engine_sample_seconds_total") / wall);
+      std::fflush(stdout);
     }
-    const double agg = tokens / wall;
-    if (one == 0) one = agg;
-    std::printf("| %d | %.0f | %.2fx | %.1f | %.1f | %.1f | %.1f | %.1f |\n", streams, agg, agg / one, percentile(ttft, 0.5), percentile(ttft, 0.99),
-                percentile(itl, 0.5), percentile(itl, 0.99), percentile(tail, 0.99));
-    std::fflush(stdout);
+    stop = true;
+    server.join();
   }
-  stop = true;
-  server.join();
   std::printf("peak RSS of this process (dsforge models + server): %.0f MB\n", peak_rss_mb());
   remove_all(dir);
   return 0;

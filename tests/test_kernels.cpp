@@ -531,6 +531,43 @@ TEST(Kernels, FewRowProductsMatchFloat64OnEveryIsa) {
   kernels::set_vector_isa(start_isa);
 }
 
+TEST(Kernels, Bf16WeightProductMatchesFloat64AndEachRowAlone) {
+  // C = A B^T + beta C with B in bfloat16 (a decode step's bf16 weights): against float64 products of
+  // the widened weights, for the row counts of a batch and past them, N and K off the blocks and the
+  // vector width (masked bf16 tails); every row equal, bit for bit, to that row computed alone (what
+  // lets the server batch rows without changing any one's tokens); columns past N never written.
+  const std::string start_isa = kernels::vector_loops().isa;
+  at::manual_seed(6);
+  for (const std::string& isa : kernels::supported_vector_isas()) {
+    kernels::set_vector_isa(isa);
+    for (int64_t M : {1, 2, 3, 4, 5, 8, 13, 16, 17, 33})
+      for (auto [N, K] : {std::pair<int64_t, int64_t>{4, 16}, {7, 5}, {33, 37}, {96, 256}, {6, 1}, {20, 150}}) {
+        const int64_t lda = K + 3, ldb = K + 1, ldc = N + 2;
+        const at::Tensor A = at::randn({M, lda}), Bw = at::randn({N, ldb}).to(at::kBFloat16), C0 = at::randn({M, ldc});
+        const auto* b = reinterpret_cast<const uint16_t*>(Bw.data_ptr<at::BFloat16>());
+        const at::Tensor ref = at::matmul(A.narrow(1, 0, K).to(at::kDouble), Bw.narrow(1, 0, K).to(at::kDouble).t());
+        for (float beta : {0.0f, 1.0f}) {
+          at::Tensor C = C0.clone();
+          if (beta == 0.0f) C.fill_(NAN);
+          kernels::gemm_nt_bf16w(M, N, K, A.data_ptr<float>(), lda, b, ldb, beta, C.data_ptr<float>(), ldc);
+          const at::Tensor want = beta == 0.0f ? ref : ref + C0.narrow(1, 0, N).to(at::kDouble);
+          const std::string what = isa + " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                                   " beta=" + std::to_string(beta);
+          EXPECT_LT((C.narrow(1, 0, N).to(at::kDouble) - want).abs().max().item<double>(), 1e-4 * std::sqrt(static_cast<double>(K)))
+              << what;
+          const at::Tensor pad = C.narrow(1, N, ldc - N);
+          EXPECT_TRUE(beta == 0.0f ? pad.isnan().all().item<bool>() : at::equal(pad, C0.narrow(1, N, ldc - N))) << what;
+          for (int64_t r = 0; r < M; r += std::max<int64_t>(1, M / 4)) {
+            at::Tensor one = C0.narrow(0, r, 1).clone();
+            kernels::gemm_nt_bf16w(1, N, K, A[r].data_ptr<float>(), lda, b, ldb, beta, one.data_ptr<float>(), ldc);
+            EXPECT_TRUE(at::equal(one.narrow(1, 0, N), C.narrow(0, r, 1).narrow(1, 0, N))) << what << " row " << r << " alone";
+          }
+        }
+      }
+  }
+  kernels::set_vector_isa(start_isa);
+}
+
 namespace {
 
 // C[m, n] = sum_k A[m, k] B[n, k] in 64-bit integers: the definition the int8 kernels must equal.

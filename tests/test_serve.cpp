@@ -63,8 +63,7 @@ std::shared_ptr<serve::Request> request(const std::vector<int64_t>& prompt, uint
   return r;
 }
 
-TEST(ServeEngine, ConcurrentRequestsGetWhatEachGetsAlone) {
-  model::CausalLm m = peaked_model();
+void concurrent_requests_get_what_each_gets_alone(model::CausalLm m) {
   std::vector<std::vector<int64_t>> prompts;
   std::mt19937_64 rng(5);
   for (int i = 0; i < 7; ++i) {
@@ -107,6 +106,20 @@ TEST(ServeEngine, ConcurrentRequestsGetWhatEachGetsAlone) {
   EXPECT_EQ(s.completed, static_cast<int64_t>(prompts.size()));
   EXPECT_EQ(s.generated_tokens, 20 * static_cast<int64_t>(prompts.size()));
   EXPECT_LT(s.steps, 20 * static_cast<int64_t>(prompts.size()));  // rows really shared steps
+  EXPECT_GT(s.decode_s, 0.0);
+  EXPECT_GT(s.prefill_s, 0.0);
+}
+
+TEST(ServeEngine, ConcurrentRequestsGetWhatEachGetsAlone) { concurrent_requests_get_what_each_gets_alone(peaked_model()); }
+
+// The same with bfloat16 decode weights (serve --weights bf16): a row's tokens do not depend on the
+// rows beside it there either.
+TEST(ServeEngine, ConcurrentRequestsGetWhatEachGetsAloneWithBf16Weights) {
+  model::CausalLm m = peaked_model();
+  model::keep_bf16_decode_weights(m, "test");
+  concurrent_requests_get_what_each_gets_alone(m);
+  model::CausalLm gpt2 = model::build_model(model::model_config_from_preset("gpt2-tiny"));
+  EXPECT_THROW(model::keep_bf16_decode_weights(gpt2, "test"), ConfigError);
 }
 
 TEST(ServeEngine, FinishHookRunsOnceAfterTheLastToken) {

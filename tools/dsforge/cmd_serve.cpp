@@ -31,6 +31,10 @@ void add_serve_command(CLI::App& app, Context& ctx) {
   s->add_option("--http-nice", o.http_thread_nice, "niceness added to the HTTP threads, below the engine's (0 = none)")
       ->check(CLI::Range(0, 19))
       ->capture_default_str();
+  s->add_option("--weights", o.weights,
+                "f32, or bf16: the decode step reads bfloat16 copies of the linear weights (DeepSeek-V3; half the bytes per token)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   s->add_option("--timeout", o.request_timeout_s, "seconds a request may run before it is cancelled")->capture_default_str();
   s->callback([&ctx, a]() {
     ctx.action = [&ctx, a]() {

@@ -201,6 +201,11 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const 
 
 bool bf16_gemm_available() { return bf16_gemm_fn() != nullptr; }
 
+void gemm_nt_bf16w(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B, int64_t ldb,
+                   float beta, float* C, int64_t ldc) {
+  vector_loops().gemm_nt_f32_bf16w(M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
 // OpenBLAS's OpenMP build sizes its threading by omp_get_max_threads(), which inside a parallel region
 // still reports the outer team's size: a product called from one of the kernels' tasks then takes the
 // threaded path for some shapes, and OpenBLAS serves one threaded call at a time, so the tasks'

@@ -25,6 +25,12 @@ void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const 
 void gemm_rm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
              const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// C[M, N] = A[M, K] B[N, K]^T + beta C with the weight B in bfloat16 (raw bits), any M, single-threaded:
+// B widened to float32 as it is read, the few-row kernel's float32 products and summation order
+// (few_rows.inc), so a row's results do not depend on M. What a decode step with bfloat16 weights runs.
+void gemm_nt_bf16w(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B, int64_t ldb,
+                   float beta, float* C, int64_t ldc);
+
 // Int8 products (int8_rows.inc), exact in int32: C[M, N] = A[M, K] (uint8) B[N, K]^T (int8), in the
 // vector loops' ISA, with vpdpbusd where the loops are AVX-512 and the CPU has AVX512-VNNI. int8_kernel()
 // names the form in use: "avx512-vnni", "avx512", "avx2" or "generic".

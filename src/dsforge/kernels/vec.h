@@ -84,6 +84,10 @@ struct VectorLoops {
                       float beta, float* C, int64_t ldc);
   void (*gemm_nn_f32)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                       float beta, float* C, int64_t ldc);
+  // gemm_nt_f32 with B in bfloat16 (raw bits): weights kept at half the bytes, widened as they are read,
+  // float32 products in gemm_nt_f32's order (any number of rows; generic: one dot product per sum).
+  void (*gemm_nt_f32_bf16w)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B,
+                            int64_t ldb, float beta, float* C, int64_t ldc);
   int64_t few_rows_max;
   // Int8 products of quantised decode (int8_rows.inc): C[M, N] int32 = A[M, K] (uint8) B[N, K]^T (int8),
   // exact. gemm_u8s8_nt_vnni is the AVX-512 VNNI form (null in the tables that have none); only call it

@@ -178,6 +178,19 @@ void DeepseekV3Impl::set_dropout(const DropoutRates& rates) {
     }
 }
 
+int64_t DeepseekV3Impl::keep_bf16_weights() {
+  at::NoGradGuard no_grad;
+  bf16_linears.clear();
+  auto keep = [&](const at::Tensor& w) {
+    bf16_linears[w.data_ptr()] = {w.detach().to(at::kBFloat16).contiguous(), static_cast<int64_t>(w._version())};
+  };
+  for (auto& layer : model->main_layers)
+    for (const auto& m : layer->modules())
+      if (const auto* lin = dynamic_cast<const torch::nn::LinearImpl*>(m.get())) keep(lin->weight);
+  keep(lm_head->weight);
+  return static_cast<int64_t>(bf16_linears.size());
+}
+
 void DeepseekV3Impl::set_aux_alpha(double alpha) {
   for (auto& m : moe_layers()) m->set_aux_alpha(alpha);
 }

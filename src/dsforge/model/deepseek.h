@@ -130,6 +130,18 @@ class DeepseekV3Impl : public CausalLmImpl {
     float input_scale = 0;      // calibrated activation scale (`--calib`); 0 = per token, dynamic
   };
   std::unordered_map<const void*, Int8Linear> int8_linears;
+  // bfloat16 decode weights (`dsforge serve --weights bf16`): a bfloat16 copy (round to nearest even) of
+  // every linear weight of the main layers and the head, keyed like int8_linears. decode_step_fused
+  // reads these, half the bytes, widened to float32 as they are loaded (kernels::gemm_nt_bf16w), with
+  // float32 activations and products; the router, the norms, the embedding and W_UK (read by columns)
+  // stay float32, and so does the module path. A weight changed since is read in float32 again.
+  struct Bf16Linear {
+    at::Tensor w;  // [out, in] bfloat16, contiguous
+    int64_t version = 0;
+  };
+  std::unordered_map<const void*, Bf16Linear> bf16_linears;
+  // Fills bf16_linears from the current float32 weights; returns how many weights it keeps.
+  int64_t keep_bf16_weights();
   // While set, decode_step_fused records max |x| of the input of every linear it runs, keyed by the
   // float32 weight (what `dsforge quantize --calib` turns into static activation scales).
   std::unordered_map<const void*, float>* record_input_absmax = nullptr;

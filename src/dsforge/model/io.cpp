@@ -112,6 +112,13 @@ TensorMap gpt2_from_hf(SafetensorsFile f) {
 }
 }  // namespace
 
+void keep_bf16_decode_weights(CausalLm& m, const std::string& what) {
+  auto* ds = dynamic_cast<DeepseekV3Impl*>(m.get());
+  if (!ds)
+    throw ConfigError(fmt(what, ": a ", m->config().model_type, " model; bfloat16 decode weights are for DeepSeek-V3 models"));
+  ds->keep_bf16_weights();
+}
+
 CausalLm load_pretrained(const std::string& dir) {
   const std::string cfg_path = path_join(dir, "config.json");
   if (!file_exists(cfg_path)) throw CheckpointError(fmt(dir, ": no config.json (not a model folder)"));

@@ -18,6 +18,10 @@ void save_pretrained(const std::string& dir, CausalLmImpl& m);
 // own folders and Hugging Face ones (model.safetensors or the shards of model.safetensors.index.json,
 // f32/bf16/f16; GPT-2 in its Conv1D layout, with or without the "transformer." prefix).
 CausalLm load_pretrained(const std::string& dir);
+// The decode step of a DeepSeek-V3 model then reads bfloat16 copies of its linear weights
+// (DeepseekV3Impl::keep_bf16_weights: half the bytes per token; `serve --weights bf16`). Throws
+// ConfigError naming `what` for another architecture.
+void keep_bf16_decode_weights(CausalLm& m, const std::string& what);
 
 // A folder's weights as stored: one file or every shard the index names (CheckpointError naming the
 // file when a shard is missing or a tensor is listed twice). `metadata` is the first file's.

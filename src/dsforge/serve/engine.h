@@ -83,6 +83,9 @@ struct EngineStats {
   int64_t running = 0, queued = 0, cohorts = 0;
   int64_t steps = 0, generated_tokens = 0, prompt_tokens = 0, completed = 0, cancelled = 0, refused = 0;
   double occupancy_sum = 0;  // sum over steps of running rows / max_batch
+  // The engine thread's time: prompts prefilled, decode steps (the model's batched call), and the
+  // steps' sampling and delivery of tokens to the requests.
+  double prefill_s = 0, decode_s = 0, sample_s = 0;
 };
 
 class Engine {

@@ -150,6 +150,8 @@ class Server {
     tok_ = std::make_unique<tok::BpeTokenizer>(tok::BpeTokenizer::load(path_join(dir, "tokenizer.json")));
     if (tok_->vocab_size() > m->config().vocab_size)
       throw ConfigError(fmt(dir, ": the tokenizer has ", tok_->vocab_size(), " tokens, the model ", m->config().vocab_size));
+    if (opts.weights == "bf16") model::keep_bf16_decode_weights(m, "serve --weights bf16: " + dir);
+    else if (opts.weights != "f32") throw ConfigError(fmt("serve --weights: '", opts.weights, "' is not one of f32, bf16"));
     eos_ = m->config().eos_token_id;
     const fs::path named = fs::path(fs::absolute(model_path)).lexically_normal();
     name_ = opts.model_name.empty() ? (named.has_filename() ? named.filename() : named.parent_path().filename()).string() : opts.model_name;
@@ -284,6 +286,9 @@ class Server {
     counter("dsforge_requests_cancelled_total", "generations cancelled (client gone, timeout)", static_cast<double>(s.cancelled));
     counter("dsforge_requests_refused_total", "requests refused with 429 (queue full)", static_cast<double>(s.refused));
     counter("dsforge_decode_steps_total", "batched decode steps", static_cast<double>(s.steps));
+    counter("dsforge_engine_prefill_seconds_total", "engine time prefilling prompts", s.prefill_s);
+    counter("dsforge_engine_decode_seconds_total", "engine time in batched decode steps", s.decode_s);
+    counter("dsforge_engine_sample_seconds_total", "engine time sampling and delivering the steps' tokens", s.sample_s);
     counter("dsforge_running_requests", "requests generating now", static_cast<double>(s.running), "gauge");
     counter("dsforge_queue_depth", "requests waiting for a batch row", static_cast<double>(s.queued), "gauge");
     counter("dsforge_batch_occupancy", "mean running rows per decode step over max batch",

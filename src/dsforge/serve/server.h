@@ -26,6 +26,9 @@ struct ServeOptions {
   // The niceness of the HTTP threads (0 = as the process): below the engine's thread, which is the one
   // every stream waits for, a stream's writer runs a little later and sends what arrived meanwhile.
   int http_thread_nice = 5;
+  // "bf16": the decode step reads a bfloat16 copy of the linear weights (DeepseekV3Impl::keep_bf16_weights;
+  // DeepSeek-V3 models), half the bytes per token; "f32": the weights as loaded.
+  std::string weights = "f32";
   EngineOptions engine;
 };
 
