@@ -183,7 +183,8 @@ class Server {
     // slower). Listening again on the same socket raises the backlog to the connections it accepts.
     if (listening >= 0) ::listen(listening, opts_.max_connections + 16);
     std::cout << "dsforge serve: model " << name_ << " on http://" << opts_.host << ":" << port
-              << " (context " << engine_->context() << ", max batch " << opts_.engine.max_batch << ")" << std::endl;
+              << " (context " << engine_->context() << ", max batch " << opts_.engine.max_batch
+              << (opts_.weights == "bf16" ? ", bfloat16 decode weights" : "") << ")" << std::endl;
     if (on_listening) on_listening(port);
 
     // SIGTERM / SIGINT: stop taking requests, let in-flight ones finish, then stop listening.
