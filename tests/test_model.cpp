@@ -46,6 +46,15 @@ at::Tensor random_tokens(int64_t B, int64_t S, int64_t V, uint64_t seed) {
   auto gen = at::detail::createCPUGenerator(seed);
   return at::randint(V, {B, S}, gen, at::kLong);
 }
+
+// micro with 3 layers (a dense one, two MoE) and 64 positions: every code path of the fused step.
+ModelConfig micro3() {
+  ModelConfig c = model_config_from_preset("micro");
+  c.num_hidden_layers = 3;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
 }  // namespace
 
 TEST(ModelConfig, PresetParameterCountsMatchSpecification) {
@@ -293,9 +302,7 @@ TEST(Model, FusedDecodeStepEqualsModulePath) {
 // give the same bits on one thread and on two. A prompt chunk of more than 16 rows goes through
 // OpenBLAS's sgemm, whose blocking follows its own thread count: equal within float rounding.
 TEST(Model, FusedDecodeStepIsTheSameOnOneAndTwoThreads) {
-  ModelConfig c = model_config_from_preset("micro");
-  c.num_hidden_layers = 3;
-  c.max_position_embeddings = 64;
+  const ModelConfig c = micro3();
   auto m = make(c, 6);
   m->eval();
   at::NoGradGuard ng;
@@ -325,9 +332,7 @@ TEST(Model, FusedDecodeStepIsTheSameOnOneAndTwoThreads) {
 // order, only read from half the bytes); with any weights, float32's within bfloat16 rounding; and a
 // weight changed after the copy was made is read in float32 again.
 TEST(Model, Bf16DecodeWeightsGiveTheFloatLogitsFromHalfTheBytes) {
-  ModelConfig c = model_config_from_preset("micro");
-  c.num_hidden_layers = 3;
-  c.max_position_embeddings = 64;
+  const ModelConfig c = micro3();
   auto m = make(c, 7);
   m->eval();
   at::NoGradGuard ng;
