@@ -7,7 +7,9 @@
 // a step is the same mathematics as the module path (absorbed MLA over the latent cache, the router,
 // shared and routed experts) written as products over all token rows at once (kernels::gemm_rm: the
 // few-row kernels up to 16 rows, sgemm beyond) and the fused kernels' vector loops (RMSNorm, RoPE,
-// softmax, SwiGLU) on scratch buffers: no tensor is created but the logits.
+// softmax, SwiGLU) on scratch buffers: no tensor is created but the logits. A linear weight is read in
+// float32, as its int8 rows (a w8a8 folder) or as its bfloat16 copy (keep_bf16_weights), whichever the
+// model holds for it.
 //
 // It applies in inference (no grad, eval mode) to a float32, contiguous CPU model and cache in the
 // latent-absorbed mode, up to kFusedMaxTokens tokens per row; anything else returns an undefined
@@ -80,28 +82,28 @@ bool gather(const torch::nn::Linear& l, Mat& m, const Forms& f) {
       m.bf = reinterpret_cast<const uint16_t*>(it->second.w.data_ptr<at::BFloat16>());
   return true;
 }
-bool gather(const SwiGluMlpImpl& mlp, Mlp& m, const Forms& i8) {
-  return gather(mlp.gate_proj, m.gate, i8) && gather(mlp.up_proj, m.up, i8) && gather(mlp.down_proj, m.down, i8);
+bool gather(const SwiGluMlpImpl& mlp, Mlp& m, const Forms& f) {
+  return gather(mlp.gate_proj, m.gate, f) && gather(mlp.up_proj, m.up, f) && gather(mlp.down_proj, m.down, f);
 }
-bool gather(DecoderLayerImpl& layer, LayerWeights& w, const Forms& i8) {
+bool gather(DecoderLayerImpl& layer, LayerWeights& w, const Forms& f) {
   MlaAttentionImpl& a = *layer.self_attn;
   bool ok = gather(layer.input_layernorm->weight, w.in_norm) && gather(layer.post_attention_layernorm->weight, w.post_norm) &&
-            gather(a.kv_a_proj_with_mqa, w.kv_a, i8) && gather(a.kv_a_layernorm->weight, w.kv_a_norm) &&
-            gather(a.kv_b_proj, w.kv_b, i8) && gather(a.o_proj, w.o, i8);  // kv_b: read per head (absorbed)
-  ok = ok && (a.q_proj ? gather(a.q_proj, w.q, i8)
-                       : gather(a.q_a_proj, w.q_a, i8) && gather(a.q_a_layernorm->weight, w.q_a_norm) &&
-                             gather(a.q_b_proj, w.q_b, i8));
+            gather(a.kv_a_proj_with_mqa, w.kv_a, f) && gather(a.kv_a_layernorm->weight, w.kv_a_norm) &&
+            gather(a.kv_b_proj, w.kv_b, f) && gather(a.o_proj, w.o, f);  // kv_b: read per head (absorbed)
+  ok = ok && (a.q_proj ? gather(a.q_proj, w.q, f)
+                       : gather(a.q_a_proj, w.q_a, f) && gather(a.q_a_layernorm->weight, w.q_a_norm) &&
+                             gather(a.q_b_proj, w.q_b, f));
   if (!ok) return false;
-  if (!layer.moe) return gather(*layer.dense_mlp, w.dense, i8);
+  if (!layer.moe) return gather(*layer.dense_mlp, w.dense, f);
   DeepseekMoeImpl& moe = *layer.moe;
   w.moe = true;
   if (!usable(moe.gate->weight) || !gather(moe.gate->e_score_correction_bias, w.router_bias)) return false;
   w.router = {moe.gate->weight.data_ptr<float>(), moe.gate->weight.size(0), moe.gate->weight.size(1)};
   w.has_shared = static_cast<bool>(moe.shared_experts);
-  if (w.has_shared && !gather(*moe.shared_experts, w.shared, i8)) return false;
+  if (w.has_shared && !gather(*moe.shared_experts, w.shared, f)) return false;
   w.experts.resize(moe.experts->size());
   for (size_t e = 0; e < w.experts.size(); ++e)
-    if (!gather(*moe.experts->ptr<SwiGluMlpImpl>(e), w.experts[e], i8)) return false;
+    if (!gather(*moe.experts->ptr<SwiGluMlpImpl>(e), w.experts[e], f)) return false;
   return true;
 }
 
@@ -416,8 +418,8 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       vl.rope_rows_f32(rope_key, kvb + dc, cpe + b * pe_row + p * dr, cosp, sinp, p, 1.0f, 0, 1);  // k_pe
       vl.rope_rows_f32(rope_heads, q.data() + i * H * dqk + dn, &qpe[i * H * dr], cosp, sinp, p, 1.0f, 0, H);
     }
-    // ---- q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c): one product per head over all rows (on this
-    // thread: sharing the heads among threads measured no faster, one product per row slower)
+    // ---- q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c): one product per head over all rows (one
+    // product per row measured slower), the heads shared among the threads from 8 rows
     run_tasks(H, pw, [&](int64_t hh, int64_t) {
       gemm_rm(false, false, B, dc, dn, q.data() + hh * dqk, H * dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f,
               &qabs[hh * dc], H * dc);
@@ -441,8 +443,8 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       gemm_rm(false, false, H, dc, n, sc_w, n, cb, dc, 0.0f, &lat[i * H * dc], dc);  // attend over latents
     });
     // ---- o[b, h] = lat[b, h] W_UV[h]^T (d_c -> d_v): one product per head over all rows; W_UV[h] is a
-    // block of kv_b's rows, so a w8a8 model multiplies its int8 rows (W_UK[h] is read by columns above:
-    // float32)
+    // block of kv_b's rows, so a w8a8 model multiplies its int8 rows and bf16 weights their bfloat16 rows
+    // (W_UK[h] is read by columns above: float32)
     run_tasks(H, pw, [&](int64_t hh, int64_t) {
       const int64_t row0 = hh * (dn + dv) + dn;
       if (const auto* q8 = w.kv_b.i8)
