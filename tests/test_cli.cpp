@@ -416,6 +416,14 @@ TEST(Cli, SourceTreeDocumentsRoundTripAndGenerateLines) {
   const std::string printed = gen.out.substr(at);
   EXPECT_EQ(std::count(printed.begin(), printed.end(), '\n'), std::count(completion.begin(), completion.end(), '\n') + 1)
       << printed;
+  // bfloat16 decode weights: the memorised continuation survives their rounding, greedy token for token;
+  // a dtype it does not know is refused with the key's name.
+  CliRun bf16 = run_cli("generate --config " + cfg + " --generate.weights=bf16", dir.path);
+  ASSERT_EQ(bf16.code, 0) << bf16.out << bf16.err;
+  EXPECT_EQ(nlohmann::json::parse(read_file(path_join(run, "samples.json")))[0]["completion"].get<std::string>(), completion);
+  CliRun bad = run_cli("generate --config " + cfg + " --generate.weights=f16", dir.path);
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE((bad.out + bad.err).find("generate.weights"), std::string::npos) << bad.out << bad.err;
 }
 
 TEST(Cli, DataPathsWithTheWordNetSourceFailWithOneLine) {

@@ -118,6 +118,7 @@ std::vector<Field> fields(RunConfig& c) {
       {"generate.top_p", &c.generate.top_p, false},
       {"generate.repetition_penalty", &c.generate.repetition_penalty, false},
       {"generate.stop", &c.generate.stop, false},
+      {"generate.weights", &c.generate.weights, false},
       {"continual.strategy", &c.continual.strategy, false},
       {"continual.ewc_lambda", &c.continual.ewc_lambda, false},
       {"continual.fisher", &c.continual.fisher, false},
@@ -442,6 +443,7 @@ void validate(const RunConfig& c) {
   need(c.generate.top_p > 0 && c.generate.top_p <= 1, "generate.top_p", "must be in (0, 1]");
   need(c.generate.repetition_penalty > 0, "generate.repetition_penalty", "must be > 0 (1 = off)");
   need(c.generate.max_new_tokens >= 0, "generate.max_new_tokens", "must be >= 0");
+  need(c.generate.weights == "f32" || c.generate.weights == "bf16", "generate.weights", "must be f32 or bf16");
   need(c.dist.bucket_mb > 0, "dist.bucket_mb", "must be > 0");
   need(c.dist.timeout_s > 0, "dist.timeout_s", "must be > 0 seconds");
   need(c.run.threads >= 0, "run.threads", "must be >= 0 (0 = all cores)");

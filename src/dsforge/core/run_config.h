@@ -132,6 +132,7 @@ struct RunConfig {
     double top_p = 1.0;               // nucleus sampling; 1 = off
     double repetition_penalty = 1.0;  // > 1 discourages repeats; 1 = off
     std::vector<std::string> stop{};  // extra stop strings, each one token (end-of-text always stops)
+    std::string weights = "f32";      // "bf16": decode reads bfloat16 copies of the linear weights (DeepSeek-V3)
   } generate;
   struct Continual {  // `dsforge continue`: training a trained model on new data (continual/)
     std::string strategy = "finetune";  // finetune, ewc, online-ewc, l2sp, replay, lwf, or '+'-joined (replay+ewc)
