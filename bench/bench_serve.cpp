@@ -55,6 +55,18 @@ double percentile(std::vector<double> v, double q) {
   return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
 }
 
+// A socket connected to 127.0.0.1:port, or -1.
+int connect_loopback(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) return fd;
+  ::close(fd);
+  return -1;
+}
+
 // One streaming completion over a raw socket: the arrival time of every event.
 struct StreamTiming {
   double ttft = 0;
@@ -73,16 +85,8 @@ class Stream {
                              ",\"stream\":true,\"ignore_eos\":true}";
     const std::string raw = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: " +
                             std::to_string(body.size()) + "\r\n\r\n" + body;
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(fd);
-      fd = -1;
-      return false;
-    }
+    fd = connect_loopback(port);
+    if (fd < 0) return false;
     t0_ = last_ = Clock::now();
     ::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
     return true;
@@ -174,18 +178,14 @@ std::vector<StreamTiming> run_clients(int port, int streams, int per_client, int
 // The counters of GET /metrics (name -> value; labelled series left out).
 std::map<std::string, double> metrics(int port) {
   const std::string raw = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int fd = connect_loopback(port);
   std::string all;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+  if (fd >= 0) {
     ::send(fd, raw.data(), raw.size(), MSG_NOSIGNAL);
     char buf[16384];
     for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) all.append(buf, static_cast<size_t>(n));
+    ::close(fd);
   }
-  ::close(fd);
   std::map<std::string, double> out;
   std::istringstream lines(all);
   for (std::string line; std::getline(lines, line);) {

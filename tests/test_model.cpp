@@ -329,7 +329,7 @@ TEST(Model, FusedDecodeStepIsTheSameOnOneAndTwoThreads) {
 
 // bfloat16 decode weights (serve --weights bf16): half the bytes of the float32 linears; with weights
 // that bfloat16 holds exactly the step gives float32's logits bit for bit (the same products in the same
-// order, only read from half the bytes); with any weights, float32's within bfloat16 rounding; and a
+// order, only read from half the bytes, where float32 takes the few-row kernels: AVX2 and AVX-512); with any weights, float32's within bfloat16 rounding; and a
 // weight changed after the copy was made is read in float32 again.
 TEST(Model, Bf16DecodeWeightsGiveTheFloatLogitsFromHalfTheBytes) {
   const ModelConfig c = micro3();

@@ -111,6 +111,18 @@ bool gather(DecoderLayerImpl& layer, LayerWeights& w, const Forms& f) {
 // The calibration recorder of the step being run (DeepseekV3Impl::record_input_absmax), or null.
 thread_local std::unordered_map<const void*, float>* t_absmax = nullptr;
 
+// Output features [o0, o0 + n) of the product, in whichever form W holds: y[B, o0..o0+n) (leading
+// dimension W.out) = x[B, in] W[o0..o0+n)^T, added to y when `accumulate`.
+void product(const float* x, const Mat& W, int64_t o0, int64_t n, float* y, int64_t B, bool accumulate) {
+  if (W.i8)
+    kernels::linear_w8a8(B, n, W.in, x, W.in, W.i8->q.data_ptr<int8_t>() + o0 * W.in, W.i8->scale.data_ptr<float>() + o0,
+                         W.i8->sums.data() + o0, y + o0, W.out, accumulate, W.i8->input_scale);
+  else if (W.bf)
+    kernels::gemm_nt_bf16w(B, n, W.in, x, W.in, W.bf + o0 * W.in, W.in, accumulate ? 1.0f : 0.0f, y + o0, W.out);
+  else
+    gemm_rm(false, true, B, n, W.in, x, W.in, W.w + o0 * W.in, W.in, accumulate ? 1.0f : 0.0f, y + o0, W.out);
+}
+
 void linear(const float* x, const Mat& W, float* y, int64_t B, bool accumulate = false) {
   if (t_absmax) {
     float m = 0;
@@ -118,33 +130,26 @@ void linear(const float* x, const Mat& W, float* y, int64_t B, bool accumulate =
     float& slot = (*t_absmax)[W.w];
     slot = std::max(slot, m);
   }
-  if (W.i8) {
-    kernels::linear_w8a8(B, W.out, W.in, x, W.in, W.i8->q.data_ptr<int8_t>(), W.i8->scale.data_ptr<float>(),
-                         W.i8->sums.data(), y, W.out, accumulate, W.i8->input_scale);
-    return;
-  }
-  if (W.bf) {
-    kernels::gemm_nt_bf16w(B, W.out, W.in, x, W.in, W.bf, W.in, accumulate ? 1.0f : 0.0f, y, W.out);
-    return;
-  }
-  gemm_rm(false, true, B, W.out, W.in, x, W.in, W.w, W.in, accumulate ? 1.0f : 0.0f, y, W.out);
+  product(x, W, 0, W.out, y, B, accumulate);
 }
 
-// linear() with W's output features split into `workers` blocks of whole 16-feature groups, one per
-// thread: each output is the same dot product as in one piece.
+// Output features per thread when W's are split among `workers` (whole 16-feature groups), or 0 where
+// they are not split: one worker, a calibration run, or more rows than the few-row kernels take (sgemm
+// blocks by the output count, so a block's outputs need not be the bits of the whole product's; the
+// few-row, bf16 and w8a8 kernels compute every output alone).
+int64_t split_block(const Mat& W, int64_t B, int64_t workers) {
+  if (workers <= 1 || t_absmax || (!W.i8 && !W.bf && B > kernels::vector_loops().few_rows_max)) return 0;
+  const int64_t block = (W.out / workers + 15) / 16 * 16;
+  return block < W.out ? block : 0;
+}
+
+// linear() with W's output features split into `workers` blocks, one per thread: each output is the same
+// dot product as in one piece.
 void linear_split(const float* x, const Mat& W, float* y, int64_t B, int64_t workers, bool accumulate = false) {
-  const int64_t block = (W.out / std::max<int64_t>(workers, 1) + 15) / 16 * 16;
-  if (workers <= 1 || t_absmax || block >= W.out) return linear(x, W, y, B, accumulate);
-  run_tasks((W.out + block - 1) / block, workers, [&](int64_t t, int64_t) {
-    const int64_t o0 = t * block, n = std::min(block, W.out - o0);
-    if (W.i8)
-      kernels::linear_w8a8(B, n, W.in, x, W.in, W.i8->q.data_ptr<int8_t>() + o0 * W.in, W.i8->scale.data_ptr<float>() + o0,
-                           W.i8->sums.data() + o0, y + o0, W.out, accumulate, W.i8->input_scale);
-    else if (W.bf)
-      kernels::gemm_nt_bf16w(B, n, W.in, x, W.in, W.bf + o0 * W.in, W.in, accumulate ? 1.0f : 0.0f, y + o0, W.out);
-    else
-      gemm_rm(false, true, B, n, W.in, x, W.in, W.w + o0 * W.in, W.in, accumulate ? 1.0f : 0.0f, y + o0, W.out);
-  });
+  const int64_t block = split_block(W, B, workers);
+  if (block == 0) return linear(x, W, y, B, accumulate);
+  run_tasks((W.out + block - 1) / block, workers,
+            [&](int64_t t, int64_t) { product(x, W, t * block, std::min(block, W.out - t * block), y, B, accumulate); });
 }
 
 // y[B, d] += down(silu(gate(x)) * up(x)) * scale; g, u: scratch of B * width.
@@ -164,25 +169,15 @@ void swiglu(const float* x, const Mlp& m, float* y, int64_t B, float* g, float* 
 // then down (another); every output is the dot product it is in one piece, so a row's result does not
 // depend on the threads or on the other rows. h += the result.
 void swiglu_split(const float* x, const Mlp& m, float* h, int64_t B, float* g, float* u, int64_t workers) {
-  const int64_t F = m.gate.out;
-  const int64_t block = (F / std::max<int64_t>(workers, 1) + 15) / 16 * 16;
-  if (workers <= 1 || t_absmax || block >= F) {
+  const int64_t F = m.gate.out, block = split_block(m.gate, B, workers);
+  if (block == 0) {
     swiglu(x, m, h, B, g, u, nullptr);
     return;
   }
   const int64_t blocks = (F + block - 1) / block;
-  run_tasks(2 * blocks, workers, [&](int64_t t, int64_t) {
-    const Mat& W = t < blocks ? m.gate : m.up;
-    float* y = t < blocks ? g : u;
-    const int64_t o0 = (t % blocks) * block, n = std::min(block, F - o0);
-    if (W.i8) {
-      kernels::linear_w8a8(B, n, W.in, x, W.in, W.i8->q.data_ptr<int8_t>() + o0 * W.in, W.i8->scale.data_ptr<float>() + o0,
-                           W.i8->sums.data() + o0, y + o0, F, false, W.i8->input_scale);
-    } else if (W.bf) {
-      kernels::gemm_nt_bf16w(B, n, W.in, x, W.in, W.bf + o0 * W.in, W.in, 0.0f, y + o0, F);
-    } else {
-      gemm_rm(false, true, B, n, W.in, x, W.in, W.w + o0 * W.in, W.in, 0.0f, y + o0, F);
-    }
+  run_tasks(2 * blocks, workers, [&](int64_t t, int64_t) {  // gate's blocks, then up's
+    const int64_t o0 = (t % blocks) * block;
+    product(x, t < blocks ? m.gate : m.up, o0, std::min(block, F - o0), t < blocks ? g : u, B, false);
   });
   kernels::vector_loops().silu_mul_forward_f32(g, u, g, 0, B * F);
   linear_split(g, m.down, h, B, workers, /*accumulate=*/true);
