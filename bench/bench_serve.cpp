@@ -3,13 +3,14 @@
 //     dsforge against llama.cpp (node-llama-cpp's prebuilt binaries) on the same model exported as f32
 //     GGUF, for nano, micro and mini, same thread count, peak RSS of each;
 //  2. `dsforge serve` on micro with 1, 4 and 16 concurrent streaming clients (128 requests of 64 tokens
-//     at each level, the clients driven by one thread with poll()): aggregate tokens/s, time to first
+//     at each level, the clients driven by one thread with poll(); the levels run in turn, 3 rounds):
+//     aggregate tokens/s (the rounds' median and each round's), time to first
 //     token and inter-token latency p50/p99, the p99 of the time from the last token to the end of the
 //     response, the mean rows per decode step, and the engine thread's time in prefill, decode steps
 //     and sampling (GET /metrics).
 //
 //   ./build/bench_serve [--threads N] [--skip-llama] [--skip-decode] [--levels 1,4,16] [--requests 128]
-//                       [--weights f32|bf16|both]
+//                       [--rounds 3] [--weights f32|bf16|both]
 // (--levels: the concurrent streams of each serving run; the ratio column is against the first level;
 // --weights: the server's decode weights, `serve --weights`; both = a table for each.)
 #include <arpa/inet.h>
@@ -203,12 +204,14 @@ int main(int argc, char** argv) {
   bool skip_llama = false, skip_decode = false;
   std::string weights = "f32";
   int requests = 128;                 // per level, shared among its clients
+  int rounds = 3;                     // of all levels, one after the other
   std::vector<int> levels{1, 4, 16};  // concurrent streams
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     if (!std::strcmp(argv[i], "--skip-llama")) skip_llama = true;
     if (!std::strcmp(argv[i], "--skip-decode")) skip_decode = true;
     if (!std::strcmp(argv[i], "--requests") && i + 1 < argc) requests = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
     if (!std::strcmp(argv[i], "--weights") && i + 1 < argc) weights = argv[++i];
     if (!std::strcmp(argv[i], "--levels") && i + 1 < argc) {
       levels.clear();
@@ -263,38 +266,61 @@ int main(int argc, char** argv) {
     std::thread server([&] { serve::serve(micro_dir, so, [&](int p) { port = p; }, [&] { return stop.load(); }); });
     while (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     stream_once(port, 8, 1);  // warm-up
-    std::printf("\n== dsforge serve, micro, %s weights, streaming completions of 64 tokens, max batch 16\n", w.c_str());
-    std::printf("| streams | aggregate tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | end p99 ms | rows per step "
-                "| engine: prefill / decode / sample, %% of wall |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-    double one = 0;
-    for (int streams : levels) {
-      // 128 requests at every level (each client sends 128 / streams one after the other): the same 8,192
-      // tokens, so that the one-stream figure is seconds of measurement and 16 clients spend most of it
-      // all running (with 2 requests each, the ramp up and down was a third of the run).
-      const int per_client = std::max(requests / streams, 1);
-      const auto before = metrics(port);
-      const auto t0 = Clock::now();
-      const std::vector<StreamTiming> results = run_clients(port, streams, per_client, 64);
-      const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
-      auto after = metrics(port);
-      auto delta = [&](const char* name) { return after[name] - before.at(name); };
+    std::printf("\n== dsforge serve, micro, %s weights, streaming completions of 64 tokens, max batch 16, %d round(s)\n", w.c_str(),
+                rounds);
+    // Each round runs every level once, in order: the levels alternate through the run, so that a
+    // stretch of memory contention from other tenants of the machine falls on all of them alike (it
+    // moved the one-stream figure by 2x between runs). Tokens/s: the median of the rounds; latencies:
+    // over all rounds' requests; the engine's split: over all rounds.
+    struct Level {
+      std::vector<double> rates;
       std::vector<double> ttft, itl, tail;
-      int tokens = 0;
-      for (const auto& r : results) {
-        ttft.push_back(r.ttft * 1e3);
-        tail.push_back(r.tail * 1e3);
-        for (double g : r.gaps) itl.push_back(g * 1e3);
-        tokens += r.tokens;
+      double wall = 0, tokens = 0, steps = 0, prefill = 0, decode = 0, sample = 0;
+    };
+    std::vector<Level> stats(levels.size());
+    for (int round = 0; round < rounds; ++round)
+      for (size_t li = 0; li < levels.size(); ++li) {
+        const int streams = levels[li];
+        // 128 requests per level by default (each client sends requests / streams one after the other):
+        // the same tokens at every level, so that the one-stream figure is seconds of measurement and
+        // 16 clients spend most of it all running.
+        const int per_client = std::max(requests / streams, 1);
+        const auto before = metrics(port);
+        const auto t0 = Clock::now();
+        const std::vector<StreamTiming> results = run_clients(port, streams, per_client, 64);
+        const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+        auto after = metrics(port);
+        auto delta = [&](const char* name) { return after[name] - before.at(name); };
+        Level& L = stats[li];
+        int tokens = 0;
+        for (const auto& r : results) {
+          L.ttft.push_back(r.ttft * 1e3);
+          L.tail.push_back(r.tail * 1e3);
+          for (double g : r.gaps) L.itl.push_back(g * 1e3);
+          tokens += r.tokens;
+        }
+        L.rates.push_back(tokens / wall);
+        L.wall += wall;
+        L.tokens += delta("dsforge_generated_tokens_total");
+        L.steps += delta("dsforge_decode_steps_total");
+        L.prefill += delta("dsforge_engine_prefill_seconds_total");
+        L.decode += delta("dsforge_engine_decode_seconds_total");
+        L.sample += delta("dsforge_engine_sample_seconds_total");
       }
-      const double agg = tokens / wall;
-      if (one == 0) one = agg;
-      const double steps = std::max(delta("dsforge_decode_steps_total"), 1.0);
-      std::printf("| %d | %.0f | %.2fx | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f / %.0f / %.0f |\n", streams, agg, agg / one,
-                  percentile(ttft, 0.5), percentile(ttft, 0.99), percentile(itl, 0.5), percentile(itl, 0.99), percentile(tail, 0.99),
-                  delta("dsforge_generated_tokens_total") / steps, 100 * delta("dsforge_engine_prefill_seconds_total") / wall,
-                  100 * delta("dsforge_engine_decode_seconds_total") / wall, 100 * delta("dsforge_engine_sample_seconds_total") / wall);
-      std::fflush(stdout);
+    std::printf("| streams | aggregate tok/s | vs 1 stream | rounds' tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | end p99 ms "
+                "| rows per step | engine: prefill / decode / sample, %% of wall |\n|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|\n");
+    const double one = percentile(stats[0].rates, 0.5);
+    for (size_t li = 0; li < levels.size(); ++li) {
+      const Level& L = stats[li];
+      const double agg = percentile(L.rates, 0.5);
+      std::string each;
+      for (double r : L.rates) each += (each.empty() ? "" : " ") + std::to_string(static_cast<int>(r));
+      std::printf("| %d | %.0f | %.2fx | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f / %.0f / %.0f |\n", levels[li], agg, agg / one,
+                  each.c_str(), percentile(L.ttft, 0.5), percentile(L.ttft, 0.99), percentile(L.itl, 0.5), percentile(L.itl, 0.99),
+                  percentile(L.tail, 0.99), L.tokens / std::max(L.steps, 1.0), 100 * L.prefill / L.wall, 100 * L.decode / L.wall,
+                  100 * L.sample / L.wall);
     }
+    std::fflush(stdout);
     stop = true;
     server.join();
   }

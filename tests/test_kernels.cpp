@@ -5,7 +5,10 @@
 #include <ATen/ATen.h>
 #include <dlfcn.h>
 
+#include <atomic>
 #include <random>
+#include <stdexcept>
+#include <thread>
 
 #include "dsforge/kernels/fused.h"
 #include "dsforge/kernels/platform.h"
@@ -650,4 +653,51 @@ TEST(Kernels, LinearW8a8EqualsItsDefinitionAndTracksTheFloatProduct) {
       const at::Tensor bound = at::outer(x.norm(2, 1), w.norm(2, 1)) * 0.02;
       EXPECT_TRUE(((y - ref).abs() < bound).all().item<bool>()) << "M=" << M << " N=" << N;
     }
+}
+
+// run_tasks' team: every task runs exactly once whatever the threads' timing, worker indices stay below
+// `workers` (they index per-thread scratch), a task's exception reaches the caller and the team keeps
+// working afterwards, a nested call runs inline, and two callers at once both finish (the second on
+// OpenMP's threads).
+TEST(Kernels, RunTasksRunsEachTaskOnceOnItsWorkers) {
+  for (int64_t workers : {1, 2, 3}) {
+    for (int64_t n : {1, 2, 7, 300}) {
+      for (int rep = 0; rep < 200; ++rep) {
+        std::vector<std::atomic<int>> runs(static_cast<size_t>(n));
+        std::atomic<int64_t> worst{0};
+        kernels::run_tasks(n, workers, [&](int64_t t, int64_t w) {
+          ++runs[static_cast<size_t>(t)];
+          int64_t seen = worst.load();
+          while (w > seen && !worst.compare_exchange_weak(seen, w)) {
+          }
+        });
+        for (int64_t t = 0; t < n; ++t) ASSERT_EQ(runs[static_cast<size_t>(t)].load(), 1) << "task " << t << " of " << n;
+        ASSERT_LT(worst.load(), std::min(workers, n));
+      }
+    }
+  }
+  std::atomic<int> ran{0};
+  EXPECT_THROW(kernels::run_tasks(50, 2,
+                                  [&](int64_t t, int64_t) {
+                                    ++ran;
+                                    if (t == 3) throw std::runtime_error("task 3");
+                                  }),
+               std::runtime_error);
+  EXPECT_LE(ran.load(), 50);
+  std::atomic<int> inner{0};
+  kernels::run_tasks(4, 2, [&](int64_t, int64_t) {
+    kernels::run_tasks(5, 2, [&](int64_t, int64_t w) {
+      EXPECT_EQ(w, 0);  // inline on the task's thread
+      ++inner;
+    });
+  });
+  EXPECT_EQ(inner.load(), 20);
+  std::atomic<int64_t> total{0};
+  auto caller = [&] {
+    for (int rep = 0; rep < 300; ++rep) kernels::run_tasks(16, 2, [&](int64_t t, int64_t) { total += t; });
+  };
+  std::thread a(caller), b(caller);
+  a.join();
+  b.join();
+  EXPECT_EQ(total.load(), 2 * 300 * (15 * 16 / 2));
 }

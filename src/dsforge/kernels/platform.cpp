@@ -12,9 +12,19 @@
 #include <omp.h>
 #endif
 
+#include <pthread.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -218,13 +228,191 @@ void blas_single_threaded_in_this_task() {
 #endif
 }
 
+namespace {
+
+using TaskFn = std::function<void(int64_t task, int64_t worker)>;
+using Clock = std::chrono::steady_clock;
+
+// This thread is running a task of run_tasks: a nested call runs as a plain loop.
+thread_local bool t_in_task = false;
+
+// A thread waiting for work or for the end of a job: it spins (pause) for kSpinAlone, then yields its
+// core to other runnable threads between looks (a server's HTTP threads) until kSpinYielding, then
+// `sleep` (a condition wait) takes over. A decode step's products come microseconds apart, so the team
+// never sleeps within a step.
+constexpr std::chrono::microseconds kSpinAlone{20}, kSpinYielding{300};
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+template <typename Ready, typename Sleep>
+void spin_wait(const Ready& ready, const Sleep& sleep) {
+  const auto start = Clock::now();
+  for (int64_t i = 1; !ready(); ++i) {
+    cpu_relax();
+    if (i % 64) continue;
+    const auto waited = Clock::now() - start;
+    if (waited > kSpinYielding) {
+      sleep();
+      return;
+    }
+    if (waited > kSpinAlone) std::this_thread::yield();
+  }
+}
+
+// The threads of run_tasks: the caller and `size` helpers, kept between calls. A job's tasks are claimed
+// from one atomic word, state_ = (job number, task count, next task), by compare-and-swap: a helper runs
+// task i of job g only if the word still said job g with i < count when it claimed i, so a helper that
+// wakes late (descheduled, or asleep) finds the job's tasks taken and nothing to do, and the caller
+// never waits for a helper that has not started: only for the tasks claimed, counted in done_. A
+// job's function stays put while any of its tasks is unfinished, which is all a claimer reads.
+//
+// OpenMP's team (at::parallel_for) was used before: libgomp counts every pool thread a process has ever
+// made (the main thread's, the engine thread's) against the CPUs and, with more of them than CPUs,
+// spins only ~1000 times before sleeping in the kernel, so each of a decode step's ~50 parallel
+// regions cost futex sleeps and wakes (a sixth of the serving threads' time under perf at 16 streams on
+// 2 vCPUs), and its closing barrier waited for every thread of the team, scheduled or not.
+class TaskTeam {
+  static constexpr int kCountBits = 20;  // job numbers: the 24 bits above, wrapping
+  static constexpr uint64_t kCountMask = (uint64_t{1} << kCountBits) - 1, kJobMask = (uint64_t{1} << 24) - 1;
+  static uint64_t job_of(uint64_t s) { return s >> (2 * kCountBits); }
+  static int64_t count_of(uint64_t s) { return static_cast<int64_t>((s >> kCountBits) & kCountMask); }
+  static int64_t next_of(uint64_t s) { return static_cast<int64_t>(s & kCountMask); }
+
+ public:
+  explicit TaskTeam(int64_t size) {
+    for (int64_t i = 1; i <= size; ++i) threads_.emplace_back([this, i] { serve(i); });
+  }
+  int64_t size() const { return static_cast<int64_t>(threads_.size()); }
+  static constexpr int64_t kMaxTasks = static_cast<int64_t>(kCountMask);
+
+  // f over tasks [0, n) (n <= kMaxTasks) on the caller (worker 0) and helpers 1 .. workers - 1
+  // (workers <= size() + 1).
+  void run(int64_t n, int64_t workers, const TaskFn& f) {
+    f_.store(&f, std::memory_order_relaxed);
+    workers_.store(workers, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    failed_.store(false, std::memory_order_relaxed);
+    error_ = nullptr;
+    job_ = (job_ + 1) & kJobMask;
+    state_.store((job_ << (2 * kCountBits)) | (static_cast<uint64_t>(n) << kCountBits), std::memory_order_seq_cst);
+    if (sleeping_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      wake_.notify_all();
+    }
+    while (claim_and_run(job_, 0)) {
+    }
+    spin_wait([&] { return done_.load(std::memory_order_acquire) == n; },
+              [&] {
+                std::unique_lock<std::mutex> lock(mu_);
+                finished_.wait(lock, [&] { return done_.load(std::memory_order_acquire) == n; });
+              });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  std::mutex busy;  // one job at a time; a second caller meanwhile takes OpenMP's path
+
+ private:
+  // Claims the next task of job `job` and runs it as `worker`; false when there is none (the job is
+  // done or another has replaced it).
+  bool claim_and_run(uint64_t job, int64_t worker) {
+    uint64_t s = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if (job_of(s) != job || next_of(s) >= count_of(s)) return false;
+      if (state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+    }
+    const TaskFn& f = *f_.load(std::memory_order_acquire);
+    if (!failed_.load(std::memory_order_relaxed)) {
+      t_in_task = true;
+      try {
+        f(next_of(s), worker);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!failed_.exchange(true)) error_ = std::current_exception();  // the tasks not yet begun are skipped
+      }
+      t_in_task = false;
+    }
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == count_of(s)) {
+      std::lock_guard<std::mutex> lock(mu_);  // a caller past its spinning waits on finished_
+      finished_.notify_all();
+    }
+    return true;
+  }
+
+  void serve(int64_t index) {
+#ifdef DSFORGE_HAVE_OPENMP
+    omp_set_num_threads(1);  // this thread's BLAS calls and ATen operations run on it alone
+#endif
+    uint64_t seen = 0;
+    for (;;) {
+      auto fresh = [&] { return job_of(state_.load(std::memory_order_seq_cst)) != seen; };
+      spin_wait(fresh, [&] {
+        std::unique_lock<std::mutex> lock(mu_);
+        sleeping_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, fresh);
+        sleeping_.fetch_sub(1, std::memory_order_relaxed);
+      });
+      seen = job_of(state_.load(std::memory_order_acquire));
+      if (index < workers_.load(std::memory_order_relaxed))
+        while (claim_and_run(seen, index)) {
+        }
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  uint64_t job_ = 0;  // the caller's count of jobs
+  std::atomic<uint64_t> state_{0};
+  std::atomic<const TaskFn*> f_{nullptr};
+  std::atomic<int64_t> workers_{0}, done_{0}, sleeping_{0};
+  std::atomic<bool> failed_{false};
+  std::exception_ptr error_;
+  std::mutex mu_;
+  std::condition_variable wake_, finished_;
+};
+
+// The process's team, grown to the most helpers asked for (the old one is left running: its threads
+// sleep). Never destroyed: its threads wait on it until the process ends. A forked child starts afresh.
+std::atomic<TaskTeam*> g_team{nullptr};
+std::mutex g_team_mu;
+TaskTeam* team_of(int64_t helpers) {
+  TaskTeam* t = g_team.load(std::memory_order_acquire);
+  if (t && t->size() >= helpers) return t;
+  std::lock_guard<std::mutex> lock(g_team_mu);
+  t = g_team.load(std::memory_order_acquire);
+  if (!t || t->size() < helpers) {
+    static const bool registered = [] { return pthread_atfork(nullptr, nullptr, [] { g_team.store(nullptr); }) == 0; }();
+    (void)registered;
+    t = new TaskTeam(helpers);
+    g_team.store(t, std::memory_order_release);
+  }
+  return t;
+}
+
+}  // namespace
+
 void run_tasks(int64_t n, int64_t workers, const std::function<void(int64_t task, int64_t worker)>& f) {
   workers = std::min(workers, n);
-  if (workers <= 1 || at::in_parallel_region()) {
+  if (workers <= 1 || t_in_task || at::in_parallel_region()) {
     for (int64_t t = 0; t < n; ++t) f(t, 0);
     return;
   }
-  std::atomic<int64_t> next{0};
+  TaskTeam* team = n <= TaskTeam::kMaxTasks ? team_of(workers - 1) : nullptr;
+  std::unique_lock<std::mutex> mine;
+  if (team) mine = std::unique_lock<std::mutex>(team->busy, std::try_to_lock);
+  if (mine.owns_lock()) {
+#ifdef DSFORGE_HAVE_OPENMP
+    const int outer = omp_get_max_threads();  // the caller's tasks run their BLAS alone too
+    omp_set_num_threads(1);
+    struct Restore {
+      int n;
+      ~Restore() { omp_set_num_threads(n); }
+    } restore{outer};
+#endif
+    team->run(n, workers, f);
+    return;
+  }
+  std::atomic<int64_t> next{0};  // another thread holds the team: OpenMP's
   at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t) {
     blas_single_threaded_in_this_task();
     for (int64_t t; (t = next++) < n;) f(t, begin);

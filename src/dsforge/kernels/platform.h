@@ -50,9 +50,11 @@ void linear_w8a8(int64_t M, int64_t N, int64_t K, const float* x, int64_t ldx, c
 // Called first in every parallel task that runs GEMMs: the task's BLAS calls then run single-threaded.
 void blas_single_threaded_in_this_task();
 
-// f(task, worker) for tasks [0, n), taken in order by up to `workers` of OpenMP's threads (at::parallel_for),
-// each task's BLAS single-threaded; `worker` < workers indexes the caller's per-thread scratch. One
-// worker, or a call from inside a parallel region: a plain loop on this thread.
+// f(task, worker) for tasks [0, n), taken in order by the calling thread and up to `workers` - 1 helper
+// threads kept for it (they spin briefly between calls, then sleep), each task's BLAS and ATen
+// operations single-threaded; `worker` < workers indexes the caller's per-thread scratch. The first
+// exception a task throws is rethrown here (the tasks not yet begun are skipped). One worker, or a call
+// from inside a task or an OpenMP parallel region: a plain loop on this thread.
 void run_tasks(int64_t n, int64_t workers, const std::function<void(int64_t task, int64_t worker)>& f);
 
 // The vector loops in use (the first call chooses them).
