@@ -5,7 +5,9 @@
 #include <ATen/Parallel.h>
 #include <torch/nn/module.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -299,8 +301,9 @@ TEST(Model, FusedDecodeStepEqualsModulePath) {
 
 // Several rows share the fused step among threads (experts, attention rows, the output head), each
 // expert's rows summed into the residual on the calling thread in expert order: single-token steps
-// give the same bits on one thread and on two. A prompt chunk of more than 16 rows goes through
-// OpenBLAS's sgemm, whose blocking follows its own thread count: equal within float rounding.
+// give the same bits on one thread and on two. A prompt chunk of more rows than the few-row kernels take
+// in the step (decode_rows_batch_tokens()) goes through OpenBLAS's sgemm, whose blocking follows its own
+// thread count: equal within float rounding.
 TEST(Model, FusedDecodeStepIsTheSameOnOneAndTwoThreads) {
   const ModelConfig c = micro3();
   auto m = make(c, 6);
@@ -325,6 +328,75 @@ TEST(Model, FusedDecodeStepIsTheSameOnOneAndTwoThreads) {
   EXPECT_TRUE(at::equal(steps[0], steps[1])) << "max difference " << (steps[0] - steps[1]).abs().max().item<double>();
   EXPECT_LT((chunks[0] - chunks[1]).abs().max().item<double>(), 1e-5 * chunks[0].abs().max().item<double>());
   EXPECT_LT((chunks[0] - steps[0].narrow(1, 0, 8)).abs().max().item<double>(), 1e-4 * chunks[0].abs().max().item<double>());
+}
+
+// decode_rows (the server's step with folded prompts): rows with different token counts in one step,
+// each ending at the state's position. Each row's logits are the bits it gets with no other row in the
+// step (the step stays within decode_rows_batch_tokens(), computed row by row), and match the module
+// path's over the row's tokens from position 0 (RoPE is relative; left padding hides the rest).
+TEST(Model, DecodeRowsGivesEachRowWhatItGetsAlone) {
+  const ModelConfig c = micro3();
+  auto m = make(c, 9);
+  m->eval();
+  at::NoGradGuard ng;
+  const CausalLm lm = m.ptr();
+  ASSERT_GE(m->decode_rows_batch_tokens(), 16);
+  std::mt19937 rng(3);
+  auto tokens = [&](size_t n) {
+    std::vector<int64_t> t(n);
+    for (auto& x : t) x = static_cast<int64_t>(rng() % static_cast<unsigned>(c.vocab_size));
+    return t;
+  };
+  // Step 1 at position 9: row 0 a 10-token prompt (positions 0-9), row 2 a 4-token one (6-9);
+  // step 2 at position 10: rows 0 and 2 their next tokens, row 3 a 3-token prompt (8-10).
+  const std::vector<int64_t> p0 = tokens(10), p2 = tokens(4), p3 = tokens(3), next0 = tokens(1), next2 = tokens(1);
+  struct Feed {
+    int64_t row, pad;
+    std::vector<int64_t> t;
+  };
+  const std::vector<std::vector<Feed>> steps = {{{0, 0, p0}, {2, 6, p2}}, {{0, 0, next0}, {2, 6, next2}, {3, 8, p3}}};
+  auto run = [&](const std::vector<int64_t>& only) {  // the steps over the listed rows; logits per (step, row)
+    auto state = lm->start_decode(4, 16, CacheMode::kLatentAbsorbed, at::Tensor());
+    std::map<std::pair<int, int64_t>, at::Tensor> out;
+    for (size_t k = 0; k < steps.size(); ++k) {
+      std::vector<int64_t> rows;
+      std::vector<std::vector<int64_t>> feed;
+      for (const Feed& f : steps[k])
+        if (std::count(only.begin(), only.end(), f.row)) {
+          if (f.t.size() > 1) state->set_row_padding(f.row, f.pad);
+          rows.push_back(f.row);
+          feed.push_back(f.t);
+        }
+      if (rows.empty()) continue;
+      auto view = state->rows_view(0, 4, 9 + static_cast<int64_t>(k));
+      const at::Tensor l = lm->decode_rows(rows, feed, *view);
+      EXPECT_TRUE(l.defined());
+      EXPECT_EQ(view->len, 10 + static_cast<int64_t>(k));
+      for (size_t i = 0; i < rows.size(); ++i) out[{static_cast<int>(k), rows[i]}] = l[static_cast<int64_t>(i)].clone();
+    }
+    return out;
+  };
+  const auto together = run({0, 2, 3});
+  for (int64_t row : {0, 2, 3}) {
+    const auto alone = run({row});
+    for (const auto& [key, logits] : alone) EXPECT_TRUE(at::equal(logits, together.at(key))) << "step " << key.first << " row " << row;
+  }
+  // The module path from position 0: row 2's prompt and next token, row 3's prompt.
+  auto reference = [&](std::vector<int64_t> seq) { return m->forward(at::tensor(seq, at::kLong).unsqueeze(0))[0][-1]; };
+  std::vector<int64_t> seq2 = p2;
+  const at::Tensor r2a = reference(seq2);
+  seq2.push_back(next2[0]);
+  const at::Tensor r2b = reference(seq2), r3 = reference(p3);
+  for (auto [got, want] : {std::pair{together.at({0, 2}), r2a}, {together.at({1, 2}), r2b}, {together.at({1, 3}), r3}})
+    EXPECT_LT((got - want).abs().max().item<double>(), 1e-4 * want.abs().max().item<double>());
+  // Nothing to do for a model without it, and a row outside the state is refused.
+  auto state = lm->start_decode(2, 16, CacheMode::kLatentAbsorbed, at::Tensor());
+  EXPECT_THROW(lm->decode_rows({5}, {{1}}, *state), Error);
+  CausalLm gpt2 = build_model(model_config_from_preset("gpt2-tiny"));
+  gpt2->eval();
+  auto gstate = gpt2->start_decode(1, 8, CacheMode::kLatentAbsorbed, at::Tensor());
+  EXPECT_FALSE(gpt2->decode_rows({0}, {{1}}, *gstate).defined());
+  EXPECT_EQ(gpt2->decode_rows_batch_tokens(), 0);
 }
 
 // bfloat16 decode weights (serve --weights bf16): half the bytes of the float32 linears; with weights

@@ -66,11 +66,15 @@ std::shared_ptr<serve::Request> request(const std::vector<int64_t>& prompt, uint
 void concurrent_requests_get_what_each_gets_alone(model::CausalLm m) {
   std::vector<std::vector<int64_t>> prompts;
   std::mt19937_64 rng(5);
-  for (int i = 0; i < 7; ++i) {
-    std::vector<int64_t> p(static_cast<size_t>(3 + 9 * i % 40));
+  // 3 to 39 tokens (folded into a step beside running rows, or prefilled on their own where the step
+  // has no room), and one of 70 (longer than a fused step takes: always on its own).
+  for (int i = 0; i < 8; ++i) {
+    std::vector<int64_t> p(static_cast<size_t>(i == 7 ? 70 : 3 + 9 * i % 40));
     for (auto& t : p) t = static_cast<int64_t>(rng() % 300);
     prompts.push_back(p);
   }
+  int64_t prompt_tokens = 0;
+  for (const auto& p : prompts) prompt_tokens += static_cast<int64_t>(p.size());
   // Alone: dsforge generate (one prompt, positions from 0) and the engine with nothing else running.
   std::vector<std::vector<int64_t>> alone;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -106,8 +110,9 @@ void concurrent_requests_get_what_each_gets_alone(model::CausalLm m) {
   EXPECT_EQ(s.completed, static_cast<int64_t>(prompts.size()));
   EXPECT_EQ(s.generated_tokens, 20 * static_cast<int64_t>(prompts.size()));
   EXPECT_LT(s.steps, 20 * static_cast<int64_t>(prompts.size()));  // rows really shared steps
+  EXPECT_EQ(s.prompt_tokens, prompt_tokens);
   EXPECT_GT(s.decode_s, 0.0);
-  EXPECT_GT(s.prefill_s, 0.0);
+  EXPECT_GT(s.prefill_s, 0.0);  // the 70-token prompt
 }
 
 TEST(ServeEngine, ConcurrentRequestsGetWhatEachGetsAlone) { concurrent_requests_get_what_each_gets_alone(peaked_model()); }

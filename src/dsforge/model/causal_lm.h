@@ -80,6 +80,17 @@ class CausalLmImpl : public torch::nn::Module {
   virtual std::unique_ptr<DecodeState> start_decode(int64_t batch, int64_t max_len, CacheMode mode,
                                                     const at::Tensor& key_pad) = 0;
   virtual at::Tensor decode(const at::Tensor& tokens, DecodeState& state) = 0;
+  // Continuous batching's step over rows of a shared state (rows_view's models): row rows[i] takes
+  // tokens[i], its next token or a newcomer's whole prompt, placed to end at position state.len, which
+  // then moves on by one; rows not listed are left alone. Logits of each row's last token [rows, V].
+  // Models or states without it return an undefined tensor.
+  virtual at::Tensor decode_rows(const std::vector<int64_t>& rows, const std::vector<std::vector<int64_t>>& tokens,
+                                 DecodeState& state) {
+    return {};
+  }
+  // The most tokens (all rows together) one decode_rows call computes row by row, each token's result
+  // then independent of the others'; 0 without decode_rows.
+  virtual int64_t decode_rows_batch_tokens() const { return 0; }
 
  protected:
   double label_smoothing_ = 0.0;

@@ -107,7 +107,25 @@ bool gather(DecoderLayerImpl& layer, LayerWeights& w, const Forms& f) {
   return true;
 }
 
-// y[B, out] = x[B, in] W^T (+ y when accumulate).
+// The most rows the step multiplies with the few-row kernels, which compute each row alone (so a row's
+// result does not depend on the rows beside it: a server's folded prompts and running rows): gemm_rm
+// takes them up to few_rows_max; beyond that, here, up to four times as many where they are vectorised
+// (a folded prompt of 16 tokens beside 16 running rows); sgemm beyond.
+int64_t direct_rows_max() {
+  const int64_t f = kernels::vector_loops().few_rows_max;
+  return f >= 8 ? 4 * f : f;
+}
+
+// C[M, N] = A[M, K] B^T (trans_b; B [N, K]) or A B (B [K, N]), + beta C, over the step's rows.
+void gemm_rows(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+               float beta, float* C, int64_t ldc) {
+  const kernels::VectorLoops& vl = kernels::vector_loops();
+  if (vl.few_rows_max >= 8 && M <= direct_rows_max())  // one row too (gemm_rm's sgemv would sum it differently)
+    (trans_b ? vl.gemm_nt_f32 : vl.gemm_nn_f32)(M, N, K, A, lda, B, ldb, beta, C, ldc);
+  else
+    gemm_rm(false, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
 // The calibration recorder of the step being run (DeepseekV3Impl::record_input_absmax), or null.
 thread_local std::unordered_map<const void*, float>* t_absmax = nullptr;
 
@@ -120,7 +138,7 @@ void product(const float* x, const Mat& W, int64_t o0, int64_t n, float* y, int6
   else if (W.bf)
     kernels::gemm_nt_bf16w(B, n, W.in, x, W.in, W.bf + o0 * W.in, W.in, accumulate ? 1.0f : 0.0f, y + o0, W.out);
   else
-    gemm_rm(false, true, B, n, W.in, x, W.in, W.w + o0 * W.in, W.in, accumulate ? 1.0f : 0.0f, y + o0, W.out);
+    gemm_rows(true, B, n, W.in, x, W.in, W.w + o0 * W.in, W.in, accumulate ? 1.0f : 0.0f, y + o0, W.out);
 }
 
 void linear(const float* x, const Mat& W, float* y, int64_t B, bool accumulate = false) {
@@ -134,11 +152,11 @@ void linear(const float* x, const Mat& W, float* y, int64_t B, bool accumulate =
 }
 
 // Output features per thread when W's are split among `workers` (whole 16-feature groups), or 0 where
-// they are not split: one worker, a calibration run, or more rows than the few-row kernels take (sgemm
-// blocks by the output count, so a block's outputs need not be the bits of the whole product's; the
-// few-row, bf16 and w8a8 kernels compute every output alone).
+// they are not split: one worker, a calibration run, or more rows than the few-row kernels take here
+// (sgemm blocks by the output count, so a block's outputs need not be the bits of the whole product's;
+// the few-row, bf16 and w8a8 kernels compute every output alone).
 int64_t split_block(const Mat& W, int64_t B, int64_t workers) {
-  if (workers <= 1 || t_absmax || (!W.i8 && !W.bf && B > kernels::vector_loops().few_rows_max)) return 0;
+  if (workers <= 1 || t_absmax || (!W.i8 && !W.bf && B > direct_rows_max())) return 0;
   const int64_t block = (W.out / workers + 15) / 16 * 16;
   return block < W.out ? block : 0;
 }
@@ -274,7 +292,11 @@ void feed_forward_moe(const ModelConfig& c, const LayerWeights& w, const float* 
   if (B == 1) {
     if (w.has_shared) swiglu(x, w.shared, h, 1, s.g_of(0), s.u_of(0), s.tmp_of(0));
     route(c, s.logits.data(), w.router_bias, s.scores.data(), s.choice.data(), s.idx.data(), s.weight.data());
-    for (int64_t k = 0; k < K; ++k)
+    // In expert order, as the grouped rows below add them: a row's sums do not depend on the batch.
+    std::vector<int64_t> order(static_cast<size_t>(K));
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.idx[a] < s.idx[b]; });
+    for (int64_t k : order)
       swiglu(x, w.experts[static_cast<size_t>(s.idx[static_cast<size_t>(k)])], h, 1, s.g_of(0), s.u_of(0), s.tmp_of(0),
              s.weight[k]);
     return;
@@ -327,18 +349,48 @@ void feed_forward_moe(const ModelConfig& c, const LayerWeights& w, const float* 
 }  // namespace
 
 at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& cache) {
-  if (!kernels::fused_enabled() || is_training() || at::GradMode::is_enabled() || tokens.dim() != 2 ||
-      tokens.size(1) < 1 || tokens.size(1) > kFusedMaxTokens || cache.layers.size() != model->main_layers.size())
+  if (tokens.dim() != 2 || tokens.size(1) < 1 || tokens.size(1) > kFusedMaxTokens) return {};
+  // Token rows: row i is token s = i % S of sequence b = i / S, at position pos + s; every row's logits.
+  const int64_t Bs = tokens.size(0), S = tokens.size(1), B = Bs * S, pos = cache.len;
+  const at::Tensor tok = tokens.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* tp = tok.data_ptr<int64_t>();
+  std::vector<FusedRow> rows(static_cast<size_t>(B));
+  for (int64_t i = 0; i < B; ++i) rows[static_cast<size_t>(i)] = {i / S, pos + i % S, tp[i], true};
+  at::Tensor logits = fused_rows(rows, cache, pos + S);
+  return logits.defined() ? logits.view({Bs, S, logits.size(-1)}) : logits;
+}
+
+at::Tensor DeepseekV3Impl::decode_rows_fused(const std::vector<int64_t>& seqs, const std::vector<std::vector<int64_t>>& tokens,
+                                             KvCache& cache) {
+  // Sequence seqs[j]'s tokens end at position cache.len; the logits of its last token only.
+  const int64_t pos = cache.len;
+  std::vector<FusedRow> rows;
+  for (size_t j = 0; j < seqs.size(); ++j) {
+    const auto n = static_cast<int64_t>(tokens[j].size());
+    if (n < 1 || n > kFusedMaxTokens || n > pos + 1) return {};
+    for (int64_t s = 0; s < n; ++s) rows.push_back({seqs[j], pos - n + 1 + s, tokens[j][static_cast<size_t>(s)], s == n - 1});
+  }
+  return fused_rows(rows, cache, pos + 1);
+}
+
+int64_t DeepseekV3Impl::decode_rows_batch_tokens() const { return std::min(kFusedMaxTokens, direct_rows_max()); }
+
+at::Tensor DeepseekV3Impl::fused_rows(const std::vector<FusedRow>& rows, KvCache& cache, int64_t new_len) {
+  if (!kernels::fused_enabled() || is_training() || at::GradMode::is_enabled() || rows.empty() ||
+      cache.layers.size() != model->main_layers.size())
     return {};
-  // Token rows: row i is token s = i % S of sequence b = i / S, at position pos + s.
-  const int64_t Bs = tokens.size(0), S = tokens.size(1), B = Bs * S, pos = cache.len, T = pos + S,
-                L = c_.num_hidden_layers;
+  const int64_t B = static_cast<int64_t>(rows.size()), T = new_len, L = c_.num_hidden_layers;
   for (const MlaCache& m : cache.layers) {
     if (m.mode != CacheMode::kLatentAbsorbed || !usable(m.kv) || !usable(m.pe)) return {};
     if (m.key_pad.defined() && (m.key_pad.scalar_type() != at::kBool || !m.key_pad.device().is_cpu() ||
                                 m.key_pad.stride(1) != 1))
       return {};
   }
+  const int64_t seqs = cache.layers.front().kv.size(0);
+  for (const FusedRow& r : rows)
+    if (r.seq < 0 || r.seq >= seqs || r.pos < 0 || r.pos >= T)
+      throw Error(fmt("model: a decode row of sequence ", r.seq, " at position ", r.pos, " is outside the cache's ", seqs,
+                      " sequences or before position ", T));
   std::vector<LayerWeights> W(static_cast<size_t>(L));
   const float *embed, *final_norm;
   Mat head;
@@ -376,11 +428,10 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       q(B * H * dqk), kv(B * (dc + dr)), qpe(B * H * dr), qabs(B * H * dc), sc(workers * H * T), lat(B * H * dc), o(B * H * dv);
   MoeScratch ffn(c_, B, workers, width);
 
-  const at::Tensor tok = tokens.to(at::kCPU, at::kLong).contiguous();
-  const int64_t* tp = tok.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {  // tokens [Bs, S] contiguous: row b is its b-th element
-    if (tp[b] < 0 || tp[b] >= V) throw Error(fmt("model: token id ", tp[b], " outside the vocabulary of ", V));
-    std::memcpy(&h[b * d], embed + tp[b] * d, sizeof(float) * d);
+  for (int64_t i = 0; i < B; ++i) {
+    const int64_t id = rows[static_cast<size_t>(i)].token;
+    if (id < 0 || id >= V) throw Error(fmt("model: token id ", id, " outside the vocabulary of ", V));
+    std::memcpy(&h[i * d], embed + id * d, sizeof(float) * d);
   }
   // RoPE over one vector of d_r (the shared key) and over the H query heads' rope parts.
   kernels::RopeRows rope_key, rope_heads;
@@ -407,7 +458,7 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
     linear_split(x.data(), w.kv_a, kv.data(), B, pw);
     // ---- the new tokens' latents and rope keys into their sequences' caches; the queries' rope parts
     for (int64_t i = 0; i < B; ++i) {
-      const int64_t b = i / S, p = pos + i % S;
+      const int64_t b = rows[static_cast<size_t>(i)].seq, p = rows[static_cast<size_t>(i)].pos;
       const float* kvb = kv.data() + i * (dc + dr);
       vl.rms_norm_rows_f32(kvb, w.kv_a_norm, ckv + b * kv_row + p * dc, rs.data(), dc, eps, 0, 1);   // c_kv
       vl.rope_rows_f32(rope_key, kvb + dc, cpe + b * pe_row + p * dr, cosp, sinp, p, 1.0f, 0, 1);  // k_pe
@@ -416,15 +467,15 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
     // ---- q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c): one product per head over all rows (one
     // product per row measured slower), the heads shared among the threads from 8 rows
     run_tasks(H, pw, [&](int64_t hh, int64_t) {
-      gemm_rm(false, false, B, dc, dn, q.data() + hh * dqk, H * dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f,
-              &qabs[hh * dc], H * dc);
+      gemm_rows(false, B, dc, dn, q.data() + hh * dqk, H * dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f, &qabs[hh * dc],
+                H * dc);
     });
     // ---- each row attends over its own cached latents, from its first unpadded position: a row that
     // joined a long-running batch (the server's cohorts) pays for its own tokens, not the batch's age
     // (a token of a multi-token step also sees the step's earlier tokens, already in the cache)
     run_tasks(B, workers, [&](int64_t i, int64_t worker) {
       float* sc_w = &sc[worker * H * T];
-      const int64_t b = i / S, p = pos + i % S;
+      const int64_t b = rows[static_cast<size_t>(i)].seq, p = rows[static_cast<size_t>(i)].pos;
       const bool* pr = pad ? pad + b * mc.key_pad.stride(0) : nullptr;
       const int64_t lo = pr ? first_key(pr, p) : 0, n = p + 1 - lo;
       const float *cb = ckv + b * kv_row + lo * dc, *pb = cpe + b * pe_row + lo * dr;
@@ -448,7 +499,7 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
       else if (w.kv_b.bf)
         kernels::gemm_nt_bf16w(B, dv, dc, &lat[hh * dc], H * dc, w.kv_b.bf + row0 * dc, dc, 0.0f, &o[hh * dv], H * dv);
       else
-        gemm_rm(false, true, B, dv, dc, &lat[hh * dc], H * dc, w.kv_b.w + row0 * dc, dc, 0.0f, &o[hh * dv], H * dv);
+        gemm_rows(true, B, dv, dc, &lat[hh * dc], H * dc, w.kv_b.w + row0 * dc, dc, 0.0f, &o[hh * dv], H * dv);
     });
     linear_split(o.data(), w.o, h.data(), B, pw, /*accumulate=*/true);  // h += o W_o^T
 
@@ -459,9 +510,16 @@ at::Tensor DeepseekV3Impl::decode_step_fused(const at::Tensor& tokens, KvCache& 
     else
       swiglu_split(x.data(), w.dense, h.data(), B, ffn.g_of(0), ffn.u_of(0), workers);
   }
-  vl.rms_norm_rows_f32(h.data(), final_norm, x.data(), rs.data(), d, eps, 0, B);
-  at::Tensor logits = at::empty({Bs, S, V}, at::kFloat);
-  linear_split(x.data(), head, logits.data_ptr<float>(), B, workers);
+  // The head over the rows whose logits are asked for, gathered first (a prompt's last token).
+  int64_t n_out = 0;
+  for (int64_t i = 0; i < B; ++i)
+    if (rows[static_cast<size_t>(i)].logits) {
+      if (n_out != i) std::memcpy(&h[n_out * d], &h[i * d], sizeof(float) * d);
+      ++n_out;
+    }
+  vl.rms_norm_rows_f32(h.data(), final_norm, x.data(), rs.data(), d, eps, 0, n_out);
+  at::Tensor logits = at::empty({n_out, V}, at::kFloat);
+  linear_split(x.data(), head, logits.data_ptr<float>(), n_out, n_out > 1 ? workers : 1);
   cache.len = T;
   return logits;
 }

@@ -292,6 +292,14 @@ at::Tensor DeepseekV3Impl::decode(const at::Tensor& tokens, DecodeState& state) 
   return logits;
 }
 
+at::Tensor DeepseekV3Impl::decode_rows(const std::vector<int64_t>& rows, const std::vector<std::vector<int64_t>>& tokens,
+                                       DecodeState& state) {
+  auto& st = dynamic_cast<DeepseekDecodeState&>(state);
+  at::Tensor logits = decode_rows_fused(rows, tokens, st.cache);
+  st.len = st.cache.len;
+  return logits;
+}
+
 void init_weights(torch::nn::Module& m, double std, uint64_t seed) {
   at::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(seed);

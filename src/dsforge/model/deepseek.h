@@ -117,6 +117,16 @@ class DeepseekV3Impl : public CausalLmImpl {
   // server's prefills) and falls back to the modules otherwise.
   static constexpr int64_t kFusedMaxTokens = 64;
   at::Tensor decode_step_fused(const at::Tensor& tokens, KvCache& cache);
+  // The same step with a different number of tokens per sequence (continuous batching: a running
+  // sequence's next token beside a newcomer's prompt): sequence seqs[j] takes tokens[j] (1 to
+  // kFusedMaxTokens), placed to end at position cache.len, which then moves on by one. Sequences not
+  // listed are left alone. Logits of each listed sequence's last token [seqs, V]; undefined where the
+  // fused path does not apply (nothing is written then).
+  at::Tensor decode_rows_fused(const std::vector<int64_t>& seqs, const std::vector<std::vector<int64_t>>& tokens,
+                               KvCache& cache);
+  at::Tensor decode_rows(const std::vector<int64_t>& rows, const std::vector<std::vector<int64_t>>& tokens,
+                         DecodeState& state) override;
+  int64_t decode_rows_batch_tokens() const override;
 
   // w8a8 decode (a folder written by `dsforge quantize --scheme w8a8`; model::load_pretrained attaches
   // them): the int8 rows of the linear layers, keyed by the float32 weight they were dequantised into.
@@ -147,6 +157,16 @@ class DeepseekV3Impl : public CausalLmImpl {
   std::unordered_map<const void*, float>* record_input_absmax = nullptr;
 
  private:
+  // One token row of a fused step: the cache row (sequence) it belongs to, its position, its id, and
+  // whether its logits are returned.
+  struct FusedRow {
+    int64_t seq = 0, pos = 0, token = 0;
+    bool logits = true;
+  };
+  // The fused step over these token rows (decode_fused.cpp); cache.len = new_len after it. Logits of the
+  // rows that ask for them, in order [n, V]; undefined where the path does not apply.
+  at::Tensor fused_rows(const std::vector<FusedRow>& rows, KvCache& cache, int64_t new_len);
+
   ModelConfig c_;
   RopeTables rope_;
 };

@@ -8,15 +8,21 @@
 // for every running row of every cohort in one batched call per cohort. A model without relative
 // positions (GPT-2, LSTM) gets one cohort per request.
 //
-// Prefill policy: between two decode steps the engine prefills newcomers' prompts up to
-// `prefill_budget` tokens in total (one prompt longer than that alone), so running streams wait at most
-// one such prefill. Beyond `max_batch` running requests, new ones wait in a queue of `max_queue`;
-// beyond that submit() refuses. A cancelled request (client gone) leaves at the next step and its
-// row is free for the next newcomer; an empty cohort frees its cache.
+// Prefill policy: newcomers join between two decode steps, up to `prefill_budget` prompt tokens in all
+// per round (one prompt longer than that alone). Where the model's step takes rows with different token
+// counts (decode_rows: DeepSeek's fused step), a newcomer's prompt is folded into the next step beside
+// the running rows' tokens, ending at the step's position, so the weights are read once for both (a
+// 9-token prompt alone cost about as much as a 16-row step); the step then holds at most the model's
+// decode_rows_batch_tokens() token rows, each computed alone, so what a row gets does not depend on what
+// shares its step. A prompt that does not fit is prefilled on its own first, and so is every prompt of
+// the other models. Running streams wait at most one round's prefills. Beyond `max_batch` running
+// requests, new ones wait in a queue of `max_queue`; beyond that submit() refuses. A cancelled request
+// (client gone) leaves at the next step and its row is free for the next newcomer; an empty cohort
+// frees its cache.
 //
 //   Engine engine(model, tokenizer, {});
 //   auto req = std::make_shared<Request>(); req->prompt = ids; req->sampling.max_new_tokens = 16;
-//   req->on_token = [](int64_t id, double logprob) { ... };   // engine thread
+//   req->on_token = [](int64_t id, double logprob) { ... };   // the engine's threads
 //   engine.submit(req); req->wait();
 #pragma once
 #include <atomic>
@@ -45,9 +51,10 @@ struct Request {
   std::vector<int64_t> prompt;
   model::SampleOptions sampling;  // max_new_tokens, temperature, top_k, top_p, seed, stop_tokens
   int64_t top_logprobs = 0;       // alternatives reported per token (0 = just the chosen token's)
-  // Called on the engine thread for each generated token; return false to stop (a stop string matched).
+  // Called on one of the engine's threads for each generated token (one call of a request at a time);
+  // return false to stop (a stop string matched).
   std::function<bool(int64_t id, double logprob, const std::vector<TokenLogprob>& top)> on_token;
-  // Called by the engine thread once the request has ended (finished() is then true): a consumer that
+  // Called by the engine's threads once the request has ended (finished() is then true): a consumer that
   // waits on its own condition for tokens is woken here, since no token may follow the last one.
   std::function<void()> on_finish;
   std::atomic<bool> cancelled{false};
@@ -83,8 +90,8 @@ struct EngineStats {
   int64_t running = 0, queued = 0, cohorts = 0;
   int64_t steps = 0, generated_tokens = 0, prompt_tokens = 0, completed = 0, cancelled = 0, refused = 0;
   double occupancy_sum = 0;  // sum over steps of running rows / max_batch
-  // The engine thread's time: prompts prefilled, decode steps (the model's batched call), and the
-  // steps' sampling and delivery of tokens to the requests.
+  // The engine thread's time: prompts prefilled on their own, decode steps (the model's batched call,
+  // folded prompts included), and the steps' sampling and delivery of tokens to the requests.
   double prefill_s = 0, decode_s = 0, sample_s = 0;
 };
 
@@ -111,8 +118,8 @@ class Engine {
   void step(Cohort& c);
   void finish(Running& r, const std::string& reason);
   // A row's next token: drawn (sampling, its log-probability, the top alternatives asked for) by
-  // draw(), which touches only that request's state and so runs for several rows at once, then
-  // handed to the request by deliver() on the engine thread; false when the request is done.
+  // draw(), then handed to the request by deliver(); both touch only that request's state (and the
+  // counters under mu_), so they run for several rows at once; false when the request is done.
   struct Draw;
   Draw draw(Running& r, const at::Tensor& logits_row) const;
   bool deliver(Running& r, Draw d);
@@ -122,6 +129,9 @@ class Engine {
   EngineOptions opts_;
   int64_t context_;
   bool shares_rows_;
+  // The most token rows a step computes row by row (model::CausalLmImpl::decode_rows_batch_tokens), where
+  // the model's step takes prompts beside running rows (decode_rows); 0 where it does not.
+  int64_t fold_rows_ = 0;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Request>> queue_;
