@@ -63,10 +63,18 @@ std::pair<int64_t, double> crossing(std::vector<int32_t>& idx, const double* p, 
 }  // namespace
 
 int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, const SampleOptions& opts, double u) {
-  const at::Tensor x = logits.to(at::kCPU, at::kDouble).contiguous();
-  const int64_t V = x.numel();
+  // In float64 (float32 logits widen exactly, read in place: the server draws here for every row of
+  // every step).
+  const int64_t V = logits.numel();
   if (V == 0) throw Error("sample_token: empty logits");
-  std::vector<double> l(x.data_ptr<double>(), x.data_ptr<double>() + V);
+  thread_local std::vector<double> l;
+  if (logits.scalar_type() == at::kFloat && logits.device().is_cpu() && logits.is_contiguous()) {
+    const float* p = logits.data_ptr<float>();
+    l.assign(p, p + V);
+  } else {
+    const at::Tensor x = logits.to(at::kCPU, at::kDouble).contiguous();
+    l.assign(x.data_ptr<double>(), x.data_ptr<double>() + V);
+  }
   if (opts.repetition_penalty != 1.0) {
     std::unordered_set<int64_t> seen(history.begin(), history.end());
     for (int64_t id : seen)

@@ -553,6 +553,15 @@ class Server {
         r->cancelled = true;
         return false;
       }
+      // A text chunk without log-probabilities, the one sent per token: the chunk rendered once around
+      // a placeholder, then only the text is escaped (building the object per token cost more than the write).
+      const std::string shape = dump(chunk(chat ? json{{"content", "@@"}} : json("@@"), nullptr, nullptr));
+      const size_t at = shape.rfind("\"@@\"");  // the text is the last string of the chunk
+      const std::string before = "data: " + shape.substr(0, at), after = shape.substr(at + 4) + "\n\n";
+      auto send_text = [&](const std::string& text) {
+        const std::string s = before + dump(json(text)) + after;
+        return sink.write(s.data(), s.size());
+      };
       size_t sent_bytes = 0, sent_tokens = 0, seen_tokens = 0;  // seen: wait for more than these (held-back text waits too)
       bool alive = true;
       for (;;) {
@@ -582,8 +591,10 @@ class Server {
         }
         if (ready > sent_bytes || (p.logprobs >= 0 && !new_ids.empty() && (done || ready > sent_bytes))) {
           const std::string delta = text.substr(sent_bytes, ready - sent_bytes);
-          const json lp = p.logprobs < 0 ? json(nullptr) : logprobs_json(new_ids, new_lps, new_tops, chat);
-          if (!send(chunk(chat ? json{{"content", delta}} : json(delta), lp, nullptr))) {
+          const bool sent = p.logprobs < 0 ? send_text(delta)
+                                           : send(chunk(chat ? json{{"content", delta}} : json(delta),
+                                                        logprobs_json(new_ids, new_lps, new_tops, chat), nullptr));
+          if (!sent) {
             alive = false;
             break;
           }
