@@ -295,6 +295,7 @@ at::Tensor DeepseekV3Impl::decode(const at::Tensor& tokens, DecodeState& state) 
 at::Tensor DeepseekV3Impl::decode_rows(const std::vector<int64_t>& rows, const std::vector<std::vector<int64_t>>& tokens,
                                        DecodeState& state) {
   auto& st = dynamic_cast<DeepseekDecodeState&>(state);
+  st.cache.len = st.len;  // the caller's position (a server's cohort sets it; no view per step)
   at::Tensor logits = decode_rows_fused(rows, tokens, st.cache);
   st.len = st.cache.len;
   return logits;

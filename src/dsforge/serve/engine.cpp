@@ -302,8 +302,8 @@ void Engine::step(Cohort& c) {
   at::Tensor logits;  // [live, V]: each live row's next-token logits
   if (fold_rows_ > 0) {
     if (!live.empty()) {
-      auto view = c.state->rows_view(0, c.capacity, c.len);
-      logits = model_->decode_rows(live, feed, *view);
+      c.state->len = c.len;
+      logits = model_->decode_rows(live, feed, *c.state);
       if (!logits.defined()) throw Error("serve: the model's batched step no longer applies (decode_rows)");
     }
   } else {
