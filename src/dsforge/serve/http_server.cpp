@@ -435,30 +435,35 @@ class Server {
     r->top_logprobs = std::max<int64_t>(p.logprobs, 0);
     const auto stops = p.stops;
     // Engine thread: record the token; a stop string ends the request.
+    // The writer is woken after the lock is released: woken under it, it would block on the lock at once
+    // (a futex wait and wake more per token).
     r->on_token = [this, stream, stops](int64_t id, double lp, const std::vector<TokenLogprob>& top) {
-      std::lock_guard<std::mutex> lock(stream->mu);
-      const auto now = Clock::now();
-      if (!stream->ids.empty()) {
-        std::lock_guard<std::mutex> mlock(metrics_.mu);
-        metrics_.inter_token.add(std::chrono::duration<double>(now - stream->last_token).count());
-      }
-      stream->last_token = now;
-      stream->ids.push_back(id);
-      stream->logprobs.push_back(lp);
-      stream->tops.push_back(top);
-      // A stop string can only be completed by this piece: look at the new bytes and the tail before them.
-      const size_t before = stream->text.size();
-      stream->text += piece(id);
+      const std::string text = piece(id);
       bool go_on = true;
-      for (const auto& s : stops)
-        if (stream->text.find(s, before >= s.size() ? before - s.size() + 1 : 0) != std::string::npos) go_on = false;
+      {
+        std::lock_guard<std::mutex> lock(stream->mu);
+        const auto now = Clock::now();
+        if (!stream->ids.empty()) {
+          std::lock_guard<std::mutex> mlock(metrics_.mu);
+          metrics_.inter_token.add(std::chrono::duration<double>(now - stream->last_token).count());
+        }
+        stream->last_token = now;
+        stream->ids.push_back(id);
+        stream->logprobs.push_back(lp);
+        stream->tops.push_back(top);
+        // A stop string can only be completed by this piece: look at the new bytes and the tail before them.
+        const size_t before = stream->text.size();
+        stream->text += text;
+        for (const auto& s : stops)
+          if (stream->text.find(s, before >= s.size() ? before - s.size() + 1 : 0) != std::string::npos) go_on = false;
+      }
       stream->cv.notify_all();
       return go_on;
     };
     // The end of the request wakes the stream's writer: it waits for tokens on its own condition, and
     // when it looked before the last token's finish, no further token would wake it.
     r->on_finish = [stream] {
-      std::lock_guard<std::mutex> lock(stream->mu);
+      { std::lock_guard<std::mutex> lock(stream->mu); }  // a writer between its check and its wait is waiting after this
       stream->cv.notify_all();
     };
     bool queued = false;
