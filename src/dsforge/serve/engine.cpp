@@ -400,6 +400,7 @@ void Engine::loop() {
           }
       }
     }
+    if (opts_.after_round) opts_.after_round();
     std::lock_guard<std::mutex> lock(mu_);
     // Empty cohorts free their caches but one, kept for the next newcomer; requests that could not be
     // placed keep their place in line.

@@ -83,6 +83,9 @@ struct EngineOptions {
   int64_t prefill_budget = 512;  // prompt tokens prefilled between two decode steps
   int64_t context = 0;           // cache positions per cohort (0 = the model's max_position_embeddings)
   int64_t join_floor = 128;      // a new cohort starts at max(prompt, join_floor) so later prompts fit
+  // Called on the engine thread after each round's tokens are delivered (newcomers' first tokens and
+  // every step's): a server wakes its streams' writers here once, not at every token.
+  std::function<void()> after_round;
 };
 
 // What /metrics reports; read with Engine::stats().

@@ -114,9 +114,21 @@ struct Metrics {
 
 // One request's generation as the HTTP thread sees it: the engine thread appends tokens, the HTTP thread
 // turns them into text (UTF-8 completed, stop strings held back) and writes it out.
-struct Stream {
+// Wakes every stream's writer at once: the engine rings it after each round of steps. A wake-up per
+// token cost ~28 us on the engine's threads here (the futex call, and the woken writer preempting the
+// caller): 0.45 ms of a 16-row step's ~2.5.
+struct Bell {
   std::mutex mu;
   std::condition_variable cv;
+  void ring() {
+    { std::lock_guard<std::mutex> lock(mu); }  // a writer between its check and its wait is waiting after this
+    cv.notify_all();
+  }
+};
+
+struct Stream {
+  std::mutex mu;
+  std::atomic<size_t> count{0};  // ids.size(), read by a writer waiting on the bell
   std::vector<int64_t> ids;
   std::vector<double> logprobs;
   std::vector<std::vector<TokenLogprob>> tops;
@@ -155,7 +167,9 @@ class Server {
     eos_ = m->config().eos_token_id;
     const fs::path named = fs::path(fs::absolute(model_path)).lexically_normal();
     name_ = opts.model_name.empty() ? (named.has_filename() ? named.filename() : named.parent_path().filename()).string() : opts.model_name;
-    engine_ = std::make_unique<Engine>(m, opts.engine);
+    EngineOptions eo = opts.engine;
+    eo.after_round = [this] { bell_.ring(); };
+    engine_ = std::make_unique<Engine>(m, eo);
     created_ = static_cast<int64_t>(std::time(nullptr));
     routes();
   }
@@ -435,8 +449,7 @@ class Server {
     r->top_logprobs = std::max<int64_t>(p.logprobs, 0);
     const auto stops = p.stops;
     // Engine thread: record the token; a stop string ends the request.
-    // The writer is woken after the lock is released: woken under it, it would block on the lock at once
-    // (a futex wait and wake more per token).
+    // The writer is woken by the bell after the round (Engine's after_round).
     r->on_token = [this, stream, stops](int64_t id, double lp, const std::vector<TokenLogprob>& top) {
       const std::string text = piece(id);
       bool go_on = true;
@@ -451,21 +464,17 @@ class Server {
         stream->ids.push_back(id);
         stream->logprobs.push_back(lp);
         stream->tops.push_back(top);
+        stream->count.store(stream->ids.size(), std::memory_order_release);
         // A stop string can only be completed by this piece: look at the new bytes and the tail before them.
         const size_t before = stream->text.size();
         stream->text += text;
         for (const auto& s : stops)
           if (stream->text.find(s, before >= s.size() ? before - s.size() + 1 : 0) != std::string::npos) go_on = false;
       }
-      stream->cv.notify_all();
       return go_on;
     };
-    // The end of the request wakes the stream's writer: it waits for tokens on its own condition, and
-    // when it looked before the last token's finish, no further token would wake it.
-    r->on_finish = [stream] {
-      { std::lock_guard<std::mutex> lock(stream->mu); }  // a writer between its check and its wait is waiting after this
-      stream->cv.notify_all();
-    };
+    // The end of the request wakes the writers too (it may come outside a round: cancelled, shut down).
+    r->on_finish = [this] { bell_.ring(); };
     bool queued = false;
     try {
       queued = engine_->submit(r);
@@ -576,10 +585,13 @@ class Server {
         std::vector<std::vector<TokenLogprob>> new_tops;
         std::string generated;
         const bool done = r->finished();
+        if (!done) {
+          std::unique_lock<std::mutex> lock(bell_.mu);
+          bell_.cv.wait_for(lock, std::chrono::milliseconds(200),
+                            [&] { return stream->count.load(std::memory_order_acquire) > seen_tokens || r->finished(); });
+        }
         {
-          std::unique_lock<std::mutex> lock(stream->mu);
-          if (!done)
-            stream->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return stream->ids.size() > seen_tokens || r->finished(); });
+          std::lock_guard<std::mutex> lock(stream->mu);
           seen_tokens = stream->ids.size();
           const auto from = static_cast<long>(sent_tokens);
           new_ids.assign(stream->ids.begin() + from, stream->ids.end());
@@ -668,6 +680,7 @@ class Server {
   ServeOptions opts_;
   std::string imported_;  // scratch folder of an imported GGUF file
   std::unique_ptr<tok::BpeTokenizer> tok_;
+  Bell bell_;  // before engine_: the engine thread rings it until the engine is gone
   std::unique_ptr<Engine> engine_;
   int64_t eos_ = -1;
   std::string name_;
