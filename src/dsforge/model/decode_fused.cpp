@@ -1,12 +1,14 @@
-// DeepSeek-V3's decode step for S new tokens per row (one while generating, a short prompt when the
-// server prefills a newcomer), on raw float32 storage (deepseek.h, DeepseekV3Impl::decode_step_fused).
+// DeepSeek-V3's decode step on raw float32 storage over token rows, each a (sequence, position, token):
+// S new tokens per sequence (decode_step_fused: one while generating, a short prompt), or a different
+// count per sequence (decode_rows_fused: the server's running rows beside a newcomer's prompt), all
+// appended to the latent cache in one pass over the weights (deepseek.h).
 //
 // A step through ATen is several hundred small operations (each a dispatch, an allocation and a
 // shape check: about 6 us here against the ~1 us of arithmetic most of them do at batch 1), so a token
 // of `mini` cost 3x the time it takes to read its weights, and a 10-token prompt of `micro` 5 ms. Here
 // a step is the same mathematics as the module path (absorbed MLA over the latent cache, the router,
-// shared and routed experts) written as products over all token rows at once (kernels::gemm_rm: the
-// few-row kernels up to 16 rows, sgemm beyond) and the fused kernels' vector loops (RMSNorm, RoPE,
+// shared and routed experts) written as products over all token rows at once (the few-row kernels,
+// each row computed alone, up to direct_rows_max() rows; sgemm beyond) and the fused kernels' vector loops (RMSNorm, RoPE,
 // softmax, SwiGLU) on scratch buffers: no tensor is created but the logits. A linear weight is read in
 // float32, as its int8 rows (a w8a8 folder) or as its bfloat16 copy (keep_bf16_weights), whichever the
 // model holds for it.
