@@ -52,8 +52,8 @@ struct Engine::Running {
   std::vector<int64_t> history;
   int64_t next_input = 0;  // the token the next decode step feeds
   int64_t slot = 0;
-  std::vector<int64_t> prompt;  // a newcomer's prompt, fed by its first step (folded prefill)
-  bool prefilled = false;       // its prompt went through on its own this round: it sits the step out
+  bool folded = false;     // its prompt (req->prompt) is fed by its first step beside the running rows
+  bool prefilled = false;  // its prompt went through on its own this round: it sits the step out
 };
 
 struct Engine::Cohort {
@@ -70,7 +70,7 @@ struct Engine::Cohort {
   int64_t step_tokens() const {
     int64_t n = 0;
     for (const auto& r : rows)
-      if (r) n += r->prompt.empty() ? !r->prefilled : static_cast<int64_t>(r->prompt.size());
+      if (r) n += r->folded ? static_cast<int64_t>(r->req->prompt.size()) : !r->prefilled;
     return n;
   }
 };
@@ -251,23 +251,21 @@ bool Engine::admit(std::shared_ptr<Request> req, int64_t& budget) {
   }
   Running& r = *run;
   home->rows[static_cast<size_t>(slot)] = std::move(run);
-  // Folded: the prompt is fed by this round's step beside the running rows, ending at the step's
-  // position, while the step's rows stay within what it computes row by row.
-  if (fold_rows_ > 0) {
-    home->state->set_row_padding(slot, home->len + 1 - P);
-    if (home->step_tokens() - 1 + P <= fold_rows_) {  // this row counted one token so far
-      r.prompt = r.req->prompt;
-      return true;
-    }
+  // The prompt ends at the step's position where the step takes it (folded, or on its own: the row then
+  // sits the step out), else just before it (the step feeds every row its next token).
+  const int64_t end = home->len + (fold_rows_ > 0);
+  if (shares_rows_) home->state->set_row_padding(slot, end - P);
+  // Folded: fed by this round's step beside the running rows, while the step's rows stay within what it
+  // computes row by row.
+  if (fold_rows_ > 0 && home->step_tokens() - 1 + P <= fold_rows_) {  // this row counted one token so far
+    r.folded = true;
+    return true;
   }
-  // On its own: a prompt that does not fit the step, or a model without decode_rows (then at the
-  // positions before the step's: the step feeds every row its next token).
+  // On its own: a prompt that does not fit the step, or a model without decode_rows.
   const at::Tensor prompt = at::tensor(r.req->prompt, at::kLong).unsqueeze(0);
   const auto t0 = Clock::now();
   at::Tensor logits;
   if (shares_rows_) {
-    const int64_t end = fold_rows_ > 0 ? home->len + 1 : home->len;
-    if (fold_rows_ == 0) home->state->set_row_padding(slot, end - P);
     auto view = home->state->rows_view(slot, 1, end - P);
     logits = model_->decode(prompt, *view);
     r.prefilled = fold_rows_ > 0;
@@ -295,8 +293,8 @@ void Engine::step(Cohort& c) {
       continue;
     }
     live.push_back(s);
-    feed.push_back(r->prompt.empty() ? std::vector<int64_t>{r->next_input} : std::move(r->prompt));
-    r->prompt.clear();
+    feed.push_back(r->folded ? r->req->prompt : std::vector<int64_t>{r->next_input});
+    r->folded = false;
   }
   const auto t0 = Clock::now();
   at::Tensor logits;  // [live, V]: each live row's next-token logits
