@@ -419,6 +419,42 @@ TEST(Kernels, AdamWUpdateAndSumOfSquaresMatchTheirFormulas) {
   EXPECT_NEAR(kernels::sum_of_squares(big), ref, 1e-6 * ref);  // float partial sums per block, double total
 }
 
+TEST(Kernels, SamplerExpMatchesTheLibraryOnEveryIsa) {
+  // The sampler's weights exp(x - shift) in float64 against std::exp: arguments across the reduction's
+  // range boundaries (multiples of ln 2 / 2), large negative ones near the cut at -708, exactly 0 for
+  // a masked (-inf) token, NaN kept, nothing written past n; the sum equal to the weights' sum up to the summation order.
+  const std::string start_isa = kernels::vector_loops().isa;
+  std::vector<double> args;
+  for (int i = -4000; i <= 400; ++i) args.push_back(i * 0.173286795139986);  // ln2 / 4 steps
+  for (int i = 0; i < 2000; ++i) args.push_back(-30.0 + i * 0.0150013);
+  for (double a : {0.0, -1e-300, 1e-17, -707.9, -708.0, 709.0, -0.34657359027997264, 0.34657359027997264}) args.push_back(a);
+  for (const std::string& isa : kernels::supported_vector_isas()) {
+    kernels::set_vector_isa(isa);
+    for (double shift : {0.0, 2.5}) {
+      std::vector<double> x(args.size());
+      for (size_t i = 0; i < x.size(); ++i) x[i] = args[i] + shift;
+      x.push_back(-INFINITY);
+      x.push_back(123.0);  // past n
+      std::vector<double> y = x;
+      const double sum = kernels::vector_loops().exp_shifted_sum_f64(y.data(), static_cast<int64_t>(y.size()) - 1, shift);
+      double want_sum = 0, worst = 0;
+      for (size_t i = 0; i + 2 < x.size(); ++i) {
+        const double want = std::exp(x[i] - shift);
+        want_sum += want;
+        worst = std::max(worst, std::abs(y[i] - want) / want);
+      }
+      EXPECT_LT(worst, 4e-16) << isa << ": relative error, worst over " << args.size() << " arguments";
+      EXPECT_EQ(y[y.size() - 2], 0.0) << isa << ": exp(-inf)";
+      EXPECT_EQ(y.back(), 123.0) << isa << ": past n, untouched";
+      EXPECT_NEAR(sum, want_sum, 1e-15 * want_sum) << isa;
+      std::vector<double> nan_arg{NAN};
+      kernels::vector_loops().exp_shifted_sum_f64(nan_arg.data(), 1, 0.0);
+      EXPECT_TRUE(std::isnan(nan_arg[0])) << isa;
+    }
+  }
+  kernels::set_vector_isa(start_isa);
+}
+
 // The vector loops come compiled for several instruction sets and one is chosen at start (platform.h).
 // Each ISA this CPU runs gives the generic loops' results on the same random inputs, forward and backward,
 // float32 within float rounding (vector widths change the order of the sums) and bfloat16 within one

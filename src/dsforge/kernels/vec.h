@@ -74,6 +74,9 @@ struct VectorLoops {
                         float direction, int64_t b, int64_t e);
   void (*rope_rows_bf16)(const RopeRows& rr, const uint16_t* x, uint16_t* y, const float* cos, const float* sin,
                          int64_t start, float direction, int64_t b, int64_t e);
+  // Sampling: x[i] = exp(x[i] - shift) over [0, n) in float64 (within a few ulp of std::exp; below -708, 0),
+  // their sum returned (summed in vector lanes: the same bits for the same x on one instruction set).
+  double (*exp_shifted_sum_f64)(double* x, int64_t n, double shift);
   // Optimizer: sum of p[i]^2 over [0, n) in float32; AdamW over elements [b, e).
   float (*sum_of_squares)(const float* p, int64_t n);
   void (*adamw)(float* p, const float* g, float* m, float* v, const AdamWScalars& s, int64_t b, int64_t e);

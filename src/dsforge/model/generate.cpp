@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "dsforge/core/error.h"
+#include "dsforge/kernels/platform.h"
 #include "dsforge/model/deepseek.h"
 
 namespace dsforge::model {
@@ -91,8 +92,7 @@ int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, con
       if (v < kth) v = -INFINITY;
   }
   const double top = *std::max_element(l.begin(), l.end());
-  double z = 0;
-  for (double& v : l) z += v = std::exp(v - top);
+  const double z = kernels::vector_loops().exp_shifted_sum_f64(l.data(), V, top);  // vectorised: the server's rows draw here
   if (!keep_top_k && opts.top_p >= 1.0) {
     // Nothing truncated: every order of the tokens inverts the same distribution, so the CDF is taken in
     // id order, one pass and no selection (the rows of a served batch draw here at every step).
