@@ -2,11 +2,16 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "dsforge/core/error.h"
 #include "dsforge/core/io.h"
+#include "dsforge/core/platform.h"
 #include "dsforge/core/run_config.h"
 #include "dsforge/core/safetensors.h"
 #include "test_util.h"
@@ -95,4 +100,41 @@ TEST(RunConfig, TypeAndRangeErrorsNameTheKey) {
   RunConfig c;
   EXPECT_THROW_MSG(apply_override(c, "train.batch_size=abc"), ConfigError, "expected an integer");
   EXPECT_THROW_MSG(apply_override(c, "trian.lr=1"), ConfigError, "unknown key 'trian.lr'");
+}
+
+TEST(Platform, BellWakesEverySleeperAndLosesNoRing) {
+  // Eight sleepers follow a counter posted 2000 times, one ring per post; each sleeps with a 10 s
+  // timeout, so a ring lost between a sleeper's look and its sleep would show as a 10 s stall.
+  using namespace std::chrono;
+  Bell bell;
+  std::atomic<int> posted{0};
+  constexpr int kPosts = 2000, kSleepers = 8;
+  std::atomic<int> finished{0};
+  const auto t0 = steady_clock::now();
+  std::vector<std::thread> sleepers;
+  for (int i = 0; i < kSleepers; ++i)
+    sleepers.emplace_back([&] {
+      for (int seen = 0; seen < kPosts;) {
+        const uint32_t round = bell.round();
+        const int now = posted.load();
+        if (now > seen) seen = now;
+        else bell.wait(round, milliseconds(10000));
+      }
+      ++finished;
+    });
+  for (int i = 0; i < kPosts; ++i) {
+    posted.fetch_add(1);
+    bell.ring();
+    if (i % 64 == 0) std::this_thread::yield();
+  }
+  for (auto& t : sleepers) t.join();
+  EXPECT_EQ(finished.load(), kSleepers);
+  EXPECT_LT(duration<double>(steady_clock::now() - t0).count(), 5.0);
+  // No ring: the timeout; a stale round: at once.
+  auto a = steady_clock::now();
+  bell.wait(bell.round(), milliseconds(60));
+  EXPECT_GE(duration<double>(steady_clock::now() - a).count(), 0.05);
+  a = steady_clock::now();
+  bell.wait(bell.round() - 1, milliseconds(10000));
+  EXPECT_LT(duration<double>(steady_clock::now() - a).count(), 1.0);
 }

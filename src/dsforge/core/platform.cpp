@@ -1,8 +1,15 @@
 #include "dsforge/core/platform.h"
 
 #include <sched.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
+#include <chrono>
+#include <climits>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -93,6 +100,34 @@ int64_t available_memory_bytes() {
   const int64_t headroom = cgroup_memory_headroom();
   if (headroom > 0 && (avail == 0 || headroom < avail)) return headroom;
   return avail;
+}
+
+// Sleepers count themselves before sleeping and ring() reads the count after advancing the round (both
+// sequentially consistent): either ring() sees the sleeper and wakes it, or the sleeper's futex call sees
+// the new round and returns at once.
+void Bell::ring() {
+  round_.fetch_add(1, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
+#ifdef __linux__
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&round_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#else
+  { std::lock_guard<std::mutex> lock(mu_); }  // a sleeper between its check and its wait is waiting after this
+  cv_.notify_all();
+#endif
+}
+
+void Bell::wait(uint32_t seen, std::chrono::milliseconds timeout) {
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+#ifdef __linux__
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "the futex is the counter's word");
+  const auto ms = timeout.count();
+  timespec ts{static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000L};
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&round_), FUTEX_WAIT_PRIVATE, seen, &ts, nullptr, 0);
+#else
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return round_.load(std::memory_order_seq_cst) != seen; });
+#endif
+  sleepers_.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 }  // namespace dsforge

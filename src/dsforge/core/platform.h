@@ -4,7 +4,10 @@
 //
 //   CpuBudget c = usable_cpus();   // c.count, and c.reason: "2 of 64 CPUs (affinity mask)"
 #pragma once
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 namespace dsforge {
@@ -20,6 +23,28 @@ CpuBudget usable_cpus();
 
 // The smaller of MemAvailable and the cgroup's memory limit less its usage; 0 when unknown.
 int64_t available_memory_bytes();
+
+// A round counter that threads sleep on until it moves: ring() advances it and wakes every sleeper with
+// one call. Each sleeper then goes on alone (Linux: a futex on the counter), where a condition variable's
+// woken waiters reacquire its mutex one after another, each release a further wake-up.
+//
+//   const uint32_t seen = bell.round();  // before looking for work, so a ring after the look is not lost
+//   if (!work()) bell.wait(seen, std::chrono::milliseconds(200));
+class Bell {
+ public:
+  uint32_t round() const { return round_.load(std::memory_order_acquire); }
+  void ring();
+  // Returns once round() != seen, after the timeout, or spuriously: callers look again.
+  void wait(uint32_t seen, std::chrono::milliseconds timeout);
+
+ private:
+  std::atomic<uint32_t> round_{0};
+  std::atomic<int> sleepers_{0};
+#ifndef __linux__
+  std::mutex mu_;
+  std::condition_variable cv_;
+#endif
+};
 
 // cgroup "cpu.max" text ("max 100000" or "150000 100000") -> CPUs (0 = no quota). Exposed for tests.
 double parse_cgroup_cpu_max(const std::string& text);
