@@ -203,11 +203,23 @@ void swiglu_split(const float* x, const Mlp& m, float* h, int64_t B, float* g, f
   linear_split(g, m.down, h, B, workers, /*accumulate=*/true);
 }
 
-// The router of one token (MoeGateImpl::forward): the K selected experts and their weights.
-void route(const ModelConfig& c, const float* logits, const float* bias, float* scores, float* choice, int64_t* idx,
-           float* weight) {
+// A step's buffers, kept on each thread from step to step: grown to the largest step yet and never zeroed
+// again (every buffer is written before it is read). Built and zeroed per step, they cost ~40 us of a
+// 16-row step of micro (half a megabyte).
+template <typename T>
+T* grown(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+// The router of one token (MoeGateImpl::forward): the K selected experts and their weights. Its scratch
+// is the calling thread's (rows are routed on the worker threads).
+void route(const ModelConfig& c, const float* logits, const float* bias, int64_t* idx, float* weight) {
   const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
   const bool biased = c.scoring_func == "sigmoid";
+  thread_local std::vector<float> scores_buf, choice_buf, gscore_buf;
+  thread_local std::vector<int64_t> order_buf;
+  float *scores = grown(scores_buf, E), *choice = grown(choice_buf, E);
   if (biased) {
     for (int64_t e = 0; e < E; ++e) {
       scores[e] = 1.0f / (1.0f + std::exp(-logits[e]));
@@ -221,7 +233,7 @@ void route(const ModelConfig& c, const float* logits, const float* bias, float* 
   }
   if (c.n_group > 1) {  // group-limited routing: experts outside the topk_group best groups are out
     const int64_t G = c.n_group, per = E / G;
-    std::vector<float> gscore(static_cast<size_t>(G));
+    float* gscore = grown(gscore_buf, G);
     for (int64_t g = 0; g < G; ++g) {
       const float* cg = choice + g * per;
       if (biased) {  // V3: the sum of the group's two best biased scores
@@ -235,20 +247,19 @@ void route(const ModelConfig& c, const float* logits, const float* bias, float* 
         gscore[static_cast<size_t>(g)] = *std::max_element(cg, cg + per);
       }
     }
-    std::vector<int64_t> order(static_cast<size_t>(G));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return gscore[a] > gscore[b]; });
-    for (int64_t i = c.topk_group; i < G; ++i)
-      std::fill(choice + order[static_cast<size_t>(i)] * per, choice + (order[static_cast<size_t>(i)] + 1) * per, -INFINITY);
+    int64_t* order = grown(order_buf, G);
+    std::iota(order, order + G, 0);
+    std::stable_sort(order, order + G, [&](int64_t a, int64_t b) { return gscore[a] > gscore[b]; });
+    for (int64_t i = c.topk_group; i < G; ++i) std::fill(choice + order[i] * per, choice + (order[i] + 1) * per, -INFINITY);
   }
-  std::vector<int64_t> order(static_cast<size_t>(E));
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int64_t a, int64_t b) {
+  int64_t* order = grown(order_buf, E);
+  std::iota(order, order + E, 0);
+  std::partial_sort(order, order + K, order + E, [&](int64_t a, int64_t b) {
     return choice[a] > choice[b] || (choice[a] == choice[b] && a < b);
   });
   float sum = 0;
   for (int64_t k = 0; k < K; ++k) {
-    idx[k] = order[static_cast<size_t>(k)];
+    idx[k] = order[k];
     sum += weight[k] = scores[idx[k]];
   }
   const float norm = biased && c.norm_topk_prob ? 1.0f / (sum + 1e-20f) : 1.0f;
@@ -263,24 +274,13 @@ int64_t first_key(const bool* pad_row, int64_t pos) {
   return hit ? static_cast<const bool*>(hit) - pad_row : pos;
 }
 
-// A step's buffers, kept on each thread from step to step: grown to the largest step yet and never zeroed
-// again (every buffer is written before it is read). Built and zeroed per step, they cost ~40 us of a
-// 16-row step of micro (half a megabyte).
-template <typename T>
-T* grown(std::vector<T>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  return v.data();
-}
-
 // The feed-forward scratch of one step: the router's, and per worker thread the MLP widths.
 struct MoeScratch {
   void size_for(const ModelConfig& c, int64_t B, int64_t w, int64_t wd) {
     E = c.n_routed_experts, K = c.num_experts_per_tok, d = c.hidden_size, width = wd, workers = w, rows = B;
     grown(logits, B * std::max<int64_t>(E, 1));
-    grown(scores, std::max<int64_t>(E, 1));
-    grown(choice, std::max<int64_t>(E, 1));
-    grown(weight, std::max<int64_t>(K, 1));
-    grown(idx, std::max<int64_t>(K, 1));
+    grown(weight, B * std::max<int64_t>(K, 1));
+    grown(idx, B * std::max<int64_t>(K, 1));
     if (static_cast<int64_t>(by_expert.size()) < E) by_expert.resize(static_cast<size_t>(E));
     grown(xg, B * K * d);
     grown(yg, B * K * d);
@@ -290,8 +290,8 @@ struct MoeScratch {
     grown(tmp, workers * B * d);
   }
   int64_t E = 0, K = 0, d = 0, width = 0, workers = 1, rows = 0;
-  std::vector<float> logits, scores, choice, weight;
-  std::vector<int64_t> idx;
+  std::vector<float> logits, weight;  // the router's logits; each row's K expert weights
+  std::vector<int64_t> idx;           // each row's K experts
   std::vector<std::vector<std::pair<int64_t, float>>> by_expert;  // (row, weight) per expert
   std::vector<float> xg, yg;    // the rows of every expert, grouped by expert, and their outputs
   std::vector<float> shared;    // the shared experts' output (several rows)
@@ -316,7 +316,7 @@ void feed_forward_moe(const ModelConfig& c, const LayerWeights& w, const float* 
   linear(x, w.router, s.logits.data(), B);
   if (B == 1) {
     if (w.has_shared) swiglu(x, w.shared, h, 1, s.g_of(0), s.u_of(0), s.tmp_of(0));
-    route(c, s.logits.data(), w.router_bias, s.scores.data(), s.choice.data(), s.idx.data(), s.weight.data());
+    route(c, s.logits.data(), w.router_bias, s.idx.data(), s.weight.data());
     // In expert order, as the grouped rows below add them: a row's sums do not depend on the batch.
     std::vector<int64_t> order(static_cast<size_t>(K));
     std::iota(order.begin(), order.end(), 0);
@@ -327,10 +327,13 @@ void feed_forward_moe(const ModelConfig& c, const LayerWeights& w, const float* 
     return;
   }
   for (int64_t e = 0; e < E; ++e) s.by_expert[static_cast<size_t>(e)].clear();
-  for (int64_t b = 0; b < B; ++b) {
-    route(c, &s.logits[b * E], w.router_bias, s.scores.data(), s.choice.data(), s.idx.data(), s.weight.data());
-    for (int64_t k = 0; k < K; ++k) s.by_expert[static_cast<size_t>(s.idx[static_cast<size_t>(k)])].push_back({b, s.weight[k]});
-  }
+  // Each row's experts (on the worker threads from 8 rows), then the rows grouped by expert in row order.
+  auto route_row = [&](int64_t b, int64_t) { route(c, &s.logits[b * E], w.router_bias, &s.idx[b * K], &s.weight[b * K]); };
+  if (B >= 8) run_tasks(B, s.workers, route_row);
+  else for (int64_t b = 0; b < B; ++b) route_row(b, 0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = b * K; k < (b + 1) * K; ++k)
+      s.by_expert[static_cast<size_t>(s.idx[static_cast<size_t>(k)])].push_back({b, s.weight[static_cast<size_t>(k)]});
   // Tasks: -1 = the shared experts, then the experts with rows, busiest first; offsets into xg/yg.
   std::vector<int64_t> tasks, offset(static_cast<size_t>(E) + 1, 0);
   if (w.has_shared) tasks.push_back(-1);
@@ -485,19 +488,20 @@ at::Tensor DeepseekV3Impl::fused_rows(const std::vector<FusedRow>& rows, KvCache
       linear_split(qa, w.q_b, q, B, pw);
     }
     linear_split(x, w.kv_a, kv, B, pw);
-    // ---- the new tokens' latents and rope keys into their sequences' caches; the queries' rope parts
-    for (int64_t i = 0; i < B; ++i) {
-      const int64_t b = rows[static_cast<size_t>(i)].seq, p = rows[static_cast<size_t>(i)].pos;
+    // ---- in one region: q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c), a task per head (one product
+    // over all rows; one product per row measured slower), then a task per row: its new latent and rope
+    // key into its sequence's cache, its queries' rope parts. Heads and rows are shared among the threads
+    // from 8 rows.
+    run_tasks(H + B, pw, [&](int64_t t, int64_t) {
+      if (t < H) {
+        gemm_rows(false, B, dc, dn, q + t * dqk, H * dqk, w.kv_b.w + t * (dn + dv) * dc, dc, 0.0f, &qabs[t * dc], H * dc);
+        return;
+      }
+      const int64_t i = t - H, b = rows[static_cast<size_t>(i)].seq, p = rows[static_cast<size_t>(i)].pos;
       const float* kvb = kv + i * (dc + dr);
-      vl.rms_norm_rows_f32(kvb, w.kv_a_norm, ckv + b * kv_row + p * dc, rs, dc, eps, 0, 1);   // c_kv
+      vl.rms_norm_rows_f32(kvb, w.kv_a_norm, ckv + b * kv_row + p * dc, rs + i, dc, eps, 0, 1);     // c_kv
       vl.rope_rows_f32(rope_key, kvb + dc, cpe + b * pe_row + p * dr, cosp, sinp, p, 1.0f, 0, 1);  // k_pe
       vl.rope_rows_f32(rope_heads, q + i * H * dqk + dn, &qpe[i * H * dr], cosp, sinp, p, 1.0f, 0, H);
-    }
-    // ---- q_abs[b, h] = q_nope[b, h] W_UK[h] (d_n -> d_c): one product per head over all rows (one
-    // product per row measured slower), the heads shared among the threads from 8 rows
-    run_tasks(H, pw, [&](int64_t hh, int64_t) {
-      gemm_rows(false, B, dc, dn, q + hh * dqk, H * dqk, w.kv_b.w + hh * (dn + dv) * dc, dc, 0.0f, &qabs[hh * dc],
-                H * dc);
     });
     // ---- each row attends over its own cached latents, from its first unpadded position: a row that
     // joined a long-running batch (the server's cohorts) pays for its own tokens, not the batch's age
