@@ -346,6 +346,15 @@ TEST(SlowServe, OpenAiRoutesAnswerAndRefuseBadInput) {
 
   const Reply metrics = http(port, "GET", "/metrics");
   EXPECT_NE(metrics.body.find("dsforge_generated_tokens_total"), std::string::npos);
+  // The three answered requests' tokens, and a gap between each two of a request's tokens.
+  auto counter = [&](const std::string& name) {
+    const size_t at = metrics.body.find("\n" + name + " ");
+    return at == std::string::npos ? -1.0 : std::atof(metrics.body.c_str() + at + name.size() + 2);
+  };
+  const int tokens[] = {pj["usage"]["completion_tokens"].get<int>(), last["usage"]["completion_tokens"].get<int>(),
+                        cj["usage"]["completion_tokens"].get<int>()};
+  EXPECT_EQ(counter("dsforge_generated_tokens_total"), tokens[0] + tokens[1] + tokens[2]) << metrics.body;
+  EXPECT_EQ(counter("dsforge_inter_token_seconds_count"), tokens[0] + tokens[1] + tokens[2] - 3) << metrics.body;
   EXPECT_NE(metrics.body.find("dsforge_time_to_first_token_seconds_bucket"), std::string::npos);
   EXPECT_NE(metrics.body.find("route=\"/v1/completions\",status=\"400\""), std::string::npos);
   EXPECT_EQ(http(port, "GET", "/health").status, 200);  // still serving

@@ -179,10 +179,6 @@ bool Engine::deliver(Running& r, Draw d) {
   q.output.push_back(id);
   r.history.push_back(id);
   r.next_input = id;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.generated_tokens;
-  }
   bool go_on = !q.on_token || q.on_token(id, d.logprob, d.top);
   const auto& stops = q.sampling.stop_tokens;
   if (!go_on || std::find(stops.begin(), stops.end(), id) != stops.end()) {
@@ -197,7 +193,13 @@ bool Engine::deliver(Running& r, Draw d) {
 }
 
 // Samples the next token of `r` from its logits and hands it over; false when the request is done.
-bool Engine::emit(Running& r, const at::Tensor& logits_row) { return deliver(r, draw(r, logits_row)); }
+bool Engine::emit(Running& r, const at::Tensor& logits_row) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.generated_tokens;
+  }
+  return deliver(r, draw(r, logits_row));
+}
 
 // Places `r` in a cohort and prefills its prompt; false when it must wait (no room now).
 bool Engine::admit(std::shared_ptr<Request> req, int64_t& budget) {
@@ -326,7 +328,9 @@ void Engine::step(Cohort& c) {
   const auto t1 = Clock::now();
   // Each row's draw and delivery (its request's own state; on_token is called on the engine's threads,
   // one token of a request at a time) share the threads: one after another, the 16 rows of a full step
-  // took 0.8 ms beside the step's 1.6 ms. Rows whose request ended leave afterwards, on this thread.
+  // took 0.8 ms beside the step's 1.6 ms. They take no lock in common (the token count is added after:
+  // a contended mutex puts the second thread to sleep). Rows whose request ended leave afterwards, on
+  // this thread.
   std::vector<char> go_on(live.size());
   kernels::run_tasks(static_cast<int64_t>(live.size()), at::get_num_threads(), [&](int64_t t, int64_t) {
     Running& r = *c.rows[static_cast<size_t>(live[static_cast<size_t>(t)])];
@@ -335,6 +339,7 @@ void Engine::step(Cohort& c) {
   for (size_t t = 0; t < live.size(); ++t)
     if (!go_on[t]) c.rows[static_cast<size_t>(live[t])].reset();
   std::lock_guard<std::mutex> lock(mu_);
+  stats_.generated_tokens += static_cast<int64_t>(live.size());
   stats_.decode_s += std::chrono::duration<double>(t1 - t0).count();
   stats_.sample_s += since(t1);
   ++stats_.steps;

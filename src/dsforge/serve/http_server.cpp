@@ -129,6 +129,7 @@ struct Stream {
   std::vector<std::vector<TokenLogprob>> tops;
   std::string text;  // the bytes of `ids` (the end-of-text token adds none)
   Clock::time_point last_token;
+  std::vector<double> gaps;  // seconds between tokens, for the metrics (added by the HTTP thread)
 };
 
 struct Params {
@@ -451,10 +452,7 @@ class Server {
       {
         std::lock_guard<std::mutex> lock(stream->mu);
         const auto now = Clock::now();
-        if (!stream->ids.empty()) {
-          std::lock_guard<std::mutex> mlock(metrics_.mu);
-          metrics_.inter_token.add(std::chrono::duration<double>(now - stream->last_token).count());
-        }
+        if (!stream->ids.empty()) stream->gaps.push_back(std::chrono::duration<double>(now - stream->last_token).count());
         stream->last_token = now;
         stream->ids.push_back(id);
         stream->logprobs.push_back(lp);
@@ -497,7 +495,21 @@ class Server {
     auto usage = [n_prompt](size_t completion) {
       return json{{"prompt_tokens", n_prompt}, {"completion_tokens", completion}, {"total_tokens", n_prompt + completion}};
     };
-    auto record = [this, r]() {
+    // The inter-token gaps go into the metrics here, on the HTTP thread: the engine's threads deliver
+    // tokens without a lock in common (a contended mutex puts the second one to sleep).
+    auto add_gaps = [this](std::vector<double>& gaps) {
+      if (gaps.empty()) return;
+      std::lock_guard<std::mutex> lock(metrics_.mu);
+      for (double g : gaps) metrics_.inter_token.add(g);
+      gaps.clear();
+    };
+    auto record = [this, r, stream, add_gaps]() {
+      std::vector<double> gaps;
+      {
+        std::lock_guard<std::mutex> lock(stream->mu);
+        gaps.swap(stream->gaps);
+      }
+      add_gaps(gaps);
       std::lock_guard<std::mutex> lock(metrics_.mu);
       if (!r->output.empty()) metrics_.ttft.add(r->first_token_s);
       metrics_.request_latency.add(r->total_s);
@@ -578,6 +590,7 @@ class Server {
         std::vector<int64_t> new_ids;
         std::vector<double> new_lps;
         std::vector<std::vector<TokenLogprob>> new_tops;
+        std::vector<double> gaps;
         std::string generated;
         const bool done = r->finished();
         if (!done) {
@@ -593,7 +606,9 @@ class Server {
           new_lps.assign(stream->logprobs.begin() + from, stream->logprobs.end());
           new_tops.assign(stream->tops.begin() + from, stream->tops.end());
           generated = stream->text;
+          gaps.swap(stream->gaps);
         }
+        add_gaps(gaps);
         bool stopped = false;
         std::string text = finished_text(std::move(generated), stopped);
         size_t ready = text.size();
