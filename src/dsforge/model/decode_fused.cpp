@@ -329,8 +329,10 @@ void feed_forward_moe(const ModelConfig& c, const LayerWeights& w, const float* 
   for (int64_t e = 0; e < E; ++e) s.by_expert[static_cast<size_t>(e)].clear();
   // Each row's experts (on the worker threads from 8 rows), then the rows grouped by expert in row order.
   auto route_row = [&](int64_t b, int64_t) { route(c, &s.logits[b * E], w.router_bias, &s.idx[b * K], &s.weight[b * K]); };
-  if (B >= 8) run_tasks(B, s.workers, route_row);
-  else for (int64_t b = 0; b < B; ++b) route_row(b, 0);
+  if (B >= 8)
+    run_tasks(B, s.workers, route_row);
+  else
+    for (int64_t b = 0; b < B; ++b) route_row(b, 0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t k = b * K; k < (b + 1) * K; ++k)
       s.by_expert[static_cast<size_t>(s.idx[static_cast<size_t>(k)])].push_back({b, s.weight[static_cast<size_t>(k)]});
