@@ -17,7 +17,7 @@ namespace dsforge::model {
 namespace {
 
 // Token order of the sampler: higher probability first, the lower id first among equals (a strict
-// total order, so a draw is the same on every build).
+// total order, so a draw does not depend on how the selection below partitions).
 struct Order {
   const double* p;
   bool operator()(int32_t a, int32_t b) const { return p[a] > p[b] || (p[a] == p[b] && a < b); }
@@ -110,7 +110,7 @@ int64_t sample_token(at::Tensor logits, const std::vector<int64_t>& history, con
   std::vector<int32_t> idx(static_cast<size_t>(V));
   for (int32_t i = 0; i < static_cast<int32_t>(V); ++i) idx[i] = i;
   // Keep the smallest prefix of the ordered distribution whose mass reaches top_p, renormalise, and
-  // invert its CDF at u: reproducible for a seed on every build (no library RNG involved).
+  // invert its CDF at u: the same token for the same logits and seed (no library RNG involved).
   int64_t keep = V;
   double mass = 0;
   if (opts.top_p < 1.0) {
