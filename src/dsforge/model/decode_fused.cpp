@@ -109,6 +109,32 @@ bool gather(DecoderLayerImpl& layer, LayerWeights& w, const Forms& f) {
   return true;
 }
 
+// Everything the step reads of the model, or false when a weight is not float32 contiguous CPU storage.
+struct StepWeights {
+  const float *embed = nullptr, *final_norm = nullptr;
+  Mat head;
+  std::vector<LayerWeights> layers;
+};
+bool gather(DeepseekV3BackboneImpl& model, const torch::nn::Linear& lm_head, const Forms& f, StepWeights& w) {
+  if (!gather(model.embed_tokens->weight, w.embed) || !gather(model.norm->weight, w.final_norm) || !gather(lm_head, w.head, f))
+    return false;
+  w.layers.resize(model.main_layers.size());
+  for (size_t l = 0; l < w.layers.size(); ++l)
+    if (!gather(*model.main_layers[l], w.layers[l], f)) return false;
+  return true;
+}
+
+// A cache the step can append to: latent-absorbed float32 CPU storage, any padding mask a bool row per sequence.
+bool fused_cache(const KvCache& cache) {
+  for (const MlaCache& m : cache.layers) {
+    if (m.mode != CacheMode::kLatentAbsorbed || !usable(m.kv) || !usable(m.pe)) return false;
+    if (m.key_pad.defined() && (m.key_pad.scalar_type() != at::kBool || !m.key_pad.device().is_cpu() ||
+                                m.key_pad.stride(1) != 1))
+      return false;
+  }
+  return true;
+}
+
 // The most rows the step multiplies with the few-row kernels, which compute each row alone (so a row's
 // result does not depend on the rows beside it: a server's folded prompts and running rows): gemm_rm
 // takes them up to few_rows_max; beyond that, here, up to four times as many where they are vectorised
@@ -410,25 +436,17 @@ at::Tensor DeepseekV3Impl::fused_rows(const std::vector<FusedRow>& rows, KvCache
       cache.layers.size() != model->main_layers.size())
     return {};
   const int64_t B = static_cast<int64_t>(rows.size()), T = new_len, L = c_.num_hidden_layers;
-  for (const MlaCache& m : cache.layers) {
-    if (m.mode != CacheMode::kLatentAbsorbed || !usable(m.kv) || !usable(m.pe)) return {};
-    if (m.key_pad.defined() && (m.key_pad.scalar_type() != at::kBool || !m.key_pad.device().is_cpu() ||
-                                m.key_pad.stride(1) != 1))
-      return {};
-  }
+  if (!fused_cache(cache)) return {};
   const int64_t seqs = cache.layers.front().kv.size(0);
   for (const FusedRow& r : rows)
     if (r.seq < 0 || r.seq >= seqs || r.pos < 0 || r.pos >= T)
       throw Error(fmt("model: a decode row of sequence ", r.seq, " at position ", r.pos, " is outside the cache's ", seqs,
                       " sequences or before position ", T));
-  std::vector<LayerWeights> W(static_cast<size_t>(L));
-  const float *embed, *final_norm;
-  Mat head;
-  const Forms forms{int8_linears, bf16_linears};
-  if (!gather(model->embed_tokens->weight, embed) || !gather(model->norm->weight, final_norm) || !gather(lm_head, head, forms))
-    return {};
-  for (int64_t l = 0; l < L; ++l)
-    if (!gather(*model->main_layers[static_cast<size_t>(l)], W[static_cast<size_t>(l)], forms)) return {};
+  StepWeights sw;
+  if (!gather(*model, lm_head, Forms{int8_linears, bf16_linears}, sw)) return {};
+  const std::vector<LayerWeights>& W = sw.layers;
+  const float *embed = sw.embed, *final_norm = sw.final_norm;
+  const Mat& head = sw.head;
   if (T > cache.max_len) throw Error(fmt("model: KV cache holds ", cache.max_len, " positions; ", T, " requested"));
   struct Recorder {  // the step's linears report to record_input_absmax while it runs
     explicit Recorder(std::unordered_map<const void*, float>* r) { t_absmax = r; }

@@ -192,15 +192,6 @@ bool Engine::deliver(Running& r, Draw d) {
   return true;
 }
 
-// Samples the next token of `r` from its logits and hands it over; false when the request is done.
-bool Engine::emit(Running& r, const at::Tensor& logits_row) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.generated_tokens;
-  }
-  return deliver(r, draw(r, logits_row));
-}
-
 // Places `r` in a cohort and prefills its prompt; false when it must wait (no room now).
 bool Engine::admit(std::shared_ptr<Request> req, int64_t& budget) {
   const int64_t P = static_cast<int64_t>(req->prompt.size()), N = req->sampling.max_new_tokens;
@@ -277,8 +268,9 @@ bool Engine::admit(std::shared_ptr<Request> req, int64_t& budget) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.prefill_s += since(t0);
+    ++stats_.generated_tokens;  // the first token, handed over next
   }
-  if (!emit(r, logits[0][P - 1].to(at::kFloat))) home->rows[static_cast<size_t>(slot)].reset();
+  if (!deliver(r, draw(r, logits[0][P - 1].to(at::kFloat)))) home->rows[static_cast<size_t>(slot)].reset();
   return true;
 }
 

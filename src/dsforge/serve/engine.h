@@ -121,12 +121,12 @@ class Engine {
   void step(Cohort& c);
   void finish(Running& r, const std::string& reason);
   // A row's next token: drawn (sampling, its log-probability, the top alternatives asked for) by
-  // draw(), then handed to the request by deliver(); both touch only that request's state (and the
-  // counters under mu_), so they run for several rows at once; false when the request is done.
+  // draw(), then handed to the request by deliver(); both touch only that request's state (the callers
+  // count the tokens; finish() at its end takes mu_), so they run for several rows at once; false when
+  // the request is done.
   struct Draw;
   Draw draw(Running& r, const at::Tensor& logits_row) const;
   bool deliver(Running& r, Draw d);
-  bool emit(Running& r, const at::Tensor& logits_row);
 
   model::CausalLm model_;
   EngineOptions opts_;
