@@ -233,6 +233,7 @@ int main(int argc, char** argv) {
     if (std::string(preset) == "micro") micro_dir = md;
     if (skip_decode) continue;
     model::CausalLm m = model::load_pretrained(md);
+    model::pack_decode_weights(m);  // as serve and generate do
     std::vector<int64_t> prompt;
     for (int i = 0; i < 16; ++i) prompt.push_back(1 + i * 7 % (m->config().vocab_size - 1));
     model::SampleOptions o;

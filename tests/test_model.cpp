@@ -449,6 +449,49 @@ TEST(Model, Bf16DecodeWeightsGiveTheFloatLogitsFromHalfTheBytes) {
   EXPECT_TRUE(at::equal(steps(), exact)) << "max difference " << (steps() - exact).abs().max().item<double>();
 }
 
+TEST(Model, PackedWeightsDecodeTheSameAndKeepTheirBf16Copies) {
+  // pack_weights moves every parameter into one 2 MB-aligned block, in module order, 64-byte aligned each:
+  // the logits do not change (float32 and bfloat16 copies alike, bit for bit), the copies follow their
+  // weights, and a weight changed afterwards still sends the step back to float32.
+  const ModelConfig c = micro3();
+  auto m = make(c, 9);
+  m->eval();
+  at::NoGradGuard ng;
+  const int64_t B = 2, S = 6;
+  const at::Tensor tokens = random_tokens(B, S, c.vocab_size, 16);
+  auto steps = [&] {
+    KvCache cache = m->make_cache(B, S);
+    std::vector<at::Tensor> out;
+    for (int64_t t = 0; t < S; ++t) out.push_back(m->decode_step_fused(tokens.narrow(1, t, 1), cache));
+    return at::cat(out, 1);
+  };
+  const at::Tensor f32 = steps(), module_path = m->forward(tokens);
+  m->keep_bf16_weights();
+  const at::Tensor bf16 = steps();
+  ASSERT_FALSE(at::equal(bf16, f32));
+  int64_t want = 0;
+  for (const auto& p : m->parameters()) want += (p.numel() + 15) / 16 * 16 * 4;
+  EXPECT_EQ(m->pack_weights(), want);
+  const auto base = reinterpret_cast<uintptr_t>(m->parameters().front().data_ptr());
+  EXPECT_EQ(base % (2 << 20), 0u);
+  uintptr_t next = base;
+  for (const auto& p : m->parameters()) {  // in module order, each on its own cache lines
+    const auto at = reinterpret_cast<uintptr_t>(p.data_ptr());
+    EXPECT_EQ(at, next);
+    next = at + static_cast<uintptr_t>((p.numel() + 15) / 16 * 16 * 4);
+  }
+  EXPECT_EQ(static_cast<int64_t>(m->bf16_linears.size()), 3 * 5 + 3 + 2 * 3 * (c.n_routed_experts + 1) + 1);
+  std::set<const void*> params;
+  for (const auto& p : m->parameters()) params.insert(p.data_ptr());
+  for (const auto& [key, copy] : m->bf16_linears) EXPECT_EQ(params.count(key), 1u);  // keyed by the moved weights
+  EXPECT_TRUE(at::equal(steps(), bf16));
+  for (auto& p : m->parameters()) p.mul_(1.0f);  // changed since: float32 again
+  EXPECT_TRUE(at::equal(steps(), f32));
+  m->bf16_linears.clear();
+  EXPECT_TRUE(at::equal(steps(), f32));
+  EXPECT_TRUE(at::equal(m->forward(tokens), module_path));
+}
+
 TEST(Routing, InvariantsAndGroupLimits) {
   ModelConfig c = model_config_from_preset("micro");  // 16 experts in 4 groups, top-2 groups, K = 4
   MoeGate gate(c);

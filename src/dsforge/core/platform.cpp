@@ -3,6 +3,7 @@
 #include <sched.h>
 #ifdef __linux__
 #include <linux/futex.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -11,6 +12,9 @@
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -128,6 +132,43 @@ void Bell::wait(uint32_t seen, std::chrono::milliseconds timeout) {
   cv_.wait_for(lock, timeout, [&] { return round_.load(std::memory_order_seq_cst) != seen; });
 #endif
   sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+size_t whole_huge_pages(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
+}  // namespace
+
+void* alloc_huge_pages(size_t bytes) {
+  const size_t size = whole_huge_pages(std::max<size_t>(bytes, 1));
+#ifdef __linux__
+  // Map a huge page more than asked, keep the 2 MB-aligned part, return the rest.
+  void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) throw std::bad_alloc();
+  const auto start = reinterpret_cast<uintptr_t>(raw), aligned = (start + kHugePage - 1) / kHugePage * kHugePage;
+  if (aligned > start) munmap(raw, aligned - start);
+  if (start + kHugePage > aligned) munmap(reinterpret_cast<void*>(aligned + size), start + kHugePage - aligned);
+  void* p = reinterpret_cast<void*>(aligned);
+#ifdef MADV_HUGEPAGE
+  madvise(p, size, MADV_HUGEPAGE);
+#endif
+  return p;
+#else
+  void* p = std::aligned_alloc(kHugePage, size);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, size);
+  return p;
+#endif
+}
+
+void free_huge_pages(void* p, size_t bytes) {
+  if (!p) return;
+#ifdef __linux__
+  munmap(p, whole_huge_pages(std::max<size_t>(bytes, 1)));
+#else
+  (void)bytes;
+  std::free(p);
+#endif
 }
 
 }  // namespace dsforge

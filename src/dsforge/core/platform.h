@@ -6,6 +6,7 @@
 #pragma once
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -45,6 +46,14 @@ class Bell {
   std::condition_variable cv_;
 #endif
 };
+
+// Memory for arrays read whole again and again (a model's weights, every decode step): `bytes` in
+// 2 MB-aligned memory advised as transparent huge pages where Linux allows them (the kernel's
+// transparent_hugepage setting "always" or "madvise"): one TLB entry per 2 MB instead of per 4 KB, and
+// physically contiguous, which the caches and prefetchers hold on to better than scattered 4 KB pages.
+// Elsewhere (or if the mapping fails) plain aligned memory. Zero-filled; release with free_huge_pages.
+void* alloc_huge_pages(size_t bytes);
+void free_huge_pages(void* p, size_t bytes);
 
 // cgroup "cpu.max" text ("max 100000" or "150000 100000") -> CPUs (0 = no quota). Exposed for tests.
 double parse_cgroup_cpu_max(const std::string& text);

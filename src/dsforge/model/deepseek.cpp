@@ -3,8 +3,11 @@
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 
+#include <unordered_set>
+
 
 #include "dsforge/core/error.h"
+#include "dsforge/core/platform.h"
 #include "dsforge/kernels/fused.h"
 
 namespace dsforge::model {
@@ -178,17 +181,89 @@ void DeepseekV3Impl::set_dropout(const DropoutRates& rates) {
     }
 }
 
+namespace {
+// numel elements of `dtype` in huge-page memory, released with the tensor's storage.
+at::Tensor huge_page_tensor(int64_t numel, at::ScalarType dtype) {
+  const size_t bytes = static_cast<size_t>(numel) * at::elementSize(dtype);
+  void* p = alloc_huge_pages(bytes);
+  return at::from_blob(p, {numel}, [bytes](void* q) { free_huge_pages(q, bytes); }, at::TensorOptions().dtype(dtype));
+}
+// Elements from one packed tensor to the next: each starts on a 64-byte cache line.
+int64_t packed_numel(int64_t n, at::ScalarType dtype) {
+  const int64_t line = 64 / static_cast<int64_t>(at::elementSize(dtype));
+  return (n + line - 1) / line * line;
+}
+}  // namespace
+
 int64_t DeepseekV3Impl::keep_bf16_weights() {
   at::NoGradGuard no_grad;
   bf16_linears.clear();
-  auto keep = [&](const at::Tensor& w) {
-    bf16_linears[w.data_ptr()] = {w.detach().to(at::kBFloat16).contiguous(), static_cast<int64_t>(w._version())};
-  };
+  std::vector<at::Tensor> weights;
   for (auto& layer : model->main_layers)
     for (const auto& m : layer->modules())
-      if (const auto* lin = dynamic_cast<const torch::nn::LinearImpl*>(m.get())) keep(lin->weight);
-  keep(lm_head->weight);
+      if (const auto* lin = dynamic_cast<const torch::nn::LinearImpl*>(m.get())) weights.push_back(lin->weight);
+  weights.push_back(lm_head->weight);
+  int64_t total = 0;
+  for (const at::Tensor& w : weights) total += packed_numel(w.numel(), at::kBFloat16);
+  // One block for all the copies, in the order the decode step reads them (see pack_weights).
+  const at::Tensor arena = huge_page_tensor(total, at::kBFloat16);
+  int64_t off = 0;
+  for (const at::Tensor& w : weights) {
+    at::Tensor copy = arena.narrow(0, off, w.numel()).view(w.sizes());
+    copy.copy_(w.detach());  // round to nearest even, as .to(kBFloat16)
+    bf16_linears[w.data_ptr()] = {copy, static_cast<int64_t>(w._version())};
+    off += packed_numel(w.numel(), at::kBFloat16);
+  }
   return static_cast<int64_t>(bf16_linears.size());
+}
+
+int64_t DeepseekV3Impl::pack_weights() {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> params;
+  int64_t total = 0;
+  std::unordered_set<const void*> seen;  // a tensor registered twice (tied weights) moves once
+  for (const at::Tensor& p : parameters())
+    if (p.device().is_cpu() && p.scalar_type() == at::kFloat && p.is_contiguous() && seen.insert(p.data_ptr()).second) {
+      params.push_back(p);
+      total += packed_numel(p.numel(), at::kFloat);
+    }
+  if (total == 0) return 0;
+  const at::Tensor arena = huge_page_tensor(total, at::kFloat);
+  struct Move {
+    at::Tensor to;
+    int64_t from_version = 0, to_version = 0;
+  };
+  std::unordered_map<const void*, Move> moved;
+  int64_t off = 0;
+  for (const at::Tensor& p : params) {
+    at::Tensor to = arena.narrow(0, off, p.numel()).view(p.sizes());
+    to.copy_(p);
+    moved[p.data_ptr()] = {to, static_cast<int64_t>(p._version())};
+    off += packed_numel(p.numel(), at::kFloat);
+  }
+  std::vector<std::pair<at::Tensor, const void*>> repointed;  // every registration of a moved tensor
+  for (const at::Tensor& p : parameters())
+    if (auto it = moved.find(p.data_ptr()); it != moved.end()) repointed.emplace_back(p, it->first);
+  for (auto& [p, from] : repointed) p.set_data(moved.at(from).to);  // p shares the module's TensorImpl
+  for (auto& [p, from] : repointed) moved.at(from).to_version = static_cast<int64_t>(p._version());  // after every copy
+  // The int8 rows and bfloat16 copies are keyed by their float32 weight's address and version: re-keyed,
+  // current where they were current.
+  auto rekey = [&](auto& forms) {
+    std::remove_reference_t<decltype(forms)> out;
+    for (auto& [key, form] : forms) {
+      auto it = moved.find(key);
+      if (it == moved.end()) {
+        out.emplace(key, std::move(form));
+        continue;
+      }
+      if (form.version == it->second.from_version) form.version = it->second.to_version;
+      out.emplace(it->second.to.data_ptr(), std::move(form));
+    }
+    forms.swap(out);
+  };
+  rekey(int8_linears);
+  rekey(bf16_linears);
+  return total * static_cast<int64_t>(sizeof(float));
 }
 
 void DeepseekV3Impl::set_aux_alpha(double alpha) {

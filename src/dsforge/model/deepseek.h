@@ -152,6 +152,12 @@ class DeepseekV3Impl : public CausalLmImpl {
   std::unordered_map<const void*, Bf16Linear> bf16_linears;
   // Fills bf16_linears from the current float32 weights; returns how many weights it keeps.
   int64_t keep_bf16_weights();
+  // Moves every float32 parameter into one block of huge-page memory (core/platform.h: alloc_huge_pages),
+  // in module order, which is the order a decode step reads them; the int8 rows and bfloat16 copies follow
+  // their weights' new addresses. The values do not change. A batched decode step reads all of micro's
+  // 38 MB of weights, more than this machine's L3: from scattered 4 KB pages the step took ~5% longer
+  // (16 rows, both forms in one process, alternating). Returns the bytes moved.
+  int64_t pack_weights();
   // While set, decode_step_fused records max |x| of the input of every linear it runs, keyed by the
   // float32 weight (what `dsforge quantize --calib` turns into static activation scales).
   std::unordered_map<const void*, float>* record_input_absmax = nullptr;

@@ -119,6 +119,10 @@ void keep_bf16_decode_weights(CausalLm& m, const std::string& what) {
   ds->keep_bf16_weights();
 }
 
+void pack_decode_weights(CausalLm& m) {
+  if (auto* ds = dynamic_cast<DeepseekV3Impl*>(m.get())) ds->pack_weights();
+}
+
 CausalLm load_pretrained(const std::string& dir) {
   const std::string cfg_path = path_join(dir, "config.json");
   if (!file_exists(cfg_path)) throw CheckpointError(fmt(dir, ": no config.json (not a model folder)"));

@@ -22,6 +22,10 @@ CausalLm load_pretrained(const std::string& dir);
 // (DeepseekV3Impl::keep_bf16_weights: half the bytes per token; `serve --weights bf16`). Throws
 // ConfigError naming `what` for another architecture.
 void keep_bf16_decode_weights(CausalLm& m, const std::string& what);
+// For a model that will decode (serve, generate): its weights moved into one block of huge-page memory,
+// in the order a decode step reads them (DeepseekV3Impl::pack_weights); other architectures unchanged.
+// Call it before keep_bf16_decode_weights or not: the copies follow.
+void pack_decode_weights(CausalLm& m);
 
 // A folder's weights as stored: one file or every shard the index names (CheckpointError naming the
 // file when a shard is missing or a tensor is listed twice). `metadata` is the first file's.

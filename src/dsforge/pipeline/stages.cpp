@@ -414,6 +414,7 @@ void stage_generate(const RunConfig& cfg, const std::string& model_dir_in) {
     check_model_dir(model_dir);
   }
   auto m = model::load_pretrained(model_dir);
+  model::pack_decode_weights(m);
   if (cfg.generate.weights == "bf16") model::keep_bf16_decode_weights(m, fmt("generate.weights = bf16: ", model_dir));
   auto tok = tok::BpeTokenizer::load(path_join(model_dir, "tokenizer.json"));
   model::SampleOptions opts;

@@ -155,6 +155,7 @@ class Server {
       throw ConfigError(fmt(model_path, ": neither a model folder (config.json, weights, tokenizer.json) nor a .gguf file"));
     }
     model::CausalLm m = model::load_pretrained(dir);
+    model::pack_decode_weights(m);
     tok_ = std::make_unique<tok::BpeTokenizer>(tok::BpeTokenizer::load(path_join(dir, "tokenizer.json")));
     if (tok_->vocab_size() > m->config().vocab_size)
       throw ConfigError(fmt(dir, ": the tokenizer has ", tok_->vocab_size(), " tokens, the model ", m->config().vocab_size));
