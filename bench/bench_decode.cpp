@@ -153,6 +153,7 @@ void model_steps() {
   DeepseekV3 m(c);
   init_weights(*m, 0.02, 1);
   m->eval();
+  m->pack_weights();  // on huge pages, as serve and generate hold them
   at::NoGradGuard no_grad;
   // A 16-token prompt, then 64 single-token steps, 20 times; several rows share the step among the
   // threads (one thread, then two where the machine has them).

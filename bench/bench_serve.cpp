@@ -37,6 +37,7 @@
 
 #include "bench_models.h"
 #include "bench_util.h"
+#include "dsforge/core/cpu_allocator.h"
 #include "dsforge/core/io.h"
 #include "dsforge/deploy/export.h"
 #include "dsforge/model/generate.h"
@@ -220,6 +221,7 @@ int main(int argc, char** argv) {
     }
   }
   at::set_num_threads(threads);
+  core::install_cpu_allocator();  // as the dsforge CLI does (its KV caches of 2 MB and more on huge pages)
   const std::string dir = (std::filesystem::temp_directory_path() / ("dsforge-bench-serve-" + std::to_string(::getpid()))).string();
   make_dirs(dir);
   const bool llama = !skip_llama && llama_available();

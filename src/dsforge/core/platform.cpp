@@ -1,6 +1,9 @@
 #include "dsforge/core/platform.h"
 
 #include <sched.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/mman.h>
@@ -168,6 +171,12 @@ void free_huge_pages(void* p, size_t bytes) {
 #else
   (void)bytes;
   std::free(p);
+#endif
+}
+
+void release_free_heap() {
+#ifdef __GLIBC__
+  malloc_trim(0);
 #endif
 }
 

@@ -54,6 +54,9 @@ class Bell {
 // Elsewhere (or if the mapping fails) plain aligned memory. Zero-filled; release with free_huge_pages.
 void* alloc_huge_pages(size_t bytes);
 void free_huge_pages(void* p, size_t bytes);
+// Hands the heap's free pages back to the system (glibc: malloc_trim), after many blocks were freed at
+// once (a model's weights moved to huge pages); a no-op elsewhere.
+void release_free_heap();
 
 // cgroup "cpu.max" text ("max 100000" or "150000 100000") -> CPUs (0 = no quota). Exposed for tests.
 double parse_cgroup_cpu_max(const std::string& text);

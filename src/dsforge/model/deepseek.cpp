@@ -234,18 +234,21 @@ int64_t DeepseekV3Impl::pack_weights() {
     int64_t from_version = 0, to_version = 0;
   };
   std::unordered_map<const void*, Move> moved;
+  std::vector<const void*> from;
   int64_t off = 0;
-  for (const at::Tensor& p : params) {
+  // Each old block is released as its tensor moves, and the new block's pages are only touched as they
+  // are written.
+  for (at::Tensor& p : params) {
     at::Tensor to = arena.narrow(0, off, p.numel()).view(p.sizes());
     to.copy_(p);
-    moved[p.data_ptr()] = {to, static_cast<int64_t>(p._version())};
+    from.push_back(p.data_ptr());
+    moved[from.back()] = {to, static_cast<int64_t>(p._version())};
+    p.set_data(to);  // p shares the module's TensorImpl
     off += packed_numel(p.numel(), at::kFloat);
   }
-  std::vector<std::pair<at::Tensor, const void*>> repointed;  // every registration of a moved tensor
-  for (const at::Tensor& p : parameters())
-    if (auto it = moved.find(p.data_ptr()); it != moved.end()) repointed.emplace_back(p, it->first);
-  for (auto& [p, from] : repointed) p.set_data(moved.at(from).to);  // p shares the module's TensorImpl
-  for (auto& [p, from] : repointed) moved.at(from).to_version = static_cast<int64_t>(p._version());  // after every copy
+  for (size_t i = 0; i < params.size(); ++i)  // after every copy (views of one block may share a version counter)
+    moved.at(from[i]).to_version = static_cast<int64_t>(params[i]._version());
+  release_free_heap();  // the old blocks: most came from the heap
   // The int8 rows and bfloat16 copies are keyed by their float32 weight's address and version: re-keyed,
   // current where they were current.
   auto rekey = [&](auto& forms) {

@@ -154,9 +154,10 @@ class DeepseekV3Impl : public CausalLmImpl {
   int64_t keep_bf16_weights();
   // Moves every float32 parameter into one block of huge-page memory (core/platform.h: alloc_huge_pages),
   // in module order, which is the order a decode step reads them; the int8 rows and bfloat16 copies follow
-  // their weights' new addresses. The values do not change. A batched decode step reads all of micro's
-  // 38 MB of weights, more than this machine's L3: from scattered 4 KB pages the step took ~5% longer
-  // (16 rows, both forms in one process, alternating). Returns the bytes moved.
+  // their weights' new addresses. The values do not change; while moving, resident memory briefly holds
+  // one more copy (the old blocks go back to the system after). A batched decode step reads all of
+  // micro's 38 MB of weights, more than this machine's L3: from scattered 4 KB pages its 16-row step took
+  // 4-11% longer (both forms in one process, alternating). Returns the bytes moved.
   int64_t pack_weights();
   // While set, decode_step_fused records max |x| of the input of every linear it runs, keyed by the
   // float32 weight (what `dsforge quantize --calib` turns into static activation scales).
