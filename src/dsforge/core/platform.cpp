@@ -17,8 +17,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <fstream>
+#include <new>
 #include <sstream>
 #include <thread>
 

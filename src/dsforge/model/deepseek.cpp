@@ -5,7 +5,6 @@
 
 #include <unordered_set>
 
-
 #include "dsforge/core/error.h"
 #include "dsforge/core/platform.h"
 #include "dsforge/kernels/fused.h"
@@ -203,6 +202,12 @@ int64_t DeepseekV3Impl::keep_bf16_weights() {
     for (const auto& m : layer->modules())
       if (const auto* lin = dynamic_cast<const torch::nn::LinearImpl*>(m.get())) weights.push_back(lin->weight);
   weights.push_back(lm_head->weight);
+  for (const at::Tensor& w : weights)
+    if (!w.device().is_cpu()) {  // the fused step that reads them is the CPU's: copies beside the weights
+      for (const at::Tensor& v : weights)
+        bf16_linears[v.data_ptr()] = {v.detach().to(at::kBFloat16).contiguous(), static_cast<int64_t>(v._version())};
+      return static_cast<int64_t>(bf16_linears.size());
+    }
   int64_t total = 0;
   for (const at::Tensor& w : weights) total += packed_numel(w.numel(), at::kBFloat16);
   // One block for all the copies, in the order the decode step reads them (see pack_weights).
