@@ -57,6 +57,14 @@ ModelConfig micro3() {
   return c;
 }
 
+// The logits of tokens [B, S] fed one position at a time through the fused step, [B, S, V].
+at::Tensor fused_steps(DeepseekV3& m, const at::Tensor& tokens) {
+  KvCache cache = m->make_cache(tokens.size(0), tokens.size(1));
+  std::vector<at::Tensor> out;
+  for (int64_t t = 0; t < tokens.size(1); ++t) out.push_back(m->decode_step_fused(tokens.narrow(1, t, 1), cache));
+  return at::cat(out, 1);
+}
+
 }  // namespace
 
 TEST(ModelConfig, PresetParameterCountsMatchSpecification) {
@@ -410,12 +418,7 @@ TEST(Model, Bf16DecodeWeightsGiveTheFloatLogitsFromHalfTheBytes) {
   at::NoGradGuard ng;
   const int64_t B = 2, S = 10;
   const at::Tensor tokens = random_tokens(B, S, c.vocab_size, 15);
-  auto steps = [&] {
-    KvCache cache = m->make_cache(B, S);
-    std::vector<at::Tensor> out;
-    for (int64_t t = 0; t < S; ++t) out.push_back(m->decode_step_fused(tokens.narrow(1, t, 1), cache));
-    return at::cat(out, 1);
-  };
+  auto steps = [&] { return fused_steps(m, tokens); };
   // Random float32 weights: bfloat16 rounding, a small change.
   const at::Tensor f32 = steps();
   const int64_t kept = m->keep_bf16_weights();
@@ -459,12 +462,7 @@ TEST(Model, PackedWeightsDecodeTheSameAndKeepTheirBf16Copies) {
   at::NoGradGuard ng;
   const int64_t B = 2, S = 6;
   const at::Tensor tokens = random_tokens(B, S, c.vocab_size, 16);
-  auto steps = [&] {
-    KvCache cache = m->make_cache(B, S);
-    std::vector<at::Tensor> out;
-    for (int64_t t = 0; t < S; ++t) out.push_back(m->decode_step_fused(tokens.narrow(1, t, 1), cache));
-    return at::cat(out, 1);
-  };
+  auto steps = [&] { return fused_steps(m, tokens); };
   const at::Tensor f32 = steps(), module_path = m->forward(tokens);
   m->keep_bf16_weights();
   const at::Tensor bf16 = steps();
