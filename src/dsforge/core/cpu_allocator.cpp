@@ -16,6 +16,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "dsforge/core/platform.h"
+
 namespace dsforge::core {
 namespace {
 
@@ -112,26 +114,16 @@ class BlockCache {
     uint64_t stamp;  // when it was last freed (orders eviction)
   };
 
-  // A fresh anonymous mapping. From 2 MB up the start is 2 MB-aligned and the range advised as
-  // transparent huge pages (honoured where /sys/kernel/mm/transparent_hugepage/enabled allows it).
+  // A fresh anonymous mapping; from 2 MB up, 2 MB-aligned and advised as transparent huge pages
+  // (alloc_huge_pages, honoured where /sys/kernel/mm/transparent_hugepage/enabled allows it).
   static void* map_block(size_t size) {
-    if (size < kHugePage) {
-      void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      return p == MAP_FAILED ? nullptr : p;
-    }
-    const size_t span = size + kHugePage;
-    void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) return nullptr;
-    const auto start = reinterpret_cast<uintptr_t>(raw);
-    const uintptr_t aligned = round_up(start, kHugePage);
-    if (aligned > start) munmap(raw, aligned - start);
-    const uintptr_t end = aligned + size;
-    if (start + span > end) munmap(reinterpret_cast<void*>(end), start + span - end);
-    void* p = reinterpret_cast<void*>(aligned);
-#ifdef MADV_HUGEPAGE
-    madvise(p, size, MADV_HUGEPAGE);
-#endif
-    return p;
+    if (size >= kHugePage) return alloc_huge_pages(size);
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  static void unmap_block(void* p, size_t size) {
+    if (size >= kHugePage) free_huge_pages(p, size);
+    else munmap(p, size);
   }
 
   // Unmaps the least recently freed blocks until at most `bytes` are cached. Holds mu_.
@@ -148,7 +140,7 @@ class BlockCache {
       blocks_.erase(p);
       cached_ -= size;
       ++evictions_;
-      munmap(p, size);
+      unmap_block(p, size);
     }
   }
 

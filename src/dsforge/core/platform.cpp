@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <new>
 #include <sstream>
 #include <thread>
 
@@ -139,16 +138,19 @@ void Bell::wait(uint32_t seen, std::chrono::milliseconds timeout) {
 
 namespace {
 constexpr size_t kHugePage = size_t{2} << 20;
-size_t whole_huge_pages(size_t bytes) { return (bytes + kHugePage - 1) / kHugePage * kHugePage; }
+size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+#ifdef __linux__
+size_t whole_pages(size_t bytes) { return round_up(std::max<size_t>(bytes, 1), static_cast<size_t>(sysconf(_SC_PAGESIZE))); }
+#endif
 }  // namespace
 
 void* alloc_huge_pages(size_t bytes) {
-  const size_t size = whole_huge_pages(std::max<size_t>(bytes, 1));
 #ifdef __linux__
   // Map a huge page more than asked, keep the 2 MB-aligned part, return the rest.
+  const size_t size = whole_pages(bytes);
   void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) throw std::bad_alloc();
-  const auto start = reinterpret_cast<uintptr_t>(raw), aligned = (start + kHugePage - 1) / kHugePage * kHugePage;
+  if (raw == MAP_FAILED) return nullptr;
+  const auto start = reinterpret_cast<uintptr_t>(raw), aligned = round_up(start, kHugePage);
   if (aligned > start) munmap(raw, aligned - start);
   if (start + kHugePage > aligned) munmap(reinterpret_cast<void*>(aligned + size), start + kHugePage - aligned);
   void* p = reinterpret_cast<void*>(aligned);
@@ -157,9 +159,9 @@ void* alloc_huge_pages(size_t bytes) {
 #endif
   return p;
 #else
+  const size_t size = round_up(std::max<size_t>(bytes, 1), kHugePage);  // aligned_alloc wants whole alignments
   void* p = std::aligned_alloc(kHugePage, size);
-  if (!p) throw std::bad_alloc();
-  std::memset(p, 0, size);
+  if (p) std::memset(p, 0, size);
   return p;
 #endif
 }
@@ -167,7 +169,7 @@ void* alloc_huge_pages(size_t bytes) {
 void free_huge_pages(void* p, size_t bytes) {
   if (!p) return;
 #ifdef __linux__
-  munmap(p, whole_huge_pages(std::max<size_t>(bytes, 1)));
+  munmap(p, whole_pages(bytes));
 #else
   (void)bytes;
   std::free(p);

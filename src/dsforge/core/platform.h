@@ -51,7 +51,8 @@ class Bell {
 // 2 MB-aligned memory advised as transparent huge pages where Linux allows them (the kernel's
 // transparent_hugepage setting "always" or "madvise"): one TLB entry per 2 MB instead of per 4 KB, and
 // physically contiguous, which the caches and prefetchers hold on to better than scattered 4 KB pages.
-// Elsewhere (or if the mapping fails) plain aligned memory. Zero-filled; release with free_huge_pages.
+// Elsewhere plain 2 MB-aligned memory. Zero-filled; null when there is no memory for it (errno says why);
+// release with free_huge_pages and the same `bytes`.
 void* alloc_huge_pages(size_t bytes);
 void free_huge_pages(void* p, size_t bytes);
 // Hands the heap's free pages back to the system (glibc: malloc_trim), after many blocks were freed at

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/nn/init.h>
 
+#include <new>
 #include <unordered_set>
 
 #include "dsforge/core/error.h"
@@ -185,6 +186,7 @@ namespace {
 at::Tensor huge_page_tensor(int64_t numel, at::ScalarType dtype) {
   const size_t bytes = static_cast<size_t>(numel) * at::elementSize(dtype);
   void* p = alloc_huge_pages(bytes);
+  if (!p) throw std::bad_alloc();
   return at::from_blob(p, {numel}, [bytes](void* q) { free_huge_pages(q, bytes); }, at::TensorOptions().dtype(dtype));
 }
 // Elements from one packed tensor to the next: each starts on a 64-byte cache line.
